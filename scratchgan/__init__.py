@@ -1,0 +1,6 @@
+"""scratchgan: a GAN engine from scratch in NumPy (and CuPy), every backward pass written by hand."""
+from . import backend, gradcheck, losses, nn, optim, params
+from .backend import get_xp, to_numpy
+
+__version__ = "0.1.0"
+__all__ = ["backend", "gradcheck", "losses", "nn", "optim", "params", "get_xp", "to_numpy", "__version__"]

@@ -1,0 +1,124 @@
+"""The one module that knows NumPy from CuPy.
+
+Layer code never imports numpy or cupy to work on data: it asks ``array_module(x)``
+for the module that owns ``x`` and calls that (``xp.exp``, ``xp.where``, ...), so the
+same line runs on the CPU and on the GPU. This file also holds the host/device
+conversions (``to_numpy``, ``to_device``), ``synchronize`` for honest GPU timings,
+and the clear one-line errors users get when a backend cannot be used.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+BACKENDS = ("numpy", "cupy")
+INSTALL_HINT = 'install it with: pip install "scratchgan[cuda12]" (or "scratchgan[cuda13]" for CUDA 13)'
+
+
+class BackendError(RuntimeError):
+    """A backend was asked for that cannot be used here; the message says why and what to do."""
+
+
+_cupy = None  # the imported cupy module, once a caller has asked for it
+
+
+def _import_cupy():
+    """Import CuPy and check that a GPU is visible; raise BackendError with a fix otherwise."""
+    global _cupy
+    if _cupy is not None:
+        return _cupy
+    try:
+        import cupy
+    except ImportError:
+        raise BackendError(f"backend 'cupy' asked for, but CuPy is not installed; {INSTALL_HINT}") from None
+    try:
+        n_gpus = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CUDA driver missing or broken: CuPy raises its own runtime errors
+        raise BackendError(f"CuPy is installed but no usable GPU was found ({e}); "
+                           "use --backend numpy, or check the NVIDIA driver with nvidia-smi") from None
+    if n_gpus == 0:
+        raise BackendError("CuPy is installed but no GPU is visible; use --backend numpy, "
+                           "or check CUDA_VISIBLE_DEVICES and nvidia-smi")
+    _cupy = cupy
+    return cupy
+
+
+def get_xp(name="numpy"):
+    """The array module for a backend name: ``"numpy"`` or ``"cupy"``.
+
+    An array module object (anything with ``asarray``) is passed through unchanged, which lets
+    tests run the layers on a guarded stand-in for a device backend.
+    """
+    if not isinstance(name, str):
+        if hasattr(name, "asarray"):
+            return name
+        raise BackendError(f"backend must be one of {', '.join(BACKENDS)}; got {name!r}")
+    key = name.strip().lower()
+    if key == "numpy":
+        return np
+    if key == "cupy":
+        return _import_cupy()
+    raise BackendError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+
+
+def cupy_available():
+    """True when CuPy imports and a GPU is visible (used by tests to skip, never raises)."""
+    try:
+        _import_cupy()
+        return True
+    except BackendError:
+        return False
+
+
+def array_module(x):
+    """The array module that owns ``x``: numpy for NumPy arrays and scalars, cupy for CuPy arrays.
+
+    Other array types answer through the Array API's ``__array_namespace__`` hook.
+    """
+    if isinstance(x, (np.ndarray, np.generic)):
+        return np
+    if _cupy is not None and isinstance(x, _cupy.ndarray):
+        return _cupy
+    namespace = getattr(x, "__array_namespace__", None)
+    if namespace is not None:
+        return namespace()
+    raise TypeError(f"expected an array, got {type(x).__name__}")
+
+
+def backend_name(xp):
+    """'numpy', 'cupy' or the module's own name: for messages, configs and checkpoints."""
+    return xp.__name__.split(".")[0]
+
+
+def to_numpy(a):
+    """A NumPy copy (or the array itself, if already on the host) of any backend's array."""
+    if isinstance(a, (np.ndarray, np.generic)):
+        return np.asarray(a)
+    if hasattr(a, "get"):  # CuPy's explicit device-to-host copy
+        return a.get()
+    return np.asarray(a)
+
+
+def to_device(a, xp, dtype=None):
+    """Copy a host or device array onto backend ``xp`` (host to device once; never per step)."""
+    if xp is np:
+        a = to_numpy(a)
+    return xp.asarray(a, dtype=dtype)
+
+
+def resolve_dtype(dtype):
+    """A NumPy dtype from a name ('float32') or a dtype; floats only, with a clear error."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"unknown dtype {dtype!r}; use 'float32' or 'float64'") from None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16)):
+        raise ValueError(f"dtype must be a float type ('float32', 'float64'); got {dt}")
+    return dt
+
+
+def synchronize(xp=None):
+    """Wait for the GPU to finish queued work (a no-op on NumPy); call it before reading a clock."""
+    if xp is not None and xp is _cupy and _cupy is not None:
+        _cupy.cuda.get_current_stream().synchronize()
+    elif xp is None and _cupy is not None:
+        _cupy.cuda.get_current_stream().synchronize()

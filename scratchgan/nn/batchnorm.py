@@ -1,0 +1,126 @@
+"""Batch normalisation over the batch axis (BatchNorm1d), PyTorch semantics.
+
+Forward (train): mean = (1/N) sum_n x,  var = (1/N) sum_n (x - mean)^2          x: (N, D)
+                 xhat = (x - mean) / sqrt(var + eps),  y = gamma * xhat + beta
+                 running_mean <- (1 - m) running_mean + m mean
+                 running_var  <- (1 - m) running_var  + m var N / (N - 1)   (unbiased, as PyTorch)
+Forward (eval):  the same with running_mean / running_var in place of the batch statistics.
+Backward (train), with dxhat = dy * gamma  (mean and var depend on every x_n):
+    dx = inv_std / N * (N dxhat - sum_n dxhat - xhat * sum_n (dxhat * xhat))
+Backward (eval): dx = dy * gamma * inv_std.   Both: dgamma = sum_n dy * xhat, dbeta = sum_n dy.
+(docs/derivations/batchnorm.md.) The pure functions take ``axes``, the axes reduced over, so
+BatchNorm2d reuses them with axes (0, 2, 3) and per-channel parameters shaped (1, C, 1, 1).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import array_module
+from ..params import ones, zeros
+from .module import Module
+
+
+def batchnorm_forward(x, gamma, beta, mean, var, eps):
+    """y = gamma * (x - mean) / sqrt(var + eps) + beta, with given (batch or running) statistics."""
+    xp = array_module(x)
+    inv_std = 1.0 / xp.sqrt(var + eps)
+    xhat = (x - mean) * inv_std
+    y = xhat * gamma
+    y += beta
+    return y, (xhat, gamma, inv_std)
+
+
+def batchnorm_backward_train(dy, cache, axes=(0,)):
+    """Backward when mean and var were the batch's own statistics: the full coupled gradient."""
+    xhat, gamma, inv_std = cache
+    n = int(np.prod([dy.shape[a] for a in axes]))
+    dbeta = dy.sum(axis=axes, keepdims=True)  # sum_n dy
+    dgamma = (dy * xhat).sum(axis=axes, keepdims=True)  # sum_n dy * xhat
+    # dxhat = dy * gamma, so sum_n dxhat = gamma * dbeta and sum_n dxhat * xhat = gamma * dgamma
+    dx = dy - dbeta / n
+    dx -= xhat * (dgamma / n)
+    dx *= gamma * inv_std
+    return dx, dgamma, dbeta
+
+
+def batchnorm_backward_eval(dy, cache, axes=(0,)):
+    """Backward when mean and var were constants (running statistics)."""
+    xhat, gamma, inv_std = cache
+    dbeta = dy.sum(axis=axes, keepdims=True)
+    dgamma = (dy * xhat).sum(axis=axes, keepdims=True)
+    dx = dy * (gamma * inv_std)
+    return dx, dgamma, dbeta
+
+
+class _BatchNorm(Module):
+    """Shared by BatchNorm1d and BatchNorm2d: they differ only in the axes and the stats' shape."""
+
+    axes = (0,)
+    input_rank = 2
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype="float32"):
+        super().__init__()
+        if num_features <= 0:
+            raise ValueError(f"{type(self).__name__}: num_features must be positive, got {num_features}")
+        self.num_features, self.eps, self.momentum = num_features, float(eps), float(momentum)
+        dt = np.dtype(dtype)
+        self.register_parameter("gamma", ones((num_features,)).astype(dt))
+        self.register_parameter("beta", zeros((num_features,)).astype(dt))
+        self.register_buffer("running_mean", zeros((num_features,)).astype(dt))
+        self.register_buffer("running_var", ones((num_features,)).astype(dt))
+
+    def _stat_shape(self, x):
+        """(D,) for BatchNorm1d; (1, C, 1, 1) for BatchNorm2d: broadcastable against x."""
+        return (self.num_features,) if self.input_rank == 2 else (1, self.num_features, 1, 1)
+
+    def forward(self, x):
+        if x.ndim != self.input_rank or x.shape[1] != self.num_features:
+            expected = "(N, {})".format(self.num_features) if self.input_rank == 2 \
+                else "(N, {}, H, W)".format(self.num_features)
+            raise ValueError(f"{self!r}: expected input of shape {expected}, got {tuple(x.shape)}")
+        self.check_dtype(x, self.gamma.data.dtype)
+        shape = self._stat_shape(x)
+        gamma, beta = self.gamma.data.reshape(shape), self.beta.data.reshape(shape)
+        if self.training:
+            n = int(np.prod([x.shape[a] for a in self.axes]))
+            if n < 2:
+                raise ValueError(f"{self!r}: train mode needs more than one value per feature to "
+                                 f"compute batch statistics, got input {tuple(x.shape)}")
+            mean = x.mean(axis=self.axes, keepdims=True)
+            var = x.var(axis=self.axes, keepdims=True)  # biased, for normalising (as PyTorch)
+            m = self.momentum
+            self.running_mean *= 1.0 - m
+            self.running_mean += m * mean.reshape(-1)
+            self.running_var *= 1.0 - m
+            self.running_var += (m * n / (n - 1)) * var.reshape(-1)  # unbiased, for eval
+        else:
+            mean = self.running_mean.reshape(shape)
+            var = self.running_var.reshape(shape)
+        y, cache = batchnorm_forward(x, gamma, beta, mean, var, self.eps)
+        self.cache = (cache, self.training)
+        return y
+
+    def backward(self, dy):
+        cache, was_training = self.pop_cache()
+        backward = batchnorm_backward_train if was_training else batchnorm_backward_eval
+        dx, dgamma, dbeta = backward(dy, cache, self.axes)
+        self.gamma.grad += dgamma.reshape(-1)
+        self.beta.grad += dbeta.reshape(-1)
+        return dx
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.num_features}, eps={self.eps}, momentum={self.momentum})"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Normalise each of D features over the batch: input (N, D)."""
+
+    axes = (0,)
+    input_rank = 2
+
+
+class BatchNorm2d(_BatchNorm):
+    """Normalise each of C channels over the batch and both spatial axes: input (N, C, H, W)."""
+
+    axes = (0, 2, 3)
+    input_rank = 4

@@ -1,0 +1,43 @@
+"""Flatten and Reshape: no arithmetic, only a view of the same numbers in another shape.
+
+Forward:  y = x.reshape(N, *shape);  Backward: dx = dy.reshape(x.shape).
+"""
+from __future__ import annotations
+
+import math
+
+from .module import Module
+
+
+class Flatten(Module):
+    """(N, d1, d2, ...) -> (N, d1 * d2 * ...)."""
+
+    def forward(self, x):
+        if x.ndim < 2:
+            raise ValueError(f"{self!r}: expected input of shape (N, ...), got {tuple(x.shape)}")
+        self.cache = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        return dy.reshape(self.pop_cache())
+
+
+class Reshape(Module):
+    """(N, ...) -> (N, *shape), e.g. Reshape(1, 28, 28) turns (N, 784) into images."""
+
+    def __init__(self, *shape):
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+
+    def forward(self, x):
+        if x.ndim < 1 or math.prod(x.shape[1:]) != math.prod(self.shape):
+            raise ValueError(f"{self!r}: cannot reshape input {tuple(x.shape)} "
+                             f"to (N, {', '.join(map(str, self.shape))})")
+        self.cache = x.shape
+        return x.reshape((x.shape[0],) + self.shape)
+
+    def backward(self, dy):
+        return dy.reshape(self.pop_cache())
+
+    def __repr__(self):
+        return f"Reshape{self.shape}"
