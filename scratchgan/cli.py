@@ -1,0 +1,321 @@
+"""Command line: the examples' training flags, and `python -m scratchgan train|sample`.
+
+Every user mistake (a bad flag value, an unknown dataset, a missing file, a checkpoint of another
+model, CuPy without a GPU) ends in one line on stderr and exit code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import models, optim
+from .backend import BackendError, backend_name, get_xp, to_device, to_numpy
+from .checkpoint import CheckpointError, load_checkpoint
+from .data import BatchLoader, DataError, load_dataset_or_bundled
+from .gan import BCEObjective, GANStep, NoiseSource, generate
+from .trainer import Trainer, TrainingDiverged, TrainingInterrupted, env_summary
+
+EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed as one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (plus a pointer to --help) and exits 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def unit_interval(low_open=False, high_open=True):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not ((value > 0 if low_open else value >= 0) and (value < 1 if high_open else value <= 1)):
+            raise argparse.ArgumentTypeError(f"must be in {'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+                                             f", got {text}")
+        return value
+    return parse
+
+
+# ---------------------------------------------------------------------------------- training flags
+MLP_DEFAULTS = {
+    "backend": "numpy", "dtype": "float32", "dataset": "mnist", "data_dir": None, "split": "train",
+    "epochs": 20, "batch_size": 64, "lr": 2e-4, "lr_g": None, "lr_d": None, "beta1": 0.5, "beta2": 0.999,
+    "latent_dim": 100, "label_smoothing": 0.0, "d_steps": 1, "loss_on": "logits", "batchnorm": True,
+    "dropout": 0.0, "g_hidden": "128,512,1024", "d_hidden": "512,256,128", "seed": 0,
+    "out": "runs/mnist_mlp", "sample_every": 500, "log_every": 10, "limit": None, "resume": None,
+    "progress": True,
+}
+
+
+def add_training_flags(parser, defaults, suppress=False):
+    """The flags of examples/mnist_mlp.py (and `python -m scratchgan train`), each with its default."""
+    def d(key):
+        return argparse.SUPPRESS if suppress else defaults[key]
+
+    g = parser.add_argument_group("compute")
+    g.add_argument("--backend", choices=["numpy", "cupy"], default=d("backend"),
+                   help="array library: numpy (CPU) or cupy (CUDA GPU) (default: %(default)s)")
+    g.add_argument("--dtype", choices=["float32", "float64"], default=d("dtype"),
+                   help="floating-point type of weights and activations (default: %(default)s)")
+    g = parser.add_argument_group("data")
+    g.add_argument("--dataset", choices=["mnist", "fashion-mnist", "mnist-bundled"], default=d("dataset"),
+                   help="mnist downloads (checksummed, cached) and falls back to the bundled 10k MNIST test "
+                        "digits when offline; mnist-bundled asks for those directly (default: %(default)s)")
+    g.add_argument("--data-dir", default=d("data_dir"), metavar="DIR",
+                   help="read the IDX files (train-images-idx3-ubyte[.gz], ...) from DIR instead of the "
+                        "cache or the network (default: %(default)s)")
+    g.add_argument("--split", choices=["train", "test"], default=d("split"),
+                   help="which split to train on (default: %(default)s)")
+    g.add_argument("--limit", type=positive_int, default=d("limit"), metavar="N",
+                   help="use only the first N images, for quick trials (default: all)")
+    g = parser.add_argument_group("training")
+    g.add_argument("--epochs", type=positive_int, default=d("epochs"),
+                   help="total epochs; with --resume, the total to continue to (default: %(default)s)")
+    g.add_argument("--batch-size", type=positive_int, default=d("batch_size"), help="(default: %(default)s)")
+    g.add_argument("--lr", type=positive_float, default=d("lr"),
+                   help="Adam learning rate of both networks (default: %(default)s)")
+    g.add_argument("--lr-g", type=positive_float, default=d("lr_g"),
+                   help="generator learning rate (default: --lr)")
+    g.add_argument("--lr-d", type=positive_float, default=d("lr_d"),
+                   help="discriminator learning rate (default: --lr)")
+    g.add_argument("--beta1", type=unit_interval(), default=d("beta1"), help="Adam beta1 (default: %(default)s)")
+    g.add_argument("--beta2", type=unit_interval(), default=d("beta2"), help="Adam beta2 (default: %(default)s)")
+    g.add_argument("--latent-dim", type=positive_int, default=d("latent_dim"),
+                   help="size of the noise vector z (default: %(default)s)")
+    g.add_argument("--label-smoothing", type=unit_interval(), default=d("label_smoothing"),
+                   help="one-sided: D's real label becomes 1 - this, e.g. 0.1 (default: %(default)s)")
+    g.add_argument("--d-steps", type=positive_int, default=d("d_steps"),
+                   help="discriminator steps per generator step (default: %(default)s)")
+    g.add_argument("--loss-on", choices=["logits", "probs"], default=d("loss_on"),
+                   help="BCE on D's logits (stable, default) or on sigmoid probabilities (default: %(default)s)")
+    g.add_argument("--seed", type=non_negative_int, default=d("seed"),
+                   help="seeds weights, noise and data order; same seed on NumPy = identical run "
+                        "(default: %(default)s)")
+    g = parser.add_argument_group("model")
+    g.add_argument("--g-hidden", default=d("g_hidden"), metavar="SIZES",
+                   help="generator hidden sizes, comma-separated (default: %(default)s)")
+    g.add_argument("--d-hidden", default=d("d_hidden"), metavar="SIZES",
+                   help="discriminator hidden sizes, comma-separated (default: %(default)s)")
+    g.add_argument("--no-batchnorm", dest="batchnorm", action="store_false",
+                   default=argparse.SUPPRESS if suppress else defaults["batchnorm"],
+                   help="no BatchNorm in the generator (default: BatchNorm on)")
+    g.add_argument("--dropout", type=unit_interval(), default=d("dropout"),
+                   help="dropout probability after each discriminator hidden layer (default: %(default)s)")
+    g = parser.add_argument_group("output")
+    g.add_argument("--out", default=d("out"), metavar="DIR",
+                   help="folder for samples, plots, metrics and the checkpoint (default: %(default)s)")
+    g.add_argument("--sample-every", type=non_negative_int, default=d("sample_every"),
+                   metavar="STEPS", help="save a sample grid every STEPS steps, 0 = only at epoch ends "
+                                         "(default: %(default)s)")
+    g.add_argument("--log-every", type=positive_int, default=d("log_every"), metavar="STEPS",
+                   help="write a metrics.csv row and check for NaN every STEPS steps (default: %(default)s)")
+    g.add_argument("--resume", nargs="?", const="", default=d("resume"), metavar="CHECKPOINT",
+                   help="continue from CHECKPOINT (default with no value: OUT/checkpoint.npz) to --epochs "
+                        "in total; flags not given again keep the checkpoint's values (default: %(default)s)")
+    g.add_argument("--no-progress", dest="progress", action="store_false",
+                   default=argparse.SUPPRESS if suppress else defaults["progress"],
+                   help="no progress bar (for logs) (default: progress bar on)")
+    return parser
+
+
+def make_train_parser(prog, description, defaults=MLP_DEFAULTS, suppress=False):
+    parser = Parser(prog=prog, description=description)
+    return add_training_flags(parser, defaults, suppress)
+
+
+def parse_sizes(text, flag):
+    try:
+        sizes = tuple(int(s) for s in str(text).split(",") if s.strip())
+    except ValueError:
+        raise UserError(f"{flag} must be comma-separated positive integers, got {text!r}") from None
+    if not sizes or any(s <= 0 for s in sizes):
+        raise UserError(f"{flag} must be comma-separated positive integers, got {text!r}")
+    return sizes
+
+
+# ---------------------------------------------------------------------------------- building a run
+def build_mlp_gan(config, xp):
+    """G, D (moved to the backend, packed) from a config dict of the training flags."""
+    dtype = config["dtype"]
+    G = models.mlp_generator(latent_dim=config["latent_dim"], hidden=parse_sizes(config["g_hidden"], "--g-hidden"),
+                             out_dim=config["image_size"], batchnorm=config["batchnorm"],
+                             seed=[config["seed"], 1], dtype=dtype).to(xp, dtype)
+    D = models.mlp_discriminator(in_dim=config["image_size"], hidden=parse_sizes(config["d_hidden"], "--d-hidden"),
+                                 dropout=config["dropout"], output=config["loss_on"],
+                                 seed=[config["seed"], 2], dtype=dtype).to(xp, dtype)
+    return G, D
+
+
+def build_step(config, xp):
+    G, D = build_mlp_gan(config, xp)
+    betas = (config["beta1"], config["beta2"])
+    opt_G = optim.Adam(G.parameters(), lr=config["lr_g"] or config["lr"], betas=betas)
+    opt_D = optim.Adam(D.parameters(), lr=config["lr_d"] or config["lr"], betas=betas)
+    objective = BCEObjective(on_logits=config["loss_on"] == "logits", real_target=1.0 - config["label_smoothing"])
+    noise = NoiseSource(xp, config["batch_size"], config["latent_dim"], seed=config["seed"], dtype=config["dtype"])
+    return GANStep(G, D, opt_G, opt_D, objective, config["latent_dim"], noise)
+
+
+def load_images(config, log):
+    images, _ = load_dataset_or_bundled(config["dataset"], config["split"], config["data_dir"], log=log)
+    if config.get("limit"):
+        images = images[: config["limit"]]
+    return images
+
+
+def resolve_config(args, explicit, defaults, log):
+    """The run's config: defaults < checkpoint's config (when resuming) < flags given explicitly."""
+    config = {k: v for k, v in vars(args).items()}
+    resume = None
+    if args.resume is not None:
+        resume = Path(args.resume) if args.resume else Path(args.out) / "checkpoint.npz"
+        if not resume.exists():
+            raise UserError(f"cannot resume: {resume} does not exist (train first, or pass the checkpoint path)")
+        try:
+            _, meta = load_checkpoint(resume)
+        except CheckpointError as e:
+            raise UserError(str(e)) from None
+        saved = meta.get("config", {})
+        config = {**defaults, **{k: v for k, v in saved.items() if k in defaults}, **explicit}
+        config["resume"] = str(resume)
+    return config, resume
+
+
+def train_main(argv=None, prog="mnist_mlp.py", description=None):
+    """Entry point of examples/mnist_mlp.py; returns the exit code."""
+    description = description or ("Train the classic MLP GAN on MNIST-like 28x28 images, from scratch in "
+                                  "NumPy (or CuPy with --backend cupy).")
+    parser = make_train_parser(prog, description)
+    args = parser.parse_args(argv)
+    explicit = vars(make_train_parser(prog, description, suppress=True).parse_args(argv))
+    log = _log
+    try:
+        config, resume = resolve_config(args, explicit, MLP_DEFAULTS, log)
+        xp = get_xp(config["backend"])
+        images = load_images(config, log)
+        if config["batch_size"] > len(images):
+            raise UserError(f"--batch-size {config['batch_size']} is larger than the {len(images)} training "
+                            "images; use a smaller batch size")
+        config["image_size"] = int(np.prod(images.shape[1:]))
+        config["image_shape"] = list(images.shape[1:])
+        config["num_images"] = len(images)
+        config["environment"] = env_summary()
+        step = build_step(config, xp)
+        loader = BatchLoader(images, config["batch_size"], xp=xp, dtype=config["dtype"], seed=config["seed"])
+        trainer = Trainer(step, loader, config["out"], config, sample_every=config["sample_every"],
+                          log_every=config["log_every"], image_shape=tuple(images.shape[1:]),
+                          d_steps=config["d_steps"], progress=config["progress"], log=log)
+        log(f"training {config['dataset']} ({len(images)} images, split {config['split']}) on "
+            f"{backend_name(xp)}/{config['dtype']}: G {step.G.num_parameters():,} and D "
+            f"{step.D.num_parameters():,} parameters; outputs in {config['out']}")
+        trainer.fit(config["epochs"], resume_from=resume)
+    except (UserError, DataError, BackendError, CheckpointError, ValueError) as e:
+        return _fail(prog, e)
+    except TrainingDiverged as e:
+        print(f"{prog}: stopped: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except (TrainingInterrupted, KeyboardInterrupt) as e:
+        print(f"{prog}: {e or 'aborted'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    log(f"done: {config['out']}/ has samples/, losses.png, progress.gif, real_vs_fake.png, metrics.csv, "
+        f"checkpoint.npz")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- sampling
+def sample_main(argv=None, prog="scratchgan sample"):
+    parser = Parser(prog=prog, description="Generate images from a checkpoint's generator.")
+    parser.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint.npz from training")
+    parser.add_argument("--n", type=positive_int, default=64, help="number of images (default: %(default)s)")
+    parser.add_argument("--out", required=True, metavar="FILE",
+                        help="writes FILE.npy (float32 images (N, H, W) in [-1, 1]) and FILE.png (a grid)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seed of the noise (default: %(default)s)")
+    parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy", help="(default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        arrays, meta = load_checkpoint(args.checkpoint)
+        config = meta.get("config")
+        if not config or "latent_dim" not in config:
+            raise UserError(f"{args.checkpoint} holds no model config; is it a scratchgan training checkpoint?")
+        xp = get_xp(args.backend)
+        G, _ = build_mlp_gan(config, xp)
+        try:
+            G.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("G/")})
+        except ValueError as e:
+            raise UserError(f"{args.checkpoint}: {e}") from None
+        z = np.random.default_rng(args.seed).standard_normal((args.n, config["latent_dim"]))
+        images = to_numpy(generate(G, to_device(z, xp, G.dtype))).astype(np.float32)
+        images = images.reshape((args.n, *config.get("image_shape", [28, 28])))
+        stem = Path(args.out)
+        stem = stem.with_suffix("") if stem.suffix in (".npy", ".png") else stem
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        np.save(stem.with_suffix(".npy"), images)
+        from . import viz
+        viz.save_image_grid(images, stem.with_suffix(".png"), scale=2)
+    except (UserError, CheckpointError, BackendError, ValueError, OSError) as e:
+        return _fail(prog, e)
+    _log(f"wrote {stem.with_suffix('.npy')} ({args.n} images) and {stem.with_suffix('.png')}")
+    return 0
+
+
+def main(argv=None):
+    """`python -m scratchgan train|sample ...`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"train": lambda a: train_main(a, prog="scratchgan train"), "sample": sample_main}
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        print("usage: python -m scratchgan {train,sample} [--help]\n"
+              "  train   train the MLP GAN (same flags as examples/mnist_mlp.py)\n"
+              "  sample  generate images from a checkpoint")
+        return 0 if argv and argv[0] in ("-h", "--help") else EXIT_USAGE
+    return commands[argv[0]](argv[1:])
+
+
+def _log(message):
+    from tqdm.auto import tqdm
+    tqdm.write(message)
+
+
+def _fail(prog, error):
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE

@@ -1,0 +1,253 @@
+"""The training loop around a GANStep: progress bar, samples, plots, GIF, checkpoints, resume.
+
+Everything a run writes goes into one output folder:
+  samples/step_XXXXXXX.png  grids from a fixed noise batch (every ``sample_every`` steps and at
+                            each epoch end; samples/epoch_XXX.png as well at epoch ends)
+  progress.gif              those grids over time       losses.png   loss and D(.) curves
+  real_vs_fake.png          real batch beside fakes    metrics.csv  one row per logged step
+  config.json               the run's settings         checkpoint.npz  everything to resume exactly
+A checkpoint is written atomically at every epoch end, at the end, and on Ctrl-C (after the step
+in flight), so a crash or interrupt always leaves the last good one in place.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import nn, viz
+from .backend import backend_name, synchronize, to_device, to_numpy
+from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from .gan import generate
+
+CHECKPOINT_FORMAT = 1
+STAT_KEYS = ("loss_D", "loss_G", "D_x", "D_G_z", "D_G_z_after")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the message names the step and the checkpoint kept."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C stopped the run after a checkpoint was saved."""
+
+
+class Trainer:
+    """Runs a GANStep over a BatchLoader for a number of epochs and writes the run's outputs."""
+
+    def __init__(self, step, loader, out_dir, config, *, sample_every=500, log_every=10,
+                 n_samples=64, image_shape=None, d_steps=1, progress=True, log=print):
+        self.step, self.loader, self.config = step, loader, dict(config)
+        self.out = Path(out_dir)
+        self.sample_every, self.log_every, self.d_steps = int(sample_every), int(log_every), int(d_steps)
+        self.image_shape, self.progress, self.log = image_shape, progress, log
+        if len(loader) < self.d_steps:
+            raise ValueError(f"an epoch has {len(loader)} batches, fewer than the {self.d_steps} "
+                             "D steps of one iteration; use a smaller batch size or --d-steps")
+        self.steps_per_epoch = len(loader) // self.d_steps
+        self.xp, self.dtype = step.G.xp, step.G.dtype
+        # the fixed noise for sample grids: from the host, so every backend shows the same z
+        seed = int(config.get("seed", 0))
+        noise = np.random.default_rng([seed, 0xF1]).standard_normal((n_samples, step.latent_dim))
+        self.fixed_noise = to_device(noise, self.xp, self.dtype)
+        self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
+        self.last_good = None  # description of the last checkpoint written
+        self._stop_requested = False
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def checkpoint_path(self):
+        return self.out / "checkpoint.npz"
+
+    def _sample_path(self, step):
+        return self.out / "samples" / f"step_{step:07d}.png"
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self):
+        """(arrays, meta) of the whole training state, for ``save_checkpoint``."""
+        s = self.step
+        arrays = {f"G/{k}": v for k, v in s.G.state_dict().items()}
+        arrays.update({f"D/{k}": v for k, v in s.D.state_dict().items()})
+        meta = {"format": CHECKPOINT_FORMAT, "config": self.config, "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step,
+                "noise": s.noise.state(), "backend": backend_name(self.xp), "dtype": str(self.dtype)}
+        for name, opt in (("opt_G", s.opt_G), ("opt_D", s.opt_D)):
+            for key, value in opt.state_dict().items():
+                if key == "t":
+                    meta[f"{name}_t"] = int(value)
+                else:
+                    arrays[f"{name}/{key}"] = to_numpy(value)
+        arrays["fixed_noise"] = to_numpy(self.fixed_noise)
+        return arrays, meta
+
+    def save(self):
+        arrays, meta = self.state()
+        save_checkpoint(self.checkpoint_path, arrays, meta)
+        self.last_good = f"{self.checkpoint_path} (step {self.global_step})"
+
+    def restore(self, path):
+        """Load a checkpoint written by ``save``; raises ValueError if it belongs to another model."""
+        arrays, meta = load_checkpoint(path)
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} has checkpoint format {meta.get('format')!r}; "
+                             f"this scratchgan reads format {CHECKPOINT_FORMAT}")
+        s = self.step
+        try:
+            s.G.load_state_dict(_section(arrays, "G/"))
+            s.D.load_state_dict(_section(arrays, "D/"))
+            for name, opt in (("opt_G", s.opt_G), ("opt_D", s.opt_D)):
+                state = _section(arrays, f"{name}/")
+                state["t"] = meta[f"{name}_t"]
+                opt.load_state_dict(state)
+        except (ValueError, KeyError) as e:
+            raise ValueError(f"{path} was made for another architecture or settings: {e}") from None
+        if arrays["fixed_noise"].shape != tuple(self.fixed_noise.shape):
+            raise ValueError(f"{path}: its fixed noise has shape {arrays['fixed_noise'].shape}, "
+                             f"expected {tuple(self.fixed_noise.shape)} (another --latent-dim?)")
+        self.fixed_noise[...] = to_device(arrays["fixed_noise"], self.xp, self.dtype)
+        self.epoch, self.batch_in_epoch = int(meta["epoch"]), int(meta["batch_in_epoch"])
+        self.global_step = int(meta["global_step"])
+        s.noise.restore(meta["noise"])
+        self.last_good = f"{path} (step {self.global_step})"
+        return meta
+
+    # ------------------------------------------------------------------ outputs
+    def save_samples(self, epoch_end=False):
+        images = to_numpy(generate(self.step.G, self.fixed_noise))
+        path = viz.save_image_grid(images, self._sample_path(self.global_step), image_shape=self.image_shape,
+                                   scale=2)
+        if epoch_end:
+            viz.save_image_grid(images, self.out / "samples" / f"epoch_{self.epoch:03d}.png",
+                                image_shape=self.image_shape, scale=2)
+        return images, path
+
+    def write_summaries(self, fake_images):
+        rows = viz.read_metrics_csv(self.out / "metrics.csv") if (self.out / "metrics.csv").exists() else []
+        viz.plot_losses(rows, self.out / "losses.png")
+        frames = sorted((self.out / "samples").glob("step_*.png"))
+        if frames:
+            viz.save_progress_gif(frames, self.out / "progress.gif")
+        real = to_numpy(self.loader.x[: len(fake_images)])
+        viz.save_real_vs_fake(real, fake_images, self.out / "real_vs_fake.png", image_shape=self.image_shape,
+                              scale=2)
+
+    def _drop_outputs_after(self, step):
+        """When resuming from an earlier point, forget what the abandoned run logged after it."""
+        csv_path = self.out / "metrics.csv"
+        if csv_path.exists():
+            with viz.MetricsCSV(csv_path) as csv:
+                csv.truncate_after(step)
+        for frame in (self.out / "samples").glob("step_*.png"):
+            if int(frame.stem.split("_")[1]) > step:
+                frame.unlink()
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, epochs, resume_from=None):
+        """Train until ``epochs`` epochs are done in total (a resumed run continues to that total)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "samples").mkdir(exist_ok=True)
+        if resume_from is not None:
+            self.restore(resume_from)
+            self._drop_outputs_after(self.global_step)
+            self.log(f"resumed from {resume_from} at epoch {self.epoch + 1}, step {self.global_step}")
+        with atomic_write(self.out / "config.json") as f:
+            f.write(json.dumps(self.config, indent=2, sort_keys=True).encode())
+        previous_handler = self._install_sigint()
+        csv = viz.MetricsCSV(self.out / "metrics.csv")
+        try:
+            while self.epoch < epochs:
+                self._run_epoch(epochs, csv)
+        finally:
+            csv.close()
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+        return {"epoch": self.epoch, "global_step": self.global_step}
+
+    def _run_epoch(self, epochs, csv):
+        s, d = self.step, self.d_steps
+        start_iter = self.batch_in_epoch // d
+        if self.batch_in_epoch == 0:
+            s.noise.start_epoch(self.epoch)
+            self._reseed_dropout()
+        batches = self.loader.epoch(self.epoch, start_batch=self.batch_in_epoch)
+        bar = tqdm(total=self.steps_per_epoch, initial=start_iter, desc=f"epoch {self.epoch + 1}/{epochs}",
+                   unit="step", disable=not self.progress, dynamic_ncols=True, leave=True)
+        t0, stats = time.perf_counter(), None
+        try:
+            for _ in range(start_iter, self.steps_per_epoch):
+                stats = s.step([next(batches) for _ in range(d)])
+                self.global_step += 1
+                self.batch_in_epoch += d
+                if self.global_step % self.log_every == 0:
+                    host = self._check_finite(stats)
+                    csv.append({"step": self.global_step, "epoch": self.epoch + 1, **host})
+                    bar.set_postfix({"loss_D": f"{host['loss_D']:.3f}", "loss_G": f"{host['loss_G']:.3f}",
+                                     "D(x)": f"{host['D_x']:.2f}", "D(G(z))": f"{host['D_G_z']:.2f}"},
+                                    refresh=False)
+                if self.sample_every and self.global_step % self.sample_every == 0:
+                    self.save_samples()
+                bar.update(1)
+                if self._stop_requested:
+                    self._check_finite(stats)
+                    self.save()
+                    raise TrainingInterrupted(f"interrupted at step {self.global_step}; "
+                                              f"checkpoint saved to {self.last_good}")
+        finally:
+            bar.close()
+        if stats is not None:
+            self._check_finite(stats)
+        synchronize(self.xp)
+        seconds = time.perf_counter() - t0
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        fake, sample_path = self.save_samples(epoch_end=True)
+        self.write_summaries(fake)
+        self.save()
+        done = self.steps_per_epoch - start_iter
+        self.log(f"epoch {self.epoch}/{epochs} done in {seconds:.1f} s ({done / max(seconds, 1e-9):.1f} steps/s); "
+                 f"samples: {sample_path}")
+
+    def _check_finite(self, stats):
+        """Statistics as Python floats (one device sync); stop with a clear message on NaN/Inf."""
+        host = {k: float(stats[k]) for k in STAT_KEYS if k in stats}
+        bad = [k for k, v in host.items() if not math.isfinite(v)]
+        if bad:
+            kept = self.last_good or "none yet (no epoch had finished)"
+            raise TrainingDiverged(f"{', '.join(bad)} became {host[bad[0]]} at step {self.global_step}; "
+                                   f"stopped without saving. Last good checkpoint: {kept}. "
+                                   "Try a lower --lr or --label-smoothing 0.1")
+        return host
+
+    def _reseed_dropout(self):
+        """Dropout masks follow (seed, epoch, layer), so a run resumed at an epoch boundary is exact."""
+        seed = int(self.config.get("seed", 0))
+        for i, m in enumerate(self.step.D.modules()):
+            if isinstance(m, nn.Dropout):
+                m.reseed(int(np.random.SeedSequence([seed, self.epoch, i]).generate_state(1)[0]))
+
+    def _install_sigint(self):
+        """First Ctrl-C: finish the step, save, stop. Second Ctrl-C: stop at once."""
+        def handler(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            self.log("\nCtrl-C: saving a checkpoint after this step (press Ctrl-C again to abort at once)")
+        try:
+            return signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not in the main thread: leave signals alone
+            return None
+
+
+def _section(arrays, prefix):
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def env_summary():
+    """The facts that make timings comparable, recorded in config.json."""
+    return {"OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "cpu_count": os.cpu_count()}
