@@ -46,9 +46,9 @@ class BCEObjective:
         """D's output as the probability 'real', for the D(x) and D(G(z)) statistics (0-d array)."""
         xp = array_module(out)
         if not self.on_logits:
-            return out.mean()
+            return xp.asarray(out.mean())  # NumPy's .mean() gives a scalar: keep the 0-d array
         e = xp.exp(-xp.abs(out))
-        return xp.where(out >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).mean()
+        return xp.asarray(xp.where(out >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).mean())
 
 
 class NoiseSource:
@@ -115,6 +115,7 @@ class GANStep:
         fake = G.forward(z)  # its cache stays for the G step's backward
 
         self.opt_D.zero_grad()
+        D.first_layer().need_input_grad = False  # real and fake inputs are constants here
         out_real = D.forward(real)
         loss_real, dout = obj.d_real(out_real)
         D.backward(dout)
@@ -122,7 +123,8 @@ class GANStep:
         loss_fake, dout = obj.d_fake(out_fake)
         D.backward(dout)
         self.opt_D.step()
-        stats = {"loss_D": loss_real + loss_fake, "D_x": obj.probability(out_real),
+        xp = array_module(out_real)  # loss_real + loss_fake is a NumPy scalar: keep the 0-d array
+        stats = {"loss_D": xp.asarray(loss_real + loss_fake), "D_x": obj.probability(out_real),
                  "D_G_z": obj.probability(out_fake)}
         return fake, stats
 
@@ -132,7 +134,13 @@ class GANStep:
         self.opt_G.zero_grad()
         out = D.forward(fake)
         loss_G, dout = obj.g(out)
-        dfake = D.backward(dout)  # dL_G/dG(z); D's parameter gradients here are not used
+        # we need dL_G/dG(z) only: D's parameter gradients would be thrown away, so skip them
+        D.requires_grad_(False)
+        D.first_layer().need_input_grad = True
+        try:
+            dfake = D.backward(dout)
+        finally:
+            D.requires_grad_(True)
         G.backward(dfake)
         self.opt_G.step()
         return {"loss_G": loss_G, "D_G_z_after": obj.probability(out)}

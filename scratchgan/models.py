@@ -28,7 +28,7 @@ def mlp_generator(latent_dim=100, hidden=(128, 512, 1024), out_dim=784, batchnor
         d_in = d_out
     layers += [nn.Linear(d_in, out_dim, seed=rng, dtype=dtype), nn.Tanh()]
     G = nn.Sequential(*layers)
-    G[0].need_input_grad = False  # nobody uses dL/dz: skip that matmul
+    G.first_layer().need_input_grad = False  # nobody uses dL/dz: skip that matmul
     return G
 
 

@@ -104,8 +104,9 @@ class _BatchNorm(Module):
         cache, was_training = self.pop_cache()
         backward = batchnorm_backward_train if was_training else batchnorm_backward_eval
         dx, dgamma, dbeta = backward(dy, cache, self.axes)
-        self.gamma.grad += dgamma.reshape(-1)
-        self.beta.grad += dbeta.reshape(-1)
+        if self.requires_grad:
+            self.gamma.grad += dgamma.reshape(-1)
+            self.beta.grad += dbeta.reshape(-1)
         return dx
 
     def __repr__(self):

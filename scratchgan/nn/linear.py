@@ -18,12 +18,12 @@ def linear_forward(x, W, b):
     return y, (x, W)  # cache: exactly what backward needs
 
 
-def linear_backward(dy, cache, need_dx=True):
-    """dx = dy W^T, dW = x^T dy, db = sum over the batch of dy."""
+def linear_backward(dy, cache, need_dx=True, need_dW=True):
+    """dx = dy W^T, dW = x^T dy, db = sum over the batch of dy (each skipped when not needed)."""
     x, W = cache
     dx = dy @ W.T if need_dx else None  # (N, D_out) @ (D_out, D_in) -> (N, D_in)
-    dW = x.T @ dy  # (D_in, N) @ (N, D_out) -> (D_in, D_out)
-    db = dy.sum(axis=0)  # (N, D_out) -> (D_out,)
+    dW = x.T @ dy if need_dW else None  # (D_in, N) @ (N, D_out) -> (D_in, D_out)
+    db = dy.sum(axis=0) if need_dW else None  # (N, D_out) -> (D_out,)
     return dx, dW, db
 
 
@@ -41,7 +41,6 @@ class Linear(Module):
         self.register_parameter("W", linear_default((in_features, out_features), rng, in_features).astype(dt))
         if bias:
             self.register_parameter("b", linear_default((out_features,), rng, in_features).astype(dt))
-        self.need_input_grad = True  # the first layer of a generator may skip dx (set by the trainer)
 
     def forward(self, x):
         if x.ndim != 2 or x.shape[1] != self.in_features:
@@ -57,11 +56,12 @@ class Linear(Module):
         return y
 
     def backward(self, dy):
-        x, W = cache = self.pop_cache()
-        dx, dW, db = linear_backward(dy, cache, need_dx=self.need_input_grad)
-        self.W.grad += dW
-        if self.has_bias:
-            self.b.grad += db
+        cache = self.pop_cache()
+        dx, dW, db = linear_backward(dy, cache, need_dx=self.need_input_grad, need_dW=self.requires_grad)
+        if self.requires_grad:
+            self.W.grad += dW
+            if self.has_bias:
+                self.b.grad += db
         return dx
 
     def __repr__(self):

@@ -18,6 +18,8 @@ class Module:
 
     def __init__(self):
         self.training = True
+        self.requires_grad = True  # False: backward skips this layer's parameter gradients
+        self.need_input_grad = True  # False: backward may return None instead of dL/dx
         self.cache = None
         self._parameters = {}  # name -> Parameter, in registration order
         self._buffers = []  # names of non-trainable state arrays (e.g. running_mean)
@@ -71,6 +73,20 @@ class Module:
 
     def eval(self):
         return self.train(False)
+
+    def requires_grad_(self, flag=True):
+        """Switch parameter gradients on/off for every layer (as torch's requires_grad_).
+
+        The G step backpropagates through D only to reach G(z): D's own dW would be thrown away.
+        """
+        for m in self.modules():
+            m.requires_grad = flag
+        return self
+
+    def first_layer(self):
+        """The layer that receives the network's input (whose dx may be skipped)."""
+        children = self.children()
+        return children[0].first_layer() if children else self
 
     def zero_grad(self):
         params = self.parameters()
@@ -203,7 +219,7 @@ class Sequential(Module):
 
     def backward(self, dy):
         for layer in reversed(self.layers):
-            dy = layer.backward(dy)
+            dy = layer.backward(dy)  # None only from a first layer told need_input_grad = False
         return dy
 
     def __iter__(self):

@@ -1,0 +1,23 @@
+"""benchmarks/bench_step.py --quick works and prints its table (a smoke test, never a timing test)."""
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_step_quick_prints_table():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_step.py"), "--quick"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "| batch | GFLOP/step | scratchgan ms |" in out.stdout
+    row = next(line for line in out.stdout.splitlines() if line.startswith("| 64 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[2]) > 0 and float(cells[7]) > 0  # scratchgan ms and the GEMM floor were measured
+
+
+def test_gemm_shapes_count_the_step_flops():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_step
+    # forward: 2 * params * N per pass; per image G runs ~3 passes and D ~8 (see gemm_shapes)
+    assert 1.0e9 < bench_step.step_flops(64) < 1.2e9
