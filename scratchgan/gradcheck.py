@@ -25,15 +25,16 @@ def relative_error(a, b):
 def numerical_gradient(f, x, h=1e-6):
     """Central-difference gradient of scalar f() with respect to array ``x`` (perturbed in place)."""
     grad = np.zeros(x.shape, dtype=np.float64)
-    flat = x.reshape(-1)  # a view: writing into it perturbs x
-    for i in range(flat.size):
-        old = flat[i].item()
-        flat[i] = old + h
+    # index x itself: x.reshape(-1) would be a copy for a non-contiguous x (a transpose, a
+    # strided slice), and perturbing the copy would silently give a zero gradient
+    for i in np.ndindex(*x.shape):
+        old = x[i].item()
+        x[i] = old + h
         f_plus = float(f())
-        flat[i] = old - h
+        x[i] = old - h
         f_minus = float(f())
-        flat[i] = old
-        grad.reshape(-1)[i] = (f_plus - f_minus) / (2.0 * h)
+        x[i] = old
+        grad[i] = (f_plus - f_minus) / (2.0 * h)
     return grad
 
 

@@ -6,7 +6,12 @@
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .backend import array_module
+
+# PyTorch clamps p (1 - p) at EPSILON = 1e-12 held in a C float: float32(1e-12) = 9.99999996e-13
+_BCE_GRAD_EPS = 9.999999960041972e-13
 
 
 def _check(name, x, t):
@@ -16,10 +21,12 @@ def _check(name, x, t):
         raise TypeError(f"{name}: targets dtype {t.dtype} differs from the input's {x.dtype}")
     if t.ndim and t.shape != x.shape:
         try:
-            xp.broadcast_shapes(t.shape, x.shape)
+            fits = xp.broadcast_shapes(t.shape, x.shape) == tuple(x.shape)
         except ValueError:
+            fits = False
+        if not fits:  # targets may broadcast to the input's shape, never widen it
             raise ValueError(f"{name}: targets of shape {tuple(t.shape)} do not fit input "
-                             f"of shape {tuple(x.shape)}") from None
+                             f"of shape {tuple(x.shape)}")
     return xp, t
 
 
@@ -45,10 +52,11 @@ def bce(p, t):
     """
     xp, t = _check("bce", p, t)
     n = p.size
-    log_p = xp.maximum(xp.log(p), -100.0)
-    log_1mp = xp.maximum(xp.log1p(-p), -100.0)
+    with np.errstate(divide="ignore"):  # log(0) = -inf is expected here: the clamp handles it
+        log_p = xp.maximum(xp.log(p), -100.0)
+        log_1mp = xp.maximum(xp.log1p(-p), -100.0)
     loss = -(t * log_p + (1.0 - t) * log_1mp).mean()
-    dp = (p - t) / xp.maximum(p * (1.0 - p), 1e-12) * (1.0 / n)
+    dp = (p - t) / xp.maximum(p * (1.0 - p), _BCE_GRAD_EPS) * (1.0 / n)
     return xp.asarray(loss), dp.astype(p.dtype, copy=False)
 
 
