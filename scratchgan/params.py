@@ -19,13 +19,44 @@ from .backend import array_module
 
 
 class Parameter:
-    """A trainable array and its gradient: ``data`` and ``grad`` have the same shape and dtype."""
+    """A trainable array and its gradient: ``data`` and ``grad`` have the same shape and dtype.
+
+    ``zero_grad`` does not fill the gradient at once: it marks it *unset*. Reading ``grad`` fills
+    an unset gradient with zeros first, so it always reads as the sum of the backward passes since
+    ``zero_grad``. A backward that asks ``grad_slot()`` first gets the buffer itself to write its
+    gradient into (e.g. ``matmul(x.T, dy, out=...)``): the common step of one backward per
+    ``zero_grad`` then costs neither a zero fill nor a temporary nor a ``+=`` pass over the weights.
+    """
 
     def __init__(self, data):
         self.data = data
         xp = array_module(data)
-        self.grad = xp.zeros_like(data)
+        self._grad = xp.zeros_like(data)
+        self._grad_unset = False
         self.store = None  # the FlatStore whose buffers ``data``/``grad`` are views of, if any
+
+    @property
+    def grad(self):
+        if self._grad_unset:
+            self._grad.fill(0)
+            self._grad_unset = False
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        self._grad, self._grad_unset = value, False
+
+    def clear_grad(self):
+        """Mark the gradient as zero (filled lazily, see the class docstring)."""
+        self._grad_unset = True
+
+    def grad_slot(self):
+        """Where a backward puts this parameter's gradient: ``(buffer, False)`` to write it into the
+        (unset) buffer directly, or ``(None, True)`` to compute it anew and add it (``grad += g``)."""
+        if self._grad_unset:
+            self._grad_unset = False
+            return self._grad, False
+        return None, True
 
     @property
     def shape(self):
@@ -63,7 +94,7 @@ class FlatStore:
             total += p.data.size
         self.size = total
         self.data = xp.empty(total, dtype=dtype)
-        self.grad = xp.zeros(total, dtype=dtype)
+        self._grad = xp.zeros(total, dtype=dtype)
         self.stale = False
         for p, start in zip(params, self.offsets):
             stop = start + p.data.size
@@ -72,7 +103,7 @@ class FlatStore:
             if p.store is not None:
                 p.store.stale = True
             p.data = data_view
-            p.grad = self.grad[start:stop].reshape(p.data.shape)
+            p.grad = self._grad[start:stop].reshape(p.data.shape)
             p.store = self
 
     @classmethod
@@ -85,8 +116,23 @@ class FlatStore:
             return store
         return cls(params)
 
+    @property
+    def grad(self):
+        """The flat gradient buffer, with every unset parameter gradient filled with zeros first."""
+        unset = [p for p in self.params if p._grad_unset]
+        if len(unset) == len(self.params):
+            self._grad.fill(0)  # one fill instead of one per parameter
+            for p in unset:
+                p._grad_unset = False
+        else:
+            for p in unset:
+                p.grad  # fills that parameter's slice
+        return self._grad
+
     def zero_grad(self):
-        self.grad.fill(0)
+        """Mark every gradient zero; O(number of parameters), the fill happens only if needed."""
+        for p in self.params:
+            p.clear_grad()
 
 
 # ---------------------------------------------------------------------------- initialisers

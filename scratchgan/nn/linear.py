@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend import array_module
 from ..params import linear_default
 from .module import Module, init_rng
 
@@ -18,12 +19,18 @@ def linear_forward(x, W, b):
     return y, (x, W)  # cache: exactly what backward needs
 
 
-def linear_backward(dy, cache, need_dx=True, need_dW=True):
-    """dx = dy W^T, dW = x^T dy, db = sum over the batch of dy (each skipped when not needed)."""
+def linear_backward(dy, cache, need_dx=True, need_dW=True, dW_out=None, db_out=None):
+    """dx = dy W^T, dW = x^T dy, db = sum over the batch of dy (each skipped when not needed).
+
+    ``dW_out``/``db_out``: arrays to write dW/db into instead of new ones (the gradient buffers).
+    """
     x, W = cache
+    xp = array_module(dy)
     dx = dy @ W.T if need_dx else None  # (N, D_out) @ (D_out, D_in) -> (N, D_in)
-    dW = x.T @ dy if need_dW else None  # (D_in, N) @ (N, D_out) -> (D_in, D_out)
-    db = dy.sum(axis=0) if need_dW else None  # (N, D_out) -> (D_out,)
+    dW = db = None
+    if need_dW:
+        dW = xp.matmul(x.T, dy, out=dW_out)  # (D_in, N) @ (N, D_out) -> (D_in, D_out)
+        db = dy.sum(axis=0, out=db_out)  # (N, D_out) -> (D_out,)
     return dx, dW, db
 
 
@@ -57,11 +64,16 @@ class Linear(Module):
 
     def backward(self, dy):
         cache = self.pop_cache()
-        dx, dW, db = linear_backward(dy, cache, need_dx=self.need_input_grad, need_dW=self.requires_grad)
-        if self.requires_grad:
+        if not self.requires_grad:
+            return linear_backward(dy, cache, need_dx=self.need_input_grad, need_dW=False)[0]
+        # right after zero_grad the gradients go straight into their buffers; else they are added
+        dW_out, add_dW = self.W.grad_slot()
+        db_out, add_db = self.b.grad_slot() if self.has_bias else (None, False)
+        dx, dW, db = linear_backward(dy, cache, need_dx=self.need_input_grad, dW_out=dW_out, db_out=db_out)
+        if add_dW:
             self.W.grad += dW
-            if self.has_bias:
-                self.b.grad += db
+        if add_db:
+            self.b.grad += db
         return dx
 
     def __repr__(self):

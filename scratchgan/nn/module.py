@@ -92,10 +92,10 @@ class Module:
         params = self.parameters()
         if params and params[0].store is not None and not params[0].store.stale \
                 and params[0].store.params == params:
-            params[0].store.zero_grad()  # one fill over the flat gradient buffer
+            params[0].store.zero_grad()
         else:
             for p in params:
-                p.grad.fill(0)
+                p.clear_grad()
 
     # -------------------------------------------------------------- device and dtype
     @property
