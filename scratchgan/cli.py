@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import models, optim
+from . import models, nn, optim
 from .backend import BackendError, backend_name, get_xp, to_device, to_numpy
 from .checkpoint import CheckpointError, load_checkpoint
-from .data import BatchLoader, DataError, load_dataset_or_bundled
+from .data import BatchLoader, DataError, load_dataset_or_bundled, load_image_folder, resize_square
 from .gan import BCEObjective, GANStep, NoiseSource, generate
 from .trainer import Trainer, TrainingDiverged, TrainingInterrupted, env_summary
 
@@ -77,12 +77,19 @@ def unit_interval(low_open=False, high_open=True):
 
 # ---------------------------------------------------------------------------------- training flags
 MLP_DEFAULTS = {
-    "backend": "numpy", "dtype": "float32", "dataset": "mnist", "data_dir": None, "split": "train",
+    "arch": "mlp", "backend": "numpy", "dtype": "float32", "dataset": "mnist", "data_dir": None, "split": "train",
     "epochs": 20, "batch_size": 64, "lr": 2e-4, "lr_g": None, "lr_d": None, "beta1": 0.5, "beta2": 0.999,
     "latent_dim": 100, "label_smoothing": 0.0, "d_steps": 1, "loss_on": "logits", "batchnorm": True,
     "dropout": 0.0, "g_hidden": "128,512,1024", "d_hidden": "512,256,128", "seed": 0,
     "out": "runs/mnist_mlp", "sample_every": 500, "log_every": 10, "limit": None, "resume": None,
     "progress": True,
+}
+
+
+DCGAN_DEFAULTS = {
+    **{k: v for k, v in MLP_DEFAULTS.items() if k not in ("g_hidden", "d_hidden", "dropout", "batchnorm")},
+    "arch": "dcgan", "dataset": "fashion-mnist", "batch_size": 128, "resolution": None, "channels": None,
+    "g_width": 64, "d_width": 64, "out": "runs/dcgan", "sample_every": 200,
 }
 
 
@@ -97,12 +104,17 @@ def add_training_flags(parser, defaults, suppress=False):
     g.add_argument("--dtype", choices=["float32", "float64"], default=d("dtype"),
                    help="floating-point type of weights and activations (default: %(default)s)")
     g = parser.add_argument_group("data")
-    g.add_argument("--dataset", choices=["mnist", "fashion-mnist", "mnist-bundled"], default=d("dataset"),
+    dcgan = defaults["arch"] == "dcgan"
+    g.add_argument("--dataset", choices=["mnist", "fashion-mnist", "mnist-bundled"] + (["folder"] if dcgan else []),
+                   default=d("dataset"),
                    help="mnist downloads (checksummed, cached) and falls back to the bundled 10k MNIST test "
-                        "digits when offline; mnist-bundled asks for those directly (default: %(default)s)")
+                        "digits when offline; mnist-bundled asks for those directly" +
+                        ("; folder: every JPEG/PNG under --data-dir (e.g. CelebA's img_align_celeba/)"
+                         if dcgan else "") + " (default: %(default)s)")
     g.add_argument("--data-dir", default=d("data_dir"), metavar="DIR",
                    help="read the IDX files (train-images-idx3-ubyte[.gz], ...) from DIR instead of the "
-                        "cache or the network (default: %(default)s)")
+                        "cache or the network" + ("; with --dataset folder, the image folder" if dcgan else "") +
+                        " (default: %(default)s)")
     g.add_argument("--split", choices=["train", "test"], default=d("split"),
                    help="which split to train on (default: %(default)s)")
     g.add_argument("--limit", type=positive_int, default=d("limit"), metavar="N",
@@ -131,6 +143,18 @@ def add_training_flags(parser, defaults, suppress=False):
                    help="seeds weights, noise and data order; same seed on NumPy = identical run "
                         "(default: %(default)s)")
     g = parser.add_argument_group("model")
+    if dcgan:
+        g.add_argument("--image-size", dest="resolution", type=int, choices=list(models.DCGAN_SIZES),
+                       default=d("resolution"),
+                       help="side of the square images the GAN makes; MNIST-like data is resized to it "
+                            "(default: 28 for MNIST-like data, 64 for folders)")
+        g.add_argument("--channels", type=int, choices=[1, 3], default=d("channels"),
+                       help="1 (grayscale) or 3 (RGB) (default: 1 for MNIST-like data, 3 for folders)")
+        g.add_argument("--g-width", type=positive_int, default=d("g_width"),
+                       help="generator channels at the last stage, the tutorial's ngf (default: %(default)s)")
+        g.add_argument("--d-width", type=positive_int, default=d("d_width"),
+                       help="discriminator channels at the first stage, the tutorial's ndf (default: %(default)s)")
+        return _add_output_flags(parser, defaults, suppress)
     g.add_argument("--g-hidden", default=d("g_hidden"), metavar="SIZES",
                    help="generator hidden sizes, comma-separated (default: %(default)s)")
     g.add_argument("--d-hidden", default=d("d_hidden"), metavar="SIZES",
@@ -140,6 +164,13 @@ def add_training_flags(parser, defaults, suppress=False):
                    help="no BatchNorm in the generator (default: BatchNorm on)")
     g.add_argument("--dropout", type=unit_interval(), default=d("dropout"),
                    help="dropout probability after each discriminator hidden layer (default: %(default)s)")
+    return _add_output_flags(parser, defaults, suppress)
+
+
+def _add_output_flags(parser, defaults, suppress):
+    def d(key):
+        return argparse.SUPPRESS if suppress else defaults[key]
+
     g = parser.add_argument_group("output")
     g.add_argument("--out", default=d("out"), metavar="DIR",
                    help="folder for samples, plots, metrics and the checkpoint (default: %(default)s)")
@@ -159,7 +190,9 @@ def add_training_flags(parser, defaults, suppress=False):
 
 def make_train_parser(prog, description, defaults=MLP_DEFAULTS, suppress=False):
     parser = Parser(prog=prog, description=description)
-    return add_training_flags(parser, defaults, suppress)
+    add_training_flags(parser, defaults, suppress)
+    parser.set_defaults(arch=defaults["arch"])
+    return parser
 
 
 def parse_sizes(text, flag):
@@ -185,8 +218,25 @@ def build_mlp_gan(config, xp):
     return G, D
 
 
+def build_dcgan(config, xp):
+    """The DCGAN pair for square images of config["resolution"] with config["channels"] channels."""
+    dtype = config["dtype"]
+    G = models.dcgan_generator(config["latent_dim"], config["resolution"], config["channels"],
+                               width=config["g_width"], seed=[config["seed"], 1], dtype=dtype)
+    D = models.dcgan_discriminator(config["resolution"], config["channels"], width=config["d_width"],
+                                   seed=[config["seed"], 2], dtype=dtype)
+    if config["loss_on"] == "probs":
+        D.layers.append(nn.Sigmoid())
+    return G.to(xp, dtype), D.to(xp, dtype)
+
+
+def build_gan(config, xp):
+    """G and D for the config's architecture ("mlp" or "dcgan"), on backend xp."""
+    return build_dcgan(config, xp) if config.get("arch") == "dcgan" else build_mlp_gan(config, xp)
+
+
 def build_step(config, xp):
-    G, D = build_mlp_gan(config, xp)
+    G, D = build_gan(config, xp)
     betas = (config["beta1"], config["beta2"])
     opt_G = optim.Adam(G.parameters(), lr=config["lr_g"] or config["lr"], betas=betas)
     opt_D = optim.Adam(D.parameters(), lr=config["lr_d"] or config["lr"], betas=betas)
@@ -196,9 +246,21 @@ def build_step(config, xp):
 
 
 def load_images(config, log):
-    images, _ = load_dataset_or_bundled(config["dataset"], config["split"], config["data_dir"], log=log)
+    """uint8 images for the run: (N, 28, 28) for the MLP, (N, C, S, S) for the DCGAN."""
+    if config["dataset"] == "folder":
+        if not config["data_dir"]:
+            raise UserError("--dataset folder needs --data-dir DIR, the folder of images")
+        config["resolution"] = config["resolution"] or 64
+        config["channels"] = config["channels"] or 3
+        images = load_image_folder(config["data_dir"], config["resolution"], config["channels"], log=log)
+    else:
+        images, _ = load_dataset_or_bundled(config["dataset"], config["split"], config["data_dir"], log=log)
     if config.get("limit"):
         images = images[: config["limit"]]
+    if config.get("arch") == "dcgan" and config["dataset"] != "folder":
+        config["resolution"] = config["resolution"] or 28
+        config["channels"] = config["channels"] or 1
+        images = resize_square(images, config["resolution"], config["channels"])
     return images
 
 
@@ -220,29 +282,33 @@ def resolve_config(args, explicit, defaults, log):
     return config, resume
 
 
-def train_main(argv=None, prog="mnist_mlp.py", description=None):
-    """Entry point of examples/mnist_mlp.py; returns the exit code."""
+def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DEFAULTS):
+    """Entry point of examples/mnist_mlp.py (and examples/dcgan.py with DCGAN_DEFAULTS); the exit code."""
     description = description or ("Train the classic MLP GAN on MNIST-like 28x28 images, from scratch in "
                                   "NumPy (or CuPy with --backend cupy).")
-    parser = make_train_parser(prog, description)
+    parser = make_train_parser(prog, description, defaults)
     args = parser.parse_args(argv)
-    explicit = vars(make_train_parser(prog, description, suppress=True).parse_args(argv))
+    explicit = vars(make_train_parser(prog, description, defaults, suppress=True).parse_args(argv))
     log = _log
     try:
-        config, resume = resolve_config(args, explicit, MLP_DEFAULTS, log)
+        config, resume = resolve_config(args, explicit, defaults, log)
+        if config["dataset"] == "mnist-bundled" and "split" not in explicit:
+            config["split"] = "test"  # the bundled digits are MNIST's test split; an explicit --split train errs
         xp = get_xp(config["backend"])
         images = load_images(config, log)
         if config["batch_size"] > len(images):
             raise UserError(f"--batch-size {config['batch_size']} is larger than the {len(images)} training "
                             "images; use a smaller batch size")
-        config["image_size"] = int(np.prod(images.shape[1:]))
+        config["image_size"] = int(np.prod(images.shape[1:]))  # the MLP's flattened image length
         config["image_shape"] = list(images.shape[1:])
         config["num_images"] = len(images)
         config["environment"] = env_summary()
         step = build_step(config, xp)
-        loader = BatchLoader(images, config["batch_size"], xp=xp, dtype=config["dtype"], seed=config["seed"])
+        conv = config.get("arch") == "dcgan"
+        loader = BatchLoader(images, config["batch_size"], xp=xp, dtype=config["dtype"], seed=config["seed"],
+                             flatten=not conv)
         trainer = Trainer(step, loader, config["out"], config, sample_every=config["sample_every"],
-                          log_every=config["log_every"], image_shape=tuple(images.shape[1:]),
+                          log_every=config["log_every"], image_shape=None if conv else tuple(images.shape[1:]),
                           d_steps=config["d_steps"], progress=config["progress"], log=log)
         log(f"training {config['dataset']} ({len(images)} images, split {config['split']}) on "
             f"{backend_name(xp)}/{config['dtype']}: G {step.G.num_parameters():,} and D "
@@ -278,7 +344,7 @@ def sample_main(argv=None, prog="scratchgan sample"):
         if not config or "latent_dim" not in config:
             raise UserError(f"{args.checkpoint} holds no model config; is it a scratchgan training checkpoint?")
         xp = get_xp(args.backend)
-        G, _ = build_mlp_gan(config, xp)
+        G, _ = build_gan(config, xp)
         try:
             G.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("G/")})
         except ValueError as e:
@@ -304,8 +370,8 @@ def main(argv=None):
     commands = {"train": lambda a: train_main(a, prog="scratchgan train"), "sample": sample_main}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         print("usage: python -m scratchgan {train,sample} [--help]\n"
-              "  train   train the MLP GAN (same flags as examples/mnist_mlp.py)\n"
-              "  sample  generate images from a checkpoint")
+              "  train     train the MLP GAN (same flags as examples/mnist_mlp.py)\n"
+              "  sample    generate images from a checkpoint")
         return 0 if argv and argv[0] in ("-h", "--help") else EXIT_USAGE
     return commands[argv[0]](argv[1:])
 

@@ -7,19 +7,22 @@ parameters into one flat buffer.
 from __future__ import annotations
 
 from . import nn
-from .params import make_rng
+from .params import make_rng, normal
 
 
 def mlp_generator(latent_dim=100, hidden=(128, 512, 1024), out_dim=784, batchnorm=True,
-                  slope=0.2, seed=0, dtype="float32"):
+                  slope=0.2, seed=0, dtype="float32", num_classes=0, embedding_dim=0):
     """z (N, latent_dim) -> image (N, out_dim) in [-1, 1].
 
     Default: z(100) -> 128 -> 512 (BN) -> 1024 (BN) -> 784, LeakyReLU(0.2), Tanh out. BatchNorm
     (when on) follows every hidden Linear but the first, as in the classic MNIST MLP GAN.
+    ``num_classes`` > 0 makes it conditional, G(z, y): the label's code (one-hot, or a learned
+    Embedding(num_classes, embedding_dim) when that is > 0) is concatenated to z (nn.Conditional).
     """
     _check_sizes("mlp_generator", latent_dim, hidden, out_dim)
     rng = make_rng(seed)
-    layers, d_in = [], latent_dim
+    code_dim = (embedding_dim or num_classes) if num_classes else 0
+    layers, d_in = [], latent_dim + code_dim
     for i, d_out in enumerate(hidden):
         layers.append(nn.Linear(d_in, d_out, seed=rng, dtype=dtype))
         if batchnorm and i > 0:
@@ -28,23 +31,27 @@ def mlp_generator(latent_dim=100, hidden=(128, 512, 1024), out_dim=784, batchnor
         d_in = d_out
     layers += [nn.Linear(d_in, out_dim, seed=rng, dtype=dtype), nn.Tanh()]
     G = nn.Sequential(*layers)
+    if num_classes:
+        G = nn.Conditional(G, num_classes, embedding_dim, seed=rng, dtype=dtype)
     G.first_layer().need_input_grad = False  # nobody uses dL/dz: skip that matmul
     return G
 
 
 def mlp_discriminator(in_dim=784, hidden=(512, 256, 128), slope=0.2, dropout=0.0, output="logits",
-                      seed=1, dtype="float32"):
+                      seed=1, dtype="float32", num_classes=0, embedding_dim=0):
     """image (N, in_dim) -> one score per image (N, 1).
 
     Default: 784 -> 512 -> 256 -> 128 -> 1, LeakyReLU(0.2). ``output="logits"`` (the default,
     paired with ``losses.bce_with_logits``) ends at the last Linear; ``output="probs"`` adds a
     Sigmoid for ``losses.bce``. ``dropout`` > 0 adds Dropout after every hidden activation.
+    ``num_classes`` > 0 makes it conditional, D(x, y), the label's code concatenated to x.
     """
     _check_sizes("mlp_discriminator", in_dim, hidden, 1)
     if output not in ("logits", "probs"):
         raise ValueError(f"mlp_discriminator output must be 'logits' or 'probs', got {output!r}")
     rng = make_rng(seed)
-    layers, d_in = [], in_dim
+    code_dim = (embedding_dim or num_classes) if num_classes else 0
+    layers, d_in = [], in_dim + code_dim
     for i, d_out in enumerate(hidden):
         layers += [nn.Linear(d_in, d_out, seed=rng, dtype=dtype), nn.LeakyReLU(slope)]
         if dropout > 0:
@@ -53,10 +60,79 @@ def mlp_discriminator(in_dim=784, hidden=(512, 256, 128), slope=0.2, dropout=0.0
     layers.append(nn.Linear(d_in, 1, seed=rng, dtype=dtype))
     if output == "probs":
         layers.append(nn.Sigmoid())
-    return nn.Sequential(*layers)
+    D = nn.Sequential(*layers)
+    return nn.Conditional(D, num_classes, embedding_dim, seed=rng, dtype=dtype) if num_classes else D
 
 
 def _check_sizes(name, d_in, hidden, d_out):
     sizes = [d_in, *hidden, d_out]
     if any(int(s) != s or s <= 0 for s in sizes):
         raise ValueError(f"{name}: layer sizes must be positive integers, got {sizes}")
+
+
+# ------------------------------------------------------------------------------------------ DCGAN
+DCGAN_SIZES = (28, 32, 64)
+
+
+def _dcgan_plan(image_size, width):
+    """Channel widths and spatial sizes of the DCGAN stages for a square image of ``image_size``.
+
+    64: 4 -> 8 -> 16 -> 32 -> 64 with widths 8w, 4w, 2w, w (the tutorial's); 32: 4 -> 8 -> 16 -> 32
+    with 4w, 2w, w; 28: 7 -> 14 -> 28 with 2w, w. Returns (first_kernel, [widths from small to big]).
+    """
+    if image_size == 64:
+        return 4, [8 * width, 4 * width, 2 * width, width]
+    if image_size == 32:
+        return 4, [4 * width, 2 * width, width]
+    if image_size == 28:
+        return 7, [2 * width, width]
+    raise ValueError(f"DCGAN image size must be one of {DCGAN_SIZES}, got {image_size}")
+
+
+def dcgan_init(module, rng):
+    """The DCGAN paper's initialisation: conv weights N(0, 0.02), BatchNorm gamma N(1, 0.02), beta 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            m.W.data[...] = normal(m.W.data.shape, rng, 0.0, 0.02)
+            if m.has_bias:
+                m.b.data[...] = 0.0
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            m.gamma.data[...] = normal(m.gamma.data.shape, rng, 1.0, 0.02)
+            m.beta.data[...] = 0.0
+    return module
+
+
+def dcgan_generator(latent_dim=100, image_size=64, channels=3, width=64, seed=0, dtype="float32"):
+    """z (N, latent_dim) -> images (N, channels, S, S) in [-1, 1], S = ``image_size`` (28, 32 or 64).
+
+    The tutorial's generator for 64: ConvTranspose2d(nz, 8w, 4, 1, 0) from 1x1 to 4x4, then
+    ConvTranspose2d(k4, s2, p1) doubling the size each stage, BatchNorm2d + ReLU after each but the
+    last, Tanh out. ``width`` is the tutorial's ngf.
+    """
+    first_kernel, widths = _dcgan_plan(image_size, width)
+    rng = make_rng(seed)
+    layers = [nn.Reshape(latent_dim, 1, 1),
+              nn.ConvTranspose2d(latent_dim, widths[0], first_kernel, 1, 0, bias=False, seed=rng, dtype=dtype),
+              nn.BatchNorm2d(widths[0], dtype=dtype), nn.ReLU()]
+    for c_in, c_out in zip(widths, widths[1:]):
+        layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False, seed=rng, dtype=dtype),
+                   nn.BatchNorm2d(c_out, dtype=dtype), nn.ReLU()]
+    layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=False, seed=rng, dtype=dtype), nn.Tanh()]
+    G = dcgan_init(nn.Sequential(*layers), rng)
+    G[1].need_input_grad = False  # nobody uses dL/dz
+    return G
+
+
+def dcgan_discriminator(image_size=64, channels=3, width=64, seed=1, dtype="float32"):
+    """images (N, channels, S, S) -> logits (N, 1). The tutorial's discriminator for 64:
+    Conv2d(k4, s2, p1) halving the size each stage, LeakyReLU(0.2), BatchNorm2d after all but the
+    first, then Conv2d(8w, 1, 4, 1, 0) from 4x4 to 1x1. ``width`` is the tutorial's ndf."""
+    first_kernel, widths = _dcgan_plan(image_size, width)
+    widths = widths[::-1]  # small to big channel counts as the image shrinks
+    rng = make_rng(seed)
+    layers = [nn.Conv2d(channels, widths[0], 4, 2, 1, bias=False, seed=rng, dtype=dtype), nn.LeakyReLU(0.2)]
+    for c_in, c_out in zip(widths, widths[1:]):
+        layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False, seed=rng, dtype=dtype),
+                   nn.BatchNorm2d(c_out, dtype=dtype), nn.LeakyReLU(0.2)]
+    layers += [nn.Conv2d(widths[-1], 1, first_kernel, 1, 0, bias=False, seed=rng, dtype=dtype), nn.Flatten()]
+    return dcgan_init(nn.Sequential(*layers), rng)

@@ -218,8 +218,13 @@ class Sequential(Module):
         return x
 
     def backward(self, dy):
-        for layer in reversed(self.layers):
-            dy = layer.backward(dy)  # None only from a first layer told need_input_grad = False
+        layers = self.layers[::-1]
+        for i, layer in enumerate(layers):
+            dy = layer.backward(dy)
+            if dy is None:  # a layer told need_input_grad = False: nothing flows further down
+                for earlier in layers[i + 1:]:
+                    earlier.cache = None
+                break
         return dy
 
     def __iter__(self):

@@ -1,0 +1,17 @@
+"""DCGAN (Radford et al.) from scratch: Conv2d / ConvTranspose2d / BatchNorm2d written by hand.
+
+    python examples/dcgan.py --dataset fashion-mnist --data-dir ../shared/datasets/fashion-mnist --epochs 1
+    python examples/dcgan.py --dataset folder --data-dir img_align_celeba/    # 64x64 RGB, the tutorial's
+    python examples/dcgan.py --help                                           # every flag, with its default
+
+Same outputs, checkpoints, resume and progress display as examples/mnist_mlp.py (shared code in
+scratchgan/cli.py). A folder of images is decoded once into a cached uint8 array.
+"""
+import sys
+
+from scratchgan.cli import DCGAN_DEFAULTS, train_main
+
+if __name__ == "__main__":
+    sys.exit(train_main(prog="dcgan.py", defaults=DCGAN_DEFAULTS,
+                        description="Train a DCGAN on MNIST-like data or a folder of images, from scratch in "
+                                    "NumPy (or CuPy with --backend cupy)."))

@@ -1,0 +1,556 @@
+"""Image folders (CelebA's ``img_align_celeba/``, or any folder of photos), decoded ONCE into a cache.
+
+    images = load_image_folder("~/data/celeba/img_align_celeba", image_size=64)   # uint8 (N, 3, 64, 64)
+    loader = BatchLoader(images, 128, flatten=False, xp=get_xp("cupy"))          # float32 in [-1, 1]
+
+What is read: every ``.jpg .jpeg .png .bmp .webp`` file (any letter case) under the folder, found
+recursively, hidden files and folders (names starting with ".") left out, other files ignored;
+symlinked files are followed, symlinked sub-folders are not. The order is the sorted relative paths
+("a/b.png" as POSIX text), so it never depends on the file system.
+
+Each image gets the DCGAN tutorial's transform, ``Resize(image_size)`` then ``CenterCrop(image_size)``:
+
+1. ``convert("RGB")`` or ``convert("L")`` (RGBA and LA lose their alpha, P/CMYK/1/YCbCr are
+   converted by Pillow, 16-bit grey is scaled by 1/257 instead of clipped), EXIF orientation applied;
+2. the shorter side is resized to ``image_size`` (bicubic, antialiased: Pillow filters over the
+   whole footprint when it shrinks), the longer side to ``int(image_size * long / short)``;
+3. the central ``image_size x image_size`` square is kept: offsets ``int(round((w - S) / 2))``,
+   ``int(round((h - S) / 2))``, as torchvision's CenterCrop.
+
+JPEGs at least 4x larger than needed (short side >= 4 * image_size) are decoded by libjpeg at a
+reduced scale (1/2, 1/4 or 1/8) that still leaves >= 2 * image_size pixels on the short side before
+the bicubic resize: 5-10x faster on camera photos, a few grey levels of difference. CelebA
+(178 x 218) at 64 or 128 pixels never takes that path.
+
+The cache: ``<cache_dir or data_root()/"folders">/<name>-<path hash>-<S>px-<mode>-<key>.npy`` with a
+sidecar ``.json`` manifest (the key, N, the files kept, the files skipped and why). The key is a
+SHA-256 of (absolute folder path, image_size, channels, the transform's version, and the sorted
+(relative path, size, mtime_ns) of every image file), so adding, removing or changing one image
+builds a new cache (and the older cache of the same folder, size and mode is deleted). It is
+written atomically: the array goes to a temp ``.<name>.XXXX.part.npy`` in the same folder, is
+flushed, then renamed; the manifest is renamed in last and is what marks a cache complete, so a
+partial file from an interrupted run is never read (a Ctrl-C removes its temp file; a leftover one
+from a killed run is ignored, and reported through ``log``).
+
+Unreadable images (not an image, truncated, empty, an unsupported mode) are skipped and counted,
+and reported ONCE at the end through ``log`` (how many, the first few names and why); they never
+stop a run halfway. A missing folder, a folder without image files, or one where no image can be
+read is a ``DataError`` with one line that names the folder and what was found.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from .idx import DataError
+from .mnist import data_root
+
+# What the folder scan picks up (lower-cased suffixes). Pillow reads all of these with its standard
+# plugins; a file Pillow cannot read (e.g. a .webp where Pillow was built without libwebp) is
+# skipped and reported like any other unreadable image.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+# Bump when the transform below changes: it is part of the cache key, so old caches are not reused.
+TRANSFORM_VERSION = "resize-shorter-bicubic+center-crop+exif/v1"
+MANIFEST_FORMAT = 1
+
+CHANNEL_MODES = {3: "RGB", 1: "L"}
+_MAX_SKIPPED_SHOWN = 5   # names quoted in the one log line / error message
+_CHUNK = 64              # images per thread-pool task
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """A decoded image folder: ``images`` (read-only np.memmap, uint8 (N, C, S, S)) and where it came from.
+
+    ``files``: the relative paths of the N images, in order (row i of ``images`` is ``files[i]``);
+    ``skipped``: ``(relative path, reason)`` of the unreadable ones; ``cache_path``: the .npy;
+    ``from_cache``: True when nothing was decoded this time.
+    """
+    images: np.ndarray
+    files: tuple
+    skipped: tuple
+    folder: Path
+    cache_path: Path
+    from_cache: bool
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __repr__(self):
+        n, c, s, _ = self.images.shape
+        return (f"ImageFolder({str(self.folder)!r}, N={n}, channels={c}, image_size={s}, "
+                f"skipped={self.num_skipped}, from_cache={self.from_cache})")
+
+
+# ----------------------------------------------------------------------------- arguments
+
+def _channels_mode(channels):
+    """3 / "RGB" -> (3, "RGB"); 1 / "L" -> (1, "L")."""
+    if isinstance(channels, str):
+        key = channels.strip().upper()
+        for c, mode in CHANNEL_MODES.items():
+            if key == mode:
+                return c, mode
+    elif isinstance(channels, (int, np.integer)) and not isinstance(channels, bool) and int(channels) in CHANNEL_MODES:
+        return int(channels), CHANNEL_MODES[int(channels)]
+    raise ValueError(f"channels must be 3 (\"RGB\") or 1 (\"L\"), got {channels!r}")
+
+
+def _check_size(image_size):
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size <= 0:
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+    return int(image_size)
+
+
+def default_workers() -> int:
+    """The CPU cores this process may use (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _check_workers(workers):
+    if workers is None:
+        return default_workers()
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers <= 0:
+        raise ValueError(f"workers must be a positive integer or None (all cores), got {workers!r}")
+    return int(workers)
+
+
+# ----------------------------------------------------------------------------- scan
+
+def _is_hidden(name):
+    return name.startswith(".")
+
+
+def scan_image_folder(folder):
+    """The image files under ``folder``: a sorted list of (relative POSIX path, size, mtime_ns), and
+    how many other (non-image, non-hidden) files were seen. DataError when the folder is missing."""
+    root = Path(folder).expanduser()
+    if not root.exists():
+        raise DataError(f"image folder {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"image folder {root} is not a folder")
+    entries, others = [], []
+
+    def unreadable(e):  # os.walk swallows errors by default: a sub-folder we cannot list is worth a line
+        raise DataError(f"image folder {root}: cannot list {e.filename} ({e.strerror or e})")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
+        dirnames[:] = [d for d in dirnames if not _is_hidden(d)]  # prune hidden folders in place
+        for name in filenames:
+            if _is_hidden(name):
+                continue
+            path = os.path.join(dirpath, name)
+            rel = Path(path).relative_to(root).as_posix()
+            if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+                others.append(rel)
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:  # a dangling symlink, a file deleted while we walk
+                others.append(rel)
+                continue
+            entries.append((rel, st.st_size, st.st_mtime_ns))
+    entries.sort()
+    others.sort()
+    return entries, others
+
+
+def cache_key(folder, image_size, channels, entries) -> str:
+    """SHA-256 (hex) of everything the cached array depends on."""
+    payload = json.dumps({
+        "folder": str(Path(folder).expanduser().resolve()),
+        "image_size": int(image_size),
+        "channels": int(channels),
+        "transform": TRANSFORM_VERSION,
+        "files": [list(e) for e in entries],
+    }, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _cache_stem(folder, image_size, mode):
+    """``<name>-<hash of the absolute path>-<S>px-<mode>``: one prefix per (folder, size, mode)."""
+    resolved = str(Path(folder).expanduser().resolve())
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(resolved).name or "root").strip("._") or "folder"
+    return f"{name[:40]}-{hashlib.sha256(resolved.encode()).hexdigest()[:8]}-{image_size}px-{mode}"
+
+
+# ----------------------------------------------------------------------------- one image
+
+def _to_8bit(img):
+    """16-bit and float greys to 8-bit "L" by scaling (Pillow's convert("L") would clip at 255)."""
+    a = np.asarray(img)
+    if img.mode.startswith("I;16") or (img.mode == "I" and a.size and a.max() > 255):
+        a = np.round(a.astype(np.float64) / 257.0)
+    elif img.mode == "F" and a.size and np.nanmax(a) <= 1.0:
+        a = a.astype(np.float64) * 255.0
+    return Image.fromarray(np.clip(np.nan_to_num(a), 0, 255).astype(np.uint8), "L")
+
+
+def transform_image(img, image_size, mode):
+    """A loaded PIL image -> uint8 (C, S, S): convert to ``mode``, resize the shorter side to S
+    (bicubic, antialiased), crop the central S x S square (torchvision's Resize + CenterCrop)."""
+    S = image_size
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        img = _to_8bit(img)
+    elif img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # the direct P -> RGB conversion warns about it; the result is the same
+    if img.mode != mode:
+        img = img.convert(mode)
+    w, h = img.size
+    if w <= h:
+        ow, oh = S, int(S * h / w)   # torchvision: new_long = int(size * long / short)
+    else:
+        ow, oh = int(S * w / h), S
+    if (ow, oh) != (w, h):
+        img = img.resize((ow, oh), Image.Resampling.BICUBIC)
+    left, top = int(round((ow - S) / 2.0)), int(round((oh - S) / 2.0))
+    if (ow, oh) != (S, S):
+        img = img.crop((left, top, left + S, top + S))
+    x = np.asarray(img, dtype=np.uint8)           # (S, S) or (S, S, 3)
+    return x[None] if x.ndim == 2 else x.transpose(2, 0, 1)   # -> (C, S, S)
+
+
+def _reason(error, size):
+    if size == 0:
+        return "empty file"
+    if isinstance(error, Image.UnidentifiedImageError):
+        return "not an image Pillow can read"
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def decode_image(path, image_size, mode):
+    """Open, fully decode and transform one file -> uint8 (C, S, S); raises on any unreadable file."""
+    with Image.open(path) as img:
+        w, h = img.size
+        if img.format == "JPEG" and min(w, h) >= 4 * image_size:
+            # libjpeg's DCT scaling: keep >= 2 * image_size on the short side for the bicubic resize
+            short = min(w, h)
+            img.draft(None, (max(1, w * 2 * image_size // short), max(1, h * 2 * image_size // short)))
+        img.load()  # decode now: a truncated or corrupt file fails here, inside the try of the caller
+        img = ImageOps.exif_transpose(img)
+        return transform_image(img, image_size, mode)
+
+
+# ----------------------------------------------------------------------------- cache files
+
+def _read_manifest(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _open_cached(npy, manifest_path, key, shape_tail):
+    """The cached memmap and its manifest when both are complete and match ``key``; else None."""
+    manifest = _read_manifest(manifest_path)
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT or manifest.get("key") != key:
+        return None
+    try:
+        images = np.load(npy, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    n = manifest.get("n")
+    if (not isinstance(images, np.memmap) or images.dtype != np.uint8
+            or images.shape != (n, *shape_tail) or len(manifest.get("files", ())) != n):
+        return None
+    return images, manifest
+
+
+def _write_json_atomic(path, obj):
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".part.json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _remove_stale(cache, stem, keep_key, log):
+    """Delete older caches of the same (folder, size, mode): their key can never match again."""
+    removed = 0
+    for manifest_path in cache.glob(f"{stem}-*.json"):
+        manifest = _read_manifest(manifest_path)
+        if not isinstance(manifest, dict) or manifest.get("key") == keep_key:
+            continue
+        try:
+            _unlink(manifest_path)  # manifest first: a cache without one is never used
+            _unlink(manifest_path.with_suffix(".npy"))
+            removed += 1
+        except OSError:  # e.g. still mapped by another process on Windows: harmless, retried next time
+            pass
+    if removed and log:
+        log(f"removed {removed} outdated cache{'s' if removed > 1 else ''} of this folder from {cache}")
+
+
+# ----------------------------------------------------------------------------- decoding
+
+def _decode_all(root, rels, sizes, out, image_size, mode, workers, bar):
+    """Decode every file into ``out[i]``; returns {i: reason} for the files that failed."""
+    failed = {}
+
+    def work(start):
+        errors = {}
+        for i in range(start, min(start + _CHUNK, len(rels))):
+            try:
+                out[i] = decode_image(root / rels[i], image_size, mode)
+            except Exception as e:  # noqa: BLE001  any failure of one file skips that file, never the run
+                errors[i] = _reason(e, sizes[i])
+        return errors
+
+    starts = range(0, len(rels), _CHUNK)
+    if workers == 1:
+        for start in starts:
+            failed.update(work(start))
+            if bar is not None:
+                bar.update(min(_CHUNK, len(rels) - start))
+        return failed
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scratchgan-decode")
+    try:
+        futures = {pool.submit(work, start): start for start in starts}
+        for future in concurrent.futures.as_completed(futures):
+            failed.update(future.result())
+            if bar is not None:
+                bar.update(min(_CHUNK, len(rels) - futures[future]))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: stop queued chunks, finish running ones
+    return failed
+
+
+def _progress_bar(total, progress, log):
+    """A tqdm bar (stderr) when asked, or by default when ``log`` is given and stderr is a terminal."""
+    if progress is None:
+        progress = log is not None and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+    if not progress:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="img", desc="decoding", leave=False, dynamic_ncols=True)
+
+
+def _skipped_line(skipped, total, folder):
+    shown = "; ".join(f"{rel} ({why})" for rel, why in skipped[:_MAX_SKIPPED_SHOWN])
+    more = f"; and {len(skipped) - _MAX_SKIPPED_SHOWN} more" if len(skipped) > _MAX_SKIPPED_SHOWN else ""
+    return f"skipped {len(skipped)} unreadable image{'s' if len(skipped) > 1 else ''} of {total} in {folder}: {shown}{more}"
+
+
+def _build(root, entries, image_size, channels, mode, key, npy, manifest_path, workers, log, progress):
+    """Decode the folder into a temp .npy beside ``npy``, then rename it and its manifest into place."""
+    rels = [rel for rel, _, _ in entries]
+    sizes = [size for _, size, _ in entries]
+    S, total = image_size, len(entries)
+    if log:
+        log(f"decoding {total} images from {root} to {S}x{S} {mode} with {workers} thread"
+            f"{'s' if workers > 1 else ''} (once; cached in {npy.parent}) ...")
+    t0 = time.perf_counter()
+    tmp_paths = []
+
+    def temp_npy(n):
+        fd, tmp = tempfile.mkstemp(dir=npy.parent, prefix=f".{npy.stem}.", suffix=".part.npy")
+        os.close(fd)
+        tmp_paths.append(tmp)
+        return tmp, np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, channels, S, S))
+
+    try:
+        tmp, out = temp_npy(total)
+        bar = _progress_bar(total, progress, log)
+        try:
+            failed = _decode_all(root, rels, sizes, out, S, mode, workers, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        good = [i for i in range(total) if i not in failed]
+        skipped = [(rels[i], failed[i]) for i in sorted(failed)]
+        if not good:
+            shown = "; ".join(f"{rel} ({why})" for rel, why in skipped[:3])
+            raise DataError(f"image folder {root}: none of its {total} image files could be read "
+                            f"({shown}{'; ...' if total > 3 else ''})")
+        if skipped:  # compact the good rows into an array of exactly N_good (skips are rare: one copy)
+            tmp_good, compact = temp_npy(len(good))
+            for j in range(0, len(good), 4096):
+                compact[j:j + 4096] = out[good[j:j + 4096]]
+            del out
+            _unlink(tmp)
+            tmp, out = tmp_good, compact
+        out.flush()
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        del out
+        os.replace(tmp, npy)
+        seconds = time.perf_counter() - t0
+        _write_json_atomic(manifest_path, {
+            "format": MANIFEST_FORMAT, "key": key, "folder": str(root), "image_size": S,
+            "channels": channels, "mode": mode, "transform": TRANSFORM_VERSION,
+            "n": len(good), "n_image_files": total, "shape": [len(good), channels, S, S],
+            "seconds": round(seconds, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "files": [rels[i] for i in good], "skipped": [list(s) for s in skipped],
+        })
+    except BaseException:
+        for path in tmp_paths:
+            _unlink(path)
+        raise
+    if log:
+        if skipped:
+            log(_skipped_line(skipped, total, root))
+        rate = total / seconds if seconds > 0 else float("inf")
+        log(f"decoded {len(good)} images from {root} in {seconds:.1f} s ({rate:.0f} images/s) -> {npy}")
+    return skipped
+
+
+# ----------------------------------------------------------------------------- public API
+
+def open_image_folder(folder, image_size=64, channels=3, cache_dir=None, log=None, workers=None, *,
+                      progress=None) -> ImageFolder:
+    """Decode ``folder`` once (or reuse its cache) -> an ``ImageFolder`` (images, files, skipped, ...).
+
+    Arguments as ``load_image_folder``; this form also says which files were kept and skipped.
+    """
+    S = _check_size(image_size)
+    C, mode = _channels_mode(channels)
+    workers = _check_workers(workers)
+    root = Path(folder).expanduser()
+    entries, others = scan_image_folder(root)
+    root = root.resolve()
+    if not entries:
+        seen = (f"only {len(others)} other file{'s' if len(others) > 1 else ''} "
+                f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})") if others else "nothing"
+        raise DataError(f"image folder {root}: no image files ({', '.join(IMAGE_EXTENSIONS)}, searched "
+                        f"recursively, hidden files left out); found {seen}")
+
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else data_root() / "folders"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create the image cache folder {cache} ({e.strerror or e}); set "
+                        "SCRATCHGAN_DATA or pass cache_dir= a writable folder") from None
+    key = cache_key(root, S, C, entries)
+    stem = _cache_stem(root, S, mode)
+    npy = cache / f"{stem}-{key[:16]}.npy"
+    manifest_path = npy.with_suffix(".json")
+
+    hit = _open_cached(npy, manifest_path, key, (C, S, S))
+    if hit is not None:
+        images, manifest = hit
+        skipped = tuple(tuple(s) for s in manifest.get("skipped", ()))
+        if log:
+            note = f"; {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} left out" if skipped else ""
+            log(f"using the cached {len(images)} images of {root} ({S}x{S} {mode}{note}): {npy}")
+        return ImageFolder(images, tuple(manifest["files"]), skipped, root, npy, True)
+
+    leftovers = list(cache.glob(f".{stem}-*.part.*"))
+    if leftovers and log:
+        log(f"ignoring {len(leftovers)} partial cache file{'s' if len(leftovers) > 1 else ''} of an "
+            f"interrupted run in {cache} (safe to delete unless another run is decoding this folder now)")
+    try:
+        skipped = _build(root, entries, S, C, mode, key, npy, manifest_path, workers, log, progress)
+    except OSError as e:
+        raise DataError(f"cannot write the image cache {npy} ({e.strerror or e}); set SCRATCHGAN_DATA "
+                        "or pass cache_dir= a writable folder with room for it") from None
+    _remove_stale(cache, stem, key, log)
+    hit = _open_cached(npy, manifest_path, key, (C, S, S))
+    if hit is None:  # only if another process deleted it in between
+        raise DataError(f"the image cache {npy} vanished right after it was written")
+    images, manifest = hit
+    return ImageFolder(images, tuple(manifest["files"]), tuple(skipped), root, npy, False)
+
+
+def load_image_folder(folder, image_size=64, channels=3, cache_dir=None, log=None, workers=None, *,
+                      progress=None) -> np.ndarray:
+    """All images under ``folder`` as a read-only np.memmap, uint8 (N, C, S, S), S = ``image_size``.
+
+    Decoded once (resize the shorter side to S, bicubic, then center-crop S x S; ``channels`` 3 = "RGB"
+    or 1 = "L") with ``workers`` threads (default: all cores) into a cached .npy under ``cache_dir``
+    (default ``data_root()/"folders"``); later calls map that file and decode nothing. ``log``: a
+    callable for progress lines (start, end with the time, skipped files); ``progress``: a tqdm bar
+    (default: when ``log`` is given and stderr is a terminal). Raises DataError for a missing folder,
+    no image files, or no readable image. ``open_image_folder`` gives the file names and skips too.
+    """
+    return open_image_folder(folder, image_size, channels, cache_dir, log, workers, progress=progress).images
+
+
+# ----------------------------------------------------------------------------- demo folder
+
+def make_demo_folder(out_dir, images, size=64, n=2048, seed=0, *, format="png", per_folder=500):
+    """Write ``n`` tinted, upscaled copies of grey images (uint8 (N, 28, 28), e.g. Fashion-MNIST) as an
+    image folder: ``out_dir/part-00/000000.png``, ... (``format`` "png" or "jpeg"); returns the paths.
+
+    A stand-in for CelebA offline. Image k is grey image ``idx[k]`` (a seeded choice without
+    replacement when n < N) resized to size x size (bicubic) and coloured per image:
+    ``pixel = background * (1 - g) + foreground * g`` with g = grey / 255 and two random RGB colours.
+    Deterministic in ``seed``. Written to a temp folder beside ``out_dir`` and renamed into place, so an
+    interrupted call leaves no half folder; ``out_dir`` must not exist or be empty.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 3 or len(images) == 0:
+        raise ValueError(f"make_demo_folder expects uint8 grey images (N, H, W) with N > 0, "
+                         f"got {images.dtype} {images.shape}")
+    size = _check_size(size)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    n = min(int(n), len(images))
+    fmt = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg"), "jpg": ("JPEG", ".jpg")}.get(str(format).lower())
+    if fmt is None:
+        raise ValueError(f"format must be 'png' or 'jpeg', got {format!r}")
+    out_dir = Path(out_dir).expanduser()
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise DataError(f"demo folder {out_dir} already exists and is not empty; choose a new folder or delete it")
+
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(images), size=n, replace=False)) if n < len(images) else np.arange(n)
+    foreground = rng.uniform(0.35, 1.0, size=(n, 3))  # bright-ish garment colour
+    background = rng.uniform(0.0, 0.45, size=(n, 3))  # dark-ish backdrop: the garment stays visible
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".part"))
+    paths = []
+    try:
+        for k in range(n):
+            grey = Image.fromarray(images[idx[k]]).resize((size, size), Image.Resampling.BICUBIC)
+            g = np.asarray(grey, dtype=np.float64)[..., None] / 255.0                  # (S, S, 1)
+            rgb = background[k] * (1.0 - g) + foreground[k] * g                        # (S, S, 3)
+            img = Image.fromarray(np.round(rgb * 255.0).astype(np.uint8), "RGB")
+            rel = Path(f"part-{k // per_folder:02d}") / f"{k:06d}{fmt[1]}"
+            (tmp / rel.parent).mkdir(exist_ok=True)
+            img.save(tmp / rel, fmt[0], **({"quality": 95} if fmt[0] == "JPEG" else {}))
+            paths.append(out_dir / rel)
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked above); os.replace cannot rename onto a folder on every OS
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return paths
+
