@@ -133,7 +133,7 @@ class Trainer:
         frames = sorted((self.out / "samples").glob("step_*.png"))
         if frames:
             viz.save_progress_gif(frames, self.out / "progress.gif")
-        real = to_numpy(self.loader.x[: len(fake_images)])
+        real = to_numpy(self.loader.images(len(fake_images)))
         viz.save_real_vs_fake(real, fake_images, self.out / "real_vs_fake.png", image_shape=self.image_shape,
                               scale=2)
 

@@ -494,3 +494,17 @@ def test_loader_cupy_matches_numpy(digits):
     for (xg, yg), (xc, yc) in zip(gpu.epoch(3, start_batch=2), cpu.epoch(3, start_batch=2)):
         assert isinstance(xg, cp.ndarray) and xg.dtype == np.float32 and yg.dtype == np.int64
         assert np.array_equal(to_numpy(xg), xc) and np.array_equal(to_numpy(yg), yc)
+
+
+def test_loader_uint8_resident_gives_the_same_batches_as_float_resident():
+    from scratchgan.data import BatchLoader
+    images = np.random.default_rng(3).integers(0, 256, (50, 2, 5, 5), dtype=np.uint8)
+    as_float = BatchLoader(images, 8, seed=4, flatten=False, resident="float")
+    as_bytes = BatchLoader(images, 8, seed=4, flatten=False, resident="uint8")
+    assert as_bytes.x.dtype == np.uint8 and as_float.x.dtype == np.float32
+    for a, b in zip(as_float.epoch(1), as_bytes.epoch(1)):
+        assert b.dtype == np.float32 and b.shape == (8, 2, 5, 5)
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(as_float.images(7), as_bytes.images(7))
+    with pytest.raises(ValueError, match="resident"):
+        BatchLoader(images, 8, resident="half")
