@@ -142,7 +142,8 @@ def _fans(shape):
     """fan_in, fan_out as PyTorch computes them for Linear (D_in, D_out) and conv weights."""
     if len(shape) == 2:  # our Linear layout is (D_in, D_out), the transpose of PyTorch's
         return shape[0], shape[1]
-    if len(shape) == 4:  # Conv2d (C_out, C_in, kH, kW)
+    if len(shape) == 4:  # Conv2d (C_out, C_in, kH, kW); for ConvTranspose2d (C_in, C_out, kH, kW)
+        # this gives torch's fan_in from the second axis too
         receptive = shape[2] * shape[3]
         return shape[1] * receptive, shape[0] * receptive
     raise ValueError(f"cannot compute fans for a weight of shape {shape}")

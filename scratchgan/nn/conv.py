@@ -142,14 +142,21 @@ def conv2d_forward(x, W, b, stride, padding):
     return y, (cols, W_mat, W.shape, x.shape, stride, padding)
 
 
-def conv2d_backward(dy, cache, need_dx=True):
-    """dW_mat = dy_mat.T @ cols, db = sum of dy over (N, H_out, W_out), dx = col2im(dy_mat @ W_mat)."""
+def conv2d_backward(dy, cache, need_dx=True, need_dW=True):
+    """dW_mat = dy_mat.T @ cols, db = sum of dy over (N, H_out, W_out), dx = col2im(dy_mat @ W_mat).
+
+    ``need_dx`` / ``need_dW`` False skip dx / (dW, db), returned as None.
+    """
     cols, W_mat, W_shape, x_shape, stride, padding = cache
     dy_mat = _rows(dy)  # (N*H_out*W_out, C_out); reads dy, never writes it
-    dW_mat = dy_mat.T @ cols  # (C_out, N*H_out*W_out) @ (N*H_out*W_out, K) -> (C_out, K)
-    db = dy_mat.sum(axis=0)  # (C_out,)
-    dx = conv2d_data_adjoint(dy_mat, W_mat, x_shape, W_shape[2:], stride, padding) if need_dx else None
-    return dx, _weight_grad(dW_mat, W_shape), db
+    dx = dW = db = None
+    if need_dW:
+        dW_mat = dy_mat.T @ cols  # (C_out, N*H_out*W_out) @ (N*H_out*W_out, K) -> (C_out, K)
+        dW = _weight_grad(dW_mat, W_shape)  # (C_out, C_in, kH, kW), a view
+        db = dy_mat.sum(axis=0)  # (C_out,)
+    if need_dx:
+        dx = conv2d_data_adjoint(dy_mat, W_mat, x_shape, W_shape[2:], stride, padding)
+    return dx, dW, db
 
 
 # ---------------------------------------------------------------------------- ConvTranspose2d
@@ -169,18 +176,24 @@ def conv_transpose2d_forward(x, W, b, stride, padding, output_padding):
     return y, (x_mat, W_mat, W.shape, x.shape, stride, padding)
 
 
-def conv_transpose2d_backward(dy, cache, need_dx=True):
-    """dx = im2col(dy) @ W_mat.T (Conv2d's forward), dW_mat = x_mat.T @ im2col(dy), db = sum of dy."""
+def conv_transpose2d_backward(dy, cache, need_dx=True, need_dW=True):
+    """dx = im2col(dy) @ W_mat.T (Conv2d's forward), dW_mat = x_mat.T @ im2col(dy), db = sum of dy.
+
+    ``need_dx`` / ``need_dW`` False skip dx / (dW, db), returned as None.
+    """
     x_mat, W_mat, W_shape, x_shape, stride, padding = cache
     N, _, H, W_in = x_shape
+    dx = dW = db = None
     if need_dx:  # Conv2d's forward, with dy in the role of x
         dx_mat, dy_cols = conv2d_data(dy, W_mat, W_shape[2:], stride, padding)  # (N*H*W, C_in), (N*H*W, K)
         dx = _from_rows(dx_mat, N, H, W_in)  # (N, C_in, H, W), a view
-    else:
-        dx, dy_cols = None, im2col(dy, W_shape[2:], stride, padding)
-    dW_mat = x_mat.T @ dy_cols  # (C_in, N*H*W) @ (N*H*W, K) -> (C_in, K): Conv2d's dy_mat.T @ cols
-    db = dy.sum(axis=(0, 2, 3))  # (C_out,)
-    return dx, _weight_grad(dW_mat, W_shape), db
+    elif need_dW:
+        dy_cols = im2col(dy, W_shape[2:], stride, padding)  # (N*H*W, K)
+    if need_dW:
+        dW_mat = x_mat.T @ dy_cols  # (C_in, N*H*W) @ (N*H*W, K) -> (C_in, K): Conv2d's dy_mat.T @ cols
+        dW = _weight_grad(dW_mat, W_shape)  # (C_in, C_out, kH, kW), a view
+        db = dy.sum(axis=(0, 2, 3))  # (C_out,)
+    return dx, dW, db
 
 
 # ---------------------------------------------------------------------------- layers
@@ -212,7 +225,8 @@ class _ConvNd(Module):
         self.register_parameter("W", linear_default(weight_shape, rng, fan_in).astype(dt))
         if bias:
             self.register_parameter("b", linear_default((self.out_channels,), rng, fan_in).astype(dt))
-        self.need_input_grad = True  # the first layer of a network may skip dx (set by the trainer)
+        # Module's flags: need_input_grad = False skips dx (a network's first layer),
+        # requires_grad = False skips dW and db (D during the G step)
 
     def _check_input(self, x):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
@@ -224,9 +238,13 @@ class _ConvNd(Module):
         return self.b.data if self.has_bias else None
 
     def _accumulate(self, dW, db):
-        self.W.grad += dW
-        if self.has_bias:
-            self.b.grad += db
+        """Add dW, db into the gradients; right after zero_grad (an unset gradient) write them instead."""
+        for p, g in ((self.W, dW), (self.b, db)) if self.has_bias else ((self.W, dW),):
+            buffer, add = p.grad_slot()
+            if add:
+                p.grad += g
+            else:
+                buffer[...] = g
 
 
 class Conv2d(_ConvNd):
@@ -247,8 +265,10 @@ class Conv2d(_ConvNd):
         return y
 
     def backward(self, dy):
-        dx, dW, db = conv2d_backward(dy, self.pop_cache(), need_dx=self.need_input_grad)
-        self._accumulate(dW, db)
+        dx, dW, db = conv2d_backward(dy, self.pop_cache(), need_dx=self.need_input_grad,
+                                     need_dW=self.requires_grad)
+        if self.requires_grad:
+            self._accumulate(dW, db)
         return dx
 
     def __repr__(self):
@@ -281,8 +301,10 @@ class ConvTranspose2d(_ConvNd):
         return y
 
     def backward(self, dy):
-        dx, dW, db = conv_transpose2d_backward(dy, self.pop_cache(), need_dx=self.need_input_grad)
-        self._accumulate(dW, db)
+        dx, dW, db = conv_transpose2d_backward(dy, self.pop_cache(), need_dx=self.need_input_grad,
+                                               need_dW=self.requires_grad)
+        if self.requires_grad:
+            self._accumulate(dW, db)
         return dx
 
     def __repr__(self):
