@@ -1,0 +1,205 @@
+"""`python -m scratchgan evaluate`: measure a checkpoint's generator against real data.
+
+    python -m scratchgan evaluate --checkpoint runs/mnist_mlp/checkpoint.npz [--n 10000] [--json FILE]
+
+Generates N images, embeds them with the evaluator classifier (scratchgan.evaluator: trained on first
+use, cached), and prints the metrics of scratchgan.metrics next to two references:
+
+- real floor: N real images, disjoint from the N real reference images, measured the same way: what a
+  perfect generator would score with this N (Frechet distance near 0, precision/recall near their max);
+- noise ceiling: N images of uniform noise in [-1, 1]: what no learning at all scores.
+
+Every user mistake ends in one line on stderr and exit code 2, as in the rest of the CLI.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics
+from .backend import BackendError, get_xp, to_device, to_numpy
+from .checkpoint import CheckpointError, atomic_write, load_checkpoint
+from .cli import Parser, UserError, _fail, _log, build_gan, non_negative_int, positive_int
+from .data import DATASET_NAMES, DataError, load_dataset_or_bundled
+from .evaluator import get_evaluator
+from .gan import generate
+
+ROWS = (  # (key, label, format)
+    ("frechet_distance", "Frechet distance (classifier features)", "{:.4g}"),
+    ("classifier_score", "classifier score (IS-style, max {C})", "{:.3f}"),
+    ("classes_covered", "classes covered (of {C})", "{:d}"),
+    ("class_kl", "class KL(gen || real)", "{:.4f}"),
+    ("precision", "precision (k={k})", "{:.3f}"),
+    ("recall", "recall (k={k})", "{:.3f}"),
+    ("feature_spread", "feature spread (RMS to mean)", "{:.3f}"),
+)
+
+
+def make_parser(prog):
+    p = Parser(prog=prog, description="Measure a checkpoint's generator: Frechet distance in the evaluator "
+               "classifier's feature space (not comparable with Inception FID), classifier score, mode "
+               "coverage, k-NN precision and recall; next to a real-data floor and a noise ceiling.")
+    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint.npz from training")
+    p.add_argument("--n", type=positive_int, default=10000,
+                   help="number of generated (and of real) images; reduced when the split has fewer than "
+                        "2N images (default: %(default)s)")
+    p.add_argument("--dataset", choices=list(DATASET_NAMES), default=None,
+                   help="real data to compare with (default: the checkpoint's training dataset)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="read the IDX files from DIR (default: the checkpoint's, when the dataset is the same)")
+    p.add_argument("--split", choices=["train", "test"], default=None,
+                   help="split of the real images (default: the checkpoint's training split)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the results to FILE as JSON")
+    p.add_argument("--backend", choices=["numpy", "cupy"], default="numpy",
+                   help="where the generator and the evaluator run (default: %(default)s)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seeds the generator's noise, the choice of real images and the noise images "
+                        "(default: %(default)s)")
+    p.add_argument("--k", type=positive_int, default=metrics.DEFAULT_K,
+                   help="neighbours for precision/recall (default: %(default)s)")
+    g = p.add_argument_group("evaluator (the classifier; trained on first use and cached)")
+    g.add_argument("--evaluator-seed", type=non_negative_int, default=0, metavar="SEED",
+                   help="(default: %(default)s)")
+    g.add_argument("--evaluator-epochs", type=positive_int, default=None, metavar="E",
+                   help="training epochs (default: about 2,400 Adam steps)")
+    g.add_argument("--evaluator-limit", type=positive_int, default=None, metavar="N",
+                   help="train it on the first N training images only, for quick trials (default: all)")
+    return p
+
+
+def load_generator(path, xp):
+    """(G, config, meta) from a training checkpoint, as cli.sample_main loads it."""
+    arrays, meta = load_checkpoint(path)
+    config = meta.get("config")
+    if not isinstance(config, dict) or "latent_dim" not in config:
+        raise UserError(f"{path} holds no model config; is it a scratchgan training checkpoint?")
+    try:
+        G, _ = build_gan(config, xp)
+    except KeyError as e:
+        raise UserError(f"{path}: its config lacks {e}; is it a scratchgan training checkpoint?") from None
+    try:
+        G.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("G/")})
+    except ValueError as e:
+        raise UserError(f"{path}: {e}") from None
+    return G, config, meta
+
+
+def generate_images(G, n, latent_dim, seed, batch_size=1000):
+    """n images from z ~ N(0, I) seeded by ``seed``, float32 on the host, (n, D) in [-1, 1]."""
+    z = np.random.default_rng(seed).standard_normal((n, latent_dim))
+    out = []
+    for s in range(0, n, batch_size):  # a conditional G makes the classes in turn (gan.generate)
+        x = to_numpy(generate(G, to_device(z[s:s + batch_size], G.xp, G.dtype))).astype(np.float32)
+        out.append(x.reshape(len(x), -1))
+    return np.concatenate(out)
+
+
+def format_table(results, n_classes, k):
+    cols = ("generated", "real floor", "noise ceiling")
+    sets = (results, results["real_floor"], results["noise_ceiling"])
+    labels = [label.format(C=n_classes, k=k) for _, label, _ in ROWS]
+    width = max(len(s) for s in labels + ["metric"])
+    lines = [f"{'metric':<{width}}  " + "  ".join(f"{c:>13}" for c in cols)]
+    lines.append("-" * len(lines[0]))
+    for (key, _, fmt), label in zip(ROWS, labels):
+        lines.append(f"{label:<{width}}  " + "  ".join(f"{fmt.format(s[key]):>13}" for s in sets))
+    return "\n".join(lines)
+
+
+def evaluate_main(argv=None, prog="scratchgan evaluate"):
+    args = make_parser(prog).parse_args(argv)
+    log = _log
+    try:
+        xp = get_xp(args.backend)
+        G, config, meta = load_generator(args.checkpoint, xp)
+        pixels = generate_images(G, 2, int(config["latent_dim"]), args.seed).shape[1]
+        if pixels != 784:
+            raise UserError(f"{args.checkpoint}: the evaluator handles 28x28 grey images (784 values); this "
+                            f"generator makes {pixels}")
+        trained_on = config.get("dataset", "mnist")
+        dataset = args.dataset or trained_on
+        if dataset not in DATASET_NAMES:
+            raise UserError(f"the evaluator knows {', '.join(DATASET_NAMES)}, not {dataset!r} (the checkpoint's "
+                            "dataset); pass --dataset")
+        if args.data_dir is not None:
+            data_dir = args.data_dir
+        else:
+            data_dir = config.get("data_dir") if dataset == trained_on else None
+        if args.split is not None:
+            split = args.split
+        elif dataset == "mnist-bundled":
+            split = "test"
+        else:
+            split = config.get("split", "train") if dataset == trained_on else "train"
+        if dataset == "mnist-bundled":
+            data_dir = None  # the bundled digits ship inside the package
+
+        images, _ = load_dataset_or_bundled(dataset, split, data_dir, log=log)
+        n = args.n
+        note = None
+        if len(images) < 2 * n:
+            n = len(images) // 2
+            note = (f"the {dataset} {split} split has {len(images)} images, fewer than 2 x {args.n} for two "
+                    f"disjoint real sets; N reduced to {n}")
+            log(f"note: {note}")
+        if n < args.k + 2:
+            raise UserError(f"N = {n} images is too few for k = {args.k} nearest neighbours")
+
+        evaluator = get_evaluator(dataset, data_dir, backend=args.backend, seed=args.evaluator_seed,
+                                  epochs=args.evaluator_epochs, limit=args.evaluator_limit, log=log)
+        log(evaluator.describe())
+
+        t0 = time.perf_counter()
+        order = np.random.default_rng([args.seed, 0x4EA1]).permutation(len(images))
+        real_a, real_b = images[order[:n]], images[order[n:2 * n]]
+        fake = generate_images(G, n, int(config["latent_dim"]), args.seed)
+        noise = np.random.default_rng([args.seed, 0x0153]).uniform(-1.0, 1.0, (n, 784)).astype(np.float32)
+
+        reference = metrics.RealReference(evaluator, real_a, args.k)
+        results = metrics.compare(reference, fake)
+        results["real_floor"] = metrics.compare(reference, real_b)
+        results["noise_ceiling"] = metrics.compare(reference, noise)
+        seconds = time.perf_counter() - t0
+    except (UserError, CheckpointError, DataError, BackendError, ValueError, OSError) as e:
+        return _fail(prog, e)
+
+    info = {k: v for k, v in evaluator.info.items()}
+    results.update({
+        "n_requested": args.n, "note": note, "k": args.k, "seed": args.seed,
+        "checkpoint": str(args.checkpoint), "epoch": meta.get("epoch"), "global_step": meta.get("global_step"),
+        "dataset": dataset, "split": split, "data_dir": data_dir,
+        "reference": f"{n} real {dataset} {split} images (seeded choice); real floor: {n} other, disjoint ones; "
+                     f"noise ceiling: {n} images of uniform noise in [-1, 1]",
+        "coverage_rule": metrics.COVERAGE_RULE,
+        "frechet_note": "Frechet distance in the evaluator classifier's feature space; not comparable with "
+                        "Inception FID numbers",
+        "real_class_distribution": reference.class_dist.tolist(),
+        "evaluator": info, "seconds": round(seconds, 2),
+    })
+    epoch = f"epoch {meta.get('epoch')}, step {meta.get('global_step')}"
+    print(f"{args.checkpoint} ({epoch}) vs {dataset} {split}, N = {n}"
+          + (f" (reduced from {args.n})" if note else ""))
+    print(format_table(results, evaluator.n_classes, args.k))
+    print("real floor: a second, disjoint set of N real images; noise ceiling: uniform noise images. "
+          "Frechet distance in classifier features: not comparable with Inception FID.")
+    if args.json:
+        try:
+            with atomic_write(Path(args.json), durable=False) as f:
+                f.write((json.dumps(results, indent=2, sort_keys=True) + "\n").encode())
+        except OSError as e:
+            return _fail(prog, e)
+        log(f"wrote {args.json}")
+    return 0
+
+
+def main(argv=None):
+    return evaluate_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
