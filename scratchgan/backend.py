@@ -122,3 +122,16 @@ def synchronize(xp=None):
         _cupy.cuda.get_current_stream().synchronize()
     elif xp is None and _cupy is not None:
         _cupy.cuda.get_current_stream().synchronize()
+
+
+def scatter_add(a, indices, values):
+    """a[indices] += values in place, every repeated index adding its share (numpy.add.at).
+
+    CuPy's ufuncs have no ``.at`` before v13; ``cupyx.scatter_add`` is its equivalent in every
+    version, so this is the one line layers call (nn.Embedding's dW).
+    """
+    if _cupy is not None and isinstance(a, _cupy.ndarray):
+        import cupyx
+        cupyx.scatter_add(a, indices, values)
+    else:
+        array_module(a).add.at(a, indices, values)

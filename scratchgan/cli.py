@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import models, nn, optim
+from . import models, nn, objectives, optim
 from .backend import BackendError, backend_name, get_xp, to_device, to_numpy
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import BatchLoader, DataError, load_dataset_or_bundled, load_image_folder, resize_square
@@ -62,6 +62,16 @@ def positive_float(text):
     return value
 
 
+def non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def unit_interval(low_open=False, high_open=True):
     def parse(text):
         try:
@@ -83,6 +93,10 @@ MLP_DEFAULTS = {
     "dropout": 0.0, "g_hidden": "128,512,1024", "d_hidden": "512,256,128", "seed": 0,
     "out": "runs/mnist_mlp", "sample_every": 500, "log_every": 10, "limit": None, "resume": None,
     "progress": True,
+    # objectives and conditioning; --loss wgan / wgan-gp change the defaults of lr, beta1, beta2,
+    # d_steps, optimizer, clip and gp_lambda (objectives.DEFAULTS) for flags not given explicitly
+    "loss": "bce", "optimizer": "adam", "clip": 0.0, "gp_lambda": 0.0, "instance_noise": 0.0,
+    "conditional": False, "embedding_dim": 0,
 }
 
 
@@ -123,20 +137,40 @@ def add_training_flags(parser, defaults, suppress=False):
     g.add_argument("--epochs", type=positive_int, default=d("epochs"),
                    help="total epochs; with --resume, the total to continue to (default: %(default)s)")
     g.add_argument("--batch-size", type=positive_int, default=d("batch_size"), help="(default: %(default)s)")
+    g.add_argument("--loss", choices=list(objectives.NAMES), default=d("loss"),
+                   help="GAN objective: bce (the standard, non-saturating), wgan (weight clipping), wgan-gp "
+                        "(gradient penalty), lsgan (least squares), hinge; wgan and wgan-gp bring their "
+                        "papers' defaults for the flags below that you do not give (default: %(default)s)")
+    g.add_argument("--optimizer", choices=["adam", "rmsprop"], default=d("optimizer"),
+                   help="optimizer of both networks; RMSprop uses --lr only; --loss wgan makes it rmsprop "
+                        "(default: %(default)s)")
     g.add_argument("--lr", type=positive_float, default=d("lr"),
-                   help="Adam learning rate of both networks (default: %(default)s)")
+                   help="learning rate of both networks; --loss wgan makes it 5e-05, wgan-gp 0.0001 "
+                        "(default: %(default)s)")
     g.add_argument("--lr-g", type=positive_float, default=d("lr_g"),
                    help="generator learning rate (default: --lr)")
     g.add_argument("--lr-d", type=positive_float, default=d("lr_d"),
                    help="discriminator learning rate (default: --lr)")
-    g.add_argument("--beta1", type=unit_interval(), default=d("beta1"), help="Adam beta1 (default: %(default)s)")
-    g.add_argument("--beta2", type=unit_interval(), default=d("beta2"), help="Adam beta2 (default: %(default)s)")
+    g.add_argument("--beta1", type=unit_interval(), default=d("beta1"),
+                   help="Adam beta1; --loss wgan-gp makes it 0.0 (default: %(default)s)")
+    g.add_argument("--beta2", type=unit_interval(), default=d("beta2"),
+                   help="Adam beta2; --loss wgan-gp makes it 0.9 (default: %(default)s)")
     g.add_argument("--latent-dim", type=positive_int, default=d("latent_dim"),
                    help="size of the noise vector z (default: %(default)s)")
     g.add_argument("--label-smoothing", type=unit_interval(), default=d("label_smoothing"),
                    help="one-sided: D's real label becomes 1 - this, e.g. 0.1 (default: %(default)s)")
     g.add_argument("--d-steps", type=positive_int, default=d("d_steps"),
-                   help="discriminator steps per generator step (default: %(default)s)")
+                   help="discriminator steps per generator step; --loss wgan and wgan-gp make it 5 "
+                        "(default: %(default)s)")
+    g.add_argument("--clip", type=non_negative_float, default=d("clip"), metavar="C",
+                   help="after each D update clip D's weights to [-C, C], 0 = off; --loss wgan makes it 0.01 "
+                        "(default: %(default)s)")
+    g.add_argument("--gp-lambda", type=non_negative_float, default=d("gp_lambda"), metavar="LAMBDA",
+                   help="weight of the gradient penalty LAMBDA mean(||grad D(xhat)|| - 1)^2 in D's loss, "
+                        "0 = off; D must be Linear/LeakyReLU only; --loss wgan-gp makes it 10 (default: %(default)s)")
+    g.add_argument("--instance-noise", type=non_negative_float, default=d("instance_noise"), metavar="SIGMA",
+                   help="add N(0, SIGMA^2) noise to every input of D, annealed linearly to 0 over the run "
+                        "(default: %(default)s)")
     g.add_argument("--loss-on", choices=["logits", "probs"], default=d("loss_on"),
                    help="BCE on D's logits (stable, default) or on sigmoid probabilities (default: %(default)s)")
     g.add_argument("--seed", type=non_negative_int, default=d("seed"),
@@ -164,6 +198,13 @@ def add_training_flags(parser, defaults, suppress=False):
                    help="no BatchNorm in the generator (default: BatchNorm on)")
     g.add_argument("--dropout", type=unit_interval(), default=d("dropout"),
                    help="dropout probability after each discriminator hidden layer (default: %(default)s)")
+    g.add_argument("--conditional", action="store_true",
+                   default=argparse.SUPPRESS if suppress else defaults["conditional"],
+                   help="class-conditional GAN: the label joins G's noise and D's input; sample grids get "
+                        "one row per class (default: off)")
+    g.add_argument("--embedding-dim", type=non_negative_int, default=d("embedding_dim"), metavar="N",
+                   help="with --conditional: 0 = one-hot labels, N > 0 = a learned Embedding(classes, N) "
+                        "in G and in D (default: %(default)s)")
     return _add_output_flags(parser, defaults, suppress)
 
 
@@ -209,12 +250,15 @@ def parse_sizes(text, flag):
 def build_mlp_gan(config, xp):
     """G, D (moved to the backend, packed) from a config dict of the training flags."""
     dtype = config["dtype"]
+    # conditional runs: one-hot labels or a learned embedding joined to z and to the image
+    labels = {"num_classes": config.get("num_classes", 10), "embedding_dim": config.get("embedding_dim", 0)} \
+        if config.get("conditional") else {}
     G = models.mlp_generator(latent_dim=config["latent_dim"], hidden=parse_sizes(config["g_hidden"], "--g-hidden"),
                              out_dim=config["image_size"], batchnorm=config["batchnorm"],
-                             seed=[config["seed"], 1], dtype=dtype).to(xp, dtype)
+                             seed=[config["seed"], 1], dtype=dtype, **labels).to(xp, dtype)
     D = models.mlp_discriminator(in_dim=config["image_size"], hidden=parse_sizes(config["d_hidden"], "--d-hidden"),
                                  dropout=config["dropout"], output=config["loss_on"],
-                                 seed=[config["seed"], 2], dtype=dtype).to(xp, dtype)
+                                 seed=[config["seed"], 2], dtype=dtype, **labels).to(xp, dtype)
     return G, D
 
 
@@ -235,18 +279,32 @@ def build_gan(config, xp):
     return build_dcgan(config, xp) if config.get("arch") == "dcgan" else build_mlp_gan(config, xp)
 
 
+def make_optimizer(config, params, lr):
+    """Adam (betas from --beta1/--beta2) or RMSprop (torch's defaults), per --optimizer."""
+    if config.get("optimizer", "adam") == "rmsprop":
+        return optim.RMSprop(params, lr=lr)
+    return optim.Adam(params, lr=lr, betas=(config["beta1"], config["beta2"]))
+
+
 def build_step(config, xp):
+    loss = config.get("loss", "bce")
+    objective = objectives.make_objective(loss, on_logits=config["loss_on"] == "logits",
+                                          real_target=1.0 - config["label_smoothing"],
+                                          gp_lambda=config.get("gp_lambda") or None)
     G, D = build_gan(config, xp)
-    betas = (config["beta1"], config["beta2"])
-    opt_G = optim.Adam(G.parameters(), lr=config["lr_g"] or config["lr"], betas=betas)
-    opt_D = optim.Adam(D.parameters(), lr=config["lr_d"] or config["lr"], betas=betas)
-    objective = BCEObjective(on_logits=config["loss_on"] == "logits", real_target=1.0 - config["label_smoothing"])
+    opt_G = make_optimizer(config, G.parameters(), config["lr_g"] or config["lr"])
+    opt_D = make_optimizer(config, D.parameters(), config["lr_d"] or config["lr"])
     noise = NoiseSource(xp, config["batch_size"], config["latent_dim"], seed=config["seed"], dtype=config["dtype"])
-    return GANStep(G, D, opt_G, opt_D, objective, config["latent_dim"], noise)
+    return GANStep(G, D, opt_G, opt_D, objective, config["latent_dim"], noise, clip=config.get("clip"),
+                   gp_lambda=config.get("gp_lambda") or None, instance_noise=config.get("instance_noise", 0.0))
 
 
-def load_images(config, log):
-    """uint8 images for the run: (N, 28, 28) for the MLP, (N, C, S, S) for the DCGAN."""
+def load_images(config, log, with_labels=False):
+    """uint8 images for the run: (N, 28, 28) for the MLP, (N, C, S, S) for the DCGAN.
+
+    ``with_labels``: returns (images, labels (N,) or None where the dataset has none).
+    """
+    labels = None
     if config["dataset"] == "folder":
         if not config["data_dir"]:
             raise UserError("--dataset folder needs --data-dir DIR, the folder of images")
@@ -254,14 +312,15 @@ def load_images(config, log):
         config["channels"] = config["channels"] or 3
         images = load_image_folder(config["data_dir"], config["resolution"], config["channels"], log=log)
     else:
-        images, _ = load_dataset_or_bundled(config["dataset"], config["split"], config["data_dir"], log=log)
+        images, labels = load_dataset_or_bundled(config["dataset"], config["split"], config["data_dir"], log=log)
     if config.get("limit"):
         images = images[: config["limit"]]
+        labels = None if labels is None else labels[: config["limit"]]
     if config.get("arch") == "dcgan" and config["dataset"] != "folder":
         config["resolution"] = config["resolution"] or 28
         config["channels"] = config["channels"] or 1
         images = resize_square(images, config["resolution"], config["channels"])
-    return images
+    return (images, labels) if with_labels else images
 
 
 def resolve_config(args, explicit, defaults, log):
@@ -279,6 +338,10 @@ def resolve_config(args, explicit, defaults, log):
         saved = meta.get("config", {})
         config = {**defaults, **{k: v for k, v in saved.items() if k in defaults}, **explicit}
         config["resume"] = str(resume)
+    else:  # a flag the user did not give takes the objective's default (--loss wgan: RMSprop 5e-5, ...)
+        for key, value in objectives.DEFAULTS.get(config.get("loss", "bce"), {}).items():
+            if key not in explicit and key in config:
+                config[key] = value
     return config, resume
 
 
@@ -295,7 +358,15 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
         if config["dataset"] == "mnist-bundled" and "split" not in explicit:
             config["split"] = "test"  # the bundled digits are MNIST's test split; an explicit --split train errs
         xp = get_xp(config["backend"])
-        images = load_images(config, log)
+        images, labels = load_images(config, log, with_labels=True)
+        if config.get("conditional"):
+            if config.get("arch", "mlp") != "mlp":
+                raise UserError("--conditional is for the MLP GAN (examples/mnist_mlp.py)")
+            if labels is None:
+                raise UserError(f"--conditional needs class labels, and --dataset {config['dataset']} has none")
+            config["num_classes"] = int(labels.max()) + 1
+        else:
+            labels = None
         if config["batch_size"] > len(images):
             raise UserError(f"--batch-size {config['batch_size']} is larger than the {len(images)} training "
                             "images; use a smaller batch size")
@@ -306,10 +377,11 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
         step = build_step(config, xp)
         conv = config.get("arch") == "dcgan"
         loader = BatchLoader(images, config["batch_size"], xp=xp, dtype=config["dtype"], seed=config["seed"],
-                             flatten=not conv)
+                             flatten=not conv, labels=labels)
         trainer = Trainer(step, loader, config["out"], config, sample_every=config["sample_every"],
                           log_every=config["log_every"], image_shape=None if conv else tuple(images.shape[1:]),
-                          d_steps=config["d_steps"], progress=config["progress"], log=log)
+                          d_steps=config["d_steps"], progress=config["progress"], log=log,
+                          instance_noise=config.get("instance_noise", 0.0))
         log(f"training {config['dataset']} ({len(images)} images, split {config['split']}) on "
             f"{backend_name(xp)}/{config['dtype']}: G {step.G.num_parameters():,} and D "
             f"{step.D.num_parameters():,} parameters; outputs in {config['out']}")
@@ -337,6 +409,9 @@ def sample_main(argv=None, prog="scratchgan sample"):
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of the noise (default: %(default)s)")
     parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy", help="(default: %(default)s)")
+    parser.add_argument("--label", type=non_negative_int, default=None, metavar="K",
+                        help="conditional checkpoints: make N images of class K; without it, one row per "
+                             "class (N rounded up to a multiple of the classes)")
     args = parser.parse_args(argv)
     try:
         arrays, meta = load_checkpoint(args.checkpoint)
@@ -349,29 +424,48 @@ def sample_main(argv=None, prog="scratchgan sample"):
             G.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("G/")})
         except ValueError as e:
             raise UserError(f"{args.checkpoint}: {e}") from None
-        z = np.random.default_rng(args.seed).standard_normal((args.n, config["latent_dim"]))
-        images = to_numpy(generate(G, to_device(z, xp, G.dtype))).astype(np.float32)
-        images = images.reshape((args.n, *config.get("image_shape", [28, 28])))
+        n, labels, nrow = args.n, None, None
+        if isinstance(G, nn.Conditional):
+            K = G.num_classes
+            if args.label is not None and args.label >= K:
+                raise UserError(f"--label {args.label}: this generator knows classes 0 to {K - 1}")
+            if args.label is not None:
+                labels = np.full(n, args.label)
+            else:  # one row per class
+                nrow = -(-n // K)
+                n = nrow * K
+                labels = np.repeat(np.arange(K), nrow)
+            labels = to_device(labels, xp, np.int64)
+        elif args.label is not None:
+            raise UserError(f"--label needs a conditional checkpoint (trained with --conditional); "
+                            f"{args.checkpoint} is unconditional")
+        z = np.random.default_rng(args.seed).standard_normal((n, config["latent_dim"]))
+        images = to_numpy(generate(G, to_device(z, xp, G.dtype), labels)).astype(np.float32)
+        images = images.reshape((n, *config.get("image_shape", [28, 28])))
         stem = Path(args.out)
         stem = stem.with_suffix("") if stem.suffix in (".npy", ".png") else stem
         stem.parent.mkdir(parents=True, exist_ok=True)
         np.save(stem.with_suffix(".npy"), images)
         from . import viz
-        viz.save_image_grid(images, stem.with_suffix(".png"), scale=2)
+        viz.save_image_grid(images, stem.with_suffix(".png"), nrow=nrow, scale=2)
     except (UserError, CheckpointError, BackendError, ValueError, OSError) as e:
         return _fail(prog, e)
-    _log(f"wrote {stem.with_suffix('.npy')} ({args.n} images) and {stem.with_suffix('.png')}")
+    _log(f"wrote {stem.with_suffix('.npy')} ({n} images) and {stem.with_suffix('.png')}")
     return 0
 
 
 def main(argv=None):
     """`python -m scratchgan train|sample ...`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train": lambda a: train_main(a, prog="scratchgan train"), "sample": sample_main}
+    from .evaluate_cli import evaluate_main  # local: evaluate_cli imports this module
+    commands = {"train": lambda a: train_main(a, prog="scratchgan train"), "sample": sample_main,
+                "evaluate": evaluate_main}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print("usage: python -m scratchgan {train,sample} [--help]\n"
+        print("usage: python -m scratchgan {train,sample,evaluate} [--help]\n"
               "  train     train the MLP GAN (same flags as examples/mnist_mlp.py)\n"
-              "  sample    generate images from a checkpoint")
+              "  sample    generate images from a checkpoint\n"
+              "  evaluate  measure a checkpoint's samples: Frechet distance (classifier features), coverage, "
+              "precision/recall")
         return 0 if argv and argv[0] in ("-h", "--help") else EXIT_USAGE
     return commands[argv[0]](argv[1:])
 

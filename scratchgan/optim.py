@@ -193,3 +193,81 @@ class SGD(Optimizer):
     def load_state_dict(self, state):
         self._load_buffers(state, ("buf",))
         self.t = int(state["t"])
+
+
+class RMSprop(Optimizer):
+    """RMSprop, exactly as torch.optim.RMSprop (the WGAN paper's optimizer for critic and generator).
+
+        g <- g + weight_decay * theta                 (if weight_decay)
+        v <- alpha v + (1 - alpha) g^2                running mean of squared gradients
+        a <- alpha a + (1 - alpha) g;  d = sqrt(v - a^2) + eps  (centered)   or   d = sqrt(v) + eps
+        theta <- theta - lr g / d                     (momentum 0)
+        b <- mu b + g / d;  theta <- theta - lr b     (momentum mu > 0)
+    """
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+        super().__init__(params, lr)
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"RMSprop alpha must be in [0, 1), got {alpha}")
+        if momentum < 0:
+            raise ValueError(f"momentum must be >= 0, got {momentum}")
+        self.alpha, self.eps, self.weight_decay = float(alpha), float(eps), float(weight_decay)
+        self.momentum, self.centered = float(momentum), bool(centered)
+        xp, data = self.xp, self.store.data
+        self.square_avg = xp.zeros_like(data)
+        self.grad_avg = xp.zeros_like(data) if self.centered else None
+        self.buf = xp.zeros_like(data) if self.momentum else None
+        self.scratch = xp.empty_like(data)
+        self.t = 0
+
+    def step(self):
+        self._check_store()
+        self.t += 1
+        xp, lr, alpha, eps = self.xp, self.lr, self.alpha, self.eps
+        weight_decay, momentum, centered = self.weight_decay, self.momentum, self.centered
+
+        def update(theta, g, v, tmp, *rest):
+            a = rest[0] if centered else None  # the optional buffers follow in this order
+            b = rest[-1] if momentum else None
+            if weight_decay:
+                xp.multiply(theta, weight_decay, out=tmp)
+                g += tmp  # in the gradient buffer, as Adam does (zeroed before the next backward)
+            # v <- alpha v + (1 - alpha) g^2
+            v *= alpha
+            xp.multiply(g, g, out=tmp)
+            tmp *= 1.0 - alpha
+            v += tmp
+            if centered:
+                # a <- alpha a + (1 - alpha) g;  tmp = sqrt(v - a^2)
+                a *= alpha
+                xp.multiply(g, 1.0 - alpha, out=tmp)
+                a += tmp
+                xp.multiply(a, a, out=tmp)
+                xp.subtract(v, tmp, out=tmp)
+                xp.sqrt(tmp, out=tmp)
+            else:
+                xp.sqrt(v, out=tmp)
+            tmp += eps  # tmp = d
+            xp.divide(g, tmp, out=tmp)  # g / d
+            if momentum:
+                b *= momentum
+                b += tmp
+                xp.multiply(b, -lr, out=tmp)
+            else:
+                tmp *= -lr
+            theta += tmp
+
+        optional = [x for x in (self.grad_avg, self.buf) if x is not None]
+        self._apply(update, self.store.data, self.store.grad, self.square_avg, self.scratch, *optional)
+
+    def state_dict(self):
+        state = {"square_avg": self.square_avg, "t": self.t}
+        if self.centered:
+            state["grad_avg"] = self.grad_avg
+        if self.momentum:
+            state["buf"] = self.buf
+        return state
+
+    def load_state_dict(self, state):
+        self._load_buffers(state, [k for k in ("square_avg", "grad_avg", "buf") if getattr(self, k) is not None])
+        self.t = int(state["t"])

@@ -27,7 +27,14 @@ from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from .gan import generate
 
 CHECKPOINT_FORMAT = 1
-STAT_KEYS = ("loss_D", "loss_G", "D_x", "D_G_z", "D_G_z_after")
+# The columns of metrics.csv for the default (BCE) objective: D(.) are probabilities, grad_norm_* the
+# L2 norms of each network's flat gradient buffer after the step (computed at log steps only).
+STAT_KEYS = ("loss_D", "loss_G", "D_x", "D_G_z", "D_G_z_after", "grad_norm_G", "grad_norm_D")
+# Column order for every objective: critics log C(.) = mean raw scores, WGANs the distance estimate
+# mean C(x) - mean C(G(z)), WGAN-GP the penalty and the mean ||grad C(xhat)||; then anything else.
+_KEY_ORDER = ("loss_D", "loss_G", "D_x", "D_G_z", "D_G_z_after", "C_x", "C_G_z", "C_G_z_after", "wasserstein",
+              "gp", "grad_norm_xhat", "grad_norm_G", "grad_norm_D", "instance_noise")
+_EXTRA_PANELS = (("C_x", "C_G_z"), ("wasserstein", "gp"), ("grad_norm_G", "grad_norm_D"))
 
 
 class TrainingDiverged(RuntimeError):
@@ -42,8 +49,10 @@ class Trainer:
     """Runs a GANStep over a BatchLoader for a number of epochs and writes the run's outputs."""
 
     def __init__(self, step, loader, out_dir, config, *, sample_every=500, log_every=10,
-                 n_samples=64, image_shape=None, d_steps=1, progress=True, log=print):
+                 n_samples=64, image_shape=None, d_steps=1, progress=True, log=print, instance_noise=0.0,
+                 samples_per_class=10):
         self.step, self.loader, self.config = step, loader, dict(config)
+        self.instance_noise = float(instance_noise)  # sigma at step 0, annealed linearly to 0 at the end
         self.out = Path(out_dir)
         self.sample_every, self.log_every, self.d_steps = int(sample_every), int(log_every), int(d_steps)
         self.image_shape, self.progress, self.log = image_shape, progress, log
@@ -54,6 +63,11 @@ class Trainer:
         self.xp, self.dtype = step.G.xp, step.G.dtype
         # the fixed noise for sample grids: from the host, so every backend shows the same z
         seed = int(config.get("seed", 0))
+        self.fixed_labels, self.sample_nrow = None, None
+        num_classes = getattr(step.G, "num_classes", None)  # a conditional G: one grid row per class
+        if num_classes:
+            n_samples, self.sample_nrow = num_classes * samples_per_class, samples_per_class
+            self.fixed_labels = to_device(np.repeat(np.arange(num_classes), samples_per_class), self.xp, np.int64)
         noise = np.random.default_rng([seed, 0xF1]).standard_normal((n_samples, step.latent_dim))
         self.fixed_noise = to_device(noise, self.xp, self.dtype)
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
@@ -76,7 +90,8 @@ class Trainer:
         arrays.update({f"D/{k}": v for k, v in s.D.state_dict().items()})
         meta = {"format": CHECKPOINT_FORMAT, "config": self.config, "epoch": self.epoch,
                 "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step,
-                "noise": s.noise.state(), "backend": backend_name(self.xp), "dtype": str(self.dtype)}
+                "noise": s.noise.state(), "backend": backend_name(self.xp), "dtype": str(self.dtype),
+                "dropout": [m.rng_state() for m in self._dropout_layers()]}
         for name, opt in (("opt_G", s.opt_G), ("opt_D", s.opt_D)):
             for key, value in opt.state_dict().items():
                 if key == "t":
@@ -114,22 +129,24 @@ class Trainer:
         self.epoch, self.batch_in_epoch = int(meta["epoch"]), int(meta["batch_in_epoch"])
         self.global_step = int(meta["global_step"])
         s.noise.restore(meta["noise"])
+        for m, state in zip(self._dropout_layers(), meta.get("dropout", [])):
+            m.restore_rng(state, self.xp)
         self.last_good = f"{path} (step {self.global_step})"
         return meta
 
     # ------------------------------------------------------------------ outputs
     def save_samples(self, epoch_end=False):
-        images = to_numpy(generate(self.step.G, self.fixed_noise))
+        images = to_numpy(generate(self.step.G, self.fixed_noise, self.fixed_labels))
         path = viz.save_image_grid(images, self._sample_path(self.global_step), image_shape=self.image_shape,
-                                   scale=2)
+                                   scale=2, nrow=self.sample_nrow)
         if epoch_end:
             viz.save_image_grid(images, self.out / "samples" / f"epoch_{self.epoch:03d}.png",
-                                image_shape=self.image_shape, scale=2)
+                                image_shape=self.image_shape, scale=2, nrow=self.sample_nrow)
         return images, path
 
     def write_summaries(self, fake_images):
         rows = viz.read_metrics_csv(self.out / "metrics.csv") if (self.out / "metrics.csv").exists() else []
-        viz.plot_losses(rows, self.out / "losses.png")
+        viz.plot_losses(rows, self.out / "losses.png", extra_panels=_EXTRA_PANELS)
         frames = sorted((self.out / "samples").glob("step_*.png"))
         if frames:
             viz.save_progress_gif(frames, self.out / "progress.gif")
@@ -161,6 +178,7 @@ class Trainer:
         previous_handler = self._install_sigint()
         csv = viz.MetricsCSV(self.out / "metrics.csv")
         try:
+            self._total_steps = max(1, epochs * self.steps_per_epoch)  # for annealing the instance noise
             while self.epoch < epochs:
                 self._run_epoch(epochs, csv)
         finally:
@@ -181,14 +199,17 @@ class Trainer:
         t0, stats = time.perf_counter(), None
         try:
             for _ in range(start_iter, self.steps_per_epoch):
+                if self.instance_noise:  # sigma_t = sigma_0 (1 - t / T), T = all steps of the run
+                    s.instance_noise = self.instance_noise * max(0.0, 1.0 - self.global_step / self._total_steps)
                 stats = s.step([next(batches) for _ in range(d)])
                 self.global_step += 1
                 self.batch_in_epoch += d
                 if self.global_step % self.log_every == 0:
-                    host = self._check_finite(stats)
+                    host = self._check_finite(self._with_grad_norms(stats))
                     csv.append({"step": self.global_step, "epoch": self.epoch + 1, **host})
+                    k_x, k_fake = getattr(s, "keys", ("D_x", "D_G_z"))[:2]  # D(.) probabilities or C(.) scores
                     bar.set_postfix({"loss_D": f"{host['loss_D']:.3f}", "loss_G": f"{host['loss_G']:.3f}",
-                                     "D(x)": f"{host['D_x']:.2f}", "D(G(z))": f"{host['D_G_z']:.2f}"},
+                                     f"{k_x[0]}(x)": f"{host[k_x]:.2f}", f"{k_x[0]}(G(z))": f"{host[k_fake]:.2f}"},
                                     refresh=False)
                 if self.sample_every and self.global_step % self.sample_every == 0:
                     self.save_samples()
@@ -213,9 +234,20 @@ class Trainer:
         self.log(f"epoch {self.epoch}/{epochs} done in {seconds:.1f} s ({done / max(seconds, 1e-9):.1f} steps/s); "
                  f"samples: {sample_path}")
 
+    def _with_grad_norms(self, stats):
+        """stats plus grad_norm_G / grad_norm_D: the L2 norm of each flat gradient buffer (log steps only)."""
+        s = self.step
+        stats = dict(stats)
+        stats["grad_norm_G"] = self.xp.linalg.norm(s.opt_G.store.grad)
+        stats["grad_norm_D"] = self.xp.linalg.norm(s.opt_D.store.grad)
+        if self.instance_noise:
+            stats["instance_noise"] = s.instance_noise
+        return stats
+
     def _check_finite(self, stats):
         """Statistics as Python floats (one device sync); stop with a clear message on NaN/Inf."""
-        host = {k: float(stats[k]) for k in STAT_KEYS if k in stats}
+        keys = [k for k in _KEY_ORDER if k in stats] + [k for k in stats if k not in _KEY_ORDER]
+        host = {k: float(stats[k]) for k in keys}
         bad = [k for k, v in host.items() if not math.isfinite(v)]
         if bad:
             kept = self.last_good or "none yet (no epoch had finished)"
@@ -224,12 +256,15 @@ class Trainer:
                                    "Try a lower --lr or --label-smoothing 0.1")
         return host
 
+    def _dropout_layers(self):
+        return [m for net in (self.step.G, self.step.D) for m in net.modules() if isinstance(m, nn.Dropout)]
+
     def _reseed_dropout(self):
-        """Dropout masks follow (seed, epoch, layer), so a run resumed at an epoch boundary is exact."""
+        """Dropout masks follow (seed, epoch, layer), and checkpoints record how many were drawn,
+        so a resumed run draws the same masks as an uninterrupted one."""
         seed = int(self.config.get("seed", 0))
-        for i, m in enumerate(self.step.D.modules()):
-            if isinstance(m, nn.Dropout):
-                m.reseed(int(np.random.SeedSequence([seed, self.epoch, i]).generate_state(1)[0]))
+        for i, m in enumerate(self._dropout_layers()):
+            m.reseed(int(np.random.SeedSequence([seed, self.epoch, i]).generate_state(1)[0]))
 
     def _install_sigint(self):
         """First Ctrl-C: finish the step, save, stop. Second Ctrl-C: stop at once."""

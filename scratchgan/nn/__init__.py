@@ -3,9 +3,11 @@ from .activations import LeakyReLU, ReLU, Sigmoid, Tanh
 from .batchnorm import BatchNorm1d, BatchNorm2d
 from .conv import Conv2d, ConvTranspose2d
 from .dropout import Dropout
+from .embedding import Conditional, Embedding, one_hot
 from .linear import Linear
 from .module import Module, Sequential
 from .reshape import Flatten, Reshape
 
 __all__ = ["Module", "Sequential", "Linear", "LeakyReLU", "ReLU", "Tanh", "Sigmoid",
-           "BatchNorm1d", "BatchNorm2d", "Conv2d", "ConvTranspose2d", "Dropout", "Flatten", "Reshape"]
+           "BatchNorm1d", "BatchNorm2d", "Conv2d", "ConvTranspose2d", "Dropout", "Flatten", "Reshape",
+           "Embedding", "Conditional", "one_hot"]

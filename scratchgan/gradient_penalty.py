@@ -1,0 +1,165 @@
+"""WGAN-GP's gradient penalty, with its second-order backward written by hand.
+
+    P = lam * mean_n (r_n - 1)^2,   r_n = sqrt(||g_n||^2 + eps),   g_n = dD(xhat_n) / dxhat_n,
+    xhat = alpha x + (1 - alpha) G(z),  alpha ~ U(0, 1) per sample               (Gulrajani et al. 2017)
+
+For a critic made of Linear, LeakyReLU / ReLU, Dropout, Flatten and Reshape layers, the first
+backward g = dD/dxhat is a chain of matmuls with W^T and multiplies by the activations' masks;
+the masks are piecewise constant, so P depends on the weights only through that chain:
+
+    first backward:  gz_L = 1;  gz_{l-1} = (gz_l @ W_l^T) * mask_{l-1};  g = gz_1 @ W_1^T
+    tangent pass:    u_0 = dP/dg;  u_l = (u_{l-1} @ W_l) * mask_l      (the net's forward on u, no biases)
+    gradients:       dP/dW_l = u_{l-1}^T @ gz_l,   dP/db_l = 0,   dP/dxhat = 0 (almost everywhere)
+
+Derivation, checks and limits: docs/derivations/wgan_gp.md.
+"""
+from __future__ import annotations
+
+from . import nn
+from .backend import array_module
+
+
+class UnsupportedCritic(ValueError):
+    """The critic has a layer the penalty's hand-written second-order backward does not cover."""
+
+
+_WHY = {
+    "BatchNorm1d": "BatchNorm couples the samples of a batch (each output depends on the batch mean and "
+                   "variance), so dD(xhat_n)/dxhat_n is not a per-sample gradient; WGAN-GP critics use no "
+                   "BatchNorm (the paper suggests layer normalisation or none): build D without it",
+    "Sigmoid": "a Sigmoid bounds the critic's score to (0, 1) and has a non-zero second derivative; a "
+               "Wasserstein critic outputs unbounded scores: end D at its last Linear (output='logits')",
+    "Tanh": "a smooth activation has a non-zero second derivative, which this penalty's backward (written "
+            "for piecewise-linear critics) leaves out; use LeakyReLU",
+}
+_WHY["BatchNorm2d"] = _WHY["BatchNorm1d"]
+SUPPORTED = "Linear, LeakyReLU, ReLU, Dropout, Flatten and Reshape"
+
+
+def critic_layers(D):
+    """(conditional wrapper or None, the critic's layers in order), or UnsupportedCritic naming the layer."""
+    conditional = D if isinstance(D, nn.Conditional) else None
+    net = D.net if conditional is not None else D
+    layers = []
+
+    def walk(module, path):
+        if isinstance(module, nn.Sequential):
+            for i, child in enumerate(module):
+                walk(child, f"{path}.{i}" if path else str(i))
+            return
+        if not isinstance(module, (nn.Linear, nn.LeakyReLU, nn.ReLU, nn.Dropout, nn.Flatten, nn.Reshape)):
+            name = type(module).__name__
+            why = _WHY.get(name, f"the penalty's second-order backward is written for {SUPPORTED} layers only")
+            raise UnsupportedCritic(f"the gradient penalty cannot use this critic: layer {path or '0'} is "
+                                    f"{module!r}: {why}")
+        layers.append(module)
+
+    walk(net, "")
+    if not any(isinstance(m, nn.Linear) for m in layers):
+        raise UnsupportedCritic("the gradient penalty needs a critic with at least one Linear layer")
+    return conditional, layers
+
+
+def penalty_of_gradients(g, lam, eps):
+    """P = lam mean_n (r_n - 1)^2 with r_n = sqrt(sum_i g_ni^2 + eps) over g: (N, D).
+
+    Returns (P, dP/dg, r): dP/dg_n = (2 lam / N) (r_n - 1) / r_n * g_n.
+    """
+    xp = array_module(g)
+    N = g.shape[0]
+    r = xp.sqrt((g * g).sum(axis=1) + eps)  # (N,)
+    P = lam * ((r - 1.0) ** 2).mean()
+    dg = g * ((2.0 * lam / N) * (r - 1.0) / r)[:, None]  # (N, D) * (N, 1)
+    return xp.asarray(P), dg, r
+
+
+class GradientPenalty:
+    """``GradientPenalty(D, lam=10, eps=1e-12)``; ``gp(xhat, labels=None)`` returns (P, mean ||g||) as
+    0-d arrays and adds dP/dW into each Linear's ``W.grad`` (biases get 0). Refuses unsupported critics."""
+
+    def __init__(self, D, lam=10.0, eps=1e-12):
+        if not lam > 0:
+            raise ValueError(f"the gradient penalty's lambda must be positive, got {lam}")
+        self.D, self.lam, self.eps = D, float(lam), float(eps)
+        self.conditional, self.layers = critic_layers(D)
+
+    def __call__(self, xhat, labels=None):
+        D, xp = self.D, array_module(xhat)
+        if D.dtype is not None and xhat.dtype != D.dtype:
+            raise TypeError(f"gradient penalty: xhat is {xhat.dtype} but the critic is {D.dtype}")
+        N = xhat.shape[0]
+        h, d_x = xhat, None
+        if self.conditional is not None:  # the label code joins the input; the penalty is on dD/dx only
+            if labels is None:
+                raise ValueError("gradient penalty: this critic is conditional: pass the labels")
+            code = self.conditional.code(labels, xhat.dtype)
+            if self.conditional.embedding is not None:
+                self.conditional.embedding.cache = None  # no backward: dP/dcode is 0 (see the docs)
+            h, d_x = nn.embedding.concat_forward(xhat, code)
+
+        # 1. forward, keeping what the two passes below need: each Linear, each mask, each shape
+        ops = []
+        for layer in self.layers:
+            if isinstance(layer, nn.Linear):
+                ops.append(("linear", layer))
+                y = h @ layer.W.data  # (N, D_in) @ (D_in, D_out) -> (N, D_out)
+                if layer.has_bias:
+                    y += layer.b.data
+                h = y
+            elif isinstance(layer, (nn.LeakyReLU, nn.ReLU)):
+                slope = layer.negative_slope if isinstance(layer, nn.LeakyReLU) else 0.0
+                positive = h > 0
+                ops.append(("mask", positive, slope))
+                h = xp.where(positive, h, h * slope)
+            elif isinstance(layer, nn.Dropout):
+                h = layer.forward(h)
+                kind, mask = layer.pop_cache()
+                if kind == "mask":
+                    ops.append(("scale", mask))
+            else:  # Flatten, Reshape: the same numbers in another shape
+                shape_in = h.shape
+                h = layer.forward(h)
+                layer.cache = None
+                ops.append(("reshape", shape_in, h.shape))
+        if h.size != N:
+            raise ValueError(f"gradient penalty: the critic must output one score per sample, got {tuple(h.shape)}")
+
+        # 2. first backward with upstream 1: g = d(sum_n D(xhat_n))/dxhat = per-sample gradients
+        g = xp.ones(h.shape, dtype=h.dtype)
+        gz = {}  # Linear -> its output gradient gz_l (N, D_out)
+        for op in reversed(ops):
+            if op[0] == "linear":
+                gz[id(op[1])] = g
+                g = g @ op[1].W.data.T  # (N, D_out) @ (D_out, D_in) -> (N, D_in)
+            elif op[0] == "mask":
+                g = xp.where(op[1], g, g * op[2])
+            elif op[0] == "scale":
+                g = g * op[1]
+            else:
+                g = g.reshape(op[1])
+        g_x = g if d_x is None else g[:, :d_x]
+
+        # 3. the penalty and dP/dg
+        P, dg, r = penalty_of_gradients(g_x.reshape(N, -1), self.lam, self.eps)
+        u = dg.reshape(g_x.shape)
+        if d_x is not None:  # the code's part of dP/dg is 0
+            u_full = xp.zeros(g.shape, dtype=g.dtype)
+            u_full[:, :d_x] = u
+            u = u_full
+
+        # 4. tangent pass: the adjoint of the first backward, run forward; dP/dW_l = u_{l-1}^T gz_l
+        last_linear = max(i for i, op in enumerate(ops) if op[0] == "linear")
+        for i, op in enumerate(ops[:last_linear + 1]):
+            if op[0] == "linear":
+                layer = op[1]
+                if layer.requires_grad:
+                    layer.W.grad += u.T @ gz[id(layer)]  # (D_in, N) @ (N, D_out) -> (D_in, D_out)
+                if i < last_linear:
+                    u = u @ layer.W.data  # (N, D_in) @ (D_in, D_out) -> (N, D_out)
+            elif op[0] == "mask":
+                u = xp.where(op[1], u, u * op[2])
+            elif op[0] == "scale":
+                u = u * op[1]
+            else:
+                u = u.reshape(op[2])
+        return P, xp.asarray(r.mean())
