@@ -91,7 +91,7 @@ MLP_DEFAULTS = {
     "epochs": 20, "batch_size": 64, "lr": 2e-4, "lr_g": None, "lr_d": None, "beta1": 0.5, "beta2": 0.999,
     "latent_dim": 100, "label_smoothing": 0.0, "d_steps": 1, "loss_on": "logits", "batchnorm": True,
     "dropout": 0.0, "g_hidden": "128,512,1024", "d_hidden": "512,256,128", "seed": 0,
-    "out": "runs/mnist_mlp", "sample_every": 500, "log_every": 10, "limit": None, "resume": None,
+    "out": "runs/mnist_mlp", "sample_every": 500, "eval_every": 0, "log_every": 10, "limit": None, "resume": None,
     "progress": True,
     # objectives and conditioning; --loss wgan / wgan-gp change the defaults of lr, beta1, beta2,
     # d_steps, optimizer, clip and gp_lambda (objectives.DEFAULTS) for flags not given explicitly
@@ -218,6 +218,10 @@ def _add_output_flags(parser, defaults, suppress):
     g.add_argument("--sample-every", type=non_negative_int, default=d("sample_every"),
                    metavar="STEPS", help="save a sample grid every STEPS steps, 0 = only at epoch ends "
                                          "(default: %(default)s)")
+    g.add_argument("--eval-every", type=non_negative_int, default=d("eval_every"), metavar="STEPS",
+                   help="every STEPS steps measure sample quality (Frechet distance in a small classifier's "
+                        "features, classes covered, precision/recall; see `scratchgan evaluate`) into "
+                        "metrics.csv and losses.png, and warn on collapse; 0 = off (default: %(default)s)")
     g.add_argument("--log-every", type=positive_int, default=d("log_every"), metavar="STEPS",
                    help="write a metrics.csv row and check for NaN every STEPS steps (default: %(default)s)")
     g.add_argument("--resume", nargs="?", const="", default=d("resume"), metavar="CHECKPOINT",
@@ -382,6 +386,13 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
                           log_every=config["log_every"], image_shape=None if conv else tuple(images.shape[1:]),
                           d_steps=config["d_steps"], progress=config["progress"], log=log,
                           instance_noise=config.get("instance_noise", 0.0))
+        if config.get("eval_every"):
+            if int(np.prod(images.shape[1:])) != 784 or config["dataset"] == "folder":
+                raise UserError("--eval-every measures MNIST-like 28x28 grayscale runs only "
+                                f"(its classifier is trained on {config['dataset']} digits/clothes)")
+            from .metrics import make_eval_hook
+            trainer.eval_hook = make_eval_hook(config, loader.images(len(images)).reshape(len(images), 784),
+                                               backend=config["backend"], log=log)
         log(f"training {config['dataset']} ({len(images)} images, split {config['split']}) on "
             f"{backend_name(xp)}/{config['dtype']}: G {step.G.num_parameters():,} and D "
             f"{step.D.num_parameters():,} parameters; outputs in {config['out']}")

@@ -15,11 +15,9 @@ import numpy as np
 from .backend import array_module
 from .params import FlatStore
 
-# NumPy's ufuncs release the GIL, so on the CPU a few threads can update disjoint chunks of the
-# flat buffers at once. Chunks of CHUNK elements keep one chunk of every array (theta, g, m, v,
-# scratch: 5 x 256 KB) in the core's cache while all passes of the update run over it, instead of
-# streaming the whole 8 MB arrays from memory once per pass.
-CHUNK = 1 << 16
+# NumPy's ufuncs release the GIL, so on the CPU the update can run on a few threads at once, each
+# over its own contiguous part of the flat buffers (one task per thread: per-task overhead is tens of
+# microseconds, so many small chunks cost more than they save; measured in benchmarks/RESULTS.md).
 PARALLEL_MIN = 1 << 18  # below this many parameters threads cost more than they save
 
 
@@ -47,17 +45,20 @@ class Optimizer:
     def zero_grad(self):
         self.store.zero_grad()
 
+    threads = None  # CPU threads for the update; None = the cores this process may use
+
     def _apply(self, update, *arrays):
-        """Run ``update(*slices)`` over the flat arrays: in chunks on a thread pool on the CPU,
-        over the whole arrays at once elsewhere (a GPU launches one kernel per pass anyway)."""
+        """Run ``update(*parts)`` over the flat arrays: on the CPU split into one contiguous part per
+        thread, elsewhere over the whole arrays at once (a GPU launches one kernel per pass anyway)."""
         n = arrays[0].size
-        if self.xp is not np or n < PARALLEL_MIN or cpu_threads() == 1:
+        threads = self.threads or cpu_threads()
+        if self.xp is not np or n < PARALLEL_MIN or threads == 1:
             update(*arrays)
             return
         if getattr(self, "_pool", None) is None:
-            self._pool = ThreadPoolExecutor(cpu_threads(), thread_name_prefix="scratchgan-optim")
-        bounds = range(0, n, CHUNK)
-        for _ in self._pool.map(lambda a: update(*(x[a:a + CHUNK] for x in arrays)), bounds):
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="scratchgan-optim")
+        size = -(-n // threads)
+        for _ in self._pool.map(lambda a: update(*(x[a:a + size] for x in arrays)), range(0, n, size)):
             pass  # consume the iterator so that exceptions in workers propagate
 
     def __getstate__(self):  # a thread pool cannot be pickled or copied; it is recreated on use

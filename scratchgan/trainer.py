@@ -34,7 +34,9 @@ STAT_KEYS = ("loss_D", "loss_G", "D_x", "D_G_z", "D_G_z_after", "grad_norm_G", "
 # mean C(x) - mean C(G(z)), WGAN-GP the penalty and the mean ||grad C(xhat)||; then anything else.
 _KEY_ORDER = ("loss_D", "loss_G", "D_x", "D_G_z", "D_G_z_after", "C_x", "C_G_z", "C_G_z_after", "wasserstein",
               "gp", "grad_norm_xhat", "grad_norm_G", "grad_norm_D", "instance_noise")
-_EXTRA_PANELS = (("C_x", "C_G_z"), ("wasserstein", "gp"), ("grad_norm_G", "grad_norm_D"))
+_EXTRA_PANELS = (("C_x", "C_G_z"), ("wasserstein", "gp"), ("grad_norm_G", "grad_norm_D"),
+                 # the evaluation metrics (metrics.PLOT_PANELS), present when --eval-every is on
+                 ("frechet_distance",), ("classes_covered",), ("precision", "recall"), ("feature_spread",))
 
 
 class TrainingDiverged(RuntimeError):
@@ -71,6 +73,7 @@ class Trainer:
         noise = np.random.default_rng([seed, 0xF1]).standard_normal((n_samples, step.latent_dim))
         self.fixed_noise = to_device(noise, self.xp, self.dtype)
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
+        self.eval_hook = None  # a metrics.EvalHook: quality metrics every few steps (--eval-every)
         self.last_good = None  # description of the last checkpoint written
         self._stop_requested = False
 
@@ -172,6 +175,8 @@ class Trainer:
         if resume_from is not None:
             self.restore(resume_from)
             self._drop_outputs_after(self.global_step)
+            if self.eval_hook is not None and (self.out / "metrics.csv").exists():
+                self.eval_hook.load_history(viz.read_metrics_csv(self.out / "metrics.csv"))
             self.log(f"resumed from {resume_from} at epoch {self.epoch + 1}, step {self.global_step}")
         with atomic_write(self.out / "config.json") as f:
             f.write(json.dumps(self.config, indent=2, sort_keys=True).encode())
@@ -204,13 +209,21 @@ class Trainer:
                 stats = s.step([next(batches) for _ in range(d)])
                 self.global_step += 1
                 self.batch_in_epoch += d
+                row = None
                 if self.global_step % self.log_every == 0:
                     host = self._check_finite(self._with_grad_norms(stats))
-                    csv.append({"step": self.global_step, "epoch": self.epoch + 1, **host})
+                    row = {"step": self.global_step, "epoch": self.epoch + 1, **host}
                     k_x, k_fake = getattr(s, "keys", ("D_x", "D_G_z"))[:2]  # D(.) probabilities or C(.) scores
                     bar.set_postfix({"loss_D": f"{host['loss_D']:.3f}", "loss_G": f"{host['loss_G']:.3f}",
                                      f"{k_x[0]}(x)": f"{host[k_x]:.2f}", f"{k_x[0]}(G(z))": f"{host[k_fake]:.2f}"},
                                     refresh=False)
+                if self.eval_hook is not None and self.eval_hook.due(self.global_step):
+                    row = row or {"step": self.global_step, "epoch": self.epoch + 1}
+                    row.update(self.eval_hook(s.G, self.global_step))
+                    if self.eval_hook.warning:  # set once per newly detected collapse
+                        bar.write(f"warning at step {self.global_step}: {self.eval_hook.warning}")
+                if row:
+                    csv.append(row)
                 if self.sample_every and self.global_step % self.sample_every == 0:
                     self.save_samples()
                 bar.update(1)

@@ -10,30 +10,35 @@ from .module import Module
 
 
 def leaky_relu_forward(x, slope):
-    """y = x if x > 0 else slope * x."""
+    """y = x if x > 0 else slope * x, computed as max(x, slope * x) (min for slope > 1)."""
     xp = array_module(x)
-    positive = x > 0
-    y = xp.where(positive, x, x * slope)
-    return y, positive
+    y = x * slope
+    # for slope <= 1, x > 0 gives x >= slope x and x < 0 gives slope x > x: the larger one is y.
+    # Two fast passes; xp.where(x > 0, x, slope * x) is several times slower on NumPy.
+    (xp.maximum if slope <= 1.0 else xp.minimum)(x, y, out=y)
+    return y, x  # cache x itself (no copy): backward needs only its sign
 
 
-def leaky_relu_backward(dy, positive, slope):
-    """dx = dy if x > 0 else slope * dy."""
+def leaky_relu_backward(dy, x, slope):
+    """dx = dy * f'(x) with f'(x) = 1 if x > 0 else slope."""
     xp = array_module(dy)
-    return xp.where(positive, dy, dy * slope)
+    if not 0.0 <= slope <= 1.0:  # rare; the general (slower) form
+        return xp.where(x > 0, dy, dy * slope)
+    dx = (x > 0).astype(dy.dtype)  # 1 where x > 0, else 0
+    xp.maximum(dx, slope, out=dx)  # f'(x): 1 or slope, exactly
+    dx *= dy
+    return dx
 
 
 def relu_forward(x):
     """y = max(x, 0)."""
     xp = array_module(x)
-    positive = x > 0
-    return xp.where(positive, x, 0.0).astype(x.dtype, copy=False), positive
+    return xp.maximum(x, 0.0), x  # cache x itself: backward needs only its sign
 
 
-def relu_backward(dy, positive):
+def relu_backward(dy, x):
     """dx = dy where x > 0, else 0."""
-    xp = array_module(dy)
-    return xp.where(positive, dy, 0.0).astype(dy.dtype, copy=False)
+    return dy * (x > 0)  # bool times float keeps the float dtype
 
 
 def tanh_forward(x):

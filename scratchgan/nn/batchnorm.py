@@ -30,6 +30,22 @@ def batchnorm_forward(x, gamma, beta, mean, var, eps):
     return y, (xhat, gamma, inv_std)
 
 
+def batchnorm_train_forward(x, gamma, beta, eps, axes=(0,)):
+    """The same with the batch's own statistics over ``axes``: mean = E[x], var = E[(x - mean)^2].
+
+    Returns (y, cache, mean, var); x - mean is computed once and becomes xhat in place.
+    """
+    xp = array_module(x)
+    mean = x.mean(axis=axes, keepdims=True)
+    xhat = x - mean  # centred; scaled to xhat below
+    var = (xhat * xhat).mean(axis=axes, keepdims=True)  # biased, for normalising (as PyTorch)
+    inv_std = 1.0 / xp.sqrt(var + eps)
+    xhat *= inv_std
+    y = xhat * gamma
+    y += beta
+    return y, (xhat, gamma, inv_std), mean, var
+
+
 def batchnorm_backward_train(dy, cache, axes=(0,)):
     """Backward when mean and var were the batch's own statistics: the full coupled gradient."""
     xhat, gamma, inv_std = cache
@@ -86,17 +102,15 @@ class _BatchNorm(Module):
             if n < 2:
                 raise ValueError(f"{self!r}: train mode needs more than one value per feature to "
                                  f"compute batch statistics, got input {tuple(x.shape)}")
-            mean = x.mean(axis=self.axes, keepdims=True)
-            var = x.var(axis=self.axes, keepdims=True)  # biased, for normalising (as PyTorch)
+            y, cache, mean, var = batchnorm_train_forward(x, gamma, beta, self.eps, self.axes)
             m = self.momentum
             self.running_mean *= 1.0 - m
             self.running_mean += m * mean.reshape(-1)
             self.running_var *= 1.0 - m
             self.running_var += (m * n / (n - 1)) * var.reshape(-1)  # unbiased, for eval
         else:
-            mean = self.running_mean.reshape(shape)
-            var = self.running_var.reshape(shape)
-        y, cache = batchnorm_forward(x, gamma, beta, mean, var, self.eps)
+            y, cache = batchnorm_forward(x, gamma, beta, self.running_mean.reshape(shape),
+                                         self.running_var.reshape(shape), self.eps)
         self.cache = (cache, self.training)
         return y
 
