@@ -1,0 +1,47 @@
+"""--eval-every: quality metrics logged during training, plotted, and refused where they cannot apply."""
+import numpy as np
+import pytest
+
+from scratchgan import cli, viz
+
+TINY = ["--dataset", "mnist-bundled", "--limit", "512", "--batch-size", "32", "--g-hidden", "32,64",
+        "--d-hidden", "64,32", "--no-progress", "--log-every", "4", "--sample-every", "0"]
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCRATCHGAN_DATA", str(tmp_path / "cache"))
+
+
+def test_eval_every_logs_metrics_into_the_csv_and_the_plot(tmp_path, monkeypatch):
+    plotted = {}
+    real_plot = viz.plot_losses
+
+    def spy(rows, path, **kwargs):
+        plotted["panels"] = kwargs.get("extra_panels")
+        return real_plot(rows, path, **kwargs)
+    monkeypatch.setattr(viz, "plot_losses", spy)
+    out = tmp_path / "run"
+    assert cli.train_main(TINY + ["--epochs", "1", "--eval-every", "8", "--out", str(out)]) == 0
+    rows = viz.read_metrics_csv(out / "metrics.csv")
+    evaluated = [r for r in rows if r.get("frechet_distance") not in (None, "")]
+    assert [r["step"] for r in evaluated] == [8, 16]  # 16 steps in the epoch, every 8th evaluated
+    for r in evaluated:
+        assert np.isfinite(r["frechet_distance"]) and r["frechet_distance"] > 0
+        assert 1 <= r["classes_covered"] <= 10 and 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1
+        assert np.isfinite(r["loss_D"])  # the same row also holds the losses of that step
+    assert ("frechet_distance",) in plotted["panels"]
+    assert (out / "losses.png").stat().st_size > 0
+
+
+def test_eval_every_is_refused_for_images_the_classifier_does_not_know(tmp_path, capsys):
+    from scratchgan.data import make_demo_folder, load_mnist_bundled
+    folder = tmp_path / "faces"
+    make_demo_folder(folder, load_mnist_bundled()[0][:40], size=28, n=40)
+    code = cli.train_main(["--dataset", "folder", "--data-dir", str(folder), "--epochs", "1", "--eval-every", "5",
+                           "--out", str(tmp_path / "d"), "--no-progress", "--batch-size", "8",
+                           "--g-width", "4", "--d-width", "4", "--image-size", "28"],
+                          prog="dcgan.py", defaults=cli.DCGAN_DEFAULTS)
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--eval-every" in err[0]
