@@ -32,57 +32,30 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def number_type(convert, expected, valid, rule):
+    """An argparse ``type``: ``convert`` the text, then check ``valid(value)``; both failures say why."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not valid(value):  # NaN fails every comparison, so it is refused too
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+    return parse
 
 
-def non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+INF = float("inf")
+positive_int = number_type(int, "a positive integer", lambda v: v > 0, "a positive integer")
+non_negative_int = number_type(int, "a non-negative integer", lambda v: v >= 0, "0 or more")
+positive_float = number_type(float, "a number", lambda v: 0 < v < INF, "a positive number")
+non_negative_float = number_type(float, "a number", lambda v: 0 <= v < INF, "0 or more")
 
 
 def unit_interval(low_open=False, high_open=True):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not ((value > 0 if low_open else value >= 0) and (value < 1 if high_open else value <= 1)):
-            raise argparse.ArgumentTypeError(f"must be in {'(' if low_open else '['}0, 1{')' if high_open else ']'}"
-                                             f", got {text}")
-        return value
-    return parse
+    rule = f"in {'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+    return number_type(float, "a number", lambda v: (v > 0 if low_open else v >= 0) and (v < 1 if high_open else v <= 1),
+                       rule)
 
 
 # ---------------------------------------------------------------------------------- training flags

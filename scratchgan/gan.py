@@ -17,6 +17,7 @@ import numpy as np
 from . import losses
 from .backend import array_module
 from .gradient_penalty import GradientPenalty
+from .nn.activations import sigmoid_forward
 from .nn import Conditional
 
 
@@ -53,8 +54,7 @@ class BCEObjective:
         xp = array_module(out)
         if not self.on_logits:
             return xp.asarray(out.mean())  # NumPy's .mean() gives a scalar: keep the 0-d array
-        e = xp.exp(-xp.abs(out))
-        return xp.asarray(xp.where(out >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).mean())
+        return xp.asarray(sigmoid_forward(out)[0].mean())
 
 
 class NoiseSource:
