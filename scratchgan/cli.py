@@ -289,7 +289,14 @@ def load_images(config, log, with_labels=False):
         config["channels"] = config["channels"] or 3
         images = load_image_folder(config["data_dir"], config["resolution"], config["channels"], log=log)
     else:
-        images, labels = load_dataset_or_bundled(config["dataset"], config["split"], config["data_dir"], log=log)
+        fallback = []  # the one line load_dataset_or_bundled logs when it falls back to the bundled digits
+
+        def note(message):
+            fallback.append(message)
+            log(message)
+        images, labels = load_dataset_or_bundled(config["dataset"], config["split"], config["data_dir"], log=note)
+        if fallback:  # record what the run really trains on (config.json, checkpoints, `evaluate`)
+            config["dataset"], config["split"] = "mnist-bundled", "test"
     if config.get("limit"):
         images = images[: config["limit"]]
         labels = None if labels is None else labels[: config["limit"]]

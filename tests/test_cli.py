@@ -273,12 +273,15 @@ def test_offline_mnist_falls_back_to_the_bundled_digits(tmp_path, monkeypatch, c
     assert code == 0, captured.err
     assert captured.err == ""
     lines = captured.out.splitlines()
-    mentions = [line for line in lines if "bundled" in line or "download" in line]
+    mentions = [line for line in lines if "download" in line]
     assert len(mentions) == 1, mentions
+    assert any(line.startswith("training mnist-bundled (") and "split test" in line for line in lines), lines
     assert re.search(r"could not download MNIST \(.*refused.*from all 2 mirrors\); training on the bundled "
                      r"10k MNIST test digits instead", mentions[0]), mentions[0]
     _, meta = load_checkpoint(out / "checkpoint.npz")
-    assert meta["global_step"] == 256 // 32 and meta["config"]["dataset"] == "mnist"
+    # the run records what it really trained on, so `evaluate` and --resume use the bundled digits too
+    assert meta["global_step"] == 256 // 32
+    assert (meta["config"]["dataset"], meta["config"]["split"]) == ("mnist-bundled", "test")
     # nothing half-downloaded was left in the cache
     assert not [p for p in cache.rglob("*") if p.is_file()]
 
