@@ -132,3 +132,21 @@ def format_report(table, full=False):
     if rows:
         lines.append(f"  {'overall worst':<62} {max(rows.values()):.2e}")
     return "\n".join(lines)
+
+
+def check_contract(layer, shape, dtype):
+    """forward + backward once: dy and x untouched, output, dx, parameters, gradients and buffers keep dtype."""
+    x = make_input(shape, dtype)
+    x_copy = x.copy()
+    y = layer.forward(x)
+    assert y.dtype == np.dtype(dtype), f"{layer!r}: output {y.dtype} from {dtype} input"
+    dy = random_like(y.shape, dtype)
+    dy_copy = dy.copy()
+    dx = layer.backward(dy)
+    np.testing.assert_array_equal(dy, dy_copy, err_msg=f"{layer!r} modified dy")
+    np.testing.assert_array_equal(x, x_copy, err_msg=f"{layer!r} modified x")
+    assert dx.shape == x.shape and dx.dtype == np.dtype(dtype)
+    for name, p in layer.named_parameters():
+        assert p.data.dtype == p.grad.dtype == np.dtype(dtype), name
+    for name, b in layer.named_buffers():
+        assert b.dtype == np.dtype(dtype), f"buffer {name} is {b.dtype}"

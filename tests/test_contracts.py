@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 
-from layer_cases import LAYER_CASES, MODES, build_layer, layer_params, make_input, random_like
+from layer_cases import LAYER_CASES, MODES, build_layer, check_contract, layer_params, make_input, random_like
 from scratchgan import losses, nn
 
 PARAM_CASES = [c for c in LAYER_CASES if c[0].startswith(("Linear", "BatchNorm"))]
@@ -16,21 +16,7 @@ PARAM_CASES = [c for c in LAYER_CASES if c[0].startswith(("Linear", "BatchNorm")
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("factory, shape", layer_params())
 def test_backward_leaves_dy_unchanged_and_dtypes_are_kept(factory, shape, mode, dtype):
-    layer = build_layer(factory, dtype, mode)
-    x = make_input(shape, dtype)
-    x_copy = x.copy()
-    y = layer.forward(x)
-    assert y.dtype == np.dtype(dtype), f"{layer!r}: output {y.dtype} from {dtype} input"
-    dy = random_like(y.shape, dtype)
-    dy_copy = dy.copy()
-    dx = layer.backward(dy)
-    np.testing.assert_array_equal(dy, dy_copy, err_msg=f"{layer!r} modified dy")
-    np.testing.assert_array_equal(x, x_copy, err_msg=f"{layer!r} modified x")
-    assert dx.shape == x.shape and dx.dtype == np.dtype(dtype)
-    for name, p in layer.named_parameters():
-        assert p.data.dtype == p.grad.dtype == np.dtype(dtype), name
-    for name, b in layer.named_buffers():
-        assert b.dtype == np.dtype(dtype), f"buffer {name} is {b.dtype}"
+    check_contract(build_layer(factory, dtype, mode), shape, dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -8,7 +8,7 @@ with rtol 1e-9). The worst errors land in the session's tables (tests/layer_case
 import numpy as np
 import pytest
 
-from layer_cases import build_layer, make_input, random_like, record_error
+from layer_cases import build_layer, check_contract, make_input, random_like, record_error
 from scratchgan import gradcheck, nn
 from scratchgan.nn.conv import col2im, conv_output_size, conv_transpose_output_size, im2col
 
@@ -213,19 +213,7 @@ def test_output_size_rules_are_pytorchs():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("cls_name, c_in, c_out, kwargs, shape", _params([CASES[4], CASES[13], CASES[15]]))
 def test_dtype_kept_and_dy_x_unchanged(cls_name, c_in, c_out, kwargs, shape, dtype):
-    layer = build_layer(factory_of(cls_name, c_in, c_out, kwargs), dtype, "train")
-    x = make_input(shape, dtype)
-    x_copy = x.copy()
-    y = layer.forward(x)
-    assert y.dtype == np.dtype(dtype)
-    dy = random_like(y.shape, dtype)
-    dy_copy = dy.copy()
-    dx = layer.backward(dy)
-    np.testing.assert_array_equal(dy, dy_copy, err_msg=f"{layer!r} modified dy")
-    np.testing.assert_array_equal(x, x_copy, err_msg=f"{layer!r} modified x")
-    assert dx.shape == x.shape and dx.dtype == np.dtype(dtype)
-    for name, p in layer.named_parameters():
-        assert p.data.dtype == p.grad.dtype == np.dtype(dtype), name
+    check_contract(build_layer(factory_of(cls_name, c_in, c_out, kwargs), dtype, "train"), shape, dtype)
 
 
 def test_backward_adds_into_grad_and_skips_dx_when_asked():
