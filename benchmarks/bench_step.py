@@ -16,6 +16,7 @@ same array library, back to back: no step built on that library can be faster.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -278,11 +279,7 @@ def main(argv=None):
     if args.quick:
         args.batches, args.reps, args.steps, args.warmup = "64", 1, 10, 3
     batches = [int(b) for b in args.batches.split(",")]
-    try:
-        import torch  # noqa: F401
-        have_torch = True
-    except ImportError:
-        have_torch = False
+    have_torch = importlib.util.find_spec("torch") is not None
     sides = ["scratchgan", "gemm-numpy"] + (["torch", "torch-frozen-d", "gemm-torch"] if have_torch else [])
     for line in machine_header(args.backend):
         print("# " + line)

@@ -15,7 +15,7 @@ from . import models, nn, objectives, optim
 from .backend import BackendError, backend_name, get_xp, to_device, to_numpy
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import BatchLoader, DataError, load_dataset_or_bundled, load_image_folder, resize_square
-from .gan import BCEObjective, GANStep, NoiseSource, generate
+from .gan import GANStep, NoiseSource, generate
 from .trainer import Trainer, TrainingDiverged, TrainingInterrupted, env_summary
 
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130

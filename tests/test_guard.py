@@ -10,7 +10,6 @@ import pytest
 from fake_device import DeviceArray, xp
 from layer_cases import LAYER_CASES, MODES, build_layer, layer_params, make_input, random_like
 from scratchgan import losses, nn, optim
-from scratchgan.backend import to_numpy
 
 DTYPES = ("float32", "float64")
 

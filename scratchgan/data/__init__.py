@@ -29,4 +29,5 @@ __all__ = [
     "cache_dir", "data_root", "DATASETS", "DATASET_NAMES", "SPLITS",
     "BatchLoader",
     "load_image_folder", "open_image_folder", "ImageFolder", "make_demo_folder", "IMAGE_EXTENSIONS",
+    "resize_square",
 ]
