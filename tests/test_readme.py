@@ -27,4 +27,5 @@ def test_readme_example_runs_as_written(tmp_path):
 def test_readme_names_the_two_setup_commands():
     text = README.read_text()
     assert "pip install" in text and "examples/mnist_mlp.py" in text
-    assert re.search(r"^python -m pytest", text, flags=re.M)
+    assert re.search(r"^python3 -m venv .*pip install -e \.( .*)?&& python examples/mnist_mlp\.py$", text, flags=re.M)
+    assert re.search(r"^python3 -m venv .*pip install -e \"\.\[dev\]\" && python -m pytest -q$", text, flags=re.M)
