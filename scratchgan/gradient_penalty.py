@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from . import nn
 from .backend import array_module
+from .nn.activations import leaky_relu_backward, leaky_relu_forward
 
 
 class UnsupportedCritic(ValueError):
@@ -107,10 +108,9 @@ class GradientPenalty:
                     y += layer.b.data
                 h = y
             elif isinstance(layer, (nn.LeakyReLU, nn.ReLU)):
-                slope = layer.negative_slope if isinstance(layer, nn.LeakyReLU) else 0.0
-                positive = h > 0
-                ops.append(("mask", positive, slope))
-                h = xp.where(positive, h, h * slope)
+                slope = layer.negative_slope if isinstance(layer, nn.LeakyReLU) else 0.0  # ReLU: slope 0
+                h, pre_activation = leaky_relu_forward(h, slope)
+                ops.append(("mask", pre_activation, slope))
             elif isinstance(layer, nn.Dropout):
                 h = layer.forward(h)
                 kind, mask = layer.pop_cache()
@@ -132,7 +132,7 @@ class GradientPenalty:
                 gz[id(op[1])] = g
                 g = g @ op[1].W.data.T  # (N, D_out) @ (D_out, D_in) -> (N, D_in)
             elif op[0] == "mask":
-                g = xp.where(op[1], g, g * op[2])
+                g = leaky_relu_backward(g, op[1], op[2])
             elif op[0] == "scale":
                 g = g * op[1]
             else:
@@ -157,7 +157,7 @@ class GradientPenalty:
                 if i < last_linear:
                     u = u @ layer.W.data  # (N, D_in) @ (D_in, D_out) -> (N, D_out)
             elif op[0] == "mask":
-                u = xp.where(op[1], u, u * op[2])
+                u = leaky_relu_backward(u, op[1], op[2])
             elif op[0] == "scale":
                 u = u * op[1]
             else:

@@ -61,10 +61,6 @@ class Optimizer:
         for _ in self._pool.map(lambda a: update(*(x[a:a + size] for x in arrays)), range(0, n, size)):
             pass  # consume the iterator so that exceptions in workers propagate
 
-    def __getstate__(self):  # a thread pool cannot be pickled or copied; it is recreated on use
-        state = dict(self.__dict__)
-        state["_pool"] = None
-        return state
 
     def _check_store(self):
         if self.store.stale:

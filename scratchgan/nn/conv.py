@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_module
-from ..params import linear_default
-from .module import Module, init_rng
+from ..params import linear_default, make_rng
+from .module import Module
 
 
 # ---------------------------------------------------------------------------- layout helpers
@@ -220,7 +220,7 @@ class _ConvNd(Module):
         # kaiming_uniform(a=sqrt(5)) as torch: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias, with
         # fan_in = weight.shape[1] * kH * kW as torch computes it (C_in for Conv2d, C_out for ConvTranspose2d)
         fan_in = weight_shape[1] * kH * kW
-        rng = init_rng(seed)
+        rng = make_rng(seed)
         dt = np.dtype(dtype)
         self.register_parameter("W", linear_default(weight_shape, rng, fan_in).astype(dt))
         if bias:

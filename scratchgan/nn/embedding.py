@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_module, scatter_add
-from ..params import normal
-from .module import Module, init_rng
+from ..params import make_rng, normal
+from .module import Module
 
 
 # ---------------------------------------------------------------------------- Embedding
@@ -51,7 +51,7 @@ class Embedding(Module):
         if num_embeddings <= 0 or embedding_dim <= 0:
             raise ValueError(f"Embedding sizes must be positive, got ({num_embeddings}, {embedding_dim})")
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
-        rng = init_rng(seed)
+        rng = make_rng(seed)
         W = normal((num_embeddings, embedding_dim), rng, 0.0, 1.0)
         self.register_parameter("W", W.astype(np.dtype(dtype)))
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_module
-from ..params import linear_default
-from .module import Module, init_rng
+from ..params import linear_default, make_rng
+from .module import Module
 
 
 def linear_forward(x, W, b):
@@ -42,7 +42,7 @@ class Linear(Module):
         if in_features <= 0 or out_features <= 0:
             raise ValueError(f"Linear sizes must be positive, got ({in_features}, {out_features})")
         self.in_features, self.out_features, self.has_bias = in_features, out_features, bias
-        rng = init_rng(seed)
+        rng = make_rng(seed)
         dt = np.dtype(dtype)
         # U(-1/sqrt(D_in), 1/sqrt(D_in)) for both, as torch.nn.Linear
         self.register_parameter("W", linear_default((in_features, out_features), rng, in_features).astype(dt))

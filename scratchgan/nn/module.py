@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_module, get_xp, resolve_dtype, to_device, to_numpy
-from ..params import FlatStore, Parameter, make_rng
+from ..params import FlatStore, Parameter
 
 
 class Module:
@@ -241,8 +241,3 @@ class Sequential(Module):
     def __repr__(self):
         inner = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential(\n{inner}\n)"
-
-
-def init_rng(seed):
-    """Shared by layer constructors: a seeded host generator (``seed=None`` draws fresh entropy)."""
-    return make_rng(seed)
