@@ -73,10 +73,11 @@ class Optimizer:
     def load_state_dict(self, state):
         raise NotImplementedError
 
-    def _load_buffers(self, state, names):
-        for name in names:
+    def _load_buffers(self, state, names, into=None):
+        """Copy ``state[name]`` into the buffer ``self.<into>`` (default: the same name), checking shapes."""
+        for name, attr in zip(names, into or names):
             value = state[name]
-            buf = getattr(self, name)
+            buf = getattr(self, attr)
             if tuple(value.shape) != tuple(buf.shape):
                 raise ValueError(f"optimizer state {name} has shape {tuple(value.shape)}, "
                                  f"expected {tuple(buf.shape)}: it belongs to another model")
@@ -90,6 +91,15 @@ class Adam(Optimizer):
         m <- beta1 m + (1 - beta1) g               first moment
         v <- beta2 v + (1 - beta2) g^2             second moment
         theta <- theta - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    We keep the moments as exponentially weighted *sums* instead of averages,
+        m_sum = m / (1 - beta1) = sum_k beta1^(t-k) g_k,   v_sum = v / (1 - beta2) = sum_k beta2^(t-k) g_k^2,
+    because their updates  m_sum <- beta1 m_sum + g,  v_sum <- beta2 v_sum + g^2  take one whole-array
+    pass fewer each, and the constant factors fold into two scalars of the parameter update:
+        theta <- theta - step_size * m_sum / (sqrt(v_sum) + eps_sum)
+        step_size = lr (1 - beta1) / ((1 - beta1^t) a),  eps_sum = eps / a,  a = sqrt((1 - beta2) / (1 - beta2^t)).
+    That is 10 passes over the flat buffers instead of 13 (on the CPU the update is bound by memory
+    traffic, so passes are time). The properties ``m`` and ``v`` give the textbook moments.
     """
 
     def __init__(self, params, lr=2e-4, betas=(0.5, 0.999), eps=1e-8, weight_decay=0.0):
@@ -100,49 +110,63 @@ class Adam(Optimizer):
         self.beta1, self.beta2 = float(beta1), float(beta2)
         self.eps, self.weight_decay = float(eps), float(weight_decay)
         xp, data = self.xp, self.store.data
-        self.m = xp.zeros_like(data)
-        self.v = xp.zeros_like(data)
+        self.m_sum = xp.zeros_like(data)
+        self.v_sum = xp.zeros_like(data)
         self.scratch = xp.empty_like(data)  # reused every step instead of fresh temporaries
         self.t = 0
+
+    @property
+    def m(self):
+        """The first moment m = (1 - beta1) m_sum, as torch's exp_avg (a new array)."""
+        return self.m_sum * (1.0 - self.beta1)
+
+    @property
+    def v(self):
+        """The second moment v = (1 - beta2) v_sum, as torch's exp_avg_sq (a new array)."""
+        return self.v_sum * (1.0 - self.beta2)
 
     def step(self):
         self._check_store()
         self.t += 1
-        bias_correction1 = 1.0 - self.beta1 ** self.t
-        bias_correction2_sqrt = math.sqrt(1.0 - self.beta2 ** self.t)
-        step_size = self.lr / bias_correction1
-        xp, beta1, beta2, eps, weight_decay = self.xp, self.beta1, self.beta2, self.eps, self.weight_decay
+        beta1, beta2, eps, weight_decay = self.beta1, self.beta2, self.eps, self.weight_decay
+        a = math.sqrt((1.0 - beta2) / (1.0 - beta2 ** self.t))  # sqrt(v_hat) = a sqrt(v_sum)
+        step_size = self.lr * (1.0 - beta1) / ((1.0 - beta1 ** self.t) * a)
+        eps_sum = eps / a
+        xp = self.xp
 
-        def update(theta, g, m, v, tmp):
+        def update(theta, g, m_sum, v_sum, tmp):
             if weight_decay:
                 # torch adds the decay into the gradient; we do it in the gradient buffer itself
                 # (zeroed before the next backward anyway) to avoid a model-sized temporary
                 xp.multiply(theta, weight_decay, out=tmp)
                 g += tmp
-            # m <- beta1 m + (1 - beta1) g
-            m *= beta1
-            xp.multiply(g, 1.0 - beta1, out=tmp)
-            m += tmp
-            # v <- beta2 v + (1 - beta2) g^2
-            v *= beta2
+            # m_sum <- beta1 m_sum + g
+            m_sum *= beta1
+            m_sum += g
+            # v_sum <- beta2 v_sum + g^2
+            v_sum *= beta2
             xp.multiply(g, g, out=tmp)
-            tmp *= 1.0 - beta2
-            v += tmp
-            # theta <- theta - step_size * m / (sqrt(v) / sqrt(bc2) + eps)
-            xp.sqrt(v, out=tmp)
-            tmp *= 1.0 / bias_correction2_sqrt
-            tmp += eps
-            xp.divide(m, tmp, out=tmp)
+            v_sum += tmp
+            # theta <- theta - step_size * m_sum / (sqrt(v_sum) + eps_sum)
+            xp.sqrt(v_sum, out=tmp)
+            tmp += eps_sum
+            xp.divide(m_sum, tmp, out=tmp)
             tmp *= -step_size
             theta += tmp
 
-        self._apply(update, self.store.data, self.store.grad, self.m, self.v, self.scratch)
+        self._apply(update, self.store.data, self.store.grad, self.m_sum, self.v_sum, self.scratch)
 
     def state_dict(self):
-        return {"m": self.m, "v": self.v, "t": self.t}
+        # the sums themselves, so that a resumed run continues bit for bit
+        return {"m_sum": self.m_sum, "v_sum": self.v_sum, "t": self.t}
 
     def load_state_dict(self, state):
-        self._load_buffers(state, ("m", "v"))
+        if "m_sum" in state:
+            self._load_buffers(state, ("m_sum", "v_sum"))
+        else:  # the textbook moments (checkpoints of scratchgan 0.1, torch's exp_avg / exp_avg_sq)
+            self._load_buffers(state, ("m", "v"), into=("m_sum", "v_sum"))
+            self.m_sum /= 1.0 - self.beta1
+            self.v_sum /= 1.0 - self.beta2
         self.t = int(state["t"])
 
 

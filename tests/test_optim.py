@@ -55,6 +55,47 @@ def test_adam_matches_the_textbook_formula(lr, betas, eps, weight_decay):
     assert not np.allclose(expected[0], theta0)
 
 
+def test_adam_moments_are_the_textbook_m_and_v():
+    """Adam keeps exponentially weighted sums; its m and v must still be Kingma & Ba's moments."""
+    beta1, beta2 = 0.5, 0.999
+    model = _mlp()
+    store = model.flat_store()
+    opt = optim.Adam(model.parameters(), lr=1e-3, betas=(beta1, beta2))
+    rng = np.random.default_rng(5)
+    m, v = np.zeros(store.size), np.zeros(store.size)
+    for _ in range(5):
+        g = rng.standard_normal(store.size)
+        m, v = beta1 * m + (1 - beta1) * g, beta2 * v + (1 - beta2) * g * g
+        opt.zero_grad()
+        store.grad[...] = g
+        opt.step()
+    np.testing.assert_allclose(opt.m, m, rtol=1e-13)
+    np.testing.assert_allclose(opt.v, v, rtol=1e-13)
+
+
+def test_adam_loads_textbook_moments():
+    """A state with the textbook m and v (scratchgan 0.1 checkpoints, torch's exp_avg/exp_avg_sq)
+    continues the same trajectory as the optimizer it came from."""
+    rng = np.random.default_rng(6)
+    grads = [rng.standard_normal(_mlp().flat_store().size) for _ in range(6)]
+    a, b, c = _mlp(), _mlp(), _mlp()
+    opt_a, opt_b, opt_c = (optim.Adam(net.parameters(), lr=1e-2) for net in (a, b, c))
+    for g in grads[:3]:
+        opt_a.zero_grad()
+        opt_a.store.grad[...] = g
+        opt_a.step()
+    b.load_state_dict(a.state_dict())
+    c.load_state_dict(a.state_dict())  # the same weights, but fresh moments: must end elsewhere
+    opt_b.load_state_dict({"m": opt_a.m, "v": opt_a.v, "t": opt_a.t})
+    for g in grads[3:]:
+        for opt in (opt_a, opt_b, opt_c):
+            opt.zero_grad()
+            opt.store.grad[...] = g
+            opt.step()
+    np.testing.assert_allclose(opt_b.store.data, opt_a.store.data, rtol=1e-14, atol=1e-15)
+    assert not np.allclose(opt_c.store.data, opt_a.store.data, rtol=1e-6)
+
+
 def test_adam_first_step_is_lr_times_sign_of_the_gradient():
     """With bias correction, step 1 is theta - lr * g / (|g| + eps): a check that cannot hide in rounding."""
     model = _mlp()
