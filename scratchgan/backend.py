@@ -19,6 +19,26 @@ class BackendError(RuntimeError):
 
 
 _cupy = None  # the imported cupy module, once a caller has asked for it
+_numpy_heap_ready = False  # see _reuse_freed_numpy_memory
+
+
+def _reuse_freed_numpy_memory():
+    """Let the C allocator reuse freed activations instead of returning them to the OS.
+
+    NumPy takes array memory from malloc. glibc serves large blocks (above a threshold that starts
+    at 128 KiB) with mmap and unmaps them on free, so every fresh (1024, 1024) float32 temporary of a
+    training step comes back as 1,024 new zero-filled pages: ~7,500 page faults and ~20 ms of kernel
+    time per step of the MLP GAN at batch 1024 (benchmarks/RESULTS.md). glibc raises that threshold
+    to the size of any mmapped block that is freed (mallopt(3), "dynamic mmap threshold"), up to
+    32 MiB; freeing one such block once makes every smaller array come from the heap, where freed
+    memory is reused. The cost: up to 64 MiB of freed memory stays with the process. Other C
+    libraries simply allocate and free one block.
+    """
+    global _numpy_heap_ready
+    if not _numpy_heap_ready:
+        _numpy_heap_ready = True
+        block = np.empty((32 << 20) - (64 << 10), dtype=np.uint8)  # just under glibc's 32 MiB cap
+        del block
 
 
 def _import_cupy():
@@ -54,6 +74,7 @@ def get_xp(name="numpy"):
         raise BackendError(f"backend must be one of {', '.join(BACKENDS)}; got {name!r}")
     key = name.strip().lower()
     if key == "numpy":
+        _reuse_freed_numpy_memory()
         return np
     if key == "cupy":
         return _import_cupy()
