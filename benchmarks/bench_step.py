@@ -47,17 +47,30 @@ def step_flops(n):
 
 
 # ------------------------------------------------------------------------------------------- workers
-def _timed(fn, steps, warmup, sync):
+def _timed(fn, steps, warmup, sync, faults=None):
+    """Median ms per call of fn; with a dict ``faults``, also its page faults per call in faults["per_call"]
+    (fresh memory the kernel must zero-fill: the cost of not reusing freed arrays)."""
     for _ in range(warmup):
         fn()
     sync()
     times = []
+    before = _minor_faults()
     for _ in range(steps):
         t0 = time.perf_counter()
         fn()
         sync()
         times.append(time.perf_counter() - t0)
+    if faults is not None:
+        faults["per_call"] = (_minor_faults() - before) / steps
     return statistics.median(times) * 1e3
+
+
+def _minor_faults():
+    try:
+        import resource
+    except ImportError:  # not on a Unix: no count
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def worker_scratchgan(batch, steps, warmup, backend, breakdown=False):
@@ -80,7 +93,8 @@ def worker_scratchgan(batch, steps, warmup, backend, breakdown=False):
         step.step([batches[next(it) % len(batches)]])
 
     sync = lambda: synchronize(xp)  # noqa: E731
-    result = {"ms": _timed(one_step, steps, warmup, sync)}
+    faults = {}
+    result = {"ms": _timed(one_step, steps, warmup, sync, faults), "faults": faults["per_call"]}
 
     data_epoch = loader.epoch(1)
     data_warmup = min(warmup, len(loader) // 4)
@@ -183,7 +197,8 @@ def worker_torch(batch, steps, warmup, backend, freeze_d=False):
         return err_real + err_fake, err_G, out_real.sigmoid().mean(), out_fake.sigmoid().mean()
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    return {"ms": _timed(one_step, steps, warmup, sync)}
+    faults = {}
+    return {"ms": _timed(one_step, steps, warmup, sync, faults), "faults": faults["per_call"]}
 
 
 def worker_gemm(lib, batch, steps, warmup, backend):
@@ -294,12 +309,16 @@ def main(argv=None):
                 samples[side].append(res)
         med = {s: statistics.median(r["ms"] for r in samples[s]) for s in sides}
         med["data"] = statistics.median(r["data_ms"] for r in samples["scratchgan"])
+        for s in ("scratchgan", "torch"):
+            if s in sides:
+                med[f"{s}_faults"] = statistics.median(r["faults"] for r in samples[s])
         results[batch] = med
         print(f"# batch {batch}: done ({args.reps} runs x {steps} steps per side)", flush=True)
 
     flops = {b: step_flops(b) for b in batches}
     head = ["batch", "GFLOP/step", "scratchgan ms", "PyTorch ms", "ratio", "PyTorch (D frozen) ms", "ratio",
-            "GEMM floor ms", "scratchgan/floor", "scratchgan GFLOP/s", "torch GEMM floor ms", "data ms/batch"]
+            "GEMM floor ms", "scratchgan/floor", "scratchgan GFLOP/s", "torch GEMM floor ms", "data ms/batch",
+            "page faults/step (scratchgan, PyTorch)"]
     rows = []
     for b in batches:
         r = results[b]
@@ -309,7 +328,8 @@ def main(argv=None):
                      f"{r['scratchgan'] / t:.2f}" if t else "-", f"{tf:.2f}" if tf else "-",
                      f"{r['scratchgan'] / tf:.2f}" if tf else "-", f"{r['gemm-numpy']:.2f}",
                      f"{r['scratchgan'] / r['gemm-numpy']:.2f}", f"{flops[b] / r['scratchgan'] / 1e6:.0f}",
-                     f"{r['gemm-torch']:.2f}" if have_torch else "-", f"{r['data']:.3f}"])
+                     f"{r['gemm-torch']:.2f}" if have_torch else "-", f"{r['data']:.3f}",
+                     f"{r['scratchgan_faults']:.0f}, " + (f"{r['torch_faults']:.0f}" if t else "-")])
     print()
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
