@@ -39,9 +39,10 @@ LAYERS = [
 
 
 def _time_scratchgan(batch, warmup, reps):
-    import numpy as np
-
+    from scratchgan.backend import get_xp
     from scratchgan.nn import Conv2d, ConvTranspose2d
+
+    np = get_xp("numpy")  # as the trainer does: the NumPy backend's allocator setting applies
 
     rng = np.random.default_rng(0)
     out = {}
