@@ -50,7 +50,7 @@ def batchnorm_train_forward(x, gamma, beta, eps, axes=(0,)):
     xp = array_module(x)
     mean = x.mean(axis=axes, keepdims=True)
     xhat = x - mean  # centred; scaled to xhat below
-    n = x.size // mean.size
+    n = int(np.prod([x.shape[a] for a in axes]))  # values per feature
     var = sum_of_products(xhat, xhat, axes) / n  # biased, for normalising (as PyTorch)
     inv_std = 1.0 / xp.sqrt(var + eps)
     xhat *= inv_std
