@@ -74,9 +74,8 @@ def _minor_faults():
 
 
 def worker_scratchgan(batch, steps, warmup, backend, breakdown=False):
+    from scratchgan import cli  # first, as in the examples: it loads NumPy (scratchgan/blas_setup.py)
     import numpy as np
-
-    from scratchgan import cli
     from scratchgan.backend import get_xp, synchronize
     from scratchgan.data import BatchLoader
 
@@ -203,6 +202,8 @@ def worker_torch(batch, steps, warmup, backend, freeze_d=False):
 
 def worker_gemm(lib, batch, steps, warmup, backend):
     """The GEMM floor: exactly the step's matmuls, back to back, through numpy/cupy or torch."""
+    if lib != "torch":
+        import scratchgan  # noqa: F401  loads NumPy with the engine's OpenBLAS settings (blas_setup.py)
     import numpy as np
     shapes = gemm_shapes(batch)
     rng = np.random.default_rng(0)

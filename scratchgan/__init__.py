@@ -1,4 +1,8 @@
 """scratchgan: a GAN engine from scratch in NumPy (and CuPy), every backward pass written by hand."""
+from .blas_setup import import_numpy
+
+import_numpy()  # first: OpenBLAS reads its thread settings when NumPy loads it (blas_setup.py)
+
 from . import backend, gradcheck, losses, nn, optim, params
 from .backend import get_xp, to_numpy
 

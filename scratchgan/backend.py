@@ -8,6 +8,9 @@ and the clear one-line errors users get when a backend cannot be used.
 """
 from __future__ import annotations
 
+import os
+import threading
+
 import numpy as np
 
 BACKENDS = ("numpy", "cupy")
@@ -39,6 +42,51 @@ def _reuse_freed_numpy_memory():
         _numpy_heap_ready = True
         block = np.empty((32 << 20) - (64 << 10), dtype=np.uint8)  # just under glibc's 32 MiB cap
         del block
+
+
+def cpu_threads():
+    """The cores this process may use (os.sched_getaffinity): the threads of the CPU helpers below."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# Below this many elements a part is too small to pay for starting a thread (~0.1 ms).
+PARALLEL_MIN_ELEMENTS = 1 << 20
+
+
+def run_in_parts(xp, task, n, elements):
+    """Run ``task(start, stop)`` over the index range [0, n), on NumPy split into one contiguous part per
+    core, each on its own thread (NumPy's copies and ufuncs release the GIL while they run).
+
+    For data-movement work that BLAS does not parallelise (im2col, col2im, layout transposes).
+    ``elements`` is the size of the work: below PARALLEL_MIN_ELEMENTS, or on CuPy (one kernel per
+    call either way), or on one core, it is simply ``task(0, n)``. The parts must not overlap in
+    what they write. The calling thread takes the first part; an error in any part is raised here.
+    """
+    threads = min(cpu_threads(), n)
+    if xp is not np or threads < 2 or elements < PARALLEL_MIN_ELEMENTS:
+        task(0, n)
+        return
+    bounds = [n * i // threads for i in range(threads + 1)]
+    errors = []
+
+    def run(start, stop):
+        try:
+            task(start, stop)
+        except BaseException as e:  # handed to the calling thread below
+            errors.append(e)
+
+    workers = [threading.Thread(target=run, args=(bounds[i], bounds[i + 1]), daemon=True)
+               for i in range(1, threads)]
+    for w in workers:
+        w.start()
+    run(bounds[0], bounds[1])
+    for w in workers:
+        w.join()
+    if errors:
+        raise errors[0]
 
 
 def _import_cupy():

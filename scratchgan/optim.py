@@ -7,26 +7,17 @@ On NumPy they run in place into one preallocated scratch array: no model-sized t
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .backend import array_module
+from .backend import array_module, cpu_threads
 from .params import FlatStore
 
 # NumPy's ufuncs release the GIL, so on the CPU the update can run on a few threads at once, each
 # over its own contiguous part of the flat buffers (one task per thread: per-task overhead is tens of
 # microseconds, so many small chunks cost more than they save; measured in benchmarks/RESULTS.md).
 PARALLEL_MIN = 1 << 18  # below this many parameters threads cost more than they save
-
-
-def cpu_threads():
-    """Threads for the optimizer: the cores this process may use (os.sched_getaffinity)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class Optimizer:

@@ -213,3 +213,82 @@ def test_numpy_backend_reuses_freed_temporaries_instead_of_faulting_in_new_pages
     reused = faults("backend")  # a 4 MiB array spans 1,024 pages: a handful of faults is heap growth
     assert reused < plain / 10, f"{reused:.0f} vs {plain:.0f} page faults per temporary: freed " \
                                 "activations are returned to the OS and faulted in again"
+
+
+# ------------------------------------------------------------------ CPU threads: run_in_parts, import_numpy
+def test_run_in_parts_covers_the_range_once_and_on_several_threads(monkeypatch):
+    import threading
+
+    monkeypatch.setattr(bk, "cpu_threads", lambda: 3)
+    seen = []
+    all_running = threading.Barrier(3, timeout=10)  # passes only if the 3 parts run at the same time
+
+    def task(start, stop):
+        seen.append((start, stop))
+        all_running.wait()
+
+    bk.run_in_parts(np, task, 10, elements=bk.PARALLEL_MIN_ELEMENTS)
+    assert sorted(seen) == [(0, 3), (3, 6), (6, 10)]
+    seen.clear()
+
+    def task(start, stop):
+        seen.append((start, stop))
+    bk.run_in_parts(np, task, 10, elements=bk.PARALLEL_MIN_ELEMENTS - 1)  # too small for threads
+    assert seen == [(0, 10)]
+    seen.clear()
+    bk.run_in_parts(fake_xp, task, 10, elements=bk.PARALLEL_MIN_ELEMENTS)  # a device: one call
+    assert seen == [(0, 10)]
+    seen.clear()
+    bk.run_in_parts(np, task, 2, elements=bk.PARALLEL_MIN_ELEMENTS)  # never more parts than items
+    assert sorted(seen) == [(0, 1), (1, 2)]
+
+
+def test_run_in_parts_raises_an_error_of_any_part(monkeypatch):
+    monkeypatch.setattr(bk, "cpu_threads", lambda: 2)
+
+    def task(start, stop):
+        if start > 0:  # the part on the other thread
+            raise ValueError("bad part")
+
+    with pytest.raises(ValueError, match="bad part"):
+        bk.run_in_parts(np, task, 4, elements=bk.PARALLEL_MIN_ELEMENTS)
+
+
+_SPY_NUMPY_IMPORT = """
+import importlib.abc, os, sys
+seen = []
+class Spy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "numpy" and not seen:
+            seen.append(os.environ.get("OPENBLAS_THREAD_TIMEOUT"))
+        return None
+sys.meta_path.insert(0, Spy())
+{before}
+import scratchgan
+print(seen[0] if seen else "numpy-was-loaded", os.environ.get("OPENBLAS_THREAD_TIMEOUT"))
+"""
+
+
+@pytest.mark.parametrize("env, before, expected", [
+    ({}, "", "18 None"),  # set while NumPy loads, gone afterwards
+    ({"OPENBLAS_THREAD_TIMEOUT": "7"}, "", "7 7"),  # the user's own value wins and stays
+    ({}, "import json", "18 None"),
+])
+def test_numpy_is_loaded_with_a_short_openblas_thread_timeout(env, before, expected):
+    import os
+
+    child_env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    child_env.update(env)
+    out = subprocess.run([sys.executable, "-c", _SPY_NUMPY_IMPORT.format(before=before)],
+                         capture_output=True, text=True, env=child_env, check=True)
+    assert out.stdout.split() == expected.split()
+
+
+def test_numpy_loaded_before_scratchgan_is_left_as_it_is():
+    import os
+
+    child_env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    code = ("import numpy, os\nimport scratchgan\n"
+            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env, check=True)
+    assert out.stdout.strip() == "None"

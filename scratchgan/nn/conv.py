@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import array_module
+from ..backend import array_module, run_in_parts
 from ..params import linear_default, make_rng
 from .module import Module
 
@@ -42,11 +42,31 @@ def conv_transpose_output_size(size, kernel_size, stride, padding, output_paddin
                  for n, k, s, p, op in zip(size, kernel_size, stride, padding, output_padding))
 
 
-def _rows(a):
-    """(N, C, H, W) -> (N*H*W, C), C-contiguous: one row per pixel (a view if a is channels-last)."""
+def _channels_last(a, pad=(0, 0)):
+    """(N, C, H, W) -> (N, H + 2 pH, W + 2 pW, C), C-contiguous, zero-padded by ``pad`` (a copy).
+
+    The copy is split over the batch on the CPU's cores (run_in_parts): on one core this transpose
+    and im2col/col2im below took as long as the convolution's matmuls.
+    """
     xp = array_module(a)
     N, C, H, W = a.shape
-    return xp.ascontiguousarray(a.transpose(0, 2, 3, 1)).reshape(N * H * W, C)
+    pH, pW = pad
+    out_shape = (N, H + 2 * pH, W + 2 * pW, C)
+    out = xp.zeros(out_shape, dtype=a.dtype) if pH or pW else xp.empty(out_shape, dtype=a.dtype)
+
+    def copy(start, stop):
+        out[start:stop, pH:pH + H, pW:pW + W, :] = a[start:stop].transpose(0, 2, 3, 1)
+
+    run_in_parts(xp, copy, N, a.size)
+    return out
+
+
+def _rows(a):
+    """(N, C, H, W) -> (N*H*W, C), C-contiguous: one row per pixel (a view if a is channels-last)."""
+    N, C, H, W = a.shape
+    if a.transpose(0, 2, 3, 1).flags.c_contiguous:
+        return a.transpose(0, 2, 3, 1).reshape(N * H * W, C)
+    return _channels_last(a).reshape(N * H * W, C)
 
 
 def _from_rows(a_mat, N, H, W):
@@ -78,18 +98,22 @@ def im2col(x, kernel_size, stride, padding):
     N, C, H, W = x.shape
     (kH, kW), (sH, sW), (pH, pW) = kernel_size, stride, padding
     H_out, W_out = conv_output_size((H, W), kernel_size, stride, padding)
-    if pH == 0 and pW == 0:
-        x_pad = xp.ascontiguousarray(x.transpose(0, 2, 3, 1))  # (N, H, W, C): channels last (a view if it is)
+    if pH == 0 and pW == 0 and x.transpose(0, 2, 3, 1).flags.c_contiguous:
+        x_pad = x.transpose(0, 2, 3, 1)  # (N, H, W, C): already channels last
     else:
-        x_pad = xp.zeros((N, H + 2 * pH, W + 2 * pW, C), dtype=x.dtype)
-        x_pad[:, pH:pH + H, pW:pW + W, :] = x.transpose(0, 2, 3, 1)
+        x_pad = _channels_last(x, (pH, pW))
     # All patches as one read-only view, no copy: windows[n, h, w, i, j] = x_pad[n, sH*h + i, sW*w + j].
     # For one offset (i, j), windows[:, :, :, i, j] is the strided slice x_pad[:, i::sH, j::sW] that
     # col2im's loop adds into. One copy in row order (below) is ~3x faster than a write per offset.
     bN, bH, bW, bC = x_pad.strides  # in bytes
     windows = xp.lib.stride_tricks.as_strided(
         x_pad, shape=(N, H_out, W_out, kH, kW, C), strides=(bN, sH * bH, sW * bW, bH, bW, bC))
-    cols = xp.ascontiguousarray(windows)  # (N, H_out, W_out, kH, kW, C)
+    cols = xp.empty(windows.shape, dtype=x.dtype)  # (N, H_out, W_out, kH, kW, C)
+
+    def copy(start, stop):  # the images of the batch are independent: split them over the cores
+        cols[start:stop] = windows[start:stop]
+
+    run_in_parts(xp, copy, N, cols.size)
     return cols.reshape(N * H_out * W_out, kH * kW * C)
 
 
@@ -104,9 +128,14 @@ def col2im(cols, x_shape, kernel_size, stride, padding):
     H_out, W_out = conv_output_size((H, W), kernel_size, stride, padding)
     cols = cols.reshape(N, H_out, W_out, kH, kW, C)
     x_pad = xp.zeros((N, H + 2 * pH, W + 2 * pW, C), dtype=cols.dtype)
-    for i in range(kH):
-        for j in range(kW):
-            x_pad[:, i:i + sH * (H_out - 1) + 1:sH, j:j + sW * (W_out - 1) + 1:sW, :] += cols[:, :, :, i, j, :]
+
+    def add(start, stop):  # images [start, stop) of the batch; independent of the others
+        for i in range(kH):
+            for j in range(kW):
+                x_pad[start:stop, i:i + sH * (H_out - 1) + 1:sH, j:j + sW * (W_out - 1) + 1:sW, :] += \
+                    cols[start:stop, :, :, i, j, :]
+
+    run_in_parts(xp, add, N, cols.size)
     return x_pad[:, pH:pH + H, pW:pW + W, :].transpose(0, 3, 1, 2)  # drop the padding; (N, C, H, W) view
 
 
