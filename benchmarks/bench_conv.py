@@ -137,6 +137,7 @@ def main(argv=None):
           f"threads {args.threads or 'default'}")
     print(f"numpy {np.__version__}, torch {torch_version or 'not installed'}, python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
+          f"OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT') or '(unset: scratchgan uses 18)'}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}, "
           f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 

@@ -257,7 +257,8 @@ def machine_header(backend):
     import numpy
     lines.append(f"numpy {numpy.__version__}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
                  f"OMP/OPENBLAS_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}/"
-                 f"{os.environ.get('OPENBLAS_NUM_THREADS', '-')}")
+                 f"{os.environ.get('OPENBLAS_NUM_THREADS', '-')}; OPENBLAS_THREAD_TIMEOUT="
+                 f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT') or '(unset: scratchgan loads NumPy with 18)'}")
     try:
         import torch
         lines.append(f"torch {torch.__version__}")

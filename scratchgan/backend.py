@@ -45,11 +45,18 @@ def _reuse_freed_numpy_memory():
 
 
 def cpu_threads():
-    """The cores this process may use (os.sched_getaffinity): the threads of the CPU helpers below."""
+    """Threads for scratchgan's own CPU work (Adam, run_in_parts): the cores this process may use,
+    or fewer when OPENBLAS_NUM_THREADS or OMP_NUM_THREADS says so (a limit set for the matmuls is
+    taken to be meant for the whole process)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            cores = min(cores, int(value))
+    return max(1, cores)
 
 
 # Below this many elements a part is too small to pay for starting a thread (~0.1 ms).

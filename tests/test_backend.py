@@ -243,6 +243,22 @@ def test_run_in_parts_covers_the_range_once_and_on_several_threads(monkeypatch):
     assert sorted(seen) == [(0, 1), (1, 2)]
 
 
+def test_cpu_threads_follow_the_blas_thread_limit(monkeypatch):
+    import os
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert bk.cpu_threads() == cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert bk.cpu_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "junk")  # not a count: ignored
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert bk.cpu_threads() == 1
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", str(cores + 5))  # never more than the cores
+    assert bk.cpu_threads() == cores
+
+
 def test_run_in_parts_raises_an_error_of_any_part(monkeypatch):
     monkeypatch.setattr(bk, "cpu_threads", lambda: 2)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from layer_cases import build_layer, check_contract, make_input, random_like, record_error
-from scratchgan import gradcheck, nn
+from scratchgan import backend, gradcheck, nn
 from scratchgan.nn.conv import col2im, conv_output_size, conv_transpose_output_size, im2col
 
 GRAD_TOL = 1e-7
@@ -175,8 +175,16 @@ IM2COL_CASES = [((2, 3, 5, 4), (3, 3), (1, 1), (1, 1)), ((2, 2, 7, 6), (4, 4), (
                 ((2, 2, 9, 8), (5, 5), (2, 2), (2, 2)), ((2, 2, 5, 5), (2, 2), (2, 2), (0, 0))]
 
 
+def _split_over(monkeypatch, threads):
+    """Make run_in_parts split even these small arrays over ``threads`` threads."""
+    monkeypatch.setattr(backend, "cpu_threads", lambda: threads)
+    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 0)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("x_shape, k, s, p", IM2COL_CASES)
-def test_im2col_matches_its_definition_and_col2im_is_its_adjoint(x_shape, k, s, p):
+def test_im2col_matches_its_definition_and_col2im_is_its_adjoint(monkeypatch, threads, x_shape, k, s, p):
+    _split_over(monkeypatch, threads)  # the batch split over threads (run_in_parts) or not
     rng = np.random.default_rng(0)
     x = rng.standard_normal(x_shape)
     cols = im2col(x, k, s, p)
@@ -199,6 +207,22 @@ def test_im2col_matches_its_definition_and_col2im_is_its_adjoint(x_shape, k, s, 
     assert back.shape == x_shape
     lhs, rhs = float(np.sum(cols * c)), float(np.sum(x * back))
     assert abs(lhs - rhs) <= 1e-12 * (abs(lhs) + abs(rhs) + 1.0), (lhs, rhs)
+
+
+@pytest.mark.parametrize("cls_name", ["Conv2d", "ConvTranspose2d"])
+def test_split_over_threads_equals_one_thread_bit_for_bit(monkeypatch, cls_name):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((5, 3, 8, 8)).astype(np.float32)
+    results = []
+    for threads in (1, 3):
+        _split_over(monkeypatch, threads)
+        layer = getattr(nn, cls_name)(3, 4, 4, stride=2, padding=1, seed=0)
+        y = layer.forward(x)
+        dy = np.random.default_rng(6).standard_normal(y.shape).astype(np.float32)
+        dx = layer.backward(dy)
+        results.append((np.array(y), np.array(dx), layer.W.grad.copy(), layer.b.grad.copy()))
+    for one, split in zip(*results):
+        np.testing.assert_array_equal(one, split)
 
 
 def test_output_size_rules_are_pytorchs():

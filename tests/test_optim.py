@@ -250,3 +250,24 @@ def test_flat_store_rejects_duplicates_and_empties():
         FlatStore([p, p])
     with pytest.raises(ValueError):
         FlatStore([])
+
+
+@pytest.mark.parametrize("make_opt", [lambda p: optim.Adam(p, lr=1e-3, weight_decay=0.01),
+                                      lambda p: optim.SGD(p, lr=0.1, momentum=0.9),
+                                      lambda p: optim.RMSprop(p, lr=1e-3, momentum=0.9, centered=True)])
+def test_update_on_threads_equals_the_update_on_one_thread(make_opt):
+    # the parts of the flat buffer go to different threads: elementwise, so bit for bit the same
+    runs = []
+    for threads in (1, 3):
+        model = nn.Linear(300, 1000, seed=0).to("numpy", "float32")  # > PARALLEL_MIN parameters
+        opt = make_opt(model.parameters())
+        opt.threads = threads
+        assert opt.store.data.size >= optim.PARALLEL_MIN
+        initial = opt.store.data.copy()
+        for step in range(3):
+            g = np.random.default_rng(step).standard_normal(opt.store.grad.shape).astype(np.float32)
+            opt.store.grad[...] = g
+            opt.step()
+        runs.append(opt.store.data.copy())
+        assert not np.array_equal(runs[-1], initial)
+    np.testing.assert_array_equal(runs[0], runs[1])
