@@ -16,6 +16,7 @@ import sys
 # apart at batch 64, find the threads awake; short enough that a millisecond of elementwise work
 # after them gets the cores. (4, the smallest, made batch-64 steps slower: a wake-up per matmul.)
 OPENBLAS_THREAD_TIMEOUT = "18"
+applied = None  # OPENBLAS_THREAD_TIMEOUT once import_numpy has loaded NumPy with it (for config.json)
 
 
 def import_numpy():
@@ -23,9 +24,11 @@ def import_numpy():
     if "numpy" in sys.modules or "OPENBLAS_THREAD_TIMEOUT" in os.environ:
         import numpy
         return numpy
+    global applied
     os.environ["OPENBLAS_THREAD_TIMEOUT"] = OPENBLAS_THREAD_TIMEOUT
     try:
         import numpy
     finally:
         del os.environ["OPENBLAS_THREAD_TIMEOUT"]
+    applied = OPENBLAS_THREAD_TIMEOUT
     return numpy

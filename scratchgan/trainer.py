@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import nn, viz
+from . import blas_setup, nn, viz
 from .backend import backend_name, synchronize, to_device, to_numpy
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from .gan import generate
@@ -298,4 +298,6 @@ def _section(arrays, prefix):
 
 def env_summary():
     """The facts that make timings comparable, recorded in config.json."""
-    return {"OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "cpu_count": os.cpu_count()}
+    return {"OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "cpu_count": os.cpu_count(),
+            # the user's value, else the one scratchgan loaded NumPy with (None: NumPy was loaded first)
+            "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT") or blas_setup.applied}

@@ -281,14 +281,16 @@ class Spy(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Spy())
 {before}
 import scratchgan
-print(seen[0] if seen else "numpy-was-loaded", os.environ.get("OPENBLAS_THREAD_TIMEOUT"))
+from scratchgan.trainer import env_summary
+print(seen[0] if seen else "numpy-was-loaded", os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+      scratchgan.blas_setup.applied, env_summary()["OPENBLAS_THREAD_TIMEOUT"])
 """
 
 
 @pytest.mark.parametrize("env, before, expected", [
-    ({}, "", "18 None"),  # set while NumPy loads, gone afterwards
-    ({"OPENBLAS_THREAD_TIMEOUT": "7"}, "", "7 7"),  # the user's own value wins and stays
-    ({}, "import json", "18 None"),
+    ({}, "", "18 None 18 18"),  # set while NumPy loads, gone afterwards, recorded for config.json
+    ({"OPENBLAS_THREAD_TIMEOUT": "7"}, "", "7 7 None 7"),  # the user's own value wins and stays
+    ({}, "import json", "18 None 18 18"),
 ])
 def test_numpy_is_loaded_with_a_short_openblas_thread_timeout(env, before, expected):
     import os
@@ -305,6 +307,6 @@ def test_numpy_loaded_before_scratchgan_is_left_as_it_is():
 
     child_env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
     code = ("import numpy, os\nimport scratchgan\n"
-            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
+            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), scratchgan.blas_setup.applied)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env, check=True)
-    assert out.stdout.strip() == "None"
+    assert out.stdout.split() == ["None", "None"]
