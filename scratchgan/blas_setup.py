@@ -21,10 +21,10 @@ applied = None  # OPENBLAS_THREAD_TIMEOUT once import_numpy has loaded NumPy wit
 
 def import_numpy():
     """Import NumPy, with OPENBLAS_THREAD_TIMEOUT set while OpenBLAS loads (see the module's docstring)."""
+    global applied
     if "numpy" in sys.modules or "OPENBLAS_THREAD_TIMEOUT" in os.environ:
         import numpy
         return numpy
-    global applied
     os.environ["OPENBLAS_THREAD_TIMEOUT"] = OPENBLAS_THREAD_TIMEOUT
     try:
         import numpy

@@ -11,14 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .backend import array_module, cpu_threads
+from .backend import array_module, cpu_threads, run_in_parts
 from .params import FlatStore
-
-# NumPy's ufuncs release the GIL, so on the CPU the update can run on a few threads at once, each
-# over its own contiguous part of the flat buffers (one task per thread: per-task overhead is tens of
-# microseconds, so many small chunks cost more than they save; measured in benchmarks/RESULTS.md).
-PARALLEL_MIN = 1 << 18  # below this many parameters threads cost more than they save
-
 
 class Optimizer:
     """Holds the flat store of the parameters it updates and their per-element state."""
@@ -40,20 +34,15 @@ class Optimizer:
 
     def _apply(self, update, *arrays):
         """Run ``update(*parts)`` over the flat arrays: on the CPU split into one contiguous part per
-        thread, elsewhere over the whole arrays at once (a GPU launches one kernel per pass anyway)."""
+        thread (NumPy's ufuncs release the GIL), elsewhere over the whole arrays at once (a GPU
+        launches one kernel per pass anyway). See backend.run_in_parts."""
         n = arrays[0].size
         threads = self.threads or cpu_threads()
-        if self.xp is not np or n < PARALLEL_MIN or threads == 1:
-            update(*arrays)
-            return
-        if getattr(self, "_pool", None) is None:  # kept: starting threads every step costs ~0.2 ms
+        if getattr(self, "_pool", None) is None and self.xp is np and threads > 1:
+            # kept for the next steps: starting threads anew every step would cost ~0.2 ms
             self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="scratchgan-optim")
-        size = -(-n // threads)
-        part = lambda a: update(*(x[a:a + size] for x in arrays))  # noqa: E731
-        others = [self._pool.submit(part, a) for a in range(size, n, size)]
-        part(0)  # this thread takes the first part instead of waiting idle
-        for future in others:
-            future.result()  # raises here what a worker raised
+        run_in_parts(self.xp, lambda start, stop: update(*(a[start:stop] for a in arrays)), n,
+                     elements=n * len(arrays), threads=threads, pool=getattr(self, "_pool", None))
 
     def _check_store(self):
         if self.store.stale:

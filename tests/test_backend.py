@@ -230,6 +230,12 @@ def test_run_in_parts_covers_the_range_once_and_on_several_threads(monkeypatch):
     bk.run_in_parts(np, task, 10, elements=bk.PARALLEL_MIN_ELEMENTS)
     assert sorted(seen) == [(0, 3), (3, 6), (6, 10)]
     seen.clear()
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:  # the other parts on a kept pool instead of new threads
+        bk.run_in_parts(np, task, 10, elements=bk.PARALLEL_MIN_ELEMENTS, pool=pool)
+    assert sorted(seen) == [(0, 3), (3, 6), (6, 10)]
+    seen.clear()
 
     def task(start, stop):
         seen.append((start, stop))
@@ -268,6 +274,10 @@ def test_run_in_parts_raises_an_error_of_any_part(monkeypatch):
 
     with pytest.raises(ValueError, match="bad part"):
         bk.run_in_parts(np, task, 4, elements=bk.PARALLEL_MIN_ELEMENTS)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool, pytest.raises(ValueError, match="bad part"):
+        bk.run_in_parts(np, task, 4, elements=bk.PARALLEL_MIN_ELEMENTS, pool=pool)
 
 
 _SPY_NUMPY_IMPORT = """

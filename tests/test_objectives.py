@@ -287,7 +287,7 @@ def test_rmsprop_matches_torch_over_10_steps(torch, kwargs):
 
 
 def test_rmsprop_state_round_trip_and_float32():
-    lin = nn.Linear(300, 1000, seed=0).to("numpy", "float32")  # > PARALLEL_MIN: the chunked threads
+    lin = nn.Linear(300, 1000, seed=0).to("numpy", "float32")  # big enough for the threaded parts
     opt = optim.RMSprop(lin.parameters(), lr=1e-3, momentum=0.9, centered=True)
     lin.W.grad[...] = 1.0
     opt.step()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from layer_cases import make_input
-from scratchgan import losses, nn, optim
+from scratchgan import backend, losses, nn, optim
 from scratchgan.params import FlatStore, Parameter
 
 
@@ -259,10 +259,10 @@ def test_update_on_threads_equals_the_update_on_one_thread(make_opt):
     # the parts of the flat buffer go to different threads: elementwise, so bit for bit the same
     runs = []
     for threads in (1, 3):
-        model = nn.Linear(300, 1000, seed=0).to("numpy", "float32")  # > PARALLEL_MIN parameters
+        model = nn.Linear(300, 1000, seed=0).to("numpy", "float32")  # big enough for threaded parts
         opt = make_opt(model.parameters())
         opt.threads = threads
-        assert opt.store.data.size >= optim.PARALLEL_MIN
+        assert opt.store.data.size * 4 >= backend.PARALLEL_MIN_ELEMENTS  # 4+ flat arrays per update
         initial = opt.store.data.copy()
         for step in range(3):
             g = np.random.default_rng(step).standard_normal(opt.store.grad.shape).astype(np.float32)
