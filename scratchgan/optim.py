@@ -31,6 +31,7 @@ class Optimizer:
         self.store.zero_grad()
 
     threads = None  # CPU threads for the update; None = the cores this process may use
+    _pool = None  # the executor of the other threads, made on the first threaded update
 
     def _apply(self, update, *arrays):
         """Run ``update(*parts)`` over the flat arrays: on the CPU split into one contiguous part per
@@ -38,11 +39,11 @@ class Optimizer:
         launches one kernel per pass anyway). See backend.run_in_parts."""
         n = arrays[0].size
         threads = self.threads or cpu_threads()
-        if getattr(self, "_pool", None) is None and self.xp is np and threads > 1:
+        if self._pool is None and self.xp is np and threads > 1:
             # kept for the next steps: starting threads anew every step would cost ~0.2 ms
             self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="scratchgan-optim")
         run_in_parts(self.xp, lambda start, stop: update(*(a[start:stop] for a in arrays)), n,
-                     elements=n * len(arrays), threads=threads, pool=getattr(self, "_pool", None))
+                     elements=n * len(arrays), threads=threads, pool=self._pool)
 
     def _check_store(self):
         if self.store.stale:

@@ -43,7 +43,8 @@ def conv_transpose_output_size(size, kernel_size, stride, padding, output_paddin
 
 
 def _channels_last(a, pad=(0, 0)):
-    """(N, C, H, W) -> (N, H + 2 pH, W + 2 pW, C), C-contiguous, zero-padded by ``pad`` (a copy).
+    """(N, C, H, W) -> (N, H + 2 pH, W + 2 pW, C), C-contiguous, zero-padded by ``pad``: a copy, or a
+    view when a is channels-last in memory already and there is no padding.
 
     The copy is split over the batch on the CPU's cores (run_in_parts): on one core this transpose
     and im2col/col2im below took as long as the convolution's matmuls.
@@ -51,6 +52,8 @@ def _channels_last(a, pad=(0, 0)):
     xp = array_module(a)
     N, C, H, W = a.shape
     pH, pW = pad
+    if pH == 0 and pW == 0 and a.transpose(0, 2, 3, 1).flags.c_contiguous:
+        return a.transpose(0, 2, 3, 1)
     out_shape = (N, H + 2 * pH, W + 2 * pW, C)
     out = xp.zeros(out_shape, dtype=a.dtype) if pH or pW else xp.empty(out_shape, dtype=a.dtype)
 
@@ -64,8 +67,6 @@ def _channels_last(a, pad=(0, 0)):
 def _rows(a):
     """(N, C, H, W) -> (N*H*W, C), C-contiguous: one row per pixel (a view if a is channels-last)."""
     N, C, H, W = a.shape
-    if a.transpose(0, 2, 3, 1).flags.c_contiguous:
-        return a.transpose(0, 2, 3, 1).reshape(N * H * W, C)
     return _channels_last(a).reshape(N * H * W, C)
 
 
@@ -98,10 +99,7 @@ def im2col(x, kernel_size, stride, padding):
     N, C, H, W = x.shape
     (kH, kW), (sH, sW), (pH, pW) = kernel_size, stride, padding
     H_out, W_out = conv_output_size((H, W), kernel_size, stride, padding)
-    if pH == 0 and pW == 0 and x.transpose(0, 2, 3, 1).flags.c_contiguous:
-        x_pad = x.transpose(0, 2, 3, 1)  # (N, H, W, C): already channels last
-    else:
-        x_pad = _channels_last(x, (pH, pW))
+    x_pad = _channels_last(x, (pH, pW))  # (N, H + 2 pH, W + 2 pW, C)
     # All patches as one read-only view, no copy: windows[n, h, w, i, j] = x_pad[n, sH*h + i, sW*w + j].
     # For one offset (i, j), windows[:, :, :, i, j] is the strided slice x_pad[:, i::sH, j::sW] that
     # col2im's loop adds into. One copy in row order (below) is ~3x faster than a write per offset.
