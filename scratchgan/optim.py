@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .backend import array_module, cpu_threads, run_in_parts
+from .backend import array_module, cpu_threads, fused_kernel, run_in_parts
 from .params import FlatStore
 
 class Optimizer:
@@ -116,6 +116,11 @@ class Adam(Optimizer):
         step_size = self.lr * (1.0 - beta1) / ((1.0 - beta1 ** self.t) * a)
         eps_sum = eps / a
         xp = self.xp
+        fused = fused_kernel(xp, "adam")  # CuPy: the passes of update() below in one kernel
+        if fused is not None:
+            fused(beta1, beta2, -step_size, eps_sum, weight_decay,
+                  self.store.data, self.store.grad, self.m_sum, self.v_sum)
+            return
 
         def update(theta, g, m_sum, v_sum, tmp):
             if weight_decay:

@@ -18,7 +18,9 @@ import types
 
 import numpy as np
 
-__all__ = ["DeviceArray", "xp", "to_device", "unwrap", "wrap"]
+from host_kernels import HostElementwiseKernel
+
+__all__ = ["DeviceArray", "FakeElementwiseKernel", "xp", "to_device", "unwrap", "wrap"]
 
 
 def _unsupported(value, where):
@@ -297,6 +299,21 @@ def unwrap_host(value):
     if isinstance(value, (list, tuple)):
         return type(value)(unwrap_host(v) for v in value)
     return value
+
+
+class FakeElementwiseKernel:
+    """``cupy.ElementwiseKernel`` on the fake device: the kernel body compiled for the CPU
+    (tests/host_kernels.py) run on the arrays' payloads. Host arrays are refused as CuPy refuses
+    them; ``calls`` counts the launches. The fake module has no ElementwiseKernel of its own (so
+    layers take their xp path there); tests/test_fused_kernels.py lends it this one."""
+
+    def __init__(self, in_params, out_params, operation, name="kernel", **kwargs):
+        self.kernel = HostElementwiseKernel(in_params, out_params, operation, name, **kwargs)
+        self.calls = 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        return wrap(self.kernel(*unwrap(args, f"ElementwiseKernel {self.kernel.name}")))
 
 
 xp = FakeDeviceModule()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import array_module
+from ..backend import array_module, fused_kernel
 from ..params import ones, zeros
 from .module import Module
 
@@ -36,6 +36,10 @@ def batchnorm_forward(x, gamma, beta, mean, var, eps):
     """y = gamma * (x - mean) / sqrt(var + eps) + beta, with given (batch or running) statistics."""
     xp = array_module(x)
     inv_std = 1.0 / xp.sqrt(var + eps)
+    fused = fused_kernel(xp, "batchnorm_normalize")  # CuPy: the four passes below in one kernel
+    if fused is not None:
+        xhat, y = fused(x, mean, inv_std, gamma, beta)
+        return y, (xhat, gamma, inv_std)
     xhat = (x - mean) * inv_std
     y = xhat * gamma
     y += beta
@@ -53,6 +57,10 @@ def batchnorm_train_forward(x, gamma, beta, eps, axes=(0,)):
     n = int(np.prod([x.shape[a] for a in axes]))  # values per feature
     var = sum_of_products(xhat, xhat, axes) / n  # biased, for normalising (as PyTorch)
     inv_std = 1.0 / xp.sqrt(var + eps)
+    fused = fused_kernel(xp, "batchnorm_normalize")  # CuPy: the three passes below in one kernel
+    if fused is not None:  # (it forms x - mean again, rounded as above, instead of reading it back)
+        xhat, y = fused(x, mean, inv_std, gamma, beta)
+        return y, (xhat, gamma, inv_std), mean, var
     xhat *= inv_std
     y = xhat * gamma
     y += beta
@@ -66,6 +74,9 @@ def batchnorm_backward_train(dy, cache, axes=(0,)):
     dbeta = dy.sum(axis=axes, keepdims=True)  # sum_n dy
     dgamma = sum_of_products(dy, xhat, axes)  # sum_n dy * xhat
     # dxhat = dy * gamma, so sum_n dxhat = gamma * dbeta and sum_n dxhat * xhat = gamma * dgamma
+    fused = fused_kernel(array_module(dy), "batchnorm_backward_train")  # CuPy: one kernel for dx
+    if fused is not None:
+        return fused(dy, xhat, dbeta / n, dgamma / n, gamma * inv_std), dgamma, dbeta
     dx = dy - dbeta / n
     dx -= xhat * (dgamma / n)
     dx *= gamma * inv_std
