@@ -69,10 +69,6 @@ def values(dtype, shape=(64, 48), seed=0, edges=True):
     return x
 
 
-def positive_values(dtype, shape=(64, 48), seed=0):
-    return np.abs(values(dtype, shape, seed, edges=False)) + np.asarray(1e-3, dtype=dtype)
-
-
 # ------------------------------------------------------------------ 1. each kernel against NumPy
 def _kernel_cases(dtype):
     """[(label, kernel arguments, reference output(s) of the NumPy path)], every kernel but Adam's."""
@@ -322,3 +318,54 @@ def test_layer_on_cupy_with_and_without_fused_kernels(factory, shape, kernels, m
             assert max(errors.values()) < 1e-7, errors
     for fused_value, plain_value in zip(*results):
         np.testing.assert_allclose(fused_value, plain_value, rtol=1e-13, atol=1e-13)
+
+
+# ------------------------------------------------------------------ 5. NVRTC, where CuPy is installed (no GPU needed)
+SCALAR_PARAMETERS = {"slope", "inv_n", "beta1", "beta2", "neg_step_size", "eps_sum", "weight_decay"}
+
+
+def _cupy_style_source(name, ctype, ndim):
+    """The kernel as cupy.ElementwiseKernel lays it out: CArray arguments bound by reference, scalars by value."""
+    inputs, outputs, body = backend.FUSED_KERNELS[name]
+    params, bindings = [], []
+    for const, names in ((True, host_kernels._names(inputs)), (False, host_kernels._names(outputs))):
+        for p in names:
+            if p in SCALAR_PARAMETERS:
+                params.append(f"T {p}")
+            else:
+                params.append(f"CArray<T, {ndim}, true, true> _raw_{p}")
+                bindings.append(f"{'const ' if const else ''}T &{p} = _raw_{p}[_ind.get()];")
+    params.append(f"CIndexer<{ndim}, true> _ind")
+    return (f"#include <cupy/complex.cuh>\n#include <cupy/carray.cuh>\ntypedef {ctype} T;\n"
+            f'extern "C" __global__ void scratchgan_{name}({", ".join(params)}) {{\n'
+            f"  CUPY_FOR(i, _ind.size()) {{\n    _ind.set(i);\n    {' '.join(bindings)}\n    {body}\n  }}\n}}\n")
+
+
+@pytest.mark.parametrize("ctype", ["float", "double"])
+@pytest.mark.parametrize("name", sorted(backend.FUSED_KERNELS))
+def test_kernel_compiles_with_nvrtc_without_fma(name, ctype):
+    """NVRTC compiles each body, and --fmad=false leaves no fused multiply-add in our own arithmetic."""
+    import os
+    nvrtc = pytest.importorskip("cupy_backends.cuda.libs.nvrtc", reason="CuPy (and its NVRTC) not installed")
+    import cupy
+    try:
+        nvrtc.getVersion()
+    except Exception as e:  # CuPy without the NVRTC library (nvidia-cuda-nvrtc-cu12 / the CUDA toolkit)
+        pytest.skip(f"CuPy is installed but NVRTC cannot be loaded: {e}")
+    include = os.path.join(os.path.dirname(cupy.__file__), "_core", "include")
+    cccl = os.path.join(include, "cupy", "_cccl")
+    options = [*backend.FUSED_OPTIONS, f"-I{include}", "--gpu-architecture=compute_90", "-std=c++17",
+               *(f"-I{os.path.join(cccl, d)}" for d in sorted(os.listdir(cccl)))]
+    program = nvrtc.createProgram(_cupy_style_source(name, ctype, 2), f"{name}.cu", [], [])
+    try:
+        try:
+            nvrtc.compileProgram(program, options)
+        except nvrtc.NVRTCError as e:
+            pytest.fail(f"{name} ({ctype}) does not compile: {e}\n{nvrtc.getProgramLog(program)}")
+        ptx = nvrtc.getPTX(program)
+    finally:
+        nvrtc.destroyProgram(program)
+    ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
+    assert f"scratchgan_{name}" in ptx
+    if name not in TRANSCENDENTAL:  # exp and log1p are library code, with their own fma instructions
+        assert "fma.rn" not in ptx
