@@ -21,3 +21,16 @@ def test_gemm_shapes_count_the_step_flops():
     import bench_step
     # forward: 2 * params * N per pass; per image G runs ~3 passes and D ~8 (see gemm_shapes)
     assert 1.0e9 < bench_step.step_flops(64) < 1.2e9
+
+
+def test_count_device_ops_prints_fewer_operations_with_the_fused_kernels():
+    import host_kernels
+    if host_kernels.compiler() is None:
+        import pytest
+        pytest.skip("no C++ compiler: the fused kernels' host stand-ins cannot be built")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "count_device_ops.py"), "--batch", "16"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    row = next(line for line in out.stdout.splitlines() if line.startswith("| 16 |"))
+    plain, fused = (float(c) for c in row.strip("|").split("|")[1:])
+    assert 0 < fused < plain
