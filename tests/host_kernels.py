@@ -81,7 +81,8 @@ class HostElementwiseKernel:
 
     def __init__(self, in_params, out_params, operation, name="kernel", options=(), **kwargs):
         self.inputs, self.outputs = _names(in_params), _names(out_params)
-        self.operation, self.name, self.options = operation, name, tuple(options)
+        # ``options`` (nvrtc's, e.g. --fmad=false) are accepted and not used: FLAGS are their g++ counterpart
+        self.operation, self.name = operation, name
         self._functions = {}  # dtype -> compiled function
 
     def _function(self, dtype):

@@ -12,6 +12,8 @@ same comparisons run through cupy.ElementwiseKernel itself.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -348,7 +350,6 @@ def _cupy_style_source(name, ctype, ndim):
 @pytest.mark.parametrize("name", sorted(backend.FUSED_KERNELS))
 def test_kernel_compiles_with_nvrtc_without_fma(name, ctype):
     """NVRTC compiles each body, and --fmad=false leaves no fused multiply-add in our own arithmetic."""
-    import os
     nvrtc = pytest.importorskip("cupy_backends.cuda.libs.nvrtc", reason="CuPy (and its NVRTC) not installed")
     import cupy
     try:
