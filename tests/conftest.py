@@ -18,8 +18,17 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # the helper modules beside this file
 
+import datasets  # noqa: E402
 import layer_cases  # noqa: E402
 from layer_cases import import_torch, skip_unless_cupy  # noqa: E402
+
+
+def pytest_sessionstart(session):
+    """Under CI=true the real datasets must be there: one clear line instead of a green run of skips."""
+    if datasets.in_ci():
+        problems = [m for m in map(datasets.missing, datasets.FILES) if m]
+        if problems:
+            pytest.exit("; ".join(problems), returncode=1)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
 from scratchgan import cli
 from scratchgan.checkpoint import load_checkpoint
 from scratchgan.data import mnist
@@ -28,7 +29,6 @@ from scratchgan.gan import generate
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "mnist_mlp.py"
-SHARED = REPO.parent / "shared" / "datasets"
 TINY = ["--g-hidden", "32,64", "--d-hidden", "64,32", "--limit", "256", "--batch-size", "32",
         "--no-progress", "--sample-every", "0"]
 ISSUE_FLAGS = ["--backend", "--dtype", "--dataset", "--data-dir", "--split", "--epochs", "--batch-size", "--lr",
@@ -60,9 +60,7 @@ def run(args, tmp, module=False):
 
 # ---------------------------------------------------------------------------------- error paths
 def _shared_mnist():
-    folder = SHARED / "mnist"
-    if not (folder / "t10k-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"{folder} not found (CI keeps ../shared/datasets beside the repo)")
+    folder = dataset_dir("mnist")
     assert not (folder / "train-images-idx3-ubyte.gz").exists(), "the case needs a folder without train images"
     return str(folder)
 

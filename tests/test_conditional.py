@@ -5,7 +5,6 @@ the conditional G step checked through D, and the path end to end: train a few s
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,12 +12,12 @@ from PIL import Image
 
 from fake_device import xp as fake_xp
 from layer_cases import record_error
+from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
 from scratchgan import cli, losses, nn
 from scratchgan.backend import scatter_add
 from scratchgan.checkpoint import load_checkpoint
 from scratchgan.gradcheck import directional_check, numerical_gradient, relative_error
 
-FASHION = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fashion-mnist"
 TABLE = "Conditional layers: analytic vs central differences (relative error)"
 TOL = 1e-7
 
@@ -193,9 +192,7 @@ def test_conditional_generator_step_directional_through_d(embedding_dim):
 
 # ---------------------------------------------------------------------------------- end to end
 def fashion_args():
-    if not (FASHION / "t10k-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"Fashion-MNIST not found at {FASHION} (CI keeps it in ../shared/datasets beside the repo)")
-    return ["--dataset", "fashion-mnist", "--data-dir", str(FASHION), "--split", "test"]
+    return ["--dataset", "fashion-mnist", "--data-dir", str(dataset_dir("fashion-mnist")), "--split", "test"]
 
 
 TINY = ["--g-hidden", "32,64", "--d-hidden", "64,32", "--latent-dim", "16", "--limit", "256", "--batch-size", "32",

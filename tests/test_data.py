@@ -29,10 +29,20 @@ from scratchgan.data import (
 )
 from scratchgan.data import mnist as mnist_module
 
-SHARED = Path("/work/shared/datasets")
+from datasets import ROOT as SHARED  # noqa: E402  (tests/datasets.py: ../shared/datasets, found relative)
+from datasets import dataset_dir  # noqa: E402
+
 MNIST_DIR = SHARED / "mnist"
 FASHION_DIR = SHARED / "fashion-mnist"
-needs_shared = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="shared datasets folder not present")
+
+
+@pytest.fixture
+def shared_data():
+    """Both real datasets present (a skip that says what to fetch, or a failure under CI=true)."""
+    return dataset_dir("mnist"), dataset_dir("fashion-mnist")
+
+
+needs_shared = pytest.mark.usefixtures("shared_data")
 
 MNIST_TEST_FIRST_LABELS = [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
 MNIST_TRAIN_FIRST_LABELS = [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]

@@ -9,14 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
 from scratchgan import cli, evaluate_cli, evaluator, metrics
 from scratchgan.data import DataError, load_mnist_bundled
 from scratchgan.evaluator import get_evaluator, softmax_cross_entropy
 from scratchgan.gradcheck import check_loss
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-FASHION_DIR = SHARED / "fashion-mnist"
-MNIST_DIR = SHARED / "mnist"
 
 
 @pytest.fixture(autouse=True)
@@ -105,15 +103,13 @@ def test_bundled_split_is_disjoint_and_fixed():
     np.testing.assert_array_equal(again[3], he_x)
 
 
-@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"shared datasets folder {MNIST_DIR} not present")
 def test_mnist_folder_without_training_images_uses_the_test_split():
-    family, tr_x, *_ = evaluator.evaluator_data("mnist", MNIST_DIR)
+    family, tr_x, *_ = evaluator.evaluator_data("mnist", dataset_dir("mnist"))
     assert family == "mnist" and len(tr_x) == 8000  # same data, same cache key as mnist-bundled
 
 
-@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason=f"shared datasets folder {FASHION_DIR} not present")
 def test_fashion_trains_on_train_and_holds_out_test():
-    family, tr_x, tr_y, he_x, he_y, trained_on, held_out = evaluator.evaluator_data("fashion-mnist", FASHION_DIR)
+    family, tr_x, tr_y, he_x, he_y, trained_on, held_out = evaluator.evaluator_data("fashion-mnist", dataset_dir("fashion-mnist"))
     assert family == "fashion-mnist" and len(tr_x) == 60000 and len(he_x) == 10000
     assert "train" in trained_on and "test" in held_out
 

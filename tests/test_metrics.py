@@ -13,6 +13,9 @@ from scratchgan import metrics, models
 from scratchgan.data import load_mnist_bundled
 from scratchgan.evaluator import get_evaluator
 
+# A float32 result that is exactly 0 or 1 in exact arithmetic, compared relative to the size of the
+# quantity it is made from: ~100 float32 ulps (eps = 1.2e-7), whatever BLAS kernel this CPU gets.
+FLOAT32_ROUNDING = 1e-5
 
 # ---------------------------------------------------------------------------------- references
 
@@ -218,8 +221,11 @@ def test_one_repeated_image_collapses_coverage_and_recall(small_evaluator, digit
     res = metrics.compare(ref, repeated)
     assert res["classes_covered"] == 1
     assert res["recall"] < 0.01
-    assert res["feature_spread"] == pytest.approx(0.0, abs=1e-6)
-    assert res["classifier_score"] == pytest.approx(1.0, abs=1e-6)
+    # 1000 copies of one image give float32 features that differ only by rounding (BLAS kernels
+    # round rows differently by their place in a tile), so the spread is zero up to float32
+    # rounding on the scale of the real features' spread, not below an absolute 1e-6.
+    assert res["feature_spread"] <= FLOAT32_ROUNDING * metrics.feature_spread(ref.features)
+    assert res["classifier_score"] == pytest.approx(1.0, rel=FLOAT32_ROUNDING)
 
 
 def test_metrics_are_deterministic(small_evaluator, digits):
@@ -253,7 +259,8 @@ def test_eval_hook_rows_history_and_collapse_warning(small_evaluator, digits):
     # collapse: every z gives the same image
     G[len(G) - 2].W.data[...] = 0.0
     row3 = hook(G, 150)
-    assert row3["feature_spread"] == pytest.approx(0.0, abs=1e-6) and row3["classes_covered"] == 1
+    real_spread = metrics.feature_spread(small_evaluator.embed(real_x[:300])[0])
+    assert row3["feature_spread"] <= FLOAT32_ROUNDING * real_spread and row3["classes_covered"] == 1
     assert hook.warning is not None and "feature spread" in hook.warning and "step 150" in hook.warning
     hook(G, 200)
     assert hook.warning is None  # said once, not at every evaluation

@@ -6,12 +6,12 @@ objective on real Fashion-MNIST images without NaN.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from layer_cases import record_error
+from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
 from scratchgan import cli, nn, objectives, optim
 from scratchgan.cli import MLP_DEFAULTS, build_step
 from scratchgan.data import BatchLoader, load_dataset
@@ -19,7 +19,6 @@ from scratchgan.gan import BCEObjective, NoiseSource
 from scratchgan.gradcheck import numerical_gradient, relative_error
 from scratchgan.trainer import Trainer
 
-FASHION = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fashion-mnist"
 TABLE = "Objectives: dL/dout vs central differences (relative error)"
 TOL = 1e-7
 BATCH = 32
@@ -135,9 +134,7 @@ def step_config(**overrides):
 @pytest.fixture(scope="module")
 def fashion():
     """1,024 real Fashion-MNIST test images and labels."""
-    if not (FASHION / "t10k-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"Fashion-MNIST not found at {FASHION} (CI keeps it in ../shared/datasets beside the repo)")
-    images, labels = load_dataset("fashion-mnist", split="test", data_dir=FASHION)
+    images, labels = load_dataset("fashion-mnist", split="test", data_dir=dataset_dir("fashion-mnist"))
     return images[:1024], labels[:1024]
 
 

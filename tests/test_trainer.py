@@ -9,12 +9,12 @@ import json
 import os
 import signal
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
 from scratchgan import cli, viz
 from scratchgan.checkpoint import load_checkpoint
 from scratchgan.cli import MLP_DEFAULTS, build_step
@@ -22,7 +22,6 @@ from scratchgan.data import BatchLoader, load_mnist_bundled
 from scratchgan.gan import GANStep
 from scratchgan.trainer import STAT_KEYS, Trainer, TrainingDiverged, TrainingInterrupted
 
-FASHION = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fashion-mnist"
 N_IMAGES, BATCH = 256, 32
 STEPS_PER_EPOCH = N_IMAGES // BATCH  # 8
 TINY = ["--g-hidden", "32,64", "--d-hidden", "64,32", "--latent-dim", "16", "--limit", str(N_IMAGES),
@@ -46,9 +45,7 @@ def fast_loss_plots(monkeypatch):
 
 
 def fashion_args():
-    if not (FASHION / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip(f"Fashion-MNIST not found at {FASHION} (CI keeps it in ../shared/datasets beside the repo)")
-    return ["--dataset", "fashion-mnist", "--data-dir", str(FASHION)]
+    return ["--dataset", "fashion-mnist", "--data-dir", str(dataset_dir("fashion-mnist"))]
 
 
 def train(out, *extra, log_every=2, sample_every=3):
