@@ -270,6 +270,17 @@ class _FakeRandom(_FakeNamespace):
         return _FakeGenerator(np.random.default_rng(seed))
 
 
+def _asarray(a, dtype, order, copy):
+    """``np.asarray(a, dtype, order, copy=copy)`` with NumPy 2's ``copy``, also on NumPy 1.x (no ``copy=``):
+    True always copies, None copies only if needed, False never copies (ValueError if it must)."""
+    if copy:
+        return np.array(a, dtype=dtype, order=order, copy=True)
+    out = np.asarray(a, dtype=dtype, order=order)
+    if copy is False and out is not a:
+        raise ValueError("Unable to avoid copy while creating an array as requested (copy=False)")
+    return out
+
+
 class FakeDeviceModule(_FakeNamespace):
     """The array module of DeviceArrays, as ``cupy`` is the array module of cupy arrays."""
 
@@ -282,7 +293,7 @@ class FakeDeviceModule(_FakeNamespace):
     def asarray(self, a, dtype=None, order=None, copy=None):
         """Host -> device copy (a host array is always copied); a device array passes through."""
         if isinstance(a, DeviceArray):
-            return DeviceArray(np.asarray(a._a, dtype=dtype, order=order, copy=copy))
+            return DeviceArray(_asarray(a._a, dtype, order, copy))
         return DeviceArray(np.array(unwrap_host(a), dtype=dtype, order=order, copy=True))
 
     def array(self, a, dtype=None, copy=True, order="K", ndmin=0):

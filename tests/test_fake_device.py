@@ -122,6 +122,18 @@ def test_explicit_transfers(d):
     assert float(d[0, 0]) == 0.0
 
 
+def test_device_asarray_copy_means_what_numpy2_says_on_every_numpy():
+    dev = xp.asarray(np.arange(3.0))
+    assert xp.asarray(dev) is not dev and xp.asarray(dev)._a is dev._a  # None: no copy when none is needed
+    assert xp.asarray(dev, copy=False)._a is dev._a
+    fresh = xp.asarray(dev, copy=True)
+    fresh[0] = 5.0
+    assert float(dev[0]) == 0.0
+    assert xp.asarray(dev, dtype=np.float32, copy=None).dtype == np.float32
+    with pytest.raises(ValueError, match="copy"):
+        xp.asarray(dev, dtype=np.float32, copy=False)
+
+
 def test_random_generator_gives_numpys_values_on_the_device():
     g = xp.random.default_rng(3)
     u = g.random((2, 3), dtype=np.float32)
