@@ -71,7 +71,7 @@ def penalty_of_gradients(g, lam, eps):
     r = xp.sqrt((g * g).sum(axis=1) + eps)  # (N,)
     P = lam * ((r - 1.0) ** 2).mean()
     dg = g * ((2.0 * lam / N) * (r - 1.0) / r)[:, None]  # (N, D) * (N, 1)
-    return xp.asarray(P), dg, r
+    return xp.asarray(P, dtype=g.dtype), dg, r  # dtype=: lam * a NumPy scalar is float64 on NumPy 1.x
 
 
 class GradientPenalty:

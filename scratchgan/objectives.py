@@ -106,7 +106,8 @@ class LSGANObjective:
         """1/2 mean (out - target)^2 and its gradient (out - target) / N."""
         xp = array_module(out)
         diff = out - target
-        return xp.asarray(0.5 * (diff * diff).mean()), diff * (1.0 / out.size)
+        # dtype=: on NumPy 1.x a Python float times a NumPy scalar is float64 (halving is exact, so no rounding)
+        return xp.asarray(0.5 * (diff * diff).mean(), dtype=out.dtype), diff * (1.0 / out.size)
 
     def d_real(self, out):
         return self._half_squared(out, self.real_target)
