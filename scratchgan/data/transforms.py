@@ -18,5 +18,5 @@ def resize_square(images, size, channels=1):
     else:
         out = np.empty((len(images), 1, size, size), dtype=np.uint8)
         for i, img in enumerate(images):
-            out[i, 0] = np.asarray(Image.fromarray(img).resize((size, size), Image.BICUBIC))
+            out[i, 0] = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BICUBIC))
     return np.repeat(out, 3, axis=1) if channels == 3 else out
