@@ -12,6 +12,7 @@ from layer_cases import MODES, build_layer, layer_params, make_input, random_lik
 from scratchgan import backend as bk
 from scratchgan import losses, nn
 from scratchgan.backend import BackendError
+from tolerances import assert_close
 
 
 def test_get_xp_numpy_and_names():
@@ -115,7 +116,7 @@ def test_resolve_dtype_errors(name, message):
 
 # --------------------------------------------------------------------- the real GPU, where present
 
-TOLERANCES = {"float64": dict(rtol=1e-12, atol=1e-12), "float32": dict(rtol=1e-5, atol=1e-5)}
+RTOL = {"float64": 1e-12, "float32": 1e-5}  # relative to each entry or to the whole result's size (tolerances.py)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -136,12 +137,12 @@ def test_layers_on_each_backend_match_numpy(backend, factory, shape, mode, dtype
             # Dropout's mask comes from the device's own generator: the same p, another stream
             _check_dropout(x, y_dev, dx_dev, dy, dev.p)
             continue
-        np.testing.assert_allclose(_host(y_dev), y, **TOLERANCES[dtype])
-        np.testing.assert_allclose(_host(dx_dev), dx, **TOLERANCES[dtype])
+        assert_close(_host(y_dev), y, RTOL[dtype])
+        assert_close(_host(dx_dev), dx, RTOL[dtype])
         for (name, p), p_dev in zip(host.named_parameters(), dev.parameters()):
-            np.testing.assert_allclose(_host(p_dev.grad), p.grad, **TOLERANCES[dtype], err_msg=name)
+            assert_close(_host(p_dev.grad), p.grad, RTOL[dtype], err_msg=name)
         for (name, b), (_, b_dev) in zip(host.named_buffers(), dev.named_buffers()):
-            np.testing.assert_allclose(_host(b_dev), b, **TOLERANCES[dtype], err_msg=name)
+            assert_close(_host(b_dev), b, RTOL[dtype], err_msg=name)
 
 
 def _host(a):
@@ -166,8 +167,8 @@ def test_losses_on_each_backend_match_numpy(backend, loss_fn, dtype):
     loss, dx = loss_fn(x, t)
     loss_dev, dx_dev = loss_fn(xp.asarray(x), xp.asarray(t))
     assert loss_dev.shape == () and loss_dev.dtype == np.dtype(dtype)
-    np.testing.assert_allclose(_host(loss_dev), loss, **TOLERANCES[dtype])
-    np.testing.assert_allclose(_host(dx_dev), dx, **TOLERANCES[dtype])
+    assert_close(_host(loss_dev), loss, RTOL[dtype])
+    assert_close(_host(dx_dev), dx, RTOL[dtype])
 
 
 def test_real_cupy_backend_is_the_cupy_module():

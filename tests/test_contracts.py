@@ -158,7 +158,7 @@ def test_gradients_accumulate_across_backward_calls_and_zero_grad_clears_them():
         model.forward(x)
         model.backward(dy)
     for p, g1, g2 in zip(model.parameters(), *single):
-        np.testing.assert_allclose(p.grad, g1 + g2, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(p.grad, g1 + g2, rtol=1e-13, atol=1e-15)  # float64; atol: entries near 0
         assert not np.allclose(p.grad, g2)
     model.zero_grad()
     assert all(not p.grad.any() for p in model.parameters())

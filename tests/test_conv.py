@@ -13,7 +13,7 @@ from scratchgan import backend, gradcheck, nn
 from scratchgan.nn.conv import col2im, conv_output_size, conv_transpose_output_size, im2col
 
 GRAD_TOL = 1e-7
-RTOL, ATOL = 1e-9, 1e-13
+RTOL, ATOL = 1e-9, 1e-13  # float64 only; ATOL matters only for entries within 1e-4 of 0
 # the same titles as test_gradcheck_layers / test_parity_torch: conv rows join those tables
 GRAD_TABLE = "gradient check: worst relative error (central differences, float64)"
 PARITY_TABLE = "PyTorch parity: worst relative error max|ours - torch| / max|torch| (float64)"

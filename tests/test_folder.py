@@ -283,7 +283,7 @@ def test_memmap_feeds_the_batch_loader(image_dir, tmp_path):
     assert x.shape == (4, 3, S, S) and x.dtype == np.float32
     assert x.min() >= -1.0 and x.max() <= 1.0
     expected = images[loader.permutation(0)[:4]].astype(np.float32) / 127.5 - 1.0
-    np.testing.assert_allclose(x, expected, atol=1e-6)
+    np.testing.assert_array_equal(x, expected)  # the same float32 operations (x / 127.5 - 1): the same bits
 
 
 def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):

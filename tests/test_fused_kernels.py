@@ -24,6 +24,7 @@ from layer_cases import build_layer, make_input, random_like, skip_unless_cupy
 from scratchgan import backend, cli, gradcheck, losses, nn, optim
 from scratchgan.nn import activations, batchnorm
 from test_guard import _assert_same, check_layer_on_fake_device
+from tolerances import assert_close
 
 DTYPES = ("float32", "float64")
 TRANSCENDENTAL = {"sigmoid_forward", "bce_with_logits"}  # call exp / log1p: not bit for bit
@@ -53,7 +54,7 @@ def assert_bitwise_equal(actual, expected, what=""):
 
 def assert_kernel_matches(name, actual, expected, dtype, what=""):
     if name in TRANSCENDENTAL:
-        np.testing.assert_allclose(actual, expected, rtol=ULP_RTOL[dtype], atol=ULP_RTOL[dtype], err_msg=what)
+        assert_close(actual, expected, ULP_RTOL[dtype], err_msg=what)
         assert np.asarray(actual).dtype == np.asarray(expected).dtype, what
     else:
         assert_bitwise_equal(actual, expected, what)
@@ -251,7 +252,7 @@ def test_gan_step_through_fused_kernels_matches_numpy(fused):
         np.testing.assert_allclose(float(stats_dev[key]), float(value), rtol=1e-12, err_msg=key)
     for net in ("G", "D"):
         host, dev = getattr(host_step, net).flat_store().data, getattr(dev_step, net).flat_store().data
-        np.testing.assert_allclose(dev.get(), host, rtol=1e-10, atol=1e-12, err_msg=net)
+        np.testing.assert_allclose(dev.get(), host, rtol=1e-10, atol=1e-12, err_msg=net)  # float64
     used = {name for name, k in fused.items() if k.calls}
     assert used == {"leaky_relu_forward", "leaky_relu_backward", "tanh_backward", "bce_with_logits",
                     "batchnorm_normalize", "batchnorm_backward_train", "adam",
@@ -303,7 +304,7 @@ def test_each_kernel_on_cupy_equals_the_numpy_path(dtype):
             if rtol is None:
                 assert_bitwise_equal(a, e, f"{label} output {i}")
             else:
-                np.testing.assert_allclose(a, e, rtol=rtol, atol=rtol, err_msg=f"{label} output {i}")
+                assert_close(a, e, rtol, err_msg=f"{label} output {i}")
 
 
 @pytest.mark.parametrize("factory, shape, kernels", CASE_PARAMS)
@@ -322,7 +323,7 @@ def test_layer_on_cupy_with_and_without_fused_kernels(factory, shape, kernels, m
             errors = gradcheck.check_module(build_layer(factory, "float64", "train", backend="cupy"), x)
             assert max(errors.values()) < 1e-7, errors
     for fused_value, plain_value in zip(*results):
-        np.testing.assert_allclose(fused_value, plain_value, rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(fused_value, plain_value, rtol=1e-13, atol=1e-13)  # float64
 
 
 # ------------------------------------------------------------------ 5. NVRTC, where CuPy is installed (no GPU needed)

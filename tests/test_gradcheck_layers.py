@@ -127,6 +127,7 @@ def test_numerical_gradient_perturbs_non_contiguous_and_0d_arrays():
     base = make_input((4, 6))
     for x in (base.T, base[:, ::2], np.asarray(1.5)):
         assert gradcheck.numerical_gradient(lambda: (x ** 3).sum(), x).shape == x.shape
+        # float64; atol: the central differences' roundoff, eps |sum x^3| / h
         np.testing.assert_allclose(gradcheck.numerical_gradient(lambda: (x ** 3).sum(), x),
                                    3 * x ** 2, rtol=1e-7, atol=1e-7)
     layer = build_layer(lambda dt: nn.Linear(4, 3, seed=0, dtype=dt))

@@ -10,6 +10,7 @@ import pytest
 from fake_device import DeviceArray, xp
 from layer_cases import LAYER_CASES, MODES, build_layer, layer_params, make_input, random_like
 from scratchgan import losses, nn, optim
+from tolerances import assert_close
 
 DTYPES = ("float32", "float64")
 
@@ -24,7 +25,7 @@ def _assert_same(device_value, host_value, what, rtol=None):
     if rtol is None:
         np.testing.assert_array_equal(device_value.get(), host_value, err_msg=what)
     else:
-        np.testing.assert_allclose(device_value.get(), host_value, rtol=rtol, atol=rtol, err_msg=what)
+        assert_close(device_value.get(), host_value, rtol, err_msg=what)  # atol: rtol x the result's size
     assert device_value.dtype == host_value.dtype, what
 
 

@@ -61,7 +61,7 @@ def test_frechet_matches_denman_beavers_reference():
         f1, f2 = correlated(rng, 300, dim, 1.0), correlated(rng, 400, dim, 0.5)
         ours = metrics.frechet_distance_features(f1, f2)
         ref = reference_frechet(f1, f2)
-        assert ours == pytest.approx(ref, rel=1e-9, abs=1e-10)
+        assert ours == pytest.approx(ref, rel=1e-9, abs=1e-10)  # float64 features and statistics
         assert metrics.frechet_distance_features(f2, f1) == pytest.approx(ours, rel=1e-9)  # symmetric
 
 
@@ -91,7 +91,7 @@ def test_frechet_is_robust_for_singular_covariances():
     for f1, f2 in [(few, other), (same, other), (few, few), (same, same)]:
         fd = metrics.frechet_distance_features(f1, f2)
         assert np.isfinite(fd) and fd >= 0
-    assert metrics.frechet_distance_features(same, same) == pytest.approx(0.0, abs=1e-9)
+    assert metrics.frechet_distance_features(same, same) == pytest.approx(0.0, abs=1e-9)  # float64, exactly 0
     # a point mass against N(mu, S): ||mu_point - mu||^2 + tr(S) exactly
     mu, sigma = metrics.feature_statistics(other)
     expected = ((same[0] - mu) ** 2).sum() + np.trace(sigma)
@@ -103,8 +103,9 @@ def test_sqrtm_psd_squares_back():
     A = correlated(rng, 100, 8, 1.0)
     S = np.cov(A, rowvar=False)
     R = metrics.sqrtm_psd(S)
+    # float64, entries of size ~1 (a covariance of unit-scale features)
     np.testing.assert_allclose(R @ R, S, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(R, R.T, atol=1e-12)
+    np.testing.assert_allclose(R, R.T, atol=1e-12)  # float64
 
 
 # ---------------------------------------------------------------------------------- class metrics
@@ -128,7 +129,7 @@ def test_mode_coverage_rule_and_kl():
     share = np.array([0.5, 0.4, 0.09, 0.01])
     assert cov["class_kl"] == pytest.approx(float((share * np.log(share / 0.1)).sum()), rel=1e-12)
     balanced = metrics.mode_coverage(np.arange(1000) % 10, 10)
-    assert balanced["classes_covered"] == 10 and balanced["class_kl"] == pytest.approx(0.0, abs=1e-12)
+    assert balanced["classes_covered"] == 10 and balanced["class_kl"] == pytest.approx(0.0, abs=1e-12)  # float64
     # against a non-uniform reference: a class rare in the real data needs fewer samples
     ref = np.array([0.5] + [0.5 / 9] * 9)
     pred2 = np.array([0] * 95 + [1] * 5)
@@ -143,7 +144,7 @@ def test_knn_radii_and_precision_recall_match_brute_force():
     for k in (1, 3, 5):
         r = metrics.knn_sq_radii(real, k, chunk=7)
         d = np.sqrt(((real[:, None] - real[None]) ** 2).sum(-1))
-        np.testing.assert_allclose(np.sqrt(r), np.sort(d, axis=1)[:, k], rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(np.sqrt(r), np.sort(d, axis=1)[:, k], rtol=1e-9, atol=1e-9)  # float64
         ours = metrics.precision_recall(real, fake, k, chunk=8)
         assert ours == pytest.approx(brute_force_precision_recall(real, fake, k))
 

@@ -158,8 +158,9 @@ def test_each_objective_trains_a_few_steps_on_real_images_without_nan(fashion, l
     if loss == "wgan":  # weight clipping after every critic update
         assert np.abs(step.D.flat_store().data).max() <= 0.01
     if loss == "wgan-gp":
+        terms = abs(float(stats["C_x"])) + abs(float(stats["C_G_z"])) + float(stats["gp"])  # what loss_D adds up
         assert float(stats["loss_D"]) == pytest.approx(
-            -float(stats["wasserstein"]) + float(stats["gp"]), rel=1e-4, abs=1e-5)
+            -float(stats["wasserstein"]) + float(stats["gp"]), rel=1e-4, abs=1e-5 * terms)
 
 
 def test_gradient_penalty_can_regularise_any_objective(fashion):

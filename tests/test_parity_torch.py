@@ -11,7 +11,7 @@ from layer_cases import make_input, random_like, record_error
 from scratchgan import losses, nn, optim
 from scratchgan.backend import to_numpy
 
-RTOL, ATOL = 1e-9, 1e-13
+RTOL, ATOL = 1e-9, 1e-13  # float64 only; ATOL matters only for entries within 1e-4 of 0
 TABLE = "PyTorch parity: worst relative error max|ours - torch| / max|torch| (float64)"
 
 
