@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import re
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -351,6 +352,7 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
     explicit = vars(make_train_parser(prog, description, defaults, suppress=True).parse_args(argv))
     log = _log
     trainer = config = None
+    previous_sigterm = _stop_on_sigterm()  # outside Trainer.fit (which saves first), as Ctrl-C stops Python
     try:
         config, resume = resolve_config(args, explicit, defaults, log)
         rundir.check(config["out"], resume, config["overwrite"])  # before anything is loaded or written
@@ -412,10 +414,14 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
     except TrainingInterrupted as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 128 + int(e.signum)  # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports them
-    except KeyboardInterrupt as e:  # a second Ctrl-C, or Ctrl-C before training started
+    except KeyboardInterrupt as e:  # a second Ctrl-C, or Ctrl-C / SIGTERM outside the training loop
         kept = trainer.last_good if trainer is not None and trainer.last_good else "none (nothing was saved)"
-        print(f"{prog}: {str(e) or f'aborted by Ctrl-C; last good checkpoint: {kept}'}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        name = "SIGTERM" if isinstance(e, _Terminated) else "Ctrl-C"
+        print(f"{prog}: {str(e) or f'aborted by {name}; last good checkpoint: {kept}'}", file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(e, _Terminated) else EXIT_INTERRUPTED
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
     warning = trainer.divergence_warning()
     if warning:
         print(f"{prog}: warning: {warning}", file=sys.stderr)
@@ -513,13 +519,28 @@ def _log(message):
     tqdm.write(message)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop (loading data, building the networks): stop as Ctrl-C does."""
+
+
+def _stop_on_sigterm():
+    """Make SIGTERM raise _Terminated; returns the previous handler (None where it cannot be set)."""
+    def handler(signum, frame):
+        raise _Terminated()
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except (ValueError, AttributeError):  # not the main thread, or no SIGTERM here
+        return None
+
+
 def _os_error_message(error, trainer=None, verb="cannot write", advice="choose another --out"):
     """One line for a file-system error: which file (never a temp file), why, what to do, and the
     last good checkpoint when a run has one."""
     if error.errno is None or not error.strerror:
         return str(error)
     path = rundir.temp_target(error.filename) if error.filename else None
-    line = f"{verb} {path}: {error.strerror}" if path else f"a write failed: {error.strerror}"
+    where = f" in {trainer.out}/" if trainer is not None else ""
+    line = f"{verb} {path}: {error.strerror}" if path else f"a write{where} failed: {error.strerror}"
     kept = trainer.last_good if trainer is not None else None
     if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         advice = "free some space, then continue with --resume" if kept else "free some space and start again"

@@ -410,3 +410,20 @@ def test_a_lock_file_left_by_a_killed_run_does_not_block(tmp_path, monkeypatch):
     (tmp_path / "run" / ".lock").write_text(f"{dead_pid()}\n")
     assert cli.train_main(["--out", str(tmp_path / "run"), "--resume", "--epochs", "2", "--no-progress"]) == 0
     assert not (tmp_path / "run" / ".lock").exists()
+
+
+def test_sigterm_while_loading_data_is_one_line(tmp_path, monkeypatch, capsys):
+    """SIGTERM before the training loop (here: while the data loads, which can take minutes for a
+    download or an image folder) stops with one line and 143, as Ctrl-C does; nothing is written."""
+    real = cli.load_images
+
+    def load_images(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(cli, "load_images", load_images)
+    monkeypatch.setenv("SCRATCHGAN_DATA", str(tmp_path / "empty-cache"))
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.train_main([*TINY, "--epochs", "1", "--out", str(tmp_path / "run")]) == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert capsys.readouterr().err == "mnist_mlp.py: aborted by SIGTERM; last good checkpoint: none (nothing was saved)\n"
+    assert not (tmp_path / "run").exists()
