@@ -51,7 +51,10 @@ def atomic_write(path, durable=True):
     # Same directory so os.replace is a rename, not a copy; a dot name keeps globs like *.npz clean.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     # os.open with 0o666 (not mkstemp's 0o600) so the final file gets the usual umask permissions.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as e:
+        raise _naming(e, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -59,12 +62,19 @@ def atomic_write(path, durable=True):
             if durable:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None and e.filename in (None, str(tmp)):
+            raise _naming(e, path) from e  # a full disk names the file being written, not the temp file
         raise
     if durable:
         _fsync_dir(path.parent)
+
+
+def _naming(error, path):
+    """The same OSError (same errno, so the same subclass), naming ``path`` instead of a temp file."""
+    return OSError(error.errno, error.strerror, str(path)) if error.errno is not None else error
 
 
 def _json_default(obj):

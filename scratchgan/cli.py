@@ -1,17 +1,22 @@
 """Command line: the examples' training flags, and `python -m scratchgan train|sample`.
 
 Every user mistake (a bad flag value, an unknown dataset, a missing file, a checkpoint of another
-model, CuPy without a GPU) ends in one line on stderr and exit code 2, never a traceback.
+model, CuPy without a GPU, a used or unwritable --out, a full disk, too little memory) ends in one
+line on stderr and exit code 2, never a traceback.
 """
 from __future__ import annotations
 
 import argparse
+import errno
+import re
+import signal
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from . import models, nn, objectives, optim
+from . import models, nn, objectives, optim, rundir
 from .backend import BackendError, backend_name, get_xp, to_device, to_numpy
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import BatchLoader, DataError, load_dataset_or_bundled, load_image_folder, resize_square
@@ -65,7 +70,7 @@ MLP_DEFAULTS = {
     "latent_dim": 100, "label_smoothing": 0.0, "d_steps": 1, "loss_on": "logits", "batchnorm": True,
     "dropout": 0.0, "g_hidden": "128,512,1024", "d_hidden": "512,256,128", "seed": 0,
     "out": "runs/mnist_mlp", "sample_every": 500, "eval_every": 0, "log_every": 10, "limit": None, "resume": None,
-    "progress": True,
+    "overwrite": False, "progress": True,
     # objectives and conditioning; --loss wgan / wgan-gp change the defaults of lr, beta1, beta2,
     # d_steps, optimizer, clip and gp_lambda (objectives.DEFAULTS) for flags not given explicitly
     "loss": "bce", "optimizer": "adam", "clip": 0.0, "gp_lambda": 0.0, "instance_noise": 0.0,
@@ -187,7 +192,9 @@ def _add_output_flags(parser, defaults, suppress):
 
     g = parser.add_argument_group("output")
     g.add_argument("--out", default=d("out"), metavar="DIR",
-                   help="folder for samples, plots, metrics and the checkpoint (default: %(default)s)")
+                   help="folder for samples, plots, metrics and the checkpoint; one run per folder: a folder "
+                        "with an earlier run's outputs is refused unless --resume or --overwrite; with "
+                        "--resume FILE: FILE's folder (default: %(default)s)")
     g.add_argument("--sample-every", type=non_negative_int, default=d("sample_every"),
                    metavar="STEPS", help="save a sample grid every STEPS steps, 0 = only at epoch ends "
                                          "(default: %(default)s)")
@@ -200,6 +207,9 @@ def _add_output_flags(parser, defaults, suppress):
     g.add_argument("--resume", nargs="?", const="", default=d("resume"), metavar="CHECKPOINT",
                    help="continue from CHECKPOINT (default with no value: OUT/checkpoint.npz) to --epochs "
                         "in total; flags not given again keep the checkpoint's values (default: %(default)s)")
+    g.add_argument("--overwrite", action="store_true", default=argparse.SUPPRESS if suppress else defaults["overwrite"],
+                   help="delete the outputs of an earlier run in --out (checkpoint.npz, metrics.csv, samples/, "
+                        "...; nothing else) and start afresh (default: %(default)s)")
     g.add_argument("--no-progress", dest="progress", action="store_false",
                    default=argparse.SUPPRESS if suppress else defaults["progress"],
                    help="no progress bar (for logs) (default: progress bar on)")
@@ -320,8 +330,12 @@ def resolve_config(args, explicit, defaults, log):
         except CheckpointError as e:
             raise UserError(str(e)) from None
         saved = meta.get("config", {})
-        config = {**defaults, **{k: v for k, v in saved.items() if k in defaults}, **explicit}
+        # a checkpoint is data, not instructions: where to write comes from the command line only
+        kept = {k: v for k, v in saved.items() if k in defaults and k not in ("out", "resume", "overwrite")}
+        config = {**defaults, **kept, **explicit}
         config["resume"] = str(resume)
+        if "out" not in explicit:  # --resume FILE continues in FILE's folder
+            config["out"] = str(resume.parent) if args.resume else args.out
     else:  # a flag the user did not give takes the objective's default (--loss wgan: RMSprop 5e-5, ...)
         for key, value in objectives.DEFAULTS.get(config.get("loss", "bce"), {}).items():
             if key not in explicit and key in config:
@@ -337,8 +351,11 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
     args = parser.parse_args(argv)
     explicit = vars(make_train_parser(prog, description, defaults, suppress=True).parse_args(argv))
     log = _log
+    trainer = config = None
+    previous_sigterm = _stop_on_sigterm()  # outside Trainer.fit (which saves first), as Ctrl-C stops Python
     try:
         config, resume = resolve_config(args, explicit, defaults, log)
+        rundir.check(config["out"], resume, config["overwrite"])  # before anything is loaded or written
         if config["dataset"] == "mnist-bundled" and "split" not in explicit:
             config["split"] = "test"  # the bundled digits are MNIST's test split; an explicit --split train errs
         xp = get_xp(config["backend"])
@@ -359,6 +376,10 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
         config["num_images"] = len(images)
         config["environment"] = env_summary()
         step = build_step(config, xp)
+        if config["batch_size"] < 2 and any(isinstance(m, nn.BatchNorm1d) for net in (step.G, step.D)
+                                            for m in net.modules()):
+            raise UserError(f"--batch-size {config['batch_size']}: BatchNorm needs at least 2 images per batch "
+                            "for its batch statistics; use --batch-size 2 or more, or --no-batchnorm")
         conv = config.get("arch") == "dcgan"
         loader = BatchLoader(images, config["batch_size"], xp=xp, dtype=config["dtype"], seed=config["seed"],
                              flatten=not conv, labels=labels)
@@ -376,17 +397,38 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
         log(f"training {config['dataset']} ({len(images)} images, split {config['split']}) on "
             f"{backend_name(xp)}/{config['dtype']}: G {step.G.num_parameters():,} and D "
             f"{step.D.num_parameters():,} parameters; outputs in {config['out']}")
-        trainer.fit(config["epochs"], resume_from=resume)
-    except (UserError, DataError, BackendError, CheckpointError, ValueError) as e:
+        with rundir.claim(config["out"], resume, config["overwrite"]):
+            with warnings.catch_warnings():  # NumPy's overflow warnings (worker threads too): the watchdog says it
+                warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
+                trainer.fit(config["epochs"], resume_from=resume)
+    except (UserError, DataError, BackendError, CheckpointError, rundir.RunDirError, ValueError) as e:
         return _fail(prog, e)
+    except MemoryError as e:
+        return _fail(prog, _memory_message(e, explicit, ("latent_dim", "g_hidden", "d_hidden", "g_width", "d_width",
+                                                         "batch_size")))
+    except OSError as e:
+        return _fail(prog, _os_error_message(e, trainer))
     except TrainingDiverged as e:
         print(f"{prog}: stopped: {e}", file=sys.stderr)
         return EXIT_DIVERGED
-    except (TrainingInterrupted, KeyboardInterrupt) as e:
-        print(f"{prog}: {e or 'aborted'}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    log(f"done: {config['out']}/ has samples/, losses.png, progress.gif, real_vs_fake.png, metrics.csv, "
-        f"checkpoint.npz")
+    except TrainingInterrupted as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 128 + int(e.signum)  # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports them
+    except KeyboardInterrupt as e:  # a second Ctrl-C, or Ctrl-C / SIGTERM outside the training loop
+        kept = trainer.last_good if trainer is not None and trainer.last_good else "none (nothing was saved)"
+        name = "SIGTERM" if isinstance(e, _Terminated) else "Ctrl-C"
+        print(f"{prog}: {str(e) or f'aborted by {name}; last good checkpoint: {kept}'}", file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(e, _Terminated) else EXIT_INTERRUPTED
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+    warning = trainer.divergence_warning()
+    if warning:
+        print(f"{prog}: warning: {warning}", file=sys.stderr)
+    out = Path(config["out"])
+    names = [n for n in ("samples/", "losses.png", "progress.gif", "real_vs_fake.png", "metrics.csv", "checkpoint.npz")
+             if (out / n).exists()]
+    log(f"done: {config['out']}/ has {', '.join(names)}")
     return 0
 
 
@@ -396,7 +438,8 @@ def sample_main(argv=None, prog="scratchgan sample"):
     parser.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint.npz from training")
     parser.add_argument("--n", type=positive_int, default=64, help="number of images (default: %(default)s)")
     parser.add_argument("--out", required=True, metavar="FILE",
-                        help="writes FILE.npy (float32 images (N, H, W) in [-1, 1]) and FILE.png (a grid)")
+                        help="writes FILE.npy (float32 images in [-1, 1]: (N, 28, 28) from an MLP checkpoint, "
+                             "(N, C, H, W) from a DCGAN one) and FILE.png (a grid)")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of the noise (default: %(default)s)")
     parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy", help="(default: %(default)s)")
@@ -439,8 +482,12 @@ def sample_main(argv=None, prog="scratchgan sample"):
         np.save(stem.with_suffix(".npy"), images)
         from . import viz
         viz.save_image_grid(images, stem.with_suffix(".png"), nrow=nrow, scale=2)
-    except (UserError, CheckpointError, BackendError, ValueError, OSError) as e:
+    except (UserError, CheckpointError, BackendError, ValueError) as e:
         return _fail(prog, e)
+    except OSError as e:
+        return _fail(prog, _os_error_message(e))
+    except MemoryError as e:
+        return _fail(prog, f"--n {args.n}: out of memory ({e}); ask for fewer images")
     _log(f"wrote {stem.with_suffix('.npy')} ({n} images) and {stem.with_suffix('.png')}")
     return 0
 
@@ -452,18 +499,69 @@ def main(argv=None):
     commands = {"train": lambda a: train_main(a, prog="scratchgan train"), "sample": sample_main,
                 "evaluate": evaluate_main}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        asked = bool(argv) and argv[0] in ("-h", "--help")
+        stream = sys.stdout if asked else sys.stderr  # as argparse: help on stdout, a usage error on stderr
         print("usage: python -m scratchgan {train,sample,evaluate} [--help]\n"
               "  train     train the MLP GAN (same flags as examples/mnist_mlp.py)\n"
               "  sample    generate images from a checkpoint\n"
               "  evaluate  measure a checkpoint's samples: Frechet distance (classifier features), coverage, "
-              "precision/recall")
-        return 0 if argv and argv[0] in ("-h", "--help") else EXIT_USAGE
+              "precision/recall", file=stream)
+        if asked:
+            return 0
+        problem = f"unknown command {argv[0]!r}" if argv else "a command is required"
+        print(f"scratchgan: error: {problem}; choose one of: train, sample, evaluate", file=sys.stderr)
+        return EXIT_USAGE
     return commands[argv[0]](argv[1:])
 
 
 def _log(message):
     from tqdm.auto import tqdm
     tqdm.write(message)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop (loading data, building the networks): stop as Ctrl-C does."""
+
+
+def _stop_on_sigterm():
+    """Make SIGTERM raise _Terminated; returns the previous handler (None where it cannot be set)."""
+    def handler(signum, frame):
+        raise _Terminated()
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except (ValueError, AttributeError):  # not the main thread, or no SIGTERM here
+        return None
+
+
+def _os_error_message(error, trainer=None, verb="cannot write", advice="choose another --out"):
+    """One line for a file-system error: which file (never a temp file), why, what to do, and the
+    last good checkpoint when a run has one."""
+    if error.errno is None or not error.strerror:
+        return str(error)
+    path = rundir.temp_target(error.filename) if error.filename else None
+    where = f" in {trainer.out}/" if trainer is not None else ""
+    line = f"{verb} {path}: {error.strerror}" if path else f"a write{where} failed: {error.strerror}"
+    kept = trainer.last_good if trainer is not None else None
+    if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        advice = "free some space, then continue with --resume" if kept else "free some space and start again"
+    if kept:
+        return f"{line}; the last good checkpoint {kept} is intact: {advice}"
+    return f"{line}; {advice}"
+
+
+def _memory_message(error, explicit, keys):
+    """One line for a MemoryError, naming the size flag the user gave whose value is the largest
+    dimension of the array that could not be allocated (else all size flags given, else all)."""
+    text = str(error)
+    shape = re.search(r"shape \(([^)]*)\)", text)
+    dims = [int(d) for d in re.findall(r"\d+", shape.group(1))] if shape else []
+    given = [k for k in keys if k in explicit]
+    largest = str(max(dims)) if dims else None  # the size that did not fit
+    culprits = [k for k in given if largest in str(explicit[k]).split(",")] or given
+    flags = ", ".join(f"--{k.replace('_', '-')} {explicit[k]}" for k in culprits) if culprits else \
+        ", ".join(f"--{k.replace('_', '-')}" for k in keys)
+    return f"out of memory ({error or 'MemoryError'}); the networks or batches are too large for this machine: " \
+           f"lower {flags}"
 
 
 def _fail(prog, error):

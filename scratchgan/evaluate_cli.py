@@ -23,7 +23,7 @@ import numpy as np
 from . import metrics
 from .backend import BackendError, get_xp, to_device, to_numpy
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint
-from .cli import Parser, UserError, _fail, _log, build_gan, non_negative_int, positive_int
+from .cli import Parser, UserError, _fail, _log, _os_error_message, build_gan, non_negative_int, positive_int
 from .data import DATASET_NAMES, DataError, load_dataset_or_bundled
 from .evaluator import get_evaluator
 from .gan import generate
@@ -98,6 +98,17 @@ def generate_images(G, n, latent_dim, seed, batch_size=1000):
     return np.concatenate(out)
 
 
+def _check_json_target(path):
+    """UserError when ``path`` is a folder or lies under a file (reads only)."""
+    if path.is_dir():
+        raise UserError(f"--json {path} is a folder; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"--json {path}: {parent} is a file, not a folder")
+            break
+
+
 def format_table(results, n_classes, k):
     cols = ("generated", "real floor", "noise ceiling")
     sets = (results, results["real_floor"], results["noise_ceiling"])
@@ -114,6 +125,8 @@ def evaluate_main(argv=None, prog="scratchgan evaluate"):
     args = make_parser(prog).parse_args(argv)
     log = _log
     try:
+        if args.json:  # before minutes of work: a target that cannot be a file is refused now
+            _check_json_target(Path(args.json))
         xp = get_xp(args.backend)
         G, config, meta = load_generator(args.checkpoint, xp)
         pixels = generate_images(G, 2, int(config["latent_dim"]), args.seed).shape[1]
@@ -164,8 +177,13 @@ def evaluate_main(argv=None, prog="scratchgan evaluate"):
         results["real_floor"] = metrics.compare(reference, real_b)
         results["noise_ceiling"] = metrics.compare(reference, noise)
         seconds = time.perf_counter() - t0
-    except (UserError, CheckpointError, DataError, BackendError, ValueError, OSError) as e:
+    except (UserError, CheckpointError, DataError, BackendError, ValueError) as e:
         return _fail(prog, e)
+    except OSError as e:
+        return _fail(prog, _os_error_message(e, verb="cannot use", advice="check that path (the evaluator's cache "
+                                                                          "is under SCRATCHGAN_DATA)"))
+    except MemoryError as e:
+        return _fail(prog, f"--n {args.n}: out of memory ({e}); use a smaller --n")
 
     info = {k: v for k, v in evaluator.info.items()}
     results.update({
@@ -190,8 +208,9 @@ def evaluate_main(argv=None, prog="scratchgan evaluate"):
         try:
             with atomic_write(Path(args.json), durable=False) as f:
                 f.write((json.dumps(results, indent=2, sort_keys=True) + "\n").encode())
-        except OSError as e:
-            return _fail(prog, e)
+        except OSError as e:  # atomic_write names the target, never its temp file
+            return _fail(prog, f"--json {args.json}: cannot write it ({e.strerror or e}); results above were "
+                               "not saved")
         log(f"wrote {args.json}")
     return 0
 

@@ -6,8 +6,9 @@ Everything a run writes goes into one output folder:
   progress.gif              those grids over time       losses.png   loss and D(.) curves
   real_vs_fake.png          real batch beside fakes    metrics.csv  one row per logged step
   config.json               the run's settings         checkpoint.npz  everything to resume exactly
-A checkpoint is written atomically at every epoch end, at the end, and on Ctrl-C (after the step
-in flight), so a crash or interrupt always leaves the last good one in place.
+A checkpoint is written atomically at every epoch end, at the end, and on Ctrl-C or SIGTERM (after
+the step in flight), so a crash or interrupt always leaves the last good one in place. A checkpoint
+is written only when every parameter, buffer and optimizer moment in it is finite.
 """
 from __future__ import annotations
 
@@ -39,12 +40,22 @@ _EXTRA_PANELS = (("C_x", "C_G_z"), ("wasserstein", "gp"), ("grad_norm_G", "grad_
                  ("frechet_distance",), ("classes_covered",), ("precision", "recall"), ("feature_spread",))
 
 
+# |loss| above this at the end of a run: finite, but diverged all the same (a warning, not a stop)
+ABSURD_LOSS = 1e6
+_SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", getattr(signal, "SIGTERM", None): "SIGTERM"}
+
+
 class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; the message names the step and the checkpoint kept."""
+    """A loss, weight or optimizer moment became NaN or infinite; the message names the step and the
+    checkpoint kept."""
 
 
 class TrainingInterrupted(RuntimeError):
-    """Ctrl-C stopped the run after a checkpoint was saved."""
+    """Ctrl-C or SIGTERM stopped the run after a checkpoint was saved; ``signum`` says which."""
+
+    def __init__(self, message, signum=signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
 
 
 class Trainer:
@@ -75,7 +86,8 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
         self.eval_hook = None  # a metrics.EvalHook: quality metrics every few steps (--eval-every)
         self.last_good = None  # description of the last checkpoint written
-        self._stop_requested = False
+        self.last_stats = None  # the last checked statistics (host floats), for the end-of-run warning
+        self._stop_requested = False  # the signal number (truthy) of the first Ctrl-C / SIGTERM
 
     # ------------------------------------------------------------------ paths
     @property
@@ -105,9 +117,38 @@ class Trainer:
         return arrays, meta
 
     def save(self):
+        """Write the checkpoint atomically; refuse (TrainingDiverged) when any of it is NaN or infinite."""
+        self._check_state_finite()
         arrays, meta = self.state()
         save_checkpoint(self.checkpoint_path, arrays, meta)
         self.last_good = f"{self.checkpoint_path} (step {self.global_step})"
+
+    def _state_buffers(self):
+        """(name, device array) of everything a checkpoint holds that training changes: each network's
+        flat parameter buffer, its BatchNorm buffers, each optimizer's moment buffers."""
+        s = self.step
+        for net_name, net in (("G", s.G), ("D", s.D)):
+            yield f"{net_name} weights", net.flat_store().data
+            for name, buf in net.named_buffers():
+                yield f"{net_name}/{name}", buf
+        for name, opt in (("opt_G", s.opt_G), ("opt_D", s.opt_D)):
+            for key, value in opt.state_dict().items():
+                if key != "t":
+                    yield f"{name}/{key}", value
+
+    def _check_state_finite(self):
+        """One isfinite-reduction per buffer and one device sync in all; TrainingDiverged names the
+        non-finite buffers, how much of each, the step, and the checkpoint that is kept."""
+        xp = self.xp
+        buffers = list(self._state_buffers())
+        ok = to_numpy(xp.stack([xp.isfinite(buf).all() for _, buf in buffers]))
+        if ok.all():
+            return
+        bad = [(name, int((~xp.isfinite(buf)).sum()), buf.size) for (name, buf), good in zip(buffers, ok) if not good]
+        what = ", ".join(f"{name} ({n:,} of {size:,} values)" for name, n, size in bad)
+        kept = self.last_good or "none yet (no epoch had finished)"
+        raise TrainingDiverged(f"training diverged by step {self.global_step}: NaN/Inf in {what}; stopped without "
+                               f"saving. Last good checkpoint: {kept}. Try a lower --lr or --label-smoothing 0.1")
 
     def restore(self, path):
         """Load a checkpoint written by ``save``; raises ValueError if it belongs to another model."""
@@ -180,17 +221,30 @@ class Trainer:
             self.log(f"resumed from {resume_from} at epoch {self.epoch + 1}, step {self.global_step}")
         with atomic_write(self.out / "config.json") as f:
             f.write(json.dumps(self.config, indent=2, sort_keys=True).encode())
-        previous_handler = self._install_sigint()
-        csv = viz.MetricsCSV(self.out / "metrics.csv")
+        previous_handlers = self._install_signal_handlers()
         try:
-            self._total_steps = max(1, epochs * self.steps_per_epoch)  # for annealing the instance noise
-            while self.epoch < epochs:
-                self._run_epoch(epochs, csv)
+            csv = viz.MetricsCSV(self.out / "metrics.csv")
+            try:
+                self._total_steps = max(1, epochs * self.steps_per_epoch)  # for annealing the instance noise
+                while self.epoch < epochs:
+                    self._run_epoch(epochs, csv)
+            finally:
+                csv.close()
         finally:
-            csv.close()
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
+            for signum, handler in previous_handlers.items():
+                if handler is not None:  # None: installed outside Python, cannot be put back
+                    signal.signal(signum, handler)
         return {"epoch": self.epoch, "global_step": self.global_step}
+
+    def divergence_warning(self):
+        """A line when the run's last checked losses are finite but absurd (|loss| > ABSURD_LOSS), else None."""
+        stats = self.last_stats or {}
+        big = {k: v for k, v in stats.items() if k.startswith("loss_") and abs(v) > ABSURD_LOSS}
+        if not big:
+            return None
+        values = ", ".join(f"{k} = {v:.3g}" for k, v in big.items())
+        return (f"the run ended with {values} at step {self.global_step}: it has most likely diverged "
+                "(try a lower --lr)")
 
     def _run_epoch(self, epochs, csv):
         s, d = self.step, self.d_steps
@@ -230,12 +284,15 @@ class Trainer:
                 if self._stop_requested:
                     self._check_finite(stats)
                     self.save()
-                    raise TrainingInterrupted(f"interrupted at step {self.global_step}; "
-                                              f"checkpoint saved to {self.last_good}")
+                    signum = self._stop_requested if self._stop_requested in _SIGNAL_NAMES else signal.SIGINT
+                    raise TrainingInterrupted(f"interrupted at step {self.global_step} by {_SIGNAL_NAMES[signum]}; "
+                                              f"checkpoint saved to {self.last_good}; continue with --resume",
+                                              signum)
         finally:
             bar.close()
-        if stats is not None:
+        if stats is not None:  # even when the epoch is shorter than log_every
             self._check_finite(stats)
+        self._check_state_finite()  # before the epoch's samples: a diverged state writes nothing
         synchronize(self.xp)
         seconds = time.perf_counter() - t0
         self.epoch += 1
@@ -261,6 +318,7 @@ class Trainer:
         """Statistics as Python floats (one device sync); stop with a clear message on NaN/Inf."""
         keys = [k for k in _KEY_ORDER if k in stats] + [k for k in stats if k not in _KEY_ORDER]
         host = {k: float(stats[k]) for k in keys}
+        self.last_stats = host
         bad = [k for k, v in host.items() if not math.isfinite(v)]
         if bad:
             kept = self.last_good or "none yet (no epoch had finished)"
@@ -279,17 +337,26 @@ class Trainer:
         for i, m in enumerate(self._dropout_layers()):
             m.reseed(int(np.random.SeedSequence([seed, self.epoch, i]).generate_state(1)[0]))
 
-    def _install_sigint(self):
-        """First Ctrl-C: finish the step, save, stop. Second Ctrl-C: stop at once."""
+    def _install_signal_handlers(self):
+        """First Ctrl-C or SIGTERM (what schedulers, `timeout` and container runtimes send): finish the
+        step, save, stop. A second one: stop at once. Returns the previous handlers, to restore."""
         def handler(signum, frame):
+            name = _SIGNAL_NAMES.get(signum, f"signal {signum}")
             if self._stop_requested:
-                raise KeyboardInterrupt
-            self._stop_requested = True
-            self.log("\nCtrl-C: saving a checkpoint after this step (press Ctrl-C again to abort at once)")
-        try:
-            return signal.signal(signal.SIGINT, handler)
-        except ValueError:  # not in the main thread: leave signals alone
-            return None
+                kept = self.last_good or "none (no epoch had finished)"
+                raise KeyboardInterrupt(f"aborted at once by a second {name} at step {self.global_step}; "
+                                        f"last good checkpoint: {kept}")
+            self._stop_requested = signum
+            self.log(f"\n{name}: saving a checkpoint after this step (press Ctrl-C again to abort at once)")
+        previous = {}
+        for signum in _SIGNAL_NAMES:
+            if signum is None:
+                continue
+            try:
+                previous[signum] = signal.signal(signum, handler)
+            except ValueError:  # not in the main thread: leave signals alone
+                break
+        return previous
 
 
 def _section(arrays, prefix):

@@ -177,3 +177,40 @@ def test_flipped_byte_is_caught_by_crc(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match=r"c\.npz is truncated or corrupt.*CRC"):
         load_checkpoint(path)
+
+
+def test_a_full_disk_names_the_target_and_keeps_the_old_file(tmp_path, monkeypatch):
+    """ENOSPC in the middle of a checkpoint write (simulated: np.lib.format.write_array writes part of
+    an array, then raises the OSError a full disk gives, which has no file name): the error names the
+    checkpoint, not its temp file; the old checkpoint is byte for byte intact; no temp file is left."""
+    import errno
+    path = save_checkpoint(tmp_path / "checkpoint.npz", {"w": np.arange(4.0)}, {"step": 1})
+    before = path.read_bytes()
+    real = np.lib.format.write_array
+
+    def full_disk(fp, array, *args, **kwargs):
+        fp.write(b"\0" * 100)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(np.lib.format, "write_array", full_disk)
+    with pytest.raises(OSError) as err:
+        save_checkpoint(path, {"w": np.arange(1000.0)}, {"step": 2})
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(path)
+    monkeypatch.setattr(np.lib.format, "write_array", real)
+    assert path.read_bytes() == before and _leftovers(tmp_path) == []
+    assert load_checkpoint(path)[1] == {"step": 1}
+
+
+def test_an_unwritable_folder_names_the_target_not_the_temp_file(tmp_path, monkeypatch):
+    """os.open of the temp file refused (simulated EROFS; tests run as root, where chmod blocks nothing)."""
+    import errno
+    real_open = os.open
+
+    def read_only(path, flags, *args, **kwargs):
+        if str(path).endswith(".tmp"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(OSError) as err:
+        with atomic_write(tmp_path / "results.json") as f:
+            f.write(b"{}")
+    assert err.value.errno == errno.EROFS and err.value.filename == str(tmp_path / "results.json")

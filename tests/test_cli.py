@@ -39,7 +39,7 @@ ISSUE_FLAGS = ["--backend", "--dtype", "--dataset", "--data-dir", "--split", "--
 def env_for(tmp):
     env = dict(os.environ)
     env["SCRATCHGAN_DATA"] = str(tmp / "empty-cache")
-    env.pop("PYTHONPATH", None)
+    env["PYTHONPATH"] = str(REPO)  # this checkout's package, not whichever one is installed
     return env
 
 
@@ -295,3 +295,18 @@ def test_the_mirrors_of_the_offline_test_are_the_ones_used(monkeypatch, tmp_path
     with pytest.raises(mnist.DownloadError, match="no mirror configured"):
         mnist.load_dataset("mnist", "train")
     assert mnist.MNIST.search_dirs == ()
+
+
+def test_sample_help_gives_the_shapes_of_both_architectures(tmp_path, monkeypatch, capsys):
+    """`sample --help` says (N, 28, 28) for MLP checkpoints and (N, C, H, W) for DCGAN ones, as written."""
+    with pytest.raises(SystemExit):
+        cli.sample_main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(N, 28, 28) from an MLP checkpoint" in text and "(N, C, H, W) from a DCGAN one" in text
+    monkeypatch.setenv("SCRATCHGAN_DATA", str(tmp_path / "empty-cache"))
+    out = tmp_path / "dcgan"
+    assert cli.train_main(["--dataset", "mnist-bundled", "--limit", "64", "--batch-size", "32", "--g-width", "4",
+                           "--d-width", "4", "--latent-dim", "8", "--epochs", "1", "--no-progress",
+                           "--sample-every", "0", "--out", str(out)], prog="dcgan.py", defaults=cli.DCGAN_DEFAULTS) == 0
+    assert cli.sample_main(["--checkpoint", str(out / "checkpoint.npz"), "--n", "3", "--out", str(tmp_path / "s")]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (3, 1, 28, 28)

@@ -518,3 +518,47 @@ def test_loader_uint8_resident_gives_the_same_batches_as_float_resident():
     np.testing.assert_array_equal(as_float.images(7), as_bytes.images(7))
     with pytest.raises(ValueError, match="resident"):
         BatchLoader(images, 8, resident="half")
+
+
+# ============================================================================ download hardening
+
+def test_every_mirror_is_https():
+    """The SHA-256 sums protect the content; HTTPS keeps a network in the middle from even serving
+    something else (no plain-http mirror is left)."""
+    for spec in DATASETS.values():
+        assert spec.mirrors and all(url.startswith("https://") for url in spec.mirrors), spec.mirrors
+
+
+def test_decompression_is_capped():
+    bomb = gzip.compress(b"\0" * 100_000, compresslevel=1)
+    with pytest.raises(DataError, match="decompresses to more than 1,000 bytes"):
+        from scratchgan.data.idx import decode_bytes
+        decode_bytes(bomb, "bomb.gz", max_bytes=1000)
+    assert len(decode_bytes(bomb, "bomb.gz", max_bytes=100_000)) == 100_000
+
+
+def test_a_gzip_bomb_download_is_refused_without_filling_memory(tmp_path, private_cache):
+    """A mirror serves a small .gz (under the download size cap) that fails the checksum and would
+    decompress to 64 MiB: it is refused, and decompressing it never holds more than the official
+    file's size (7.8 MB) in memory."""
+    import io
+    import tracemalloc
+    root = tmp_path / "www" / "bomb"
+    root.mkdir(parents=True)
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=1, mtime=0) as f:
+        chunk = b"\0" * (1 << 20)
+        for _ in range(64):
+            f.write(chunk)
+    (root / "t10k-images-idx3-ubyte.gz").write_bytes(buf.getvalue())
+    srv = _Server(tmp_path / "www")
+    try:
+        tracemalloc.start()
+        with pytest.raises(DownloadError, match="SHA-256 mismatch"):
+            load_dataset("mnist", "test", mirrors=[srv.url + "/bomb/"])
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    finally:
+        srv.close()
+    assert peak < 32 << 20, f"peak {peak / 2**20:.0f} MiB while refusing the bomb"
+    assert cache_files(private_cache) == []

@@ -228,3 +228,23 @@ def test_evaluate_bad_inputs_exit_2(tiny_checkpoint, tmp_path, capsys):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_evaluate_json_write_failure_names_the_target(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    """The results file cannot be written at the end (simulated: os.open of its temp file raises
+    EROFS; tests run as root, where chmod blocks nothing): one line names --json's file, not the temp."""
+    import errno
+    import os
+    real_open = os.open
+
+    def read_only(path, flags, *args, **kwargs):
+        if str(path).endswith(".tmp") and "eval.json" in str(path):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+    monkeypatch.setattr(os, "open", read_only)
+    target = tmp_path / "eval.json"
+    assert evaluate_cli.evaluate_main(["--checkpoint", str(tiny_checkpoint), "--n", "300", "--json", str(target),
+                                       *QUICK]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"scratchgan evaluate: error: --json {target}: cannot write it (Read-only file system); "
+                   "results above were not saved"], err

@@ -29,3 +29,24 @@ def test_readme_names_the_two_setup_commands():
     assert "pip install" in text and "examples/mnist_mlp.py" in text
     assert re.search(r"^python3 -m venv .*pip install -e \.( .*)?&& python examples/mnist_mlp\.py$", text, flags=re.M)
     assert re.search(r"^python3 -m venv .*pip install -e \"\.\[dev\]\" && python -m pytest -q$", text, flags=re.M)
+
+
+def test_every_sample_label_example_uses_a_conditional_run():
+    """`sample --label K` needs a checkpoint trained with --conditional: each such example in the
+    README reads a checkpoint that a --conditional command in the README writes (the old one read the
+    default, unconditional run and failed)."""
+    text = README.read_text()
+    commands = [line.split("#")[0] for line in re.findall(r"(?:python|`python)[^\n`]*", text)]
+    conditional_outs = {m.group(1) for c in commands if "--conditional" in c
+                        for m in [re.search(r"--out (\S+)", c)] if m}
+    label_examples = [c for c in commands if "scratchgan sample" in c and "--label" in c]
+    assert label_examples, "README.md lost its sample --label example"
+    for command in label_examples:
+        checkpoint = re.search(r"--checkpoint (\S+)/checkpoint\.npz", command).group(1)
+        assert checkpoint in conditional_outs, f"{command!r} reads a run not trained with --conditional"
+
+
+def test_readme_says_what_happens_when_things_go_wrong():
+    section = README.read_text().split("## When things go wrong", 1)[1].split("\n## ", 1)[0]
+    for words in ("--resume", "--overwrite", "SIGTERM", "disk fills up", "read-only", "NaN", "second Ctrl-C", "143"):
+        assert words in section, words

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import sys
 
@@ -367,3 +368,73 @@ def test_watchdog_through_the_cli_exits_3(tmp_path, monkeypatch, capsys):
 def test_trainer_rejects_fewer_batches_than_d_steps(digits, tmp_path):
     with pytest.raises(ValueError, match="fewer than the 9 D steps"):
         make_trainer(digits, tmp_path, d_steps=9)
+
+
+def test_watchdog_checks_what_is_saved_not_only_the_losses(digits, tmp_path):
+    """An optimizer moment that overflows to inf while the losses stay finite (what --lr 1e6 does to
+    Adam's v) is caught before the epoch-end save: TrainingDiverged names the buffer, how many values
+    and the step; the epoch-1 checkpoint is kept byte for byte and no epoch-2 samples are written."""
+    trainer = make_trainer(digits, tmp_path, log_every=100)
+    checkpoint = tmp_path / "checkpoint.npz"
+    saved = {}
+
+    def poison(t):
+        saved["bytes"] = checkpoint.read_bytes()
+        t.step.opt_G.v_sum[:5] = np.inf
+
+    hook_after_call(trainer, 11, poison)
+    with pytest.raises(TrainingDiverged) as excinfo:
+        trainer.fit(2)
+    message = str(excinfo.value)
+    assert "opt_G/v_sum (5 of" in message and f"by step {2 * STEPS_PER_EPOCH}" in message, message
+    assert f"Last good checkpoint: {checkpoint} (step {STEPS_PER_EPOCH})" in message, message
+    assert checkpoint.read_bytes() == saved["bytes"]
+    assert not (tmp_path / "samples" / "epoch_002.png").exists()
+
+
+def test_watchdog_checks_the_state_before_a_ctrl_c_save(digits, tmp_path):
+    trainer = make_trainer(digits, tmp_path, log_every=100)
+
+    def poison_and_stop(t):
+        t.step.D[0].W.data[0, 0] = np.inf  # the loss of this step was finite: only the weights are bad
+        t._stop_requested = True
+    hook_after_call(trainer, 3, poison_and_stop)
+    with pytest.raises(TrainingDiverged, match=r"by step 3: NaN/Inf in D weights \(1 of"):
+        trainer.fit(1)
+    assert not (tmp_path / "checkpoint.npz").exists()
+
+
+def test_absurd_final_losses_give_a_warning(digits, tmp_path):
+    trainer = make_trainer(digits, tmp_path)
+    trainer.last_stats = {"loss_D": 3.8e19, "loss_G": 0.5, "D_x": 1.0}
+    assert "loss_D = 3.8e+19" in trainer.divergence_warning() and "--lr" in trainer.divergence_warning()
+    trainer.last_stats = {"loss_D": 1.3, "loss_G": -2e5}
+    assert trainer.divergence_warning() is None
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="os.kill(SIGINT) to oneself is POSIX")
+def test_a_second_ctrl_c_aborts_at_once_with_a_message(tmp_path, monkeypatch, capsys):
+    """Two Ctrl-C during step 11 (epoch 2): the second aborts in the step, and the one line says so and
+    names the last good checkpoint (it used to print just 'mnist_mlp.py: '). Both handlers are restored."""
+    original = GANStep.step
+    calls = []
+
+    def step(self, real_batches):
+        calls.append(1)
+        if len(calls) == STEPS_PER_EPOCH + 3:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, real_batches)
+
+    monkeypatch.setattr(GANStep, "step", step)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "run"
+    assert train(out, "--epochs", "2") == cli.EXIT_INTERRUPTED
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert re.fullmatch(rf"mnist_mlp\.py: aborted at once by a second Ctrl-C at step {STEPS_PER_EPOCH + 2}; "
+                        rf"last good checkpoint: .*checkpoint\.npz \(step {STEPS_PER_EPOCH}\)", err[0]), err[0]
+    _, meta = arrays_of(out / "checkpoint.npz")
+    assert meta["global_step"] == STEPS_PER_EPOCH
+    assert not (out / ".lock").exists()

@@ -17,6 +17,7 @@ a silently wrong array would poison a whole training run.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import zlib
 
@@ -44,16 +45,24 @@ def is_gzip(raw: bytes) -> bool:
     return raw[:2] == GZIP_MAGIC
 
 
-def decode_bytes(raw: bytes, source="<bytes>") -> bytes:
+def decode_bytes(raw: bytes, source="<bytes>", max_bytes=None) -> bytes:
     """The IDX bytes inside ``raw``: gunzipped when it is a gzip stream, else ``raw`` itself.
 
     A truncated or corrupt gzip stream becomes a DataError naming ``source``, not an
-    EOFError / BadGzipFile traceback from deep inside the gzip module.
+    EOFError / BadGzipFile traceback from deep inside the gzip module. ``max_bytes``: a stream that
+    would decompress to more is refused after reading max_bytes + 1 (a gzip bomb never fills memory).
     """
     if not is_gzip(raw):
         return raw
     try:
-        return gzip.decompress(raw)
+        if max_bytes is None:
+            return gzip.decompress(raw)
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
+            content = f.read(max_bytes + 1)
+        if len(content) > max_bytes:
+            raise DataError(f"{source}: decompresses to more than {max_bytes:,} bytes, the size of the file it "
+                            "should be; not the dataset file")
+        return content
     except EOFError:
         raise DataError(f"{source}: truncated gzip stream (the file ends before the compressed data does; "
                         "delete it and fetch it again)") from None

@@ -9,7 +9,9 @@ Where the files come from, in order (the first hit wins):
 3. system folders (Debian's ``dataset-fashion-mnist`` package installs ``/usr/share/datasets/fashion-mnist``);
 4. the official mirrors, tried in order, into the cache.
 
-Every file is checked against SHA-256 sums of the official release. Each file has two: one of the
+Every file is checked against SHA-256 sums of the official release, and mirrors are HTTPS only (the
+sums protect the content; TLS also keeps a network in the middle from feeding a gzip bomb, and every
+decompression is capped at the official file's size anyway). Each file has two: one of the
 official ``.gz`` (what the mirrors serve) and one of the decompressed IDX content, so a file that was
 recompressed (Debian's Fashion-MNIST) or stored uncompressed is still recognised as the real thing.
 """
@@ -78,7 +80,6 @@ MNIST = DatasetSpec(
     mirrors=(
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
-        "http://yann.lecun.com/exdb/mnist/",
     ),
     checksums={
         "train-images-idx3-ubyte": Checksum(
@@ -103,7 +104,6 @@ FASHION_MNIST = DatasetSpec(
     name="fashion-mnist",
     title="Fashion-MNIST",
     mirrors=(
-        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
         "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
     ),
     checksums={
@@ -193,7 +193,8 @@ def _verified_array(raw: bytes, source, checksum, title, stem, verify=True, hint
     Accepted when the bytes are the official .gz, or when the decompressed content is the official
     content (a recompressed or uncompressed copy).
     """
-    content = decode_bytes(raw, source)
+    capped = verify and checksum is not None  # the official content has a known size: decompress no more
+    content = decode_bytes(raw, source, max_bytes=checksum.idx_bytes if capped else None)
     if verify and checksum is not None:
         gz_ok = is_gzip(raw) and _sha256(raw) == checksum.gz_sha256
         if not gz_ok and _sha256(content) != checksum.idx_sha256:
@@ -269,7 +270,7 @@ def _download_one(url, final, checksum, timeout):
         if digest.hexdigest() != checksum.gz_sha256:
             # a mirror may recompress: the same IDX content is still the official data
             try:
-                content = decode_bytes(Path(tmp).read_bytes(), url)
+                content = decode_bytes(Path(tmp).read_bytes(), url, max_bytes=checksum.idx_bytes)
             except DataError:
                 content = b""
             if _sha256(content) != checksum.idx_sha256:
