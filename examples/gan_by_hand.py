@@ -1,6 +1,6 @@
 """A GAN trained by hand: the whole MLP GAN training loop in one file, from scratchgan's public layers.
 
-    python examples/gan_by_hand.py                       # 3000 steps on the bundled MNIST digits (~1 min)
+    python examples/gan_by_hand.py                       # 3000 steps on the bundled MNIST digits (~1 min, 2 cores)
     python examples/gan_by_hand.py --data-dir DIR        # or on a folder of MNIST-format IDX files
     python examples/gan_by_hand.py --help                # every flag, with its default
 

@@ -125,7 +125,9 @@ class GANStep:
         self.keys = (f"{p}_x", f"{p}_G_z", f"{p}_G_z_after")
 
     def d_step(self, real):
-        """Update D on one real batch and one fake batch; returns (fake, stats)."""
+        """Update D on one real batch x and one fake batch G(z); returns (fake, stats).
+
+        L_D = d_real(D(x)) + d_fake(D(G(z))) (+ the gradient penalty), backward through D only."""
         G, D, obj = self.G, self.D, self.objective
         real, labels = self._real_batch(real)
         fake = self._forward(G, self.noise.sample(), labels)  # its cache stays for the G step's backward
@@ -134,13 +136,13 @@ class GANStep:
         real_in, fake_in = self._with_instance_noise(real), self._with_instance_noise(fake)
         out_real, loss_real = self._d_forward_backward(real_in, labels, obj.d_real)
         out_fake, loss_fake = self._d_forward_backward(fake_in, labels, obj.d_fake)  # G(z): a constant here
-        penalty = self._gradient_penalty(real_in, fake_in, labels)  # {} unless WGAN-GP
+        penalty = self._gradient_penalty(real_in, fake_in, labels)  # {} unless a penalty is on
         self.opt_D.step()
         self._clip_weights()
         return fake, self._d_stats(loss_real, loss_fake, out_real, out_fake, penalty)
 
     def g_step(self, fake, labels=None):
-        """Update G through the updated D with the objective's G loss; returns stats."""
+        """Update G through the updated D: L_G = g(D(G(z))), backward through D into G; returns stats."""
         self.opt_G.zero_grad()
         out = self._forward(self.D, self._with_instance_noise(fake), labels)
         loss_G, dout = self.objective.g(out)
