@@ -74,14 +74,14 @@ def _minor_faults():
 
 
 def worker_scratchgan(batch, steps, warmup, backend, breakdown=False):
-    from scratchgan import cli  # first, as in the examples: it loads NumPy (scratchgan/blas_setup.py)
+    from scratchgan import cli, models  # first, as in the examples: it loads NumPy (scratchgan/blas_setup.py)
     import numpy as np
     from scratchgan.backend import get_xp, synchronize
     from scratchgan.data import BatchLoader
 
     xp = get_xp(backend)
     config = dict(cli.MLP_DEFAULTS, image_size=784, batch_size=batch, backend=backend)
-    step = cli.build_step(config, xp)
+    step = models.build_step(config, xp)
     # an MNIST-sized dataset, so the data timing gathers from a realistic 188 MB array
     images = np.random.default_rng(0).integers(0, 256, (60000, 28, 28), dtype=np.uint8)
     loader = BatchLoader(images, batch, xp=xp)

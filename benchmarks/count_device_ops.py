@@ -21,7 +21,7 @@ import scratchgan  # noqa: E402,F401  (before NumPy, as everywhere)
 import numpy as np  # noqa: E402
 
 import fake_device  # noqa: E402
-from scratchgan import cli  # noqa: E402
+from scratchgan import cli, models  # noqa: E402
 
 COUNT = {"ops": 0, "inside_kernel": False}
 
@@ -57,7 +57,7 @@ def ops_per_step(batch, fused, steps=5):
     else:
         fake_device.xp.__dict__.pop("ElementwiseKernel", None)
     config = dict(cli.MLP_DEFAULTS, image_size=784, batch_size=batch, backend="numpy")
-    step = cli.build_step(config, fake_device.xp)
+    step = models.build_step(config, fake_device.xp)
     real = fake_device.xp.asarray(np.random.default_rng(0).uniform(-1, 1, (batch, 784)).astype(np.float32))
     step.step([real])  # the first step makes the optimizers' lazy state
     COUNT["ops"] = 0

@@ -3,19 +3,19 @@
 A checkpoint is a flat ``{name: array}`` dict plus a JSON-able ``meta`` dict, stored as an
 uncompressed ``.npz`` with the meta as a string entry ``__meta__``. This module knows nothing of
 networks or optimizers: the trainer builds the dicts (e.g. ``"G/params"``, ``"opt_G/m_sum"``).
-Writes go to a temporary file in the same directory, are fsynced and then renamed over the old
-file, so a crash or Ctrl-C at any moment leaves either the old or the new checkpoint, never half of one.
+Writes go through ``fileio.atomic_write``: a temporary file in the same directory, fsynced, then
+renamed over the old file, so a crash or Ctrl-C at any moment leaves either the old or the new
+checkpoint, never half of one.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import secrets
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from .fileio import atomic_write  # the one atomic writer (viz, trainer, evaluate_cli import it from here)
 
 META_KEY = "__meta__"
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -23,58 +23,6 @@ _ZIP_MAGIC = b"PK\x03\x04"
 
 class CheckpointError(Exception):
     """A file could not be loaded as a scratchgan checkpoint; the message names the file and why."""
-
-
-def _fsync_dir(directory):
-    """Make a rename inside ``directory`` durable; a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories are not openable, and rename is durable there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_write(path, durable=True):
-    """Yield a binary file object whose content replaces ``path`` only if the block completes.
-
-    Parent directories are created. On any exception (KeyboardInterrupt included) the temporary
-    file is removed and ``path`` is untouched. ``durable`` adds the fsyncs that survive power loss.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory so os.replace is a rename, not a copy; a dot name keeps globs like *.npz clean.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 (not mkstemp's 0o600) so the final file gets the usual umask permissions.
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    except OSError as e:
-        raise _naming(e, path) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno is not None and e.filename in (None, str(tmp)):
-            raise _naming(e, path) from e  # a full disk names the file being written, not the temp file
-        raise
-    if durable:
-        _fsync_dir(path.parent)
-
-
-def _naming(error, path):
-    """The same OSError (same errno, so the same subclass), naming ``path`` instead of a temp file."""
-    return OSError(error.errno, error.strerror, str(path)) if error.errno is not None else error
 
 
 def _json_default(obj):

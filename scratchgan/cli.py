@@ -7,7 +7,6 @@ line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import errno
 import re
 import signal
 import sys
@@ -16,51 +15,20 @@ from pathlib import Path
 
 import numpy as np
 
-from . import models, nn, objectives, optim, rundir
+from . import models, nn, objectives, rundir
 from .backend import BackendError, backend_name, get_xp, to_device, to_numpy
 from .checkpoint import CheckpointError, load_checkpoint
+from .cliutil import (EXIT_USAGE, Parser, UserError, non_negative_float, non_negative_int, positive_float,
+                      positive_int, unit_interval)
+from .cliutil import fail as _fail, log as _log
+from .cliutil import os_error_message as _os_error_message
 from .data import BatchLoader, DataError, load_dataset_or_bundled, load_image_folder, resize_square
-from .gan import GANStep, NoiseSource, generate
+from .evaluate_cli import evaluate_main
+from .gan import generate
+from .models import build_gan, build_step
 from .trainer import Trainer, TrainingDiverged, TrainingInterrupted, env_summary
 
-EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
-
-
-class UserError(Exception):
-    """A mistake the user can fix; printed as one line."""
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line (plus a pointer to --help) and exits 2."""
-
-    def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def number_type(convert, expected, valid, rule):
-    """An argparse ``type``: ``convert`` the text, then check ``valid(value)``; both failures say why."""
-    def parse(text):
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not valid(value):  # NaN fails every comparison, so it is refused too
-            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
-        return value
-    return parse
-
-
-INF = float("inf")
-positive_int = number_type(int, "a positive integer", lambda v: v > 0, "a positive integer")
-non_negative_int = number_type(int, "a non-negative integer", lambda v: v >= 0, "0 or more")
-positive_float = number_type(float, "a number", lambda v: 0 < v < INF, "a positive number")
-non_negative_float = number_type(float, "a number", lambda v: 0 <= v < INF, "0 or more")
-
-
-def unit_interval(low_open=False, high_open=True):
-    rule = f"in {'(' if low_open else '['}0, 1{')' if high_open else ']'}"
-    return number_type(float, "a number", lambda v: (v > 0 if low_open else v >= 0) and (v < 1 if high_open else v <= 1),
-                       rule)
+EXIT_DIVERGED, EXIT_INTERRUPTED = 3, 130
 
 
 # ---------------------------------------------------------------------------------- training flags
@@ -221,69 +189,6 @@ def make_train_parser(prog, description, defaults=MLP_DEFAULTS, suppress=False):
     add_training_flags(parser, defaults, suppress)
     parser.set_defaults(arch=defaults["arch"])
     return parser
-
-
-def parse_sizes(text, flag):
-    try:
-        sizes = tuple(int(s) for s in str(text).split(",") if s.strip())
-    except ValueError:
-        raise UserError(f"{flag} must be comma-separated positive integers, got {text!r}") from None
-    if not sizes or any(s <= 0 for s in sizes):
-        raise UserError(f"{flag} must be comma-separated positive integers, got {text!r}")
-    return sizes
-
-
-# ---------------------------------------------------------------------------------- building a run
-def build_mlp_gan(config, xp):
-    """G, D (moved to the backend, packed) from a config dict of the training flags."""
-    dtype = config["dtype"]
-    # conditional runs: one-hot labels or a learned embedding joined to z and to the image
-    labels = {"num_classes": config.get("num_classes", 10), "embedding_dim": config.get("embedding_dim", 0)} \
-        if config.get("conditional") else {}
-    G = models.mlp_generator(latent_dim=config["latent_dim"], hidden=parse_sizes(config["g_hidden"], "--g-hidden"),
-                             out_dim=config["image_size"], batchnorm=config["batchnorm"],
-                             seed=[config["seed"], 1], dtype=dtype, **labels).to(xp, dtype)
-    D = models.mlp_discriminator(in_dim=config["image_size"], hidden=parse_sizes(config["d_hidden"], "--d-hidden"),
-                                 dropout=config["dropout"], output=config["loss_on"],
-                                 seed=[config["seed"], 2], dtype=dtype, **labels).to(xp, dtype)
-    return G, D
-
-
-def build_dcgan(config, xp):
-    """The DCGAN pair for square images of config["resolution"] with config["channels"] channels."""
-    dtype = config["dtype"]
-    G = models.dcgan_generator(config["latent_dim"], config["resolution"], config["channels"],
-                               width=config["g_width"], seed=[config["seed"], 1], dtype=dtype)
-    D = models.dcgan_discriminator(config["resolution"], config["channels"], width=config["d_width"],
-                                   seed=[config["seed"], 2], dtype=dtype)
-    if config["loss_on"] == "probs":
-        D.layers.append(nn.Sigmoid())
-    return G.to(xp, dtype), D.to(xp, dtype)
-
-
-def build_gan(config, xp):
-    """G and D for the config's architecture ("mlp" or "dcgan"), on backend xp."""
-    return build_dcgan(config, xp) if config.get("arch") == "dcgan" else build_mlp_gan(config, xp)
-
-
-def make_optimizer(config, params, lr):
-    """Adam (betas from --beta1/--beta2) or RMSprop (torch's defaults), per --optimizer."""
-    if config.get("optimizer", "adam") == "rmsprop":
-        return optim.RMSprop(params, lr=lr)
-    return optim.Adam(params, lr=lr, betas=(config["beta1"], config["beta2"]))
-
-
-def build_step(config, xp):
-    loss = config.get("loss", "bce")
-    objective = objectives.make_objective(loss, on_logits=config["loss_on"] == "logits",
-                                          real_target=1.0 - config["label_smoothing"],
-                                          gp_lambda=config.get("gp_lambda") or None)
-    G, D = build_gan(config, xp)
-    opt_G = make_optimizer(config, G.parameters(), config["lr_g"] or config["lr"])
-    opt_D = make_optimizer(config, D.parameters(), config["lr_d"] or config["lr"])
-    noise = NoiseSource(xp, config["batch_size"], config["latent_dim"], seed=config["seed"], dtype=config["dtype"])
-    return GANStep(G, D, opt_G, opt_D, objective, config["latent_dim"], noise, clip=config.get("clip"),
-                   gp_lambda=config.get("gp_lambda") or None, instance_noise=config.get("instance_noise", 0.0))
 
 
 def load_images(config, log, with_labels=False):
@@ -495,7 +400,6 @@ def sample_main(argv=None, prog="scratchgan sample"):
 def main(argv=None):
     """`python -m scratchgan train|sample ...`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    from .evaluate_cli import evaluate_main  # local: evaluate_cli imports this module
     commands = {"train": lambda a: train_main(a, prog="scratchgan train"), "sample": sample_main,
                 "evaluate": evaluate_main}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
@@ -514,11 +418,6 @@ def main(argv=None):
     return commands[argv[0]](argv[1:])
 
 
-def _log(message):
-    from tqdm.auto import tqdm
-    tqdm.write(message)
-
-
 class _Terminated(KeyboardInterrupt):
     """SIGTERM outside the training loop (loading data, building the networks): stop as Ctrl-C does."""
 
@@ -531,22 +430,6 @@ def _stop_on_sigterm():
         return signal.signal(signal.SIGTERM, handler)
     except (ValueError, AttributeError):  # not the main thread, or no SIGTERM here
         return None
-
-
-def _os_error_message(error, trainer=None, verb="cannot write", advice="choose another --out"):
-    """One line for a file-system error: which file (never a temp file), why, what to do, and the
-    last good checkpoint when a run has one."""
-    if error.errno is None or not error.strerror:
-        return str(error)
-    path = rundir.temp_target(error.filename) if error.filename else None
-    where = f" in {trainer.out}/" if trainer is not None else ""
-    line = f"{verb} {path}: {error.strerror}" if path else f"a write{where} failed: {error.strerror}"
-    kept = trainer.last_good if trainer is not None else None
-    if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        advice = "free some space, then continue with --resume" if kept else "free some space and start again"
-    if kept:
-        return f"{line}; the last good checkpoint {kept} is intact: {advice}"
-    return f"{line}; {advice}"
 
 
 def _memory_message(error, explicit, keys):
@@ -563,8 +446,3 @@ def _memory_message(error, explicit, keys):
     return f"out of memory ({error or 'MemoryError'}); the networks or batches are too large for this machine: " \
            f"lower {flags}"
 
-
-def _fail(prog, error):
-    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    return EXIT_USAGE

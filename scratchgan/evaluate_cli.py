@@ -23,10 +23,13 @@ import numpy as np
 from . import metrics
 from .backend import BackendError, get_xp, to_device, to_numpy
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint
-from .cli import Parser, UserError, _fail, _log, _os_error_message, build_gan, non_negative_int, positive_int
+from .cliutil import Parser, UserError, non_negative_int, positive_int
+from .cliutil import fail as _fail, log as _log
+from .cliutil import os_error_message as _os_error_message
 from .data import DATASET_NAMES, DataError, load_dataset_or_bundled
 from .evaluator import get_evaluator
 from .gan import generate
+from .models import build_gan
 
 ROWS = (  # (key, label, format)
     ("frechet_distance", "Frechet distance (classifier features)", "{:.4g}"),

@@ -1,60 +1,24 @@
-"""One GAN training step, composed from layers, a loss and two Adam optimizers.
+"""One GAN training step, composed from layers, an objective and two optimizers.
 
 The order is the PyTorch DCGAN tutorial's:
   1. D step:  L_D = BCE(D(x), 1) + BCE(D(G(z)), 0); backward through D only; update D.
   2. G step:  L_G = BCE(D(G(z)), 1) through the *updated* D (the non-saturating loss);
               backward through D into G(z), then through G; update G.
 G(z) is computed once and reused by both steps, so G's forward cache from step 1 serves the
-backward of step 2. Other objectives (objectives.py: wgan, wgan-gp, lsgan, hinge) swap the BCE
-terms for theirs; GANStep adds weight clipping, the gradient penalty, instance noise and class
-labels (docs/derivations/objectives.md, wgan_gp.md). Nothing here converts to Python floats: statistics stay on the device as
-0-d arrays until the trainer logs them (on a GPU a float() is a synchronisation).
+backward of step 2. The objective (objectives.py: bce, wgan, wgan-gp, lsgan, hinge) supplies the
+losses and their gradients; the options (instance noise, the gradient penalty, weight clipping, class
+labels) are the named helpers below ``d_step`` and ``g_step`` (docs/derivations/objectives.md,
+wgan_gp.md). examples/gan_by_hand.py is the same step written out in one file, without the options.
+Nothing here converts to Python floats: statistics stay on the device as 0-d arrays until the
+trainer logs them (on a GPU a float() is a synchronisation).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import losses
 from .backend import array_module
 from .gradient_penalty import GradientPenalty
-from .nn.activations import sigmoid_forward
 from .nn import Conditional
-
-
-class BCEObjective:
-    """The standard GAN objective with binary cross-entropy, on logits or on probabilities.
-
-    ``real_target`` < 1 is one-sided label smoothing (e.g. 0.9): only D's real labels move.
-    """
-
-    name = "bce"
-    score = "D"  # stats D_x, D_G_z, D_G_z_after: probabilities (objectives.py: "C" for raw scores)
-    wasserstein = False
-
-    def __init__(self, on_logits=True, real_target=1.0):
-        if not 0.0 < real_target <= 1.0:
-            raise ValueError(f"the real label must be in (0, 1], got {real_target}")
-        self.on_logits, self.real_target = on_logits, float(real_target)
-        self.loss = losses.bce_with_logits if on_logits else losses.bce
-
-    def d_real(self, out):
-        """Loss and gradient of D on a real batch: target real_target."""
-        return self.loss(out, self.real_target)
-
-    def d_fake(self, out):
-        """Loss and gradient of D on a fake batch: target 0."""
-        return self.loss(out, 0.0)
-
-    def g(self, out):
-        """Non-saturating generator loss: -log D(G(z)), i.e. target 1 for the fakes."""
-        return self.loss(out, 1.0)
-
-    def probability(self, out):
-        """D's output as the probability 'real', for the D(x) and D(G(z)) statistics (0-d array)."""
-        xp = array_module(out)
-        if not self.on_logits:
-            return xp.asarray(out.mean())  # NumPy's .mean() gives a scalar: keep the 0-d array
-        return xp.asarray(sigmoid_forward(out)[0].mean())
 
 
 class NoiseSource:
@@ -160,6 +124,62 @@ class GANStep:
         p = getattr(objective, "score", "D")
         self.keys = (f"{p}_x", f"{p}_G_z", f"{p}_G_z_after")
 
+    def d_step(self, real):
+        """Update D on one real batch x and one fake batch G(z); returns (fake, stats).
+
+        L_D = d_real(D(x)) + d_fake(D(G(z))) (+ the gradient penalty), backward through D only."""
+        G, D, obj = self.G, self.D, self.objective
+        real, labels = self._real_batch(real)
+        fake = self._forward(G, self.noise.sample(), labels)  # its cache stays for the G step's backward
+        self.opt_D.zero_grad()
+        D.first_layer().need_input_grad = False  # real and fake inputs are constants here
+        real_in, fake_in = self._with_instance_noise(real), self._with_instance_noise(fake)
+        out_real, loss_real = self._d_forward_backward(real_in, labels, obj.d_real)
+        out_fake, loss_fake = self._d_forward_backward(fake_in, labels, obj.d_fake)  # G(z): a constant here
+        penalty = self._gradient_penalty(real_in, fake_in, labels)  # {} unless a penalty is on
+        self.opt_D.step()
+        self._clip_weights()
+        return fake, self._d_stats(loss_real, loss_fake, out_real, out_fake, penalty)
+
+    def g_step(self, fake, labels=None):
+        """Update G through the updated D: L_G = g(D(G(z))), backward through D into G; returns stats."""
+        self.opt_G.zero_grad()
+        out = self._forward(self.D, self._with_instance_noise(fake), labels)
+        loss_G, dout = self.objective.g(out)
+        dfake = self._d_input_grad(dout)  # d(fake + noise)/d fake = 1: the same gradient reaches G(z)
+        self.G.backward(dfake)
+        self.opt_G.step()
+        return {"loss_G": loss_G, self.keys[2]: self.objective.probability(out)}
+
+    def step(self, real_batches):
+        """One GAN iteration on a list of real batches (one per D step); stats as 0-d arrays."""
+        for real in real_batches:
+            fake, stats = self.d_step(real)
+        stats.update(self.g_step(fake, self._split(real)[1]))
+        return stats
+
+    # ------------------------------------------------------------------ the pieces of the two steps
+    def _forward(self, net, x, labels):
+        return net.forward(x) if labels is None else net.forward(x, labels)
+
+    def _d_forward_backward(self, x, labels, loss):
+        """D(x), the loss of it, and its backward: adds dloss/dW into D's gradients. Returns (out, loss)."""
+        out = self._forward(self.D, x, labels)
+        value, dout = loss(out)
+        self.D.backward(dout)
+        return out, value
+
+    def _d_input_grad(self, dout):
+        """dL/d(D's input) for the G step: only this gradient is needed, so D's are not computed."""
+        D = self.D
+        # we need dL_G/dG(z) only: D's parameter gradients would be thrown away, so skip them
+        D.requires_grad_(False)
+        D.first_layer().need_input_grad = True
+        try:
+            return D.backward(dout)
+        finally:
+            D.requires_grad_(True)
+
     def _split(self, real):
         """(images, labels) of a batch; labels None for an unconditional GAN."""
         if isinstance(real, (tuple, list)):
@@ -169,74 +189,46 @@ class GANStep:
             raise ValueError("a conditional GAN trains on (images, labels) batches: give the BatchLoader labels=")
         return real, None
 
-    def _noisy(self, x):
+    def _real_batch(self, real):
+        """(images, labels) of a D step's real batch, checked against the noise batch size."""
+        real, labels = self._split(real)
+        if real.shape[0] != self.noise.batch_size:
+            raise ValueError(f"real batch of {real.shape[0]} images, but the step was built for "
+                             f"batches of {self.noise.batch_size}")
+        return real, labels
+
+    def _with_instance_noise(self, x):
         """x + sigma * N(0, 1) (instance noise), or x itself when sigma is 0."""
         if not self.instance_noise:
             return x
         return x + self.instance_noise * self.noise.extra("instance_noise", x.shape)
 
-    def _forward(self, net, x, labels):
-        return net.forward(x) if labels is None else net.forward(x, labels)
+    def _gradient_penalty(self, real_in, fake_in, labels):
+        """WGAN-GP: adds the gradient of lam * mean(||dD(xhat)/dxhat|| - 1)^2 into D's gradients, at
+        xhat = alpha x + (1 - alpha) G(z) with one alpha ~ U[0, 1) per sample. Returns the statistics
+        {"gp", "grad_norm_xhat"}, or {} when the penalty is off."""
+        if self.penalty is None:
+            return {}
+        alpha = self.noise.extra("gp_alpha", (real_in.shape[0],) + (1,) * (real_in.ndim - 1), "uniform")
+        xhat = fake_in + alpha * (real_in - fake_in)
+        gp, grad_norm = self.penalty(xhat, labels)
+        return {"gp": gp, "grad_norm_xhat": grad_norm}
 
-    def d_step(self, real):
-        """Update D on one real batch and one fake batch; returns (fake, stats)."""
-        G, D, obj = self.G, self.D, self.objective
-        real, labels = self._split(real)
-        if real.shape[0] != self.noise.batch_size:
-            raise ValueError(f"real batch of {real.shape[0]} images, but the step was built for "
-                             f"batches of {self.noise.batch_size}")
-        z = self.noise.sample()
-        fake = self._forward(G, z, labels)  # its cache stays for the G step's backward
-
-        self.opt_D.zero_grad()
-        D.first_layer().need_input_grad = False  # real and fake inputs are constants here
-        real_in, fake_in = self._noisy(real), self._noisy(fake)
-        out_real = self._forward(D, real_in, labels)
-        loss_real, dout = obj.d_real(out_real)
-        D.backward(dout)
-        out_fake = self._forward(D, fake_in, labels)  # D sees G(z) as a constant here: we never backprop into G
-        loss_fake, dout = obj.d_fake(out_fake)
-        D.backward(dout)
-        xp = array_module(out_real)  # loss_real + loss_fake is a NumPy scalar: keep the 0-d array
-        loss_D = xp.asarray(loss_real + loss_fake)
-        stats = {}
-        if self.penalty is not None:
-            # xhat = alpha x + (1 - alpha) G(z), one alpha ~ U[0, 1) per sample
-            alpha = self.noise.extra("gp_alpha", (real.shape[0],) + (1,) * (real.ndim - 1), "uniform")
-            xhat = fake_in + alpha * (real_in - fake_in)
-            gp, grad_norm = self.penalty(xhat, labels)  # adds dP/dW into D's gradients
-            stats.update(gp=gp, grad_norm_xhat=grad_norm)
-            loss_D = xp.asarray(loss_D + gp)
-        self.opt_D.step()
-        if self.clip is not None:  # WGAN: keep the critic (roughly) Lipschitz, one pass over D's buffer
+    def _clip_weights(self):
+        """WGAN: clip every D weight to [-clip, clip] after D's update, keeping the critic (roughly)
+        Lipschitz; one pass over D's flat parameter buffer."""
+        if self.clip is not None:
             data = self.opt_D.store.data
-            xp.clip(data, -self.clip, self.clip, out=data)
+            array_module(data).clip(data, -self.clip, self.clip, out=data)
+
+    def _d_stats(self, loss_real, loss_fake, out_real, out_fake, penalty):
+        """loss_D (with the penalty), the objective's D(x) and D(G(z)) statistics, the WGAN distance."""
+        obj, xp = self.objective, array_module(out_real)
+        loss_D = xp.asarray(loss_real + loss_fake)  # a NumPy scalar otherwise: keep the 0-d array
+        if penalty:
+            loss_D = xp.asarray(loss_D + penalty["gp"])
         k_x, k_fake, _ = self.keys
-        stats = {"loss_D": loss_D, k_x: obj.probability(out_real), k_fake: obj.probability(out_fake), **stats}
+        stats = {"loss_D": loss_D, k_x: obj.probability(out_real), k_fake: obj.probability(out_fake), **penalty}
         if getattr(obj, "wasserstein", False):
             stats["wasserstein"] = xp.asarray(out_real.mean() - out_fake.mean())  # estimate of W1(real, fake)
-        return fake, stats
-
-    def g_step(self, fake, labels=None):
-        """Update G through the updated D with the objective's G loss; returns stats."""
-        G, D, obj = self.G, self.D, self.objective
-        self.opt_G.zero_grad()
-        out = self._forward(D, self._noisy(fake), labels)
-        loss_G, dout = obj.g(out)
-        # we need dL_G/dG(z) only: D's parameter gradients would be thrown away, so skip them
-        D.requires_grad_(False)
-        D.first_layer().need_input_grad = True
-        try:
-            dfake = D.backward(dout)  # d(fake + noise)/d fake = 1: the same gradient reaches G(z)
-        finally:
-            D.requires_grad_(True)
-        G.backward(dfake)
-        self.opt_G.step()
-        return {"loss_G": loss_G, self.keys[2]: obj.probability(out)}
-
-    def step(self, real_batches):
-        """One GAN iteration on a list of real batches (one per D step); stats as 0-d arrays."""
-        for real in real_batches:
-            fake, stats = self.d_step(real)
-        stats.update(self.g_step(fake, self._split(real)[1]))
         return stats

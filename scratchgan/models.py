@@ -1,12 +1,15 @@
-"""Model builders: the classic MNIST MLP GAN (and, later, DCGAN) from scratchgan.nn layers.
+"""Builders: the classic MNIST MLP GAN and the DCGAN from scratchgan.nn layers, and a whole GAN step
+(networks, optimizers, objective, noise) from a config dict of the training flags.
 
-Each builder draws every weight from one seeded host generator, so the same seed gives the same
-network on any backend; call ``.to(backend, dtype)`` on the result to move it and pack its
-parameters into one flat buffer.
+Each network builder draws every weight from one seeded host generator, so the same seed gives the
+same network on any backend; call ``.to(backend, dtype)`` on the result to move it and pack its
+parameters into one flat buffer. The config builders at the end (``build_gan``, ``build_step``)
+do that for you; cli.py parses the flags and calls them. Bad values raise ValueError.
 """
 from __future__ import annotations
 
-from . import nn
+from . import nn, objectives, optim
+from .gan import GANStep, NoiseSource
 from .params import make_rng, normal
 
 
@@ -136,3 +139,68 @@ def dcgan_discriminator(image_size=64, channels=3, width=64, seed=1, dtype="floa
                    nn.BatchNorm2d(c_out, dtype=dtype), nn.LeakyReLU(0.2)]
     layers += [nn.Conv2d(widths[-1], 1, first_kernel, 1, 0, bias=False, seed=rng, dtype=dtype), nn.Flatten()]
     return dcgan_init(nn.Sequential(*layers), rng)
+
+
+# ------------------------------------------------------------------ from a config of the training flags
+def parse_sizes(text, flag):
+    """"128,512,1024" -> (128, 512, 1024); ValueError naming ``flag`` for anything else."""
+    try:
+        sizes = tuple(int(s) for s in str(text).split(",") if s.strip())
+    except ValueError:
+        raise ValueError(f"{flag} must be comma-separated positive integers, got {text!r}") from None
+    if not sizes or any(s <= 0 for s in sizes):
+        raise ValueError(f"{flag} must be comma-separated positive integers, got {text!r}")
+    return sizes
+
+
+def build_mlp_gan(config, xp):
+    """G, D (moved to the backend, packed) from a config dict of the training flags."""
+    dtype = config["dtype"]
+    # conditional runs: one-hot labels or a learned embedding joined to z and to the image
+    labels = {"num_classes": config.get("num_classes", 10), "embedding_dim": config.get("embedding_dim", 0)} \
+        if config.get("conditional") else {}
+    G = mlp_generator(latent_dim=config["latent_dim"], hidden=parse_sizes(config["g_hidden"], "--g-hidden"),
+                      out_dim=config["image_size"], batchnorm=config["batchnorm"],
+                      seed=[config["seed"], 1], dtype=dtype, **labels).to(xp, dtype)
+    D = mlp_discriminator(in_dim=config["image_size"], hidden=parse_sizes(config["d_hidden"], "--d-hidden"),
+                          dropout=config["dropout"], output=config["loss_on"],
+                          seed=[config["seed"], 2], dtype=dtype, **labels).to(xp, dtype)
+    return G, D
+
+
+def build_dcgan(config, xp):
+    """The DCGAN pair for square images of config["resolution"] with config["channels"] channels."""
+    dtype = config["dtype"]
+    G = dcgan_generator(config["latent_dim"], config["resolution"], config["channels"],
+                        width=config["g_width"], seed=[config["seed"], 1], dtype=dtype)
+    D = dcgan_discriminator(config["resolution"], config["channels"], width=config["d_width"],
+                            seed=[config["seed"], 2], dtype=dtype)
+    if config["loss_on"] == "probs":
+        D.layers.append(nn.Sigmoid())
+    return G.to(xp, dtype), D.to(xp, dtype)
+
+
+def build_gan(config, xp):
+    """G and D for the config's architecture ("mlp" or "dcgan"), on backend xp."""
+    return build_dcgan(config, xp) if config.get("arch") == "dcgan" else build_mlp_gan(config, xp)
+
+
+def make_optimizer(config, params, lr):
+    """Adam (betas from --beta1/--beta2) or RMSprop (torch's defaults), per --optimizer."""
+    if config.get("optimizer", "adam") == "rmsprop":
+        return optim.RMSprop(params, lr=lr)
+    return optim.Adam(params, lr=lr, betas=(config["beta1"], config["beta2"]))
+
+
+def build_step(config, xp):
+    """The GANStep of a run: G and D (build_gan), their optimizers, the objective and the noise source."""
+    loss = config.get("loss", "bce")
+    objective = objectives.make_objective(loss, on_logits=config["loss_on"] == "logits",
+                                          real_target=1.0 - config["label_smoothing"],
+                                          gp_lambda=config.get("gp_lambda") or None)
+    G, D = build_gan(config, xp)
+    opt_G = make_optimizer(config, G.parameters(), config["lr_g"] or config["lr"])
+    opt_D = make_optimizer(config, D.parameters(), config["lr_d"] or config["lr"])
+    noise = NoiseSource(xp, config["batch_size"], config["latent_dim"], seed=config["seed"], dtype=config["dtype"])
+    return GANStep(G, D, opt_G, opt_D, objective, config["latent_dim"], noise, clip=config.get("clip"),
+                   gp_lambda=config.get("gp_lambda") or None, instance_noise=config.get("instance_noise", 0.0))

@@ -1,6 +1,6 @@
 """GAN objectives: D's loss on real and on fake scores, G's loss, each with its gradient dL/dout.
 
-Every objective has the interface of ``gan.BCEObjective``:
+Every objective has the interface of ``BCEObjective`` (the standard one, first below):
     d_real(out), d_fake(out), g(out) -> (loss as a 0-d array, dL/dout shaped like out)
     probability(out) -> a 0-d statistic of the scores, logged under the keys
         "<score>_x", "<score>_G_z", "<score>_G_z_after"  (score "D": probability that the input is real,
@@ -11,8 +11,9 @@ Every objective has the interface of ``gan.BCEObjective``:
 """
 from __future__ import annotations
 
+from . import losses
 from .backend import array_module
-from .gan import BCEObjective
+from .nn.activations import sigmoid_forward
 
 NAMES = ("bce", "wgan", "wgan-gp", "lsgan", "hinge")
 
@@ -29,6 +30,44 @@ DEFAULTS = {
     "lsgan": dict(_ADAM),
     "hinge": dict(_ADAM),
 }
+
+
+class BCEObjective:
+    """The standard GAN objective (Goodfellow et al. 2014) with binary cross-entropy, on D's logits
+    (``losses.bce_with_logits``) or on its probabilities (``losses.bce``):
+
+        L_D = BCE(D(x), 1) + BCE(D(G(z)), 0),   L_G = BCE(D(G(z)), 1)  (the non-saturating G loss).
+    ``real_target`` < 1 is one-sided label smoothing (e.g. 0.9): only D's real labels move.
+    """
+
+    name = "bce"
+    score = "D"  # stats D_x, D_G_z, D_G_z_after: probabilities (the objectives below: "C", raw scores)
+    wasserstein = False
+
+    def __init__(self, on_logits=True, real_target=1.0):
+        if not 0.0 < real_target <= 1.0:
+            raise ValueError(f"the real label must be in (0, 1], got {real_target}")
+        self.on_logits, self.real_target = on_logits, float(real_target)
+        self.loss = losses.bce_with_logits if on_logits else losses.bce
+
+    def d_real(self, out):
+        """Loss and gradient of D on a real batch: target real_target."""
+        return self.loss(out, self.real_target)
+
+    def d_fake(self, out):
+        """Loss and gradient of D on a fake batch: target 0."""
+        return self.loss(out, 0.0)
+
+    def g(self, out):
+        """Non-saturating generator loss: -log D(G(z)), i.e. target 1 for the fakes."""
+        return self.loss(out, 1.0)
+
+    def probability(self, out):
+        """D's output as the probability 'real', for the D(x) and D(G(z)) statistics (0-d array)."""
+        xp = array_module(out)
+        if not self.on_logits:
+            return xp.asarray(out.mean())  # NumPy's .mean() gives a scalar: keep the 0-d array
+        return xp.asarray(sigmoid_forward(out)[0].mean())
 
 
 def _mean(xp, a):

@@ -26,6 +26,7 @@ from . import blas_setup, nn, viz
 from .backend import backend_name, synchronize, to_device, to_numpy
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from .gan import generate
+from .metrics import PLOT_PANELS
 
 CHECKPOINT_FORMAT = 1
 # The columns of metrics.csv for the default (BCE) objective: D(.) are probabilities, grad_norm_* the
@@ -35,9 +36,8 @@ STAT_KEYS = ("loss_D", "loss_G", "D_x", "D_G_z", "D_G_z_after", "grad_norm_G", "
 # mean C(x) - mean C(G(z)), WGAN-GP the penalty and the mean ||grad C(xhat)||; then anything else.
 _KEY_ORDER = ("loss_D", "loss_G", "D_x", "D_G_z", "D_G_z_after", "C_x", "C_G_z", "C_G_z_after", "wasserstein",
               "gp", "grad_norm_xhat", "grad_norm_G", "grad_norm_D", "instance_noise")
-_EXTRA_PANELS = (("C_x", "C_G_z"), ("wasserstein", "gp"), ("grad_norm_G", "grad_norm_D"),
-                 # the evaluation metrics (metrics.PLOT_PANELS), present when --eval-every is on
-                 ("frechet_distance",), ("classes_covered",), ("precision", "recall"), ("feature_spread",))
+# then the evaluation metrics' panels, present when --eval-every is on
+_EXTRA_PANELS = (("C_x", "C_G_z"), ("wasserstein", "gp"), ("grad_norm_G", "grad_norm_D"), *PLOT_PANELS)
 
 
 # |loss| above this at the end of a run: finite, but diverged all the same (a warning, not a stop)

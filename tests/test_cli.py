@@ -23,7 +23,7 @@ from PIL import Image
 
 from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
 from tolerances import scale
-from scratchgan import cli
+from scratchgan import cli, models
 from scratchgan.checkpoint import load_checkpoint
 from scratchgan.data import mnist
 from scratchgan.gan import generate
@@ -235,7 +235,7 @@ def test_train_then_sample(trained):
     assert not np.array_equal(s, s1), "--seed 1 gave the same images as --seed 0"
     # the images are G(z) in eval mode (running BatchNorm statistics) for z ~ N(0, I) seeded by --seed
     arrays, meta = load_checkpoint(tmp / "out" / "checkpoint.npz")
-    G, _ = cli.build_mlp_gan(meta["config"], np)
+    G, _ = models.build_mlp_gan(meta["config"], np)
     G.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("G/")})
     z = np.random.default_rng(1).standard_normal((10, meta["config"]["latent_dim"])).astype(np.float32)
     expected = generate(G, z).reshape(10, 28, 28)  # float32: a few ulps of the images' size (1, tanh)

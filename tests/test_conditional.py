@@ -159,7 +159,8 @@ def test_conditional_contract():
     assert y.dtype == np.float32 and y.shape == (3, 1)
     with pytest.raises(ValueError, match="both G and D conditional"):
         from scratchgan import optim
-        from scratchgan.gan import BCEObjective, GANStep, NoiseSource
+        from scratchgan.gan import GANStep, NoiseSource
+        from scratchgan.objectives import BCEObjective
         D = nn.Sequential(nn.Linear(5, 1)).to("numpy")
         GANStep(net, D, optim.Adam(net.parameters()), optim.Adam(D.parameters()), BCEObjective(), 5,
                 NoiseSource(np, 3, 5, 0, "float32"))

@@ -21,7 +21,7 @@ import host_kernels
 from fake_device import FakeElementwiseKernel, xp
 from host_kernels import HostElementwiseKernel
 from layer_cases import build_layer, make_input, random_like, skip_unless_cupy
-from scratchgan import backend, cli, gradcheck, losses, nn, optim
+from scratchgan import backend, cli, gradcheck, losses, models, nn, optim
 from scratchgan.nn import activations, batchnorm
 from test_guard import _assert_same, check_layer_on_fake_device
 from tolerances import assert_close
@@ -237,7 +237,7 @@ def _gan_step(backend_xp):
     # normalisation removes it), which Adam scales up to ~lr; in float32 an ulp in the loss's exp moves it
     config = dict(cli.MLP_DEFAULTS, image_size=784, batch_size=8, g_hidden="16,32", d_hidden="32,16",
                   latent_dim=10, backend="numpy", dtype="float64")
-    step = cli.build_step(config, backend_xp)
+    step = models.build_step(config, backend_xp)
     real = make_input((8, 784), "float64", seed=3).clip(-1, 1)
     return step, real
 

@@ -13,10 +13,12 @@ import pytest
 from layer_cases import record_error
 from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
 from scratchgan import cli, nn, objectives, optim
-from scratchgan.cli import MLP_DEFAULTS, build_step
+from scratchgan.cli import MLP_DEFAULTS
 from scratchgan.data import BatchLoader, load_dataset
-from scratchgan.gan import BCEObjective, NoiseSource
+from scratchgan.gan import NoiseSource
 from scratchgan.gradcheck import numerical_gradient, relative_error
+from scratchgan.models import build_step
+from scratchgan.objectives import BCEObjective
 from scratchgan.trainer import Trainer
 
 TABLE = "Objectives: dL/dout vs central differences (relative error)"

@@ -15,7 +15,8 @@ torch = pytest.importorskip("torch", reason="PyTorch not installed: parity tests
 
 from scratchgan import models, nn, optim  # noqa: E402
 from scratchgan.data import load_mnist_bundled  # noqa: E402
-from scratchgan.gan import BCEObjective, GANStep, NoiseSource  # noqa: E402
+from scratchgan.gan import GANStep, NoiseSource  # noqa: E402
+from scratchgan.objectives import BCEObjective  # noqa: E402
 
 LATENT, G_HIDDEN, D_HIDDEN, IMAGE = 8, (16, 32), (16, 8), 12
 BATCH, LR, BETAS = 16, 2e-4, (0.5, 0.999)

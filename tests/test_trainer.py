@@ -18,9 +18,10 @@ from PIL import Image
 from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
 from scratchgan import cli, viz
 from scratchgan.checkpoint import load_checkpoint
-from scratchgan.cli import MLP_DEFAULTS, build_step
+from scratchgan.cli import MLP_DEFAULTS
 from scratchgan.data import BatchLoader, load_mnist_bundled
 from scratchgan.gan import GANStep
+from scratchgan.models import build_step
 from scratchgan.trainer import STAT_KEYS, Trainer, TrainingDiverged, TrainingInterrupted
 
 N_IMAGES, BATCH = 256, 32

@@ -27,8 +27,8 @@ sidecar ``.json`` manifest (the key, N, the files kept, the files skipped and wh
 SHA-256 of (absolute folder path, image_size, channels, the transform's version, and the sorted
 (relative path, size, mtime_ns) of every image file), so adding, removing or changing one image
 builds a new cache (and the older cache of the same folder, size and mode is deleted). It is
-written atomically: the array goes to a temp ``.<name>.XXXX.part.npy`` in the same folder, is
-flushed, then renamed; the manifest is renamed in last and is what marks a cache complete, so a
+written atomically (``scratchgan.fileio``): the array goes to a temp ``.<name>.npy.<pid>.XXXX.part.npy``
+in the same folder, is flushed, then renamed; the manifest is renamed in last and is what marks a cache complete, so a
 partial file from an interrupted run is never read (a Ctrl-C removes its temp file; a leftover one
 from a killed run is ignored, and reported through ``log``).
 
@@ -54,6 +54,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..backend import cpu_threads
+from ..fileio import atomic_path, atomic_write
 from .idx import DataError
 from .mnist import data_root
 
@@ -119,17 +121,9 @@ def _check_size(image_size):
     return int(image_size)
 
 
-def default_workers() -> int:
-    """The CPU cores this process may use (its affinity mask where the OS has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
 def _check_workers(workers):
     if workers is None:
-        return default_workers()
+        return cpu_threads()  # the cores this process may use, as for Adam and im2col (backend.py)
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers <= 0:
         raise ValueError(f"workers must be a positive integer or None (all cores), got {workers!r}")
     return int(workers)
@@ -278,19 +272,6 @@ def _open_cached(npy, manifest_path, key, shape_tail):
     return images, manifest
 
 
-def _write_json_atomic(path, obj):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".part.json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
-
-
 def _unlink(path):
     try:
         os.unlink(path)
@@ -377,16 +358,13 @@ def _build(root, entries, image_size, channels, mode, key, npy, manifest_path, w
         log(f"decoding {total} images from {root} to {S}x{S} {mode} with {workers} thread"
             f"{'s' if workers > 1 else ''} (once; cached in {npy.parent}) ...")
     t0 = time.perf_counter()
-    tmp_paths = []
 
-    def temp_npy(n):
-        fd, tmp = tempfile.mkstemp(dir=npy.parent, prefix=f".{npy.stem}.", suffix=".part.npy")
-        os.close(fd)
-        tmp_paths.append(tmp)
-        return tmp, np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, channels, S, S))
+    def memmap(path, n):
+        return np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, channels, S, S))
 
-    try:
-        tmp, out = temp_npy(total)
+    # the temp .part.npy becomes ``npy`` only if everything below succeeds; any failure removes it
+    with atomic_path(npy, suffix=".part.npy") as tmp:
+        out = memmap(tmp, total)
         bar = _progress_bar(total, progress, log)
         try:
             failed = _decode_all(root, rels, sizes, out, S, mode, workers, bar)
@@ -400,29 +378,25 @@ def _build(root, entries, image_size, channels, mode, key, npy, manifest_path, w
             raise DataError(f"image folder {root}: none of its {total} image files could be read "
                             f"({shown}{'; ...' if total > 3 else ''})")
         if skipped:  # compact the good rows into an array of exactly N_good (skips are rare: one copy)
-            tmp_good, compact = temp_npy(len(good))
-            for j in range(0, len(good), 4096):
-                compact[j:j + 4096] = out[good[j:j + 4096]]
+            with atomic_path(tmp, durable=False, suffix=".part.npy") as tmp_good:  # replaces the full one
+                compact = memmap(tmp_good, len(good))
+                for j in range(0, len(good), 4096):
+                    compact[j:j + 4096] = out[good[j:j + 4096]]
+                compact.flush()
+                del compact, out  # unmapped before the rename (Windows cannot replace a mapped file)
+        else:
+            out.flush()
             del out
-            _unlink(tmp)
-            tmp, out = tmp_good, compact
-        out.flush()
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        del out
-        os.replace(tmp, npy)
-        seconds = time.perf_counter() - t0
-        _write_json_atomic(manifest_path, {
-            "format": MANIFEST_FORMAT, "key": key, "folder": str(root), "image_size": S,
-            "channels": channels, "mode": mode, "transform": TRANSFORM_VERSION,
-            "n": len(good), "n_image_files": total, "shape": [len(good), channels, S, S],
-            "seconds": round(seconds, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "files": [rels[i] for i in good], "skipped": [list(s) for s in skipped],
-        })
-    except BaseException:
-        for path in tmp_paths:
-            _unlink(path)
-        raise
+    seconds = time.perf_counter() - t0
+    manifest = {
+        "format": MANIFEST_FORMAT, "key": key, "folder": str(root), "image_size": S,
+        "channels": channels, "mode": mode, "transform": TRANSFORM_VERSION,
+        "n": len(good), "n_image_files": total, "shape": [len(good), channels, S, S],
+        "seconds": round(seconds, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "files": [rels[i] for i in good], "skipped": [list(s) for s in skipped],
+    }
+    with atomic_write(manifest_path, suffix=".part.json") as f:  # renamed in last: it marks the cache complete
+        f.write(json.dumps(manifest, indent=1).encode("utf-8"))
     if log:
         if skipped:
             log(_skipped_line(skipped, total, root))
@@ -493,8 +467,9 @@ def load_image_folder(folder, image_size=64, channels=3, cache_dir=None, log=Non
     """All images under ``folder`` as a read-only np.memmap, uint8 (N, C, S, S), S = ``image_size``.
 
     Decoded once (resize the shorter side to S, bicubic, then center-crop S x S; ``channels`` 3 = "RGB"
-    or 1 = "L") with ``workers`` threads (default: all cores) into a cached .npy under ``cache_dir``
-    (default ``data_root()/"folders"``); later calls map that file and decode nothing. ``log``: a
+    or 1 = "L") with ``workers`` threads (default: ``backend.cpu_threads()``, the usable cores) into a
+    cached .npy under ``cache_dir`` (default ``data_root()/"folders"``); later calls map that file and
+    decode nothing. ``log``: a
     callable for progress lines (start, end with the time, skipped files); ``progress``: a tqdm bar
     (default: when ``log`` is given and stderr is a terminal). Raises DataError for a missing folder,
     no image files, or no readable image. ``open_image_folder`` gives the file names and skips too.

@@ -17,11 +17,11 @@ recompressed (Debian's Fashion-MNIST) or stored uncompressed is still recognised
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import importlib.resources
 import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import atomic_path
 from .idx import DataError, decode_bytes, is_gzip, parse_idx
 
 
@@ -247,26 +248,24 @@ def _download_one(url, final, checksum, timeout):
     """Fetch ``url`` into ``final``: a temp file in the same folder, verified, then os.replace.
 
     The temp file is removed on any failure, Ctrl-C included, so the cache never holds a half file
-    (and never one under the final name: os.replace is atomic within a file system).
+    (and never one under the final name: fileio.atomic_path renames it only when all went well).
     """
-    try:
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
-    except OSError as e:  # not a mirror's fault: say so instead of trying the next one
-        raise DataError(f"cannot write to the cache folder {final.parent} ({e.strerror or e}); set "
-                        "SCRATCHGAN_DATA to a writable folder or pass --data-dir DIR") from None
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            tmp = stack.enter_context(atomic_path(final, suffix=".part"))
+        except OSError as e:  # not a mirror's fault: say so instead of trying the next one
+            raise DataError(f"cannot write to the cache folder {final.parent} ({e.strerror or e}); set "
+                            "SCRATCHGAN_DATA to a writable folder or pass --data-dir DIR") from None
         digest = hashlib.sha256()
         size = 0
         request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(request, timeout=timeout) as response:
+        with open(tmp, "wb") as f, urllib.request.urlopen(request, timeout=timeout) as response:
             while chunk := response.read(_CHUNK):
                 size += len(chunk)
                 if size > checksum.idx_bytes + (1 << 20):  # a .gz is never much bigger than its content
                     raise _Mismatch(f"served more than {checksum.idx_bytes + (1 << 20)} bytes; not the dataset file")
                 digest.update(chunk)
                 f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
         if digest.hexdigest() != checksum.gz_sha256:
             # a mirror may recompress: the same IDX content is still the official data
             try:
@@ -276,13 +275,6 @@ def _download_one(url, final, checksum, timeout):
             if _sha256(content) != checksum.idx_sha256:
                 raise _Mismatch(f"SHA-256 mismatch: got {digest.hexdigest()[:12]}..., "
                                 f"expected {checksum.gz_sha256[:12]}...")
-        os.replace(tmp, final)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _supply_hint(spec, folder):

@@ -1,0 +1,147 @@
+"""A GAN trained by hand: the whole MLP GAN training loop in one file, from scratchgan's public layers.
+
+    python examples/gan_by_hand.py                       # 3000 steps on the bundled MNIST digits (~1 min, 2 cores)
+    python examples/gan_by_hand.py --data-dir DIR        # or on a folder of MNIST-format IDX files
+    python examples/gan_by_hand.py --help                # every flag, with its default
+
+Read it top to bottom: two networks, two optimizers, then one training step written out forward,
+backward, update, in the order the maths runs. It is the step that scratchgan.gan.GANStep runs (and
+tests/test_gan_by_hand.py checks that they agree), without GANStep's options: other objectives,
+several D steps, the gradient penalty, weight clipping, instance noise, class labels, checkpoints.
+"""
+import argparse
+from pathlib import Path
+
+# scratchgan first: importing it loads NumPy with a short OpenBLAS thread wait (scratchgan/blas_setup.py)
+from scratchgan import losses, nn, optim
+import numpy as np  # noqa: E402
+from scratchgan.data import load_dataset, load_mnist_bundled  # noqa: E402
+from scratchgan.viz import save_image_grid  # noqa: E402
+
+LATENT = 100  # size of the noise vector z
+
+
+def make_generator(seed):
+    """G: z (N, 100) -> image (N, 784) in [-1, 1], the classic MNIST MLP generator.
+
+    BatchNorm after the wider hidden layers keeps their activations in a healthy range; Tanh at the
+    end matches the real images, which we scale to [-1, 1]. Every Linear draws its weights from one
+    seeded generator, in order, so a seed gives the same network (scratchgan.models.mlp_generator).
+    """
+    rng = np.random.default_rng([seed, 1])
+    return nn.Sequential(
+        nn.Linear(LATENT, 128, seed=rng), nn.LeakyReLU(0.2),
+        nn.Linear(128, 512, seed=rng), nn.BatchNorm1d(512), nn.LeakyReLU(0.2),
+        nn.Linear(512, 1024, seed=rng), nn.BatchNorm1d(1024), nn.LeakyReLU(0.2),
+        nn.Linear(1024, 784, seed=rng), nn.Tanh())
+
+
+def make_discriminator(seed):
+    """D: image (N, 784) -> one logit per image (N, 1): > 0 means "real".
+
+    D ends at the last Linear, without a Sigmoid: the loss takes logits (losses.bce_with_logits),
+    which is exact for any logit, where log(sigmoid(x)) would round to log(0) for x << 0.
+    """
+    rng = np.random.default_rng([seed, 2])
+    return nn.Sequential(
+        nn.Linear(784, 512, seed=rng), nn.LeakyReLU(0.2),
+        nn.Linear(512, 256, seed=rng), nn.LeakyReLU(0.2),
+        nn.Linear(256, 128, seed=rng), nn.LeakyReLU(0.2),
+        nn.Linear(128, 1, seed=rng))
+
+
+def sigmoid(x):
+    """D's logit as a probability, for printing; the tanh form never overflows."""
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def train_step(G, D, opt_G, opt_D, real, z):
+    """One GAN step on a real batch (N, 784) and a noise batch z (N, 100).
+
+    Returns (loss_D, loss_G, D(x), D(G(z))); the losses as 0-d arrays, the D(.) as mean probabilities.
+    """
+    # G(z) once: D sees it as a constant in step 1, and G's forward cache serves its backward in step 2.
+    fake = G.forward(z)  # (N, 100) -> (N, 784)
+
+    # 1. D step: L_D = BCE(D(x), 1) + BCE(D(G(z)), 0). D learns to say "real" to x and "fake" to G(z).
+    opt_D.zero_grad()  # backward ADDS into p.grad, so clear D's gradients first (one fill of its flat buffer)
+    out_real = D.forward(real)  # (N, 1) logits; D keeps the cache its backward needs
+    loss_real, dout = losses.bce_with_logits(out_real, 1.0)  # the loss and dL/dlogits = (sigmoid - 1) / N
+    D.backward(dout)  # adds dL/dW, dL/db into every D parameter's .grad
+    out_fake = D.forward(fake)  # one backward per forward: D's cache now belongs to the fake batch
+    loss_fake, dout = losses.bce_with_logits(out_fake, 0.0)
+    D.backward(dout)  # it returns dL/dfake, which we drop: D's loss must not move G (PyTorch's .detach())
+    opt_D.step()  # Adam over D's flat parameter buffer, with the sum of both gradients
+
+    # 2. G step: L_G = BCE(D(G(z)), 1), through the UPDATED D. This is the "non-saturating" loss:
+    # -log D(G(z)) instead of log(1 - D(G(z))), which gives G strong gradients when D rejects its fakes.
+    opt_G.zero_grad()
+    out = D.forward(fake)
+    loss_G, dout = losses.bce_with_logits(out, 1.0)  # G wants D to call its fakes real
+    dfake = D.backward(dout)  # the chain rule through D: dL_G/dG(z), (N, 784)
+    # D.backward also added dL_G/dW into D's .grad. Nothing uses them: opt_D.zero_grad() clears them
+    # before D's next update. (GANStep skips computing D's weight gradients here, as an optimisation.)
+    G.backward(dfake)  # ... and on through G: dL_G/dW for every G parameter
+    opt_G.step()
+    return loss_real + loss_fake, loss_G, sigmoid(out_real).mean(), sigmoid(out_fake).mean()
+
+
+def load_images(data_dir):
+    """uint8 (N, 28, 28) images: the 10,000 MNIST digits bundled with scratchgan, or IDX files in DIR."""
+    if data_dir is None:
+        return load_mnist_bundled()[0]
+    # verify=False: any MNIST-format files will do (MNIST, Fashion-MNIST, your own), not only MNIST's
+    return load_dataset("mnist", "train", data_dir=data_dir, verify=False)[0]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Train the classic MLP GAN by hand, in one readable loop.")
+    p.add_argument("--steps", type=int, default=3000, help="training steps (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seeds weights, data order and noise (default: %(default)s)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="folder with train-images-idx3-ubyte[.gz] (default: the bundled MNIST digits)")
+    p.add_argument("--out", default="runs/gan_by_hand", metavar="DIR",
+                   help="where samples.png goes (default: %(default)s)")
+    args = p.parse_args(argv)
+
+    # The data: uint8 pixels 0..255 -> float32 in [-1, 1], the range of G's Tanh. One row per image.
+    images = load_images(args.data_dir)
+    x_all = images.reshape(len(images), 784).astype(np.float32) / 127.5 - 1.0  # Python floats keep float32
+    B = args.batch_size
+    batches_per_epoch = len(x_all) // B  # the last partial batch is dropped, as PyTorch's drop_last=True
+    if batches_per_epoch == 0:
+        p.error(f"--batch-size {B} is larger than the {len(x_all)} images")
+
+    # The networks and their optimizers: Adam(lr 2e-4, betas 0.5/0.999), the DCGAN paper's choice.
+    G, D = make_generator(args.seed), make_discriminator(args.seed)
+    opt_G = optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_D = optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    print(f"G {G.num_parameters():,} and D {D.num_parameters():,} parameters; "
+          f"{len(x_all)} images, {batches_per_epoch} batches of {B} per epoch")
+
+    rng = np.random.default_rng(args.seed)
+    fixed_z = rng.standard_normal((64, LATENT), dtype=np.float32)  # the same 64 z for the final grid
+    for step in range(args.steps):
+        i = step % batches_per_epoch
+        if i == 0:  # a new epoch: a new order of the images
+            order = rng.permutation(len(x_all))
+        real = x_all[order[i * B:(i + 1) * B]]  # (B, 784)
+        z = rng.standard_normal((B, LATENT), dtype=np.float32)  # z ~ N(0, I), (B, 100)
+        loss_D, loss_G, d_x, d_g_z = train_step(G, D, opt_G, opt_D, real, z)
+        if step % 100 == 0 or step == args.steps - 1:
+            # A healthy GAN hovers: D(x) somewhat above 0.5, D(G(z)) somewhat below, neither loss to 0.
+            print(f"step {step:5d}  loss_D {float(loss_D):.4f}  loss_G {float(loss_G):.4f}  "
+                  f"D(x) {float(d_x):.3f}  D(G(z)) {float(d_g_z):.3f}")
+
+    # Samples: eval mode makes BatchNorm use its running statistics, not those of this one batch.
+    G.eval()
+    samples = G.forward(fixed_z)  # (64, 784) in [-1, 1]
+    G.train()
+    path = save_image_grid(samples, Path(args.out) / "samples.png", nrow=8, scale=2, image_shape=(28, 28))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
