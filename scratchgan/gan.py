@@ -189,14 +189,13 @@ class GANStep:
         fake = self._forward(G, z, labels)  # its cache stays for the G step's backward
 
         self.opt_D.zero_grad()
-        D.first_layer().need_input_grad = False  # real and fake inputs are constants here
         real_in, fake_in = self._noisy(real), self._noisy(fake)
         out_real = self._forward(D, real_in, labels)
         loss_real, dout = obj.d_real(out_real)
-        D.backward(dout)
+        D.backward(dout, need_dx=False)  # real and fake inputs are constants here
         out_fake = self._forward(D, fake_in, labels)  # D sees G(z) as a constant here: we never backprop into G
         loss_fake, dout = obj.d_fake(out_fake)
-        D.backward(dout)
+        D.backward(dout, need_dx=False)
         xp = array_module(out_real)  # loss_real + loss_fake is a NumPy scalar: keep the 0-d array
         loss_D = xp.asarray(loss_real + loss_fake)
         stats = {}
@@ -224,13 +223,8 @@ class GANStep:
         out = self._forward(D, self._noisy(fake), labels)
         loss_G, dout = obj.g(out)
         # we need dL_G/dG(z) only: D's parameter gradients would be thrown away, so skip them
-        D.requires_grad_(False)
-        D.first_layer().need_input_grad = True
-        try:
-            dfake = D.backward(dout)  # d(fake + noise)/d fake = 1: the same gradient reaches G(z)
-        finally:
-            D.requires_grad_(True)
-        G.backward(dfake)
+        dfake = D.backward(dout, param_grads=False)  # d(fake + noise)/d fake = 1: the same gradient reaches G(z)
+        G.backward(dfake, need_dx=False)  # nobody uses dL/dz
         self.opt_G.step()
         return {"loss_G": loss_G, self.keys[2]: obj.probability(out)}
 

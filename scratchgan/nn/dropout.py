@@ -68,9 +68,11 @@ class Dropout(Module):
         self.cache = ("mask", mask)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, param_grads=True, need_dx=True):
         kind, mask = self.pop_cache()
-        return dy if kind == "identity" else dropout_backward(dy, mask)
+        if not need_dx:
+            return None
+        return dy if kind == "identity" else dropout_backward(dy, mask)  # eval mode: y = x, so dx = dy
 
     def __repr__(self):
         return f"Dropout(p={self.p})"

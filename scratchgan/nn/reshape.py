@@ -18,8 +18,9 @@ class Flatten(Module):
         self.cache = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, dy):
-        return dy.reshape(self.pop_cache())
+    def backward(self, dy, param_grads=True, need_dx=True):
+        x_shape = self.pop_cache()
+        return dy.reshape(x_shape) if need_dx else None  # the same numbers, back in x's shape
 
 
 class Reshape(Module):
@@ -36,8 +37,9 @@ class Reshape(Module):
         self.cache = x.shape
         return x.reshape((x.shape[0],) + self.shape)
 
-    def backward(self, dy):
-        return dy.reshape(self.pop_cache())
+    def backward(self, dy, param_grads=True, need_dx=True):
+        x_shape = self.pop_cache()
+        return dy.reshape(x_shape) if need_dx else None  # the same numbers, back in x's shape
 
     def __repr__(self):
         return f"Reshape{self.shape}"

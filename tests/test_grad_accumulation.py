@@ -1,29 +1,46 @@
-"""zero_grad marks gradients unset instead of filling them; nobody may be able to tell the difference."""
-import numpy as np
+"""Gradients accumulate with += into the flat store, and zero_grad is one fill.
 
-from scratchgan import nn, optim
+(This file was test_lazy_grad.py, which tested the lazy-zero protocol of earlier versions: zero_grad
+marking gradients unset, the first backward writing into them. That protocol is gone; these are its
+tests rewritten for the guarantee that replaced it: after zero_grad every gradient reads 0, backward
+adds into the store's own views (on NumPy the fast path lets BLAS add x^T dy in place), stale values
+never show, a parameter no backward touched reads 0, and writes by hand stick.) Each test runs on the
+fast path and on the reference path.
+"""
+import numpy as np
+import pytest
+
+from scratchgan import fast, nn, optim
+
+
+@pytest.fixture(params=["fast", "reference"])
+def path(request, monkeypatch):
+    monkeypatch.setattr(fast, "_enabled", request.param == "fast")
+    fast.reset()
+    yield request.param
+    fast.reset()
 
 
 def _model():
     return nn.Sequential(nn.Linear(5, 7, seed=0), nn.LeakyReLU(0.2), nn.Linear(7, 3, seed=1)).to(dtype="float64")
 
 
-def test_backward_writes_into_unset_buffers_and_accumulates_after():
+def test_backward_adds_into_the_zeroed_store_in_place(path):
     model = _model()
     rng = np.random.default_rng(0)
     x, dy = rng.standard_normal((4, 5)), rng.standard_normal((4, 3))
     store = model.flat_store()
-    store.grad[...] = 123.0  # garbage that zero_grad must hide
+    store.grad[...] = 123.0  # garbage that zero_grad must clear
     model.zero_grad()
     model.forward(x)
     model.backward(dy)
     once = {n: p.grad.copy() for n, p in model.named_parameters()}
-    assert model[0].W.grad.base is store._grad  # still a view: written in place
+    assert model[0].W.grad.base is store.grad  # still a view: added into in place
     model.forward(x)
     model.backward(dy)
     for n, p in model.named_parameters():
         np.testing.assert_allclose(p.grad, 2 * once[n], rtol=1e-14, err_msg=n)
-    # the direct write equals the textbook x^T dy
+    # what backward adds equals the textbook x^T dy
     h = model[1].forward(model[0].forward(x))
     model[2].forward(h)
     model.zero_grad()
@@ -31,12 +48,12 @@ def test_backward_writes_into_unset_buffers_and_accumulates_after():
     np.testing.assert_allclose(model[2].W.grad, h.T @ dy, rtol=1e-14)
 
 
-def test_a_parameter_no_backward_touched_reads_zero_and_adam_sees_zero():
+def test_a_parameter_no_backward_touched_reads_zero_and_adam_sees_zero(path):
     model = _model()
     opt = optim.Adam(model.parameters(), lr=0.1)
     opt.store.grad[...] = 5.0
     opt.zero_grad()
-    # only the last layer runs backward; the first layer's gradients stay unset
+    # only the last layer runs backward; the first layer's gradients stay as zero_grad left them
     h = model[1].forward(model[0].forward(np.ones((2, 5))))
     model[2].forward(h)
     model[2].backward(np.ones((2, 3)))
@@ -47,7 +64,7 @@ def test_a_parameter_no_backward_touched_reads_zero_and_adam_sees_zero():
     assert h.shape == (2, 7)
 
 
-def test_store_grad_reads_zero_after_zero_grad_and_writes_stick():
+def test_store_grad_reads_zero_after_zero_grad_and_writes_stick(path):
     model = _model()
     store = model.flat_store()
     store.grad[...] = 1.0
@@ -55,4 +72,7 @@ def test_store_grad_reads_zero_after_zero_grad_and_writes_stick():
     assert not store.grad.any()
     model.zero_grad()
     store.grad[...] = 2.0  # a user writing gradients by hand after zero_grad
+    assert (model[0].W.grad == 2.0).all()
+    model.forward(np.ones((2, 5)))
+    model.backward(np.zeros((2, 3)))  # adds zero: what was written by hand stays
     assert (model[0].W.grad == 2.0).all()
