@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import models, nn, objectives, optim
+from . import fast, models, nn, objectives, optim
 from .backend import BackendError, backend_name, get_xp, to_device, to_numpy
 from .checkpoint import CheckpointError, load_checkpoint
 from .data import BatchLoader, DataError, load_dataset_or_bundled, load_image_folder, resize_square
@@ -90,6 +90,9 @@ def add_training_flags(parser, defaults, suppress=False):
                    help="array library: numpy (CPU) or cupy (CUDA GPU) (default: %(default)s)")
     g.add_argument("--dtype", choices=["float32", "float64"], default=d("dtype"),
                    help="floating-point type of weights and activations (default: %(default)s)")
+    g.add_argument("--reference", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                   help="run the textbook reference code only, without the fast paths of scratchgan/fast/ "
+                        "(as SCRATCHGAN_REFERENCE=1) (default: fast paths on)")
     g = parser.add_argument_group("data")
     dcgan = defaults["arch"] == "dcgan"
     g.add_argument("--dataset", choices=["mnist", "fashion-mnist", "mnist-bundled"] + (["folder"] if dcgan else []),
@@ -335,6 +338,9 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
                                   "NumPy (or CuPy with --backend cupy).")
     parser = make_train_parser(prog, description, defaults)
     args = parser.parse_args(argv)
+    if args.reference:
+        fast.set_enabled(False)  # every layer, loss and optimizer runs its reference code
+    fast.configure_process()  # unless --reference: the CPU process settings of scratchgan/fast/process.py
     explicit = vars(make_train_parser(prog, description, defaults, suppress=True).parse_args(argv))
     log = _log
     try:
