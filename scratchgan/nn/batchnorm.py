@@ -48,10 +48,10 @@ def batchnorm_backward_train(dy, cache, axes=(0,)):
     """Backward when mean and var were the batch's own statistics: the full coupled gradient."""
     xhat, gamma, inv_std = cache
     n = int(np.prod([dy.shape[a] for a in axes]))  # values per feature
+    # dx = gamma inv_std (dy - mean_n(dy) - xhat mean_n(dy xhat)): the two means are the gradients
+    # through the batch mean and the batch variance, and they are dbeta / n and dgamma / n (batchnorm.md)
     dbeta = dy.sum(axis=axes, keepdims=True)  # sum_n dy
     dgamma = (dy * xhat).sum(axis=axes, keepdims=True)  # sum_n dy * xhat
-    # dx = gamma inv_std (dy - mean_n(dy) - xhat mean_n(dy xhat)): the two means are the two sums
-    # above over n, the gradients through the batch mean and the batch variance (batchnorm.md)
     dx = (dy - dbeta / n - xhat * (dgamma / n)) * (gamma * inv_std)
     return dx, dgamma, dbeta
 
