@@ -363,7 +363,7 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
         config["image_size"] = int(np.prod(images.shape[1:]))  # the MLP's flattened image length
         config["image_shape"] = list(images.shape[1:])
         config["num_images"] = len(images)
-        config["environment"] = env_summary()
+        config["environment"] = {**env_summary(), "fast_paths": fast.enabled()}  # False: --reference
         step = build_step(config, xp)
         conv = config.get("arch") == "dcgan"
         loader = BatchLoader(images, config["batch_size"], xp=xp, dtype=config["dtype"], seed=config["seed"],

@@ -174,3 +174,24 @@ def test_zero_fill_in_parts_fills_everything(monkeypatch):
     a = np.ones(1001, np.float32)
     cpu.zero_fill(a)
     assert not a.any()
+
+
+# ------------------------------------------------------------------ --reference on the example
+def test_the_example_trains_on_the_reference_path_with_reference(tmp_path):
+    """`examples/mnist_mlp.py --reference`: no process setting, the textbook code only, said in config.json;
+    without the flag the fast paths run and the thread wait is recorded."""
+    import json
+    tiny = ["--dataset", "mnist-bundled", "--limit", "64", "--batch-size", "32", "--epochs", "1",
+            "--g-hidden", "16,32", "--d-hidden", "32,16", "--latent-dim", "8", "--no-progress",
+            "--sample-every", "0", "--log-every", "1"]
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "SCRATCHGAN_REFERENCE")}
+    env["PYTHONPATH"] = str(ROOT)
+    env["SCRATCHGAN_DATA"] = str(tmp_path / "cache")
+    for flag, fast_paths, timeout in (("--reference", False, None), (None, True, "18")):
+        out = tmp_path / str(flag)
+        argv = [sys.executable, str(ROOT / "examples" / "mnist_mlp.py"), *tiny, "--out", str(out)] + \
+            ([flag] if flag else [])
+        subprocess.run(argv, env=env, capture_output=True, text=True, check=True, cwd=tmp_path, timeout=300)
+        environment = json.loads((out / "config.json").read_text())["environment"]
+        assert environment["fast_paths"] is fast_paths
+        assert environment["OPENBLAS_THREAD_TIMEOUT"] == timeout

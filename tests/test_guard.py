@@ -84,10 +84,14 @@ def test_model_to_fake_device_and_state_dict_round_trip():
     for p in dev.parameters():
         assert np.shares_memory(p.data._a, store.data._a)
     x = make_input((6, 5), "float32")
-    y, y_dev = host.forward(x), dev.forward(xp.asarray(x))
+    with fast.disabled():  # the reference code on both sides
+        y = host.forward(x)
+    y_dev = dev.forward(xp.asarray(x))
     _assert_same(y_dev, y, "MLP output")
     dy = random_like(y.shape, "float32")
-    _assert_same(dev.backward(xp.asarray(dy)), host.backward(dy), "MLP input gradient")
+    with fast.disabled():
+        dx = host.backward(dy)
+    _assert_same(dev.backward(xp.asarray(dy)), dx, "MLP input gradient")
 
     state = dev.state_dict()
     assert all(isinstance(v, np.ndarray) for v in state.values())
@@ -106,7 +110,8 @@ def test_model_to_fake_device_and_state_dict_round_trip():
     back = dev.to(backend="numpy")
     assert all(isinstance(p.data, np.ndarray) for p in back.parameters())
     assert all(isinstance(b, np.ndarray) for _, b in back.named_buffers())
-    np.testing.assert_array_equal(back.forward(x), host.eval().forward(x))
+    with fast.disabled():
+        np.testing.assert_array_equal(back.forward(x), host.eval().forward(x))
 
 
 LOSS_CASES = [

@@ -298,3 +298,28 @@ def test_adam_loads_a_checkpoint_of_the_running_sums():
             opt.store.grad[...] = g
             opt.step()
     np.testing.assert_allclose(opt_b.store.data, opt_a.store.data, rtol=1e-13, atol=1e-15)
+
+
+def test_a_training_checkpoint_with_the_old_adam_sums_resumes(tmp_path, monkeypatch):
+    """A checkpoint file as scratchgan wrote it before 2026-12 (opt_G/m_sum, opt_G/v_sum, ...) resumes, and
+    the run ends where an uninterrupted one does, up to the rounding of the conversion."""
+    from scratchgan import cli
+    from scratchgan.checkpoint import load_checkpoint, save_checkpoint
+    monkeypatch.setenv("SCRATCHGAN_DATA", str(tmp_path / "cache"))
+    tiny = ["--dataset", "mnist-bundled", "--limit", "128", "--batch-size", "32", "--g-hidden", "16,32",
+            "--d-hidden", "32,16", "--latent-dim", "8", "--no-progress", "--sample-every", "0", "--log-every", "4"]
+    assert cli.train_main([*tiny, "--epochs", "2", "--out", str(tmp_path / "full")]) == 0
+    assert cli.train_main([*tiny, "--epochs", "1", "--out", str(tmp_path / "old")]) == 0
+    path = tmp_path / "old" / "checkpoint.npz"
+    arrays, meta = load_checkpoint(path)
+    beta1, beta2 = 0.5, 0.999  # the MLP GAN's Adam
+    for name in ("opt_G", "opt_D"):
+        arrays[f"{name}/m_sum"] = arrays.pop(f"{name}/m") / np.float32(1 - beta1)
+        arrays[f"{name}/v_sum"] = arrays.pop(f"{name}/v") / np.float32(1 - beta2)
+    save_checkpoint(path, arrays, meta)
+    assert cli.train_main([*tiny, "--epochs", "2", "--out", str(tmp_path / "old"), "--resume"]) == 0
+    full, _ = load_checkpoint(tmp_path / "full" / "checkpoint.npz")
+    resumed, _ = load_checkpoint(path)
+    assert "opt_G/m" in resumed and "opt_G/m_sum" not in resumed  # written back in the new form
+    for key in ("G/0.W", "D/0.W", "opt_D/m", "opt_G/v"):
+        np.testing.assert_allclose(resumed[key], full[key], rtol=1e-3, atol=1e-6, err_msg=key)
