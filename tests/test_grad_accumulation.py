@@ -76,3 +76,31 @@ def test_store_grad_reads_zero_after_zero_grad_and_writes_stick(path):
     model.forward(np.ones((2, 5)))
     model.backward(np.zeros((2, 3)))  # adds zero: what was written by hand stays
     assert (model[0].W.grad == 2.0).all()
+
+
+def test_backward_arguments_skip_only_what_nobody_needs(path):
+    """need_dx=False: the first layer with parameters skips its dx, the layers in front of it (a Reshape,
+    an activation) do nothing; param_grads=False: no p.grad changes, dx as usual."""
+    model = nn.Sequential(nn.Reshape(5), nn.LeakyReLU(0.2), nn.Linear(5, 7, seed=0), nn.LeakyReLU(0.2),
+                          nn.Linear(7, 3, seed=1)).to(dtype="float64")
+    rng = np.random.default_rng(1)
+    x, dy = rng.standard_normal((4, 5)), rng.standard_normal((4, 3))
+    model.zero_grad()
+    model.forward(x)
+    dx = model.backward(dy)
+    full = model.flat_store().grad.copy()
+    calls = []
+    for layer in model:
+        layer.backward = (lambda f, name: lambda *a, **k: calls.append((name, k["need_dx"])) or f(*a, **k))(
+            layer.backward, repr(layer))
+    model.zero_grad()
+    model.forward(x)
+    assert model.backward(dy, need_dx=False) is None
+    np.testing.assert_array_equal(model.flat_store().grad, full)  # the same parameter gradients
+    assert calls == [("Linear(7, 3)", True), ("LeakyReLU(0.2)", True), ("Linear(5, 7)", False)]
+    assert all(layer.cache is None for layer in model)  # every cache consumed or dropped
+    calls.clear()
+    model.zero_grad()
+    model.forward(x)
+    np.testing.assert_array_equal(model.backward(dy, param_grads=False), dx)
+    assert not model.flat_store().grad.any() and len(calls) == 5

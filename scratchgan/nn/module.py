@@ -89,6 +89,10 @@ class Module:
             m.requires_grad = flag
         return self
 
+    def learns(self):
+        """True when a backward of this module updates parameter gradients (it has some, not frozen)."""
+        return any(m.requires_grad and m._parameters for m in self.modules())
+
     def zero_grad(self):
         """Every parameter gradient to zero: one fill when they are one flat store."""
         params = self.parameters()
@@ -222,11 +226,21 @@ class Sequential(Module):
         return x
 
     def backward(self, dy, param_grads=True, need_dx=True):
-        """The layers' backwards in reverse order. Every layer gets ``param_grads``; only the
-        first (the one that saw the network's input) may skip its dx, and only if ``need_dx`` is False."""
-        for i in reversed(range(len(self.layers))):
-            dy = self.layers[i].backward(dy, param_grads=param_grads, need_dx=need_dx or i > 0)
-        return dy
+        """The layers' backwards in reverse order, each with ``param_grads``.
+
+        With ``need_dx`` False nobody wants dL/dx, so the layers in front of the first one with
+        parameters to update (a Reshape before the first ConvTranspose2d) want no dy either: that
+        layer skips its dx, and those before it only drop their caches.
+        """
+        first = 0
+        if not need_dx:
+            first = next((i for i, layer in enumerate(self.layers) if param_grads and layer.learns()),
+                         len(self.layers))
+            for layer in self.layers[:first]:
+                layer.cache = None  # their forward ran; no gradient goes back to them
+        for i in reversed(range(first, len(self.layers))):
+            dy = self.layers[i].backward(dy, param_grads=param_grads, need_dx=need_dx or i > first)
+        return dy if need_dx else None
 
     def __iter__(self):
         return iter(self.layers)
