@@ -39,10 +39,11 @@ LAYERS = [
 
 
 def _time_scratchgan(batch, warmup, reps):
-    from scratchgan.backend import get_xp
-    from scratchgan.nn import Conv2d, ConvTranspose2d
+    from scratchgan import fast
+    fast.configure_process()  # as the entry points do: OpenBLAS's thread wait, the heap setting (fast/process.py)
+    import numpy as np
 
-    np = get_xp("numpy")  # as the trainer does: the NumPy backend's allocator setting applies
+    from scratchgan.nn import Conv2d, ConvTranspose2d
 
     rng = np.random.default_rng(0)
     out = {}

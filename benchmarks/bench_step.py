@@ -74,8 +74,12 @@ def _minor_faults():
 
 
 def worker_scratchgan(batch, steps, warmup, backend, breakdown=False):
-    from scratchgan import cli, models  # first, as in the examples: it loads NumPy (scratchgan/blas_setup.py)
+    from scratchgan import fast
+    fast.configure_process()  # first, as the entry points do (scratchgan/fast/process.py); SCRATCHGAN_REFERENCE=1: not
+    from scratchgan import cli, models  # after the process settings
     import numpy as np
+
+    from scratchgan import cli
     from scratchgan.backend import get_xp, synchronize
     from scratchgan.data import BatchLoader
 
@@ -110,10 +114,10 @@ def _breakdown(step, one_step, steps, sync):
     def wrap(obj, attr, key):
         fn = getattr(obj, attr)
 
-        def timed(*args):
+        def timed(*args, **kwargs):
             sync()
             t0 = time.perf_counter()
-            out = fn(*args)
+            out = fn(*args, **kwargs)
             sync()
             totals[key] = totals.get(key, 0.0) + time.perf_counter() - t0
             return out
@@ -203,7 +207,8 @@ def worker_torch(batch, steps, warmup, backend, freeze_d=False):
 def worker_gemm(lib, batch, steps, warmup, backend):
     """The GEMM floor: exactly the step's matmuls, back to back, through numpy/cupy or torch."""
     if lib != "torch":
-        import scratchgan  # noqa: F401  loads NumPy with the engine's OpenBLAS settings (blas_setup.py)
+        from scratchgan import fast
+        fast.configure_process()  # NumPy with the engine's OpenBLAS settings, as the entry points load it
     import numpy as np
     shapes = gemm_shapes(batch)
     rng = np.random.default_rng(0)
@@ -238,8 +243,13 @@ def worker_gemm(lib, batch, steps, warmup, backend):
 
 
 # ------------------------------------------------------------------------------------------- driver
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def run_worker(args_list):
-    out = subprocess.run([sys.executable, __file__, "--worker", *args_list], capture_output=True, text=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")  # this checkout's scratchgan
+    out = subprocess.run([sys.executable, __file__, "--worker", *args_list], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise SystemExit(f"benchmark worker {args_list} failed:\n{out.stderr.strip()}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -258,7 +268,8 @@ def machine_header(backend):
     lines.append(f"numpy {numpy.__version__}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
                  f"OMP/OPENBLAS_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}/"
                  f"{os.environ.get('OPENBLAS_NUM_THREADS', '-')}; OPENBLAS_THREAD_TIMEOUT="
-                 f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT') or '(unset: scratchgan loads NumPy with 18)'}")
+                 f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT') or '(unset: fast.configure_process loads NumPy with 18)'}"
+                 f"; SCRATCHGAN_REFERENCE={os.environ.get('SCRATCHGAN_REFERENCE', '(unset: fast paths on)')}")
     try:
         import torch
         lines.append(f"torch {torch.__version__}")

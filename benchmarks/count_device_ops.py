@@ -1,4 +1,5 @@
-"""Device operations per training step of the default MLP GAN, with and without the fused CuPy kernels.
+"""Device operations per training step of the default MLP GAN, with and without the fused CuPy kernels
+(scratchgan/fast/kernels.py).
 
 Runs the step on the fake device of the tests (tests/fake_device.py: NumPy underneath, no GPU needed)
 and counts every array the device makes or writes: each xp function call, array operator and in-place
@@ -17,11 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
-import scratchgan  # noqa: E402,F401  (before NumPy, as everywhere)
 import numpy as np  # noqa: E402
 
 import fake_device  # noqa: E402
-from scratchgan import cli, models  # noqa: E402
+from scratchgan import cli, fast, models  # noqa: E402
 
 COUNT = {"ops": 0, "inside_kernel": False}
 
@@ -56,6 +56,7 @@ def ops_per_step(batch, fused, steps=5):
         fake_device.xp.ElementwiseKernel = CountedKernel
     else:
         fake_device.xp.__dict__.pop("ElementwiseKernel", None)
+    fast.reset()  # choose the replacements again for the fake device's arrays
     config = dict(cli.MLP_DEFAULTS, image_size=784, batch_size=batch, backend="numpy")
     step = models.build_step(config, fake_device.xp)
     real = fake_device.xp.asarray(np.random.default_rng(0).uniform(-1, 1, (batch, 784)).astype(np.float32))

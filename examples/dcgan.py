@@ -9,9 +9,13 @@ scratchgan/cli.py). A folder of images is decoded once into a cached uint8 array
 """
 import sys
 
-from scratchgan.cli import DCGAN_DEFAULTS, train_main
+from scratchgan import fast
 
 if __name__ == "__main__":
+    # first, before anything loads NumPy: OpenBLAS reads its thread wait only then (scratchgan/fast/process.py);
+    # with --reference (or SCRATCHGAN_REFERENCE=1) nothing is set
+    fast.configure_process(sys.argv[1:])
+    from scratchgan.cli import DCGAN_DEFAULTS, train_main
     sys.exit(train_main(prog="dcgan.py", defaults=DCGAN_DEFAULTS,
                         description="Train a DCGAN on MNIST-like data or a folder of images, from scratch in "
                                     "NumPy (or CuPy with --backend cupy)."))

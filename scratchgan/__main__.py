@@ -1,6 +1,17 @@
-"""`python -m scratchgan train|sample ...`"""
+"""`python -m scratchgan train|sample|evaluate ...` and the `scratchgan` command: the process entry point."""
 import sys
 
-from .cli import main
+from . import fast
 
-sys.exit(main())
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # first, before anything loads NumPy: OpenBLAS reads its thread wait only then (scratchgan/fast/process.py);
+    # nothing is set with --reference or SCRATCHGAN_REFERENCE=1
+    fast.configure_process(argv)
+    from .cli import main as cli_main
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

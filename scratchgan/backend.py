@@ -4,12 +4,10 @@ Layer code never imports numpy or cupy to work on data: it asks ``array_module(x
 for the module that owns ``x`` and calls that (``xp.exp``, ``xp.where``, ...), so the
 same line runs on the CPU and on the GPU. This file also holds the host/device
 conversions (``to_numpy``, ``to_device``), ``synchronize`` for honest GPU timings,
-and the clear one-line errors users get when a backend cannot be used.
+and the clear one-line errors users get when a backend cannot be used. (Speed-ups for either
+backend live in scratchgan/fast/, not here.)
 """
 from __future__ import annotations
-
-import os
-import threading
 
 import numpy as np
 
@@ -22,85 +20,6 @@ class BackendError(RuntimeError):
 
 
 _cupy = None  # the imported cupy module, once a caller has asked for it
-_numpy_heap_ready = False  # see _reuse_freed_numpy_memory
-
-
-def _reuse_freed_numpy_memory():
-    """Let the C allocator reuse freed activations instead of returning them to the OS.
-
-    NumPy takes array memory from malloc. glibc serves large blocks (above a threshold that starts
-    at 128 KiB) with mmap and unmaps them on free, so every fresh (1024, 1024) float32 temporary of a
-    training step comes back as 1,024 new zero-filled pages: ~7,500 page faults and ~20 ms of kernel
-    time per step of the MLP GAN at batch 1024 (benchmarks/RESULTS.md). glibc raises that threshold
-    to the size of any mmapped block that is freed (mallopt(3), "dynamic mmap threshold"), up to
-    32 MiB; freeing one such block once makes every smaller array come from the heap, where freed
-    memory is reused. The cost: up to 64 MiB of freed memory stays with the process. Other C
-    libraries simply allocate and free one block.
-    """
-    global _numpy_heap_ready
-    if not _numpy_heap_ready:
-        _numpy_heap_ready = True
-        block = np.empty((32 << 20) - (64 << 10), dtype=np.uint8)  # just under glibc's 32 MiB cap
-        del block
-
-
-def cpu_threads():
-    """Threads for scratchgan's own CPU work (Adam, run_in_parts): the cores this process may use,
-    or fewer when OPENBLAS_NUM_THREADS or OMP_NUM_THREADS says so (a limit set for the matmuls is
-    taken to be meant for the whole process)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        value = os.environ.get(name, "").strip()
-        if value.isdigit() and int(value) > 0:
-            cores = min(cores, int(value))
-    return max(1, cores)
-
-
-# Below this many elements a part is too small to pay for starting a thread (~0.1 ms).
-PARALLEL_MIN_ELEMENTS = 1 << 20
-
-
-def run_in_parts(xp, task, n, elements, threads=None, pool=None):
-    """Run ``task(start, stop)`` over the index range [0, n), on NumPy split into one contiguous part per
-    thread (NumPy's copies and ufuncs release the GIL while they run).
-
-    For work that BLAS does not parallelise: optimizer updates, im2col, col2im, layout transposes.
-    ``elements`` is the size of the work: below PARALLEL_MIN_ELEMENTS, or on CuPy (one kernel per
-    call either way), or with one thread, it is simply ``task(0, n)``. ``threads`` defaults to
-    cpu_threads(). The calling thread takes the first part; the others go to ``pool`` (an executor
-    kept by a caller that runs every step: starting a thread costs ~0.2 ms) or to new threads. The
-    parts must not overlap in what they write; an error in any part is raised here.
-    """
-    threads = min(threads or cpu_threads(), n)
-    if xp is not np or threads < 2 or elements < PARALLEL_MIN_ELEMENTS:
-        task(0, n)
-        return
-    bounds = [n * i // threads for i in range(threads + 1)]
-    errors = []
-
-    def run(start, stop):
-        try:
-            task(start, stop)
-        except BaseException as e:  # handed to the calling thread below
-            errors.append(e)
-
-    if pool is not None:
-        others = [pool.submit(run, bounds[i], bounds[i + 1]) for i in range(1, threads)]
-        wait = [future.result for future in others]
-    else:
-        others = [threading.Thread(target=run, args=(bounds[i], bounds[i + 1]), daemon=True)
-                  for i in range(1, threads)]
-        for w in others:
-            w.start()
-        wait = [w.join for w in others]
-    run(bounds[0], bounds[1])
-    for finish in wait:
-        finish()
-    if errors:
-        raise errors[0]
 
 
 def _import_cupy():
@@ -136,7 +55,6 @@ def get_xp(name="numpy"):
         raise BackendError(f"backend must be one of {', '.join(BACKENDS)}; got {name!r}")
     key = name.strip().lower()
     if key == "numpy":
-        _reuse_freed_numpy_memory()
         return np
     if key == "cupy":
         return _import_cupy()
@@ -218,65 +136,3 @@ def scatter_add(a, indices, values):
         cupyx.scatter_add(a, indices, values)
     else:
         array_module(a).add.at(a, indices, values)
-
-
-# ---------------------------------------------------------------------------------- fused kernels
-# CuPy-only speed-ups. On a GPU every NumPy-style pass (x * slope, then maximum, ...) is a kernel
-# launch plus a trip of the whole array through memory; at MNIST sizes the launches dominate. Each
-# kernel below does the work of several such passes in one launch, one element per thread
-# (cupy.ElementwiseKernel: inputs are read-only, outputs are written; T is the dtype of the array
-# arguments and scalar arguments are cast to it). Each body performs exactly the operations of the
-# NumPy lines it replaces, in the same order, and is compiled with FMA contraction off, so the
-# kernels built from +, -, *, / and sqrt give the NumPy path's results bit for bit; exp and log1p
-# are CUDA's, not NumPy's, so those two kernels agree to a few ulp. tests/test_fused_kernels.py compiles these same bodies for
-# the CPU with the system's C++ compiler and runs the layers, losses and Adam through them against
-# the NumPy path (and through CuPy itself where a GPU is visible). SCRATCHGAN_FUSED_KERNELS=0 turns
-# them off, so CuPy runs the plain xp code path of every layer.
-FUSED_KERNELS = {  # name: (inputs, outputs, body); the layer that calls it holds the maths
-    "leaky_relu_forward": ("T x, T slope", "T y",
-                           "y = x > 0 ? x : x * slope;"),
-    "leaky_relu_backward": ("T dy, T x, T slope", "T dx",
-                            "dx = x > 0 ? dy : dy * slope;"),
-    "relu_backward": ("T dy, T x", "T dx",
-                      "dx = dy * (x > 0 ? T(1) : T(0));"),
-    "tanh_backward": ("T dy, T y", "T dx",
-                      "dx = (T(1) - y * y) * dy;"),
-    "sigmoid_forward": ("T x", "T y",
-                        "T e = exp(-fabs(x));  y = x >= 0 ? T(1) / (T(1) + e) : e / (T(1) + e);"),
-    "sigmoid_backward": ("T dy, T y", "T dx",
-                         "dx = dy * y * (T(1) - y);"),
-    "bce_with_logits": ("T z, T t, T inv_n", "T loss, T dz",
-                        "T e = exp(-fabs(z));"
-                        "  loss = (z > 0 ? z : T(0)) - z * t + log1p(e);"
-                        "  dz = ((z >= 0 ? T(1) / (T(1) + e) : e / (T(1) + e)) - t) * inv_n;"),
-    "batchnorm_normalize": ("T x, T mean, T inv_std, T gamma, T beta", "T xhat, T y",
-                            "xhat = (x - mean) * inv_std;  y = xhat * gamma + beta;"),
-    "batchnorm_backward_train": ("T dy, T xhat, T mean_dy, T mean_dy_xhat, T scale", "T dx",
-                                 "dx = (dy - mean_dy - xhat * mean_dy_xhat) * scale;"),
-    "adam": ("T beta1, T beta2, T neg_step_size, T eps_sum, T weight_decay", "T theta, T g, T m_sum, T v_sum",
-             "if (weight_decay != T(0)) g = g + theta * weight_decay;"
-             "  m_sum = m_sum * beta1 + g;"
-             "  v_sum = v_sum * beta2 + g * g;"
-             "  theta = theta + m_sum / (sqrt(v_sum) + eps_sum) * neg_step_size;"),
-}
-FUSED_OPTIONS = ("--fmad=false",)  # no a * b + c contracted into one rounding: the NumPy path's results
-_fused_cache = {}  # (kernel factory, name) -> kernel: each is built once and compiled on its first call
-
-
-def fused_kernel(xp, name):
-    """The fused kernel ``name`` of FUSED_KERNELS for array module ``xp``, or None where there is none.
-
-    None on NumPy (its ufuncs are the CPU path), on any module without ``ElementwiseKernel``, and when
-    the environment sets SCRATCHGAN_FUSED_KERNELS=0. Callers fall back to their xp code.
-    """
-    if xp is np or os.environ.get("SCRATCHGAN_FUSED_KERNELS", "1").strip() == "0":
-        return None
-    make = getattr(xp, "ElementwiseKernel", None)
-    if make is None:
-        return None
-    kernel = _fused_cache.get((make, name))
-    if kernel is None:
-        inputs, outputs, body = FUSED_KERNELS[name]
-        kernel = _fused_cache[(make, name)] = make(inputs, outputs, body, f"scratchgan_{name}",
-                                                   options=FUSED_OPTIONS)
-    return kernel

@@ -2,7 +2,7 @@
 
 A checkpoint is a flat ``{name: array}`` dict plus a JSON-able ``meta`` dict, stored as an
 uncompressed ``.npz`` with the meta as a string entry ``__meta__``. This module knows nothing of
-networks or optimizers: the trainer builds the dicts (e.g. ``"G/params"``, ``"opt_G/m_sum"``).
+networks or optimizers: the trainer builds the dicts (e.g. ``"G/params"``, ``"opt_G/m"``).
 Writes go through ``fileio.atomic_write``: a temporary file in the same directory, fsynced, then
 renamed over the old file, so a crash or Ctrl-C at any moment leaves either the old or the new
 checkpoint, never half of one.

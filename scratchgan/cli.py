@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import models, nn, objectives, rundir
+from . import fast, models, nn, objectives, rundir
 from .backend import BackendError, backend_name, get_xp, to_device, to_numpy
 from .checkpoint import CheckpointError, load_checkpoint
 from .cliutil import (EXIT_USAGE, Parser, UserError, non_negative_float, non_negative_int, positive_float,
@@ -63,6 +63,9 @@ def add_training_flags(parser, defaults, suppress=False):
                    help="array library: numpy (CPU) or cupy (CUDA GPU) (default: %(default)s)")
     g.add_argument("--dtype", choices=["float32", "float64"], default=d("dtype"),
                    help="floating-point type of weights and activations (default: %(default)s)")
+    g.add_argument("--reference", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                   help="run the textbook reference code only, without the fast paths of scratchgan/fast/ "
+                        "(as SCRATCHGAN_REFERENCE=1) (default: fast paths on)")
     g = parser.add_argument_group("data")
     dcgan = defaults["arch"] == "dcgan"
     g.add_argument("--dataset", choices=["mnist", "fashion-mnist", "mnist-bundled"] + (["folder"] if dcgan else []),
@@ -254,6 +257,9 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
                                   "NumPy (or CuPy with --backend cupy).")
     parser = make_train_parser(prog, description, defaults)
     args = parser.parse_args(argv)
+    if args.reference:
+        fast.set_enabled(False)  # every layer, loss and optimizer runs its reference code
+    fast.configure_process()  # unless --reference: the CPU process settings of scratchgan/fast/process.py
     explicit = vars(make_train_parser(prog, description, defaults, suppress=True).parse_args(argv))
     log = _log
     trainer = config = None
@@ -279,7 +285,7 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
         config["image_size"] = int(np.prod(images.shape[1:]))  # the MLP's flattened image length
         config["image_shape"] = list(images.shape[1:])
         config["num_images"] = len(images)
-        config["environment"] = env_summary()
+        config["environment"] = {**env_summary(), "fast_paths": fast.enabled()}  # False: --reference
         step = build_step(config, xp)
         if config["batch_size"] < 2 and any(isinstance(m, nn.BatchNorm1d) for net in (step.G, step.D)
                                             for m in net.modules()):

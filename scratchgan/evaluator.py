@@ -96,7 +96,6 @@ def build_classifier(in_dim=784, hidden=DEFAULT_HIDDEN, n_classes=N_CLASSES, slo
         d_in = d_out
     layers.append(nn.Linear(d_in, n_classes, seed=rng, dtype=dtype))
     net = nn.Sequential(*layers)
-    net[0].need_input_grad = False  # nobody needs dL/d(image)
     return net
 
 
@@ -206,7 +205,7 @@ def train_classifier(images, labels, *, hidden=DEFAULT_HIDDEN, epochs=None, batc
             opt.zero_grad()
             logits = net.forward(x)
             loss, dlogits = softmax_cross_entropy(logits, y)
-            net.backward(dlogits)
+            net.backward(dlogits, need_dx=False)  # nobody needs dL/d(image)
             opt.step()
             total, count = total + loss, count + 1
         if log:

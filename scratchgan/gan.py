@@ -132,7 +132,6 @@ class GANStep:
         real, labels = self._real_batch(real)
         fake = self._forward(G, self.noise.sample(), labels)  # its cache stays for the G step's backward
         self.opt_D.zero_grad()
-        D.first_layer().need_input_grad = False  # real and fake inputs are constants here
         real_in, fake_in = self._with_instance_noise(real), self._with_instance_noise(fake)
         out_real, loss_real = self._d_forward_backward(real_in, labels, obj.d_real)
         out_fake, loss_fake = self._d_forward_backward(fake_in, labels, obj.d_fake)  # G(z): a constant here
@@ -146,8 +145,10 @@ class GANStep:
         self.opt_G.zero_grad()
         out = self._forward(self.D, self._with_instance_noise(fake), labels)
         loss_G, dout = self.objective.g(out)
-        dfake = self._d_input_grad(dout)  # d(fake + noise)/d fake = 1: the same gradient reaches G(z)
-        self.G.backward(dfake)
+        # only dL_G/dG(z) is needed: D's weight gradients would be thrown away, so they are not computed;
+        # d(fake + noise)/d fake = 1, so the gradient at D's input is the one that reaches G(z)
+        dfake = self.D.backward(dout, param_grads=False)
+        self.G.backward(dfake, need_dx=False)  # nobody uses dL/dz
         self.opt_G.step()
         return {"loss_G": loss_G, self.keys[2]: self.objective.probability(out)}
 
@@ -166,19 +167,8 @@ class GANStep:
         """D(x), the loss of it, and its backward: adds dloss/dW into D's gradients. Returns (out, loss)."""
         out = self._forward(self.D, x, labels)
         value, dout = loss(out)
-        self.D.backward(dout)
+        self.D.backward(dout, need_dx=False)  # real and fake inputs are constants here: no dL/dx
         return out, value
-
-    def _d_input_grad(self, dout):
-        """dL/d(D's input) for the G step: only this gradient is needed, so D's are not computed."""
-        D = self.D
-        # we need dL_G/dG(z) only: D's parameter gradients would be thrown away, so skip them
-        D.requires_grad_(False)
-        D.first_layer().need_input_grad = True
-        try:
-            return D.backward(dout)
-        finally:
-            D.requires_grad_(True)
 
     def _split(self, real):
         """(images, labels) of a batch; labels None for an unconditional GAN."""

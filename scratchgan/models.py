@@ -36,7 +36,6 @@ def mlp_generator(latent_dim=100, hidden=(128, 512, 1024), out_dim=784, batchnor
     G = nn.Sequential(*layers)
     if num_classes:
         G = nn.Conditional(G, num_classes, embedding_dim, seed=rng, dtype=dtype)
-    G.first_layer().need_input_grad = False  # nobody uses dL/dz: skip that matmul
     return G
 
 
@@ -122,7 +121,6 @@ def dcgan_generator(latent_dim=100, image_size=64, channels=3, width=64, seed=0,
                    nn.BatchNorm2d(c_out, dtype=dtype), nn.ReLU()]
     layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=False, seed=rng, dtype=dtype), nn.Tanh()]
     G = dcgan_init(nn.Sequential(*layers), rng)
-    G[1].need_input_grad = False  # nobody uses dL/dz
     return G
 
 

@@ -1,18 +1,17 @@
-"""Optimizers over one flat parameter buffer: Adam and SGD (the updates of torch.optim).
+"""Optimizers over one flat parameter buffer: Adam, SGD and RMSprop (the updates of torch.optim).
 
 Every parameter of a network is a view into one contiguous ``store.data`` array and every
-gradient a view into ``store.grad`` (see params.py), so an update is a few whole-array passes.
-On NumPy they run in place into one preallocated scratch array: no model-sized temporaries.
+gradient a view into ``store.grad`` (see params.py), so a step is one call of an update function
+on whole arrays: ``adam_update``, ``sgd_update``, ``rmsprop_update``, each its paper's formula.
+(On NumPy a fast path runs them in place, on the cores; on CuPy Adam's is one fused kernel:
+scratchgan/fast/.)
 """
 from __future__ import annotations
 
-import math
-from concurrent.futures import ThreadPoolExecutor
-
-import numpy as np
-
-from .backend import array_module, cpu_threads, fused_kernel, run_in_parts
+from .backend import array_module
+from .fast import replaceable
 from .params import FlatStore
+
 
 class Optimizer:
     """Holds the flat store of the parameters it updates and their per-element state."""
@@ -23,27 +22,12 @@ class Optimizer:
         params = list(params)
         if not params:
             raise ValueError("the optimizer got an empty parameter list")
-        self.store = FlatStore.of(params)
-        self.lr = float(lr)
+        self.store = FlatStore.of(params)  # the model's own store if it has one: no copy
+        self.lr = float(lr)  # Python floats keep float32 arrays float32 (NumPy 2's promotion rules)
         self.xp = array_module(self.store.data)
 
     def zero_grad(self):
         self.store.zero_grad()
-
-    threads = None  # CPU threads for the update; None = the cores this process may use
-    _pool = None  # the executor of the other threads, made on the first threaded update
-
-    def _apply(self, update, *arrays):
-        """Run ``update(*parts)`` over the flat arrays: on the CPU split into one contiguous part per
-        thread (NumPy's ufuncs release the GIL), elsewhere over the whole arrays at once (a GPU
-        launches one kernel per pass anyway). See backend.run_in_parts."""
-        n = arrays[0].size
-        threads = self.threads or cpu_threads()
-        if self._pool is None and self.xp is np and threads > 1:
-            # kept for the next steps: starting threads anew every step would cost ~0.2 ms
-            self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="scratchgan-optim")
-        run_in_parts(self.xp, lambda start, stop: update(*(a[start:stop] for a in arrays)), n,
-                     elements=n * len(arrays), threads=threads, pool=self._pool)
 
     def _check_store(self):
         if self.store.stale:
@@ -56,15 +40,31 @@ class Optimizer:
     def load_state_dict(self, state):
         raise NotImplementedError
 
-    def _load_buffers(self, state, names, into=None):
-        """Copy ``state[name]`` into the buffer ``self.<into>`` (default: the same name), checking shapes."""
-        for name, attr in zip(names, into or names):
+    def _load_buffers(self, state, names):
+        """Copy ``state[name]`` into the buffer ``self.<name>``, checking shapes."""
+        for name in names:
             value = state[name]
-            buf = getattr(self, attr)
+            buf = getattr(self, name)
             if tuple(value.shape) != tuple(buf.shape):
                 raise ValueError(f"optimizer state {name} has shape {tuple(value.shape)}, "
                                  f"expected {tuple(buf.shape)}: it belongs to another model")
             buf[...] = self.xp.asarray(value, dtype=buf.dtype)
+
+
+# ---------------------------------------------------------------------------------------- Adam
+
+@replaceable
+def adam_update(theta, g, m, v, t, lr, beta1, beta2, eps, weight_decay=0.0):
+    """One Adam step at step number t (from 1), in place on theta, m and v (Kingma & Ba, Algorithm 1)."""
+    xp = array_module(theta)
+    if weight_decay:
+        g = g + weight_decay * theta  # L2 decay, added to the gradient as torch.optim.Adam does
+    m[...] = beta1 * m + (1.0 - beta1) * g  # first moment: running mean of g
+    v[...] = beta2 * v + (1.0 - beta2) * g * g  # second moment: running mean of g^2
+    # m and v start at 0, so early on they are too small by the factors 1 - beta^t: undo that
+    m_hat = m / (1.0 - beta1 ** t)
+    v_hat = v / (1.0 - beta2 ** t)
+    theta -= lr * m_hat / (xp.sqrt(v_hat) + eps)  # a step of about lr per weight, whatever g's scale
 
 
 class Adam(Optimizer):
@@ -73,16 +73,7 @@ class Adam(Optimizer):
         g <- g + weight_decay * theta              (if weight_decay)
         m <- beta1 m + (1 - beta1) g               first moment
         v <- beta2 v + (1 - beta2) g^2             second moment
-        theta <- theta - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-
-    We keep the moments as exponentially weighted *sums* instead of averages,
-        m_sum = m / (1 - beta1) = sum_k beta1^(t-k) g_k,   v_sum = v / (1 - beta2) = sum_k beta2^(t-k) g_k^2,
-    because their updates  m_sum <- beta1 m_sum + g,  v_sum <- beta2 v_sum + g^2  take one whole-array
-    pass fewer each, and the constant factors fold into two scalars of the parameter update:
-        theta <- theta - step_size * m_sum / (sqrt(v_sum) + eps_sum)
-        step_size = lr (1 - beta1) / ((1 - beta1^t) a),  eps_sum = eps / a,  a = sqrt((1 - beta2) / (1 - beta2^t)).
-    That is 10 passes over the flat buffers instead of 13 (on the CPU the update is bound by memory
-    traffic, so passes are time). The properties ``m`` and ``v`` give the textbook moments.
+        theta <- theta - lr * m_hat / (sqrt(v_hat) + eps),  m_hat = m / (1 - beta1^t), v_hat = v / (1 - beta2^t)
     """
 
     def __init__(self, params, lr=2e-4, betas=(0.5, 0.999), eps=1e-8, weight_decay=0.0):
@@ -92,70 +83,43 @@ class Adam(Optimizer):
             raise ValueError(f"Adam betas must be in [0, 1), got {betas}")
         self.beta1, self.beta2 = float(beta1), float(beta2)
         self.eps, self.weight_decay = float(eps), float(weight_decay)
-        xp, data = self.xp, self.store.data
-        self.m_sum = xp.zeros_like(data)
-        self.v_sum = xp.zeros_like(data)
-        self.scratch = xp.empty_like(data)  # reused every step instead of fresh temporaries
-        self.t = 0
-
-    @property
-    def m(self):
-        """The first moment m = (1 - beta1) m_sum, as torch's exp_avg (a new array)."""
-        return self.m_sum * (1.0 - self.beta1)
-
-    @property
-    def v(self):
-        """The second moment v = (1 - beta2) v_sum, as torch's exp_avg_sq (a new array)."""
-        return self.v_sum * (1.0 - self.beta2)
+        self.m = self.xp.zeros_like(self.store.data)  # one moment per parameter, flat like the store
+        self.v = self.xp.zeros_like(self.store.data)
+        self.t = 0  # steps taken: the bias corrections need it
 
     def step(self):
         self._check_store()
         self.t += 1
-        beta1, beta2, eps, weight_decay = self.beta1, self.beta2, self.eps, self.weight_decay
-        a = math.sqrt((1.0 - beta2) / (1.0 - beta2 ** self.t))  # sqrt(v_hat) = a sqrt(v_sum)
-        step_size = self.lr * (1.0 - beta1) / ((1.0 - beta1 ** self.t) * a)
-        eps_sum = eps / a
-        xp = self.xp
-        fused = fused_kernel(xp, "adam")  # CuPy: the passes of update() below in one kernel
-        if fused is not None:
-            fused(beta1, beta2, -step_size, eps_sum, weight_decay,
-                  self.store.data, self.store.grad, self.m_sum, self.v_sum)
-            return
-
-        def update(theta, g, m_sum, v_sum, tmp):
-            if weight_decay:
-                # torch adds the decay into the gradient; we do it in the gradient buffer itself
-                # (zeroed before the next backward anyway) to avoid a model-sized temporary
-                xp.multiply(theta, weight_decay, out=tmp)
-                g += tmp
-            # m_sum <- beta1 m_sum + g
-            m_sum *= beta1
-            m_sum += g
-            # v_sum <- beta2 v_sum + g^2
-            v_sum *= beta2
-            xp.multiply(g, g, out=tmp)
-            v_sum += tmp
-            # theta <- theta - step_size * m_sum / (sqrt(v_sum) + eps_sum)
-            xp.sqrt(v_sum, out=tmp)
-            tmp += eps_sum
-            xp.divide(m_sum, tmp, out=tmp)
-            tmp *= -step_size
-            theta += tmp
-
-        self._apply(update, self.store.data, self.store.grad, self.m_sum, self.v_sum, self.scratch)
+        adam_update(self.store.data, self.store.grad, self.m, self.v, self.t, self.lr,
+                    self.beta1, self.beta2, self.eps, self.weight_decay)
 
     def state_dict(self):
-        # the sums themselves, so that a resumed run continues bit for bit
-        return {"m_sum": self.m_sum, "v_sum": self.v_sum, "t": self.t}
+        return {"m": self.m, "v": self.v, "t": self.t}
 
     def load_state_dict(self, state):
         if "m_sum" in state:
-            self._load_buffers(state, ("m_sum", "v_sum"))
-        else:  # the textbook moments (checkpoints of scratchgan 0.1, torch's exp_avg / exp_avg_sq)
-            self._load_buffers(state, ("m", "v"), into=("m_sum", "v_sum"))
-            self.m_sum /= 1.0 - self.beta1
-            self.v_sum /= 1.0 - self.beta2
+            # written before 2026-12, when Adam kept the running sums m_sum = m / (1 - beta1) and
+            # v_sum = v / (1 - beta2) instead of the moments: scale them back (a resumed run then
+            # differs from an uninterrupted one by rounding only)
+            self._load_buffers({"m": state["m_sum"], "v": state["v_sum"]}, ("m", "v"))
+            self.m *= 1.0 - self.beta1
+            self.v *= 1.0 - self.beta2
+        else:  # the moments (torch's exp_avg / exp_avg_sq are the same numbers)
+            self._load_buffers(state, ("m", "v"))
         self.t = int(state["t"])
+
+
+# ----------------------------------------------------------------------------------------- SGD
+
+@replaceable
+def sgd_update(theta, g, buf, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+    """One SGD step in place on theta (and the momentum buffer), as torch.optim.SGD (dampening 0)."""
+    if weight_decay:
+        g = g + weight_decay * theta
+    if momentum:
+        buf[...] = momentum * buf + g  # torch starts the buffer at g; mu * 0 + g is the same
+        g = g + momentum * buf if nesterov else buf  # Nesterov: look one momentum step ahead
+    theta -= lr * g
 
 
 class SGD(Optimizer):
@@ -169,32 +133,13 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum needs momentum > 0")
         self.momentum, self.weight_decay, self.nesterov = float(momentum), float(weight_decay), nesterov
         self.buf = self.xp.zeros_like(self.store.data)
-        self.scratch = self.xp.empty_like(self.store.data)
         self.t = 0
 
     def step(self):
         self._check_store()
         self.t += 1
-        xp, lr, momentum, nesterov, weight_decay = self.xp, self.lr, self.momentum, self.nesterov, self.weight_decay
-
-        def update(theta, g, buf, tmp):
-            if weight_decay:
-                xp.multiply(theta, weight_decay, out=tmp)
-                g += tmp
-            if momentum:
-                buf *= momentum
-                buf += g  # torch starts the buffer at g; mu * 0 + g is the same
-                if nesterov:
-                    xp.multiply(buf, momentum, out=tmp)
-                    tmp += g  # g + mu b
-                else:
-                    tmp[...] = buf
-            else:
-                tmp[...] = g
-            tmp *= -lr
-            theta += tmp
-
-        self._apply(update, self.store.data, self.store.grad, self.buf, self.scratch)
+        sgd_update(self.store.data, self.store.grad, self.buf, self.lr, self.momentum, self.weight_decay,
+                   self.nesterov)
 
     def state_dict(self):
         return {"buf": self.buf, "t": self.t}
@@ -202,6 +147,30 @@ class SGD(Optimizer):
     def load_state_dict(self, state):
         self._load_buffers(state, ("buf",))
         self.t = int(state["t"])
+
+
+# ------------------------------------------------------------------------------------- RMSprop
+
+@replaceable
+def rmsprop_update(theta, g, square_avg, grad_avg, buf, lr, alpha, eps, weight_decay=0.0, momentum=0.0):
+    """One RMSprop step in place on theta and the state arrays, as torch.optim.RMSprop.
+
+    ``grad_avg`` is None unless centered; ``buf`` is None unless momentum > 0.
+    """
+    xp = array_module(theta)
+    if weight_decay:
+        g = g + weight_decay * theta
+    square_avg[...] = alpha * square_avg + (1.0 - alpha) * g * g  # running mean of g^2
+    if grad_avg is not None:  # centered: divide by the running standard deviation instead
+        grad_avg[...] = alpha * grad_avg + (1.0 - alpha) * g
+        denom = xp.sqrt(square_avg - grad_avg * grad_avg) + eps
+    else:
+        denom = xp.sqrt(square_avg) + eps
+    if buf is not None:
+        buf[...] = momentum * buf + g / denom
+        theta -= lr * buf
+    else:
+        theta -= lr * g / denom
 
 
 class RMSprop(Optimizer):
@@ -226,48 +195,13 @@ class RMSprop(Optimizer):
         self.square_avg = xp.zeros_like(data)
         self.grad_avg = xp.zeros_like(data) if self.centered else None
         self.buf = xp.zeros_like(data) if self.momentum else None
-        self.scratch = xp.empty_like(data)
         self.t = 0
 
     def step(self):
         self._check_store()
         self.t += 1
-        xp, lr, alpha, eps = self.xp, self.lr, self.alpha, self.eps
-        weight_decay, momentum, centered = self.weight_decay, self.momentum, self.centered
-
-        def update(theta, g, v, tmp, *rest):
-            a = rest[0] if centered else None  # the optional buffers follow in this order
-            b = rest[-1] if momentum else None
-            if weight_decay:
-                xp.multiply(theta, weight_decay, out=tmp)
-                g += tmp  # in the gradient buffer, as Adam does (zeroed before the next backward)
-            # v <- alpha v + (1 - alpha) g^2
-            v *= alpha
-            xp.multiply(g, g, out=tmp)
-            tmp *= 1.0 - alpha
-            v += tmp
-            if centered:
-                # a <- alpha a + (1 - alpha) g;  tmp = sqrt(v - a^2)
-                a *= alpha
-                xp.multiply(g, 1.0 - alpha, out=tmp)
-                a += tmp
-                xp.multiply(a, a, out=tmp)
-                xp.subtract(v, tmp, out=tmp)
-                xp.sqrt(tmp, out=tmp)
-            else:
-                xp.sqrt(v, out=tmp)
-            tmp += eps  # tmp = d
-            xp.divide(g, tmp, out=tmp)  # g / d
-            if momentum:
-                b *= momentum
-                b += tmp
-                xp.multiply(b, -lr, out=tmp)
-            else:
-                tmp *= -lr
-            theta += tmp
-
-        optional = [x for x in (self.grad_avg, self.buf) if x is not None]
-        self._apply(update, self.store.data, self.store.grad, self.square_avg, self.scratch, *optional)
+        rmsprop_update(self.store.data, self.store.grad, self.square_avg, self.grad_avg, self.buf, self.lr,
+                       self.alpha, self.eps, self.weight_decay, self.momentum)
 
     def state_dict(self):
         state = {"square_avg": self.square_avg, "t": self.t}

@@ -315,8 +315,9 @@ def unwrap_host(value):
 class FakeElementwiseKernel:
     """``cupy.ElementwiseKernel`` on the fake device: the kernel body compiled for the CPU
     (tests/host_kernels.py) run on the arrays' payloads. Host arrays are refused as CuPy refuses
-    them; ``calls`` counts the launches. The fake module has no ElementwiseKernel of its own (so
-    layers take their xp path there); tests/test_fused_kernels.py lends it this one."""
+    them; ``calls`` counts the launches. The fake module has no ElementwiseKernel of its own (so the
+    reference code runs there: scratchgan.fast finds no replacement); tests/test_fused_kernels.py and
+    tests/test_fast_paths.py lend it this one."""
 
     def __init__(self, in_params, out_params, operation, name="kernel", **kwargs):
         self.kernel = HostElementwiseKernel(in_params, out_params, operation, name, **kwargs)

@@ -9,9 +9,13 @@ several as a tuple. The body runs once per element inside the loop CuPy would ge
     for (i = 0; i < n; i++) { const T &x = x_[i]; ...; T &y = y_[i]; ...; <operation> }
 
 compiled with ``-ffp-contract=off`` (no fused multiply-add: the counterpart of nvrtc's
-``--fmad=false``), so +, -, *, / and sqrt round as NumPy's ufuncs do. The math functions are the
-C library's (``exp``, ``log1p``), not CUDA's. Shared libraries are cached by a hash of their source
-in the temporary directory. ``compiler()`` says whether a C++ compiler is here at all.
+``--fmad=false``), so +, -, *, / and sqrt round as NumPy's ufuncs do. The bodies' helpers
+(``add_rn``, ``mul_rn``, ``is_gt``, ...: single PTX instructions on the GPU, see
+scratchgan/fast/kernels.py) are the plain C++ operators here (HOST_PREAMBLE); the kernels' own CUDA
+``preamble`` is accepted and not used. x86-64 keeps subnormals unless told otherwise, as NumPy does.
+The math functions are the C library's (``exp``, ``log1p``), not CUDA's. Shared libraries are
+cached by a hash of their source in the temporary directory. ``compiler()`` says whether a C++
+compiler is here at all.
 """
 from __future__ import annotations
 
@@ -26,6 +30,16 @@ import numpy as np
 
 CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 FLAGS = ["-O2", "-shared", "-fPIC", "-ffp-contract=off", "-fno-fast-math"]
+# the host meaning of scratchgan.fast.kernels.PREAMBLE's IEEE helpers
+HOST_PREAMBLE = """
+template <class T> static inline T add_rn(T a, T b) { return a + b; }
+template <class T> static inline T sub_rn(T a, T b) { return a - b; }
+template <class T> static inline T mul_rn(T a, T b) { return a * b; }
+template <class T> static inline T div_rn(T a, T b) { return a / b; }
+template <class T> static inline T sqrt_rn(T a) { return std::sqrt(a); }
+template <class T> static inline bool is_gt(T a, T b) { return a > b; }
+template <class T> static inline bool is_ne(T a, T b) { return a != b; }
+"""
 
 
 def compiler():
@@ -50,7 +64,7 @@ def _names(params):
 def _source(name, inputs, outputs, operation, ctype):
     arguments = ", ".join(f"T *{p}_" for p in inputs + outputs)
     bindings = " ".join([f"const T &{p} = {p}_[i];" for p in inputs] + [f"T &{p} = {p}_[i];" for p in outputs])
-    return (f"#include <cmath>\nusing namespace std;\ntypedef {ctype} T;\n"
+    return (f"#include <cmath>\nusing namespace std;\ntypedef {ctype} T;\n{HOST_PREAMBLE}"
             f'extern "C" void {name}(long n, {arguments}) {{\n'
             f"  for (long i = 0; i < n; ++i) {{ {bindings}\n    {operation}\n  }}\n}}\n")
 
@@ -81,7 +95,8 @@ class HostElementwiseKernel:
 
     def __init__(self, in_params, out_params, operation, name="kernel", options=(), **kwargs):
         self.inputs, self.outputs = _names(in_params), _names(out_params)
-        # ``options`` (nvrtc's, e.g. --fmad=false) are accepted and not used: FLAGS are their g++ counterpart
+        # ``options`` (nvrtc's, e.g. --fmad=false) and CUDA's ``preamble`` are accepted and not used:
+        # FLAGS and HOST_PREAMBLE are their g++ counterparts
         self.operation, self.name = operation, name
         self._functions = {}  # dtype -> compiled function
 

@@ -34,3 +34,12 @@ def test_count_device_ops_prints_fewer_operations_with_the_fused_kernels():
     row = next(line for line in out.stdout.splitlines() if line.startswith("| 16 |"))
     plain, fused = (float(c) for c in row.strip("|").split("|")[1:])
     assert 0 < fused < plain
+
+
+def test_bench_by_hand_quick_prints_its_table():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_by_hand.py"), "--quick"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    row = next(line for line in out.stdout.splitlines() if line.startswith("| 64 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[1]) > 0 and float(cells[4]) > 0 and float(cells[6]) > 0  # by hand, GANStep, reference

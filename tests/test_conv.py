@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from layer_cases import build_layer, check_contract, make_input, random_like, record_error
-from scratchgan import backend, gradcheck, nn
+from scratchgan import fast, gradcheck, nn
+from scratchgan.fast import cpu as fast_cpu
 from scratchgan.nn.conv import col2im, conv_output_size, conv_transpose_output_size, im2col
 
 GRAD_TOL = 1e-7
@@ -176,15 +177,26 @@ IM2COL_CASES = [((2, 3, 5, 4), (3, 3), (1, 1), (1, 1)), ((2, 2, 7, 6), (4, 4), (
 
 
 def _split_over(monkeypatch, threads):
-    """Make run_in_parts split even these small arrays over ``threads`` threads."""
-    monkeypatch.setattr(backend, "cpu_threads", lambda: threads)
-    monkeypatch.setattr(backend, "PARALLEL_MIN_ELEMENTS", 0)
+    """Make the fast path's run_in_parts split even these small arrays over ``threads`` threads;
+    threads=0: the reference path (fast paths off)."""
+    monkeypatch.setattr(fast_cpu, "cpu_threads", lambda: max(1, threads))
+    monkeypatch.setattr(fast_cpu, "PARALLEL_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(fast, "_enabled", threads > 0)  # restored after the test
+    fast.reset()
 
 
-@pytest.mark.parametrize("threads", [1, 3])
+@pytest.fixture(autouse=True)
+def _forget_the_chosen_paths():
+    fast.reset()
+    yield
+    fast.reset()
+
+
+# (H + 2p - k) % s != 0 in the 2nd, 3rd, 5th and 6th cases: the last input rows belong to no patch
+@pytest.mark.parametrize("threads", [0, 1, 3])
 @pytest.mark.parametrize("x_shape, k, s, p", IM2COL_CASES)
 def test_im2col_matches_its_definition_and_col2im_is_its_adjoint(monkeypatch, threads, x_shape, k, s, p):
-    _split_over(monkeypatch, threads)  # the batch split over threads (run_in_parts) or not
+    _split_over(monkeypatch, threads)  # the reference, or the fast path on 1 or 3 threads
     rng = np.random.default_rng(0)
     x = rng.standard_normal(x_shape)
     cols = im2col(x, k, s, p)
@@ -214,15 +226,16 @@ def test_split_over_threads_equals_one_thread_bit_for_bit(monkeypatch, cls_name)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((5, 3, 8, 8)).astype(np.float32)
     results = []
-    for threads in (1, 3):
+    for threads in (0, 1, 3):
         _split_over(monkeypatch, threads)
         layer = getattr(nn, cls_name)(3, 4, 4, stride=2, padding=1, seed=0)
         y = layer.forward(x)
         dy = np.random.default_rng(6).standard_normal(y.shape).astype(np.float32)
         dx = layer.backward(dy)
         results.append((np.array(y), np.array(dx), layer.W.grad.copy(), layer.b.grad.copy()))
-    for one, split in zip(*results):
-        np.testing.assert_array_equal(one, split)
+    for reference, one, split in zip(*results):  # im2col/col2im copies: the same bits on every path
+        np.testing.assert_array_equal(one, reference)
+        np.testing.assert_array_equal(split, reference)
 
 
 def test_output_size_rules_are_pytorchs():
@@ -252,9 +265,8 @@ def test_backward_adds_into_grad_and_skips_dx_when_asked():
     for n, p in layer.named_parameters():
         np.testing.assert_allclose(p.grad, 2 * once[n], rtol=1e-14, err_msg=n)
     layer.zero_grad()
-    layer.need_input_grad = False
     layer.forward(x)
-    assert layer.backward(dy) is None
+    assert layer.backward(dy, need_dx=False) is None
     for n, p in layer.named_parameters():
         np.testing.assert_allclose(p.grad, once[n], rtol=1e-14, err_msg=n)
 
@@ -276,7 +288,7 @@ def test_requires_grad_false_skips_parameter_gradients_only(cls_name):
 
 @pytest.mark.parametrize("cls_name", ["Conv2d", "ConvTranspose2d"])
 def test_backward_after_zero_grad_writes_the_gradient_not_garbage(cls_name):
-    """zero_grad only marks gradients unset: the first backward writes them, stale values never show."""
+    """zero_grad fills the gradients with zeros: the first backward adds to 0, stale values never show."""
     layer = build_layer(factory_of(cls_name, 2, 3, dict(kernel_size=4, stride=2, padding=1)), "float64", "train")
     x = make_input((2, 2, 4, 4))
     dy = random_like(layer.forward(x).shape)

@@ -266,7 +266,7 @@ def test_a_poisoned_state_is_never_saved(faults):
     code, out, err = result(faults, "diverged-state")
     line = one_line(err)
     assert code == cli.EXIT_DIVERGED, err
-    assert re.search(rf"training diverged by step {STEPS}: NaN/Inf in .*opt_G/v_sum \(1,410,960 of 1,410,960 "
+    assert re.search(rf"training diverged by step {STEPS}: NaN/Inf in .*opt_G/v \(1,410,960 of 1,410,960 "
                      r"values\).*Last good checkpoint: none yet", line), line
     assert not (tmp / "diverged" / "checkpoint.npz").exists()
 

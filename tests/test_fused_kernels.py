@@ -1,18 +1,22 @@
-"""The CuPy fused kernels (backend.FUSED_KERNELS), tested without a GPU and, where one is visible, on it.
+"""The CuPy fused kernels (scratchgan/fast/kernels.py), tested without a GPU and, where one is visible, on it.
 
 On the CPU each kernel body is compiled by the system's C++ compiler (tests/host_kernels.py) and
-  1. run directly against the NumPy function it replaces, on random values and on the edge values
+  1. run directly against the reference function it replaces, on random values and on the edge values
      (+-0, +-inf, NaN, subnormals, the largest floats): bit for bit where the body is made of
      +, -, *, / and sqrt, to a few ulp where it calls exp or log1p;
   2. lent to the fake device (tests/fake_device.py) as its ElementwiseKernel, so that every layer,
      the loss and Adam take their fused branch as they would on CuPy: results against NumPy,
      gradient checks in float64, a whole GAN step, and a count that the kernels really ran.
-A mutated kernel must fail these checks (the last tests), so they are not vacuous. On a GPU the
-same comparisons run through cupy.ElementwiseKernel itself.
+A mutated kernel must fail these checks, so they are not vacuous. On a GPU the same comparisons
+run through cupy.ElementwiseKernel itself. Where CuPy and NVRTC are installed (no GPU needed), each
+body is compiled as CuPy compiles it, CuPy's own ``-ftz=true`` included, and its PTX checked for
+fused multiply-adds and flushed subnormals (issue 14: on an H200 a subnormal result came back 0).
 """
 from __future__ import annotations
 
+import inspect
 import os
+import re
 
 import numpy as np
 import pytest
@@ -21,13 +25,15 @@ import host_kernels
 from fake_device import FakeElementwiseKernel, xp
 from host_kernels import HostElementwiseKernel
 from layer_cases import build_layer, make_input, random_like, skip_unless_cupy
-from scratchgan import backend, cli, gradcheck, losses, models, nn, optim
+from scratchgan import backend, cli, fast, gradcheck, losses, models, nn, optim
+from scratchgan.fast import kernels as fast_kernels
 from scratchgan.nn import activations, batchnorm
 from test_guard import _assert_same, check_layer_on_fake_device
 from tolerances import assert_close
 
 DTYPES = ("float32", "float64")
 TRANSCENDENTAL = {"sigmoid_forward", "bce_with_logits"}  # call exp / log1p: not bit for bit
+BITWISE = set(fast_kernels.KERNELS) - TRANSCENDENTAL
 ULP_RTOL = {"float32": 4e-7, "float64": 1e-15}  # a few ulp
 
 NO_COMPILER = "no C++ compiler (g++ or c++): the kernels cannot be built for the CPU"
@@ -36,8 +42,9 @@ NO_COMPILER = "no C++ compiler (g++ or c++): the kernels cannot be built for the
 def host_kernel(name, spec=None):
     if host_kernels.compiler() is None:
         pytest.skip(NO_COMPILER)
-    inputs, outputs, body = spec or backend.FUSED_KERNELS[name]
-    return HostElementwiseKernel(inputs, outputs, body, f"scratchgan_{name}", options=backend.FUSED_OPTIONS)
+    inputs, outputs, body = spec or fast_kernels.KERNELS[name]
+    return HostElementwiseKernel(inputs, outputs, body, f"scratchgan_{name}", preamble=fast_kernels.PREAMBLE,
+                                 options=fast_kernels.OPTIONS)
 
 
 def assert_bitwise_equal(actual, expected, what=""):
@@ -76,7 +83,7 @@ def values(dtype, shape=(64, 48), seed=0, edges=True):
 # ------------------------------------------------------------------ 1. each kernel against NumPy
 def _kernel_cases(dtype):
     """[(label, kernel arguments, reference output(s) of the NumPy path)], every kernel but Adam's."""
-    with np.errstate(all="ignore"):  # the edge values overflow, and inf * 0 is NaN, on purpose
+    with np.errstate(all="ignore"), fast.disabled():  # the edge values overflow on purpose; the reference code
         return list(_kernel_case_stream(dtype))
 
 
@@ -84,10 +91,7 @@ def _kernel_case_stream(dtype):
     x, dy = values(dtype, seed=1), values(dtype, seed=2)
     dt = np.dtype(dtype).type
     for slope in (0.2, 0.01, 0.0, 1.0, 1.5, -0.1):
-        y = activations.leaky_relu_forward(x, slope)[0].copy()
-        if slope == 0.0:  # the one difference: NumPy's max(x, 0 x) is NaN at x = inf (inf * 0); the kernel's inf is right
-            y[np.isposinf(x)] = np.inf
-        yield f"leaky_relu_forward[{slope}]", (x, slope), y
+        yield f"leaky_relu_forward[{slope}]", (x, slope), activations.leaky_relu_forward(x, slope)[0]
         yield (f"leaky_relu_backward[{slope}]", (dy, x, slope), activations.leaky_relu_backward(dy, x, slope))
     yield "relu_backward", (dy, x), activations.relu_backward(dy, x)
     y = np.tanh(x)
@@ -128,7 +132,7 @@ def test_each_kernel_equals_the_numpy_path(dtype):
         for i, (a, e) in enumerate(_pairs(name, host_kernel(name)(*args), expected)):
             assert_kernel_matches(name, a, e, dtype, f"{label} output {i}")
         checked.add(name)
-    assert checked == set(backend.FUSED_KERNELS) - {"adam"}  # Adam: below, through the optimizer
+    assert checked == set(fast_kernels.KERNELS) - {"adam_update"}  # Adam: below, through the optimizer
 
 
 def test_host_kernel_follows_cupys_calling_rules():
@@ -159,8 +163,10 @@ def fused(monkeypatch):
         return kernel
 
     monkeypatch.setattr(xp, "ElementwiseKernel", elementwise_kernel, raising=False)
-    monkeypatch.delenv("SCRATCHGAN_FUSED_KERNELS", raising=False)
-    return made
+    monkeypatch.setattr(fast, "_enabled", True)
+    fast.reset()  # the fake device's arrays now have replacements: choose again
+    yield made
+    fast.reset()
 
 
 FUSED_LAYER_CASES = [
@@ -219,17 +225,20 @@ def test_adam_through_the_fused_kernel_equals_numpy_bit_for_bit(fused, weight_de
     for step in range(4):
         x = values(dtype, (6, 5), seed=step, edges=False)
         opt.zero_grad(), opt_dev.zero_grad()
-        host.backward(host.forward(x) * 0.0 + random_like((6, 1), dtype, step))
+        with fast.disabled():  # the host runs optim.adam_update's reference code
+            host.backward(host.forward(x) * 0.0 + random_like((6, 1), dtype, step))
         dev.backward(dev.forward(xp.asarray(x)) * 0.0 + xp.asarray(random_like((6, 1), dtype, step)))
         if step == 2:  # a zero gradient: the update must still follow the moments
             opt.store.grad[...] = 0.0
             opt_dev.store.grad[...] = 0.0
-        opt.step(), opt_dev.step()
+        with fast.disabled():
+            opt.step()
+        opt_dev.step()
         for name in ("data", "grad"):
             _assert_same(getattr(opt_dev.store, name), getattr(opt.store, name), f"store.{name}, step {step}")
-        _assert_same(opt_dev.m_sum, opt.m_sum, f"m_sum, step {step}")
-        _assert_same(opt_dev.v_sum, opt.v_sum, f"v_sum, step {step}")
-    assert fused["adam"].calls == 4
+        _assert_same(opt_dev.m, opt.m, f"m, step {step}")
+        _assert_same(opt_dev.v, opt.v, f"v, step {step}")
+    assert fused["adam_update"].calls == 4
 
 
 def _gan_step(backend_xp):
@@ -246,7 +255,8 @@ def test_gan_step_through_fused_kernels_matches_numpy(fused):
     host_step, real = _gan_step(np)
     dev_step, _ = _gan_step(xp)
     for _ in range(3):
-        stats = host_step.step([real])
+        with fast.disabled():
+            stats = host_step.step([real])
         stats_dev = dev_step.step([xp.asarray(real)])
     for key, value in stats.items():
         np.testing.assert_allclose(float(stats_dev[key]), float(value), rtol=1e-12, err_msg=key)
@@ -255,15 +265,19 @@ def test_gan_step_through_fused_kernels_matches_numpy(fused):
         np.testing.assert_allclose(dev.get(), host, rtol=1e-10, atol=1e-12, err_msg=net)  # float64
     used = {name for name, k in fused.items() if k.calls}
     assert used == {"leaky_relu_forward", "leaky_relu_backward", "tanh_backward", "bce_with_logits",
-                    "batchnorm_normalize", "batchnorm_backward_train", "adam",
+                    "batchnorm_normalize", "batchnorm_backward_train", "adam_update",
                     "sigmoid_forward"}  # the D(x), D(G(z)) statistics
 
 
 def test_switched_off_by_the_environment(fused, monkeypatch):
-    monkeypatch.setenv("SCRATCHGAN_FUSED_KERNELS", "0")
+    monkeypatch.setattr(fast, "_enabled", None)  # the environment decides
+    monkeypatch.setenv("SCRATCHGAN_REFERENCE", "1")
+    fast.reset()
     check_layer_on_fake_device(lambda dtype: nn.LeakyReLU(0.2), (4, 6))
     assert not fused  # no kernel was even built
-    assert backend.fused_kernel(np, "adam") is None  # and NumPy never has one
+    assert fast.replacement_for("scratchgan.optim.adam_update", xp) is None
+    assert fast.replacement_for("scratchgan.optim.adam_update", np) is None  # nor NumPy's fast path
+    assert fast.active("numpy") == {}
 
 
 # ------------------------------------------------------------------ 3. the checks can fail
@@ -273,7 +287,7 @@ def test_switched_off_by_the_environment(fused, monkeypatch):
     ("batchnorm_backward_train", "dx = (dy - xhat * mean_dy_xhat - mean_dy) * scale;"),
 ])
 def test_a_mutated_kernel_is_caught(name, mutated):
-    inputs, outputs, _ = backend.FUSED_KERNELS[name]
+    inputs, outputs, _ = fast_kernels.KERNELS[name]
     mutant = host_kernel(name, (inputs, outputs, mutated))
     with pytest.raises(AssertionError):
         for label, args, expected in _kernel_cases("float32"):
@@ -283,8 +297,10 @@ def test_a_mutated_kernel_is_caught(name, mutated):
 
 
 def test_a_mutated_adam_kernel_is_caught(fused, monkeypatch):
-    inputs, outputs, body = backend.FUSED_KERNELS["adam"]
-    monkeypatch.setitem(backend.FUSED_KERNELS, "adam", (inputs, outputs, body.replace("+ eps_sum", "")))
+    inputs, outputs, body = fast_kernels.KERNELS["adam_update"]
+    mutated = body.replace("add_rn(sqrt_rn(v_hat), eps)", "sqrt_rn(v_hat)")  # Adam without eps
+    assert mutated != body
+    monkeypatch.setitem(fast_kernels.KERNELS, "adam_update", (inputs, outputs, mutated))
     with pytest.raises(AssertionError):
         test_adam_through_the_fused_kernel_equals_numpy_bit_for_bit(fused, 0.0, "float64")
 
@@ -296,7 +312,7 @@ def test_each_kernel_on_cupy_equals_the_numpy_path(dtype):
     cupy = backend.get_xp("cupy")
     for label, args, expected in _kernel_cases(dtype):
         name = label.split("[")[0]
-        kernel = backend.fused_kernel(cupy, name)
+        kernel = fast_kernels.kernel(cupy, name)
         actual = kernel(*(cupy.asarray(a) if isinstance(a, np.ndarray) else a for a in args))
         actual = tuple(a.get() for a in actual) if isinstance(actual, tuple) else actual.get()
         rtol = 4 * ULP_RTOL[dtype] if name in TRANSCENDENTAL else None  # CUDA's exp / log1p: within 2 ulp
@@ -312,27 +328,45 @@ def test_layer_on_cupy_with_and_without_fused_kernels(factory, shape, kernels, m
     skip_unless_cupy()
     cupy = backend.get_xp("cupy")
     results = []
-    for switch in ("1", "0"):
-        monkeypatch.setenv("SCRATCHGAN_FUSED_KERNELS", switch)
+    for switch in (True, False):
+        monkeypatch.setattr(fast, "_enabled", switch)
+        fast.reset()
         layer = build_layer(factory, "float64", "train", backend="cupy")
         x = cupy.asarray(make_input(shape))
         y = layer.forward(x)
         dx = layer.backward(cupy.asarray(random_like(y.shape)))
         results.append((y.get(), dx.get()))
-        if switch == "1":
+        if switch:
             errors = gradcheck.check_module(build_layer(factory, "float64", "train", backend="cupy"), x)
             assert max(errors.values()) < 1e-7, errors
     for fused_value, plain_value in zip(*results):
         np.testing.assert_allclose(fused_value, plain_value, rtol=1e-13, atol=1e-13)  # float64
 
 
-# ------------------------------------------------------------------ 5. NVRTC, where CuPy is installed (no GPU needed)
-SCALAR_PARAMETERS = {"slope", "inv_n", "beta1", "beta2", "neg_step_size", "eps_sum", "weight_decay"}
+# ------------------------------------------------------------------ 5. how they are compiled (issue 14)
+def test_compile_options_keep_ieee_arithmetic():
+    """No FMA contraction, no flushed subnormals, IEEE division and square root, asked of NVRTC..."""
+    assert {"--fmad=false", "-ftz=false", "--prec-div=true", "--prec-sqrt=true"} <= set(fast_kernels.OPTIONS)
+
+
+@pytest.mark.parametrize("name", sorted(BITWISE))
+def test_bitwise_bodies_use_only_the_ieee_helpers(name):
+    """...but CuPy appends -ftz=true after our options, so the bit-for-bit bodies must not rely on them: every
+    float operation is a helper of PREAMBLE (a PTX instruction without .ftz), never a bare operator."""
+    body = fast_kernels.KERNELS[name][2]
+    assert not re.search(r"[-+*/<>!]", body), f"{name}: a bare operator in {body!r}"
+    for helper in ("add_rn", "sub_rn", "mul_rn", "div_rn", "sqrt_rn", "is_gt", "is_ne"):
+        assert f"{helper}(float a" in fast_kernels.PREAMBLE and f"{helper}(double a" in fast_kernels.PREAMBLE
+
+
+# ------------------------------------------------------------------ 6. NVRTC, where CuPy is installed (no GPU needed)
+SCALAR_PARAMETERS = {"slope", "inv_n", "beta1", "one_minus_beta1", "beta2", "one_minus_beta2", "bias1", "bias2",
+                     "lr", "eps", "weight_decay"}
 
 
 def _cupy_style_source(name, ctype, ndim):
     """The kernel as cupy.ElementwiseKernel lays it out: CArray arguments bound by reference, scalars by value."""
-    inputs, outputs, body = backend.FUSED_KERNELS[name]
+    inputs, outputs, body = fast_kernels.KERNELS[name]
     params, bindings = [], []
     for const, names in ((True, host_kernels._names(inputs)), (False, host_kernels._names(outputs))):
         for p in names:
@@ -342,15 +376,22 @@ def _cupy_style_source(name, ctype, ndim):
                 params.append(f"CArray<T, {ndim}, true, true> _raw_{p}")
                 bindings.append(f"{'const ' if const else ''}T &{p} = _raw_{p}[_ind.get()];")
     params.append(f"CIndexer<{ndim}, true> _ind")
-    return (f"#include <cupy/complex.cuh>\n#include <cupy/carray.cuh>\ntypedef {ctype} T;\n"
+    return (f"#include <cupy/complex.cuh>\n#include <cupy/carray.cuh>\n{fast_kernels.PREAMBLE}\ntypedef {ctype} T;\n"
             f'extern "C" __global__ void scratchgan_{name}({", ".join(params)}) {{\n'
             f"  CUPY_FOR(i, _ind.size()) {{\n    _ind.set(i);\n    {' '.join(bindings)}\n    {body}\n  }}\n}}\n")
 
 
+def _cupy_appended_options():
+    """The options CuPy adds after the caller's when it compiles a kernel (cupy/cuda/compiler.py)."""
+    from cupy.cuda import compiler
+    return ("-ftz=true",) if "'-ftz=true'" in inspect.getsource(compiler._compile_with_cache_cuda) else ()
+
+
 @pytest.mark.parametrize("ctype", ["float", "double"])
-@pytest.mark.parametrize("name", sorted(backend.FUSED_KERNELS))
-def test_kernel_compiles_with_nvrtc_without_fma(name, ctype):
-    """NVRTC compiles each body, and --fmad=false leaves no fused multiply-add in our own arithmetic."""
+@pytest.mark.parametrize("name", sorted(fast_kernels.KERNELS))
+def test_kernel_compiles_with_nvrtc_without_fma_or_flushed_subnormals(name, ctype):
+    """NVRTC compiles each body with our options followed by CuPy's own (its -ftz=true included), and the
+    PTX of the bit-for-bit kernels has no fused multiply-add and no .ftz instruction."""
     nvrtc = pytest.importorskip("cupy_backends.cuda.libs.nvrtc", reason="CuPy (and its NVRTC) not installed")
     import cupy
     try:
@@ -359,8 +400,8 @@ def test_kernel_compiles_with_nvrtc_without_fma(name, ctype):
         pytest.skip(f"CuPy is installed but NVRTC cannot be loaded: {e}")
     include = os.path.join(os.path.dirname(cupy.__file__), "_core", "include")
     cccl = os.path.join(include, "cupy", "_cccl")
-    options = [*backend.FUSED_OPTIONS, f"-I{include}", "--gpu-architecture=compute_90", "-std=c++17",
-               *(f"-I{os.path.join(cccl, d)}" for d in sorted(os.listdir(cccl)))]
+    options = [*fast_kernels.OPTIONS, f"-I{include}", "--gpu-architecture=compute_90", "-std=c++17",
+               *(f"-I{os.path.join(cccl, d)}" for d in sorted(os.listdir(cccl))), *_cupy_appended_options()]
     program = nvrtc.createProgram(_cupy_style_source(name, ctype, 2), f"{name}.cu", [], [])
     try:
         try:
@@ -372,5 +413,6 @@ def test_kernel_compiles_with_nvrtc_without_fma(name, ctype):
         nvrtc.destroyProgram(program)
     ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
     assert f"scratchgan_{name}" in ptx
-    if name not in TRANSCENDENTAL:  # exp and log1p are library code, with their own fma instructions
+    if name in BITWISE:  # exp and log1p are library code, with their own fma instructions
         assert "fma.rn" not in ptx
+        assert not [line for line in ptx.splitlines() if ".ftz" in line], f"{name}: subnormals flushed"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from layer_cases import make_input
-from scratchgan import backend, losses, nn, optim
+from scratchgan import losses, nn, optim
 from scratchgan.params import FlatStore, Parameter
 
 
@@ -57,7 +57,7 @@ def test_adam_matches_the_textbook_formula(lr, betas, eps, weight_decay):
 
 
 def test_adam_moments_are_the_textbook_m_and_v():
-    """Adam keeps exponentially weighted sums; its m and v must still be Kingma & Ba's moments."""
+    """Adam's m and v are Kingma & Ba's moments (state_dict saves them as they are)."""
     beta1, beta2 = 0.5, 0.999
     model = _mlp()
     store = model.flat_store()
@@ -256,14 +256,15 @@ def test_flat_store_rejects_duplicates_and_empties():
 @pytest.mark.parametrize("make_opt", [lambda p: optim.Adam(p, lr=1e-3, weight_decay=0.01),
                                       lambda p: optim.SGD(p, lr=0.1, momentum=0.9),
                                       lambda p: optim.RMSprop(p, lr=1e-3, momentum=0.9, centered=True)])
-def test_update_on_threads_equals_the_update_on_one_thread(make_opt):
-    # the parts of the flat buffer go to different threads: elementwise, so bit for bit the same
+def test_update_on_threads_equals_the_update_on_one_thread(make_opt, monkeypatch):
+    # the fast path gives the parts of the flat buffer to different threads: elementwise, so bit for bit the same
+    from scratchgan.fast import cpu
     runs = []
     for threads in (1, 3):
+        monkeypatch.setattr(cpu, "cpu_threads", lambda: threads)
         model = nn.Linear(300, 1000, seed=0).to("numpy", "float32")  # big enough for threaded parts
         opt = make_opt(model.parameters())
-        opt.threads = threads
-        assert opt.store.data.size * 4 >= backend.PARALLEL_MIN_ELEMENTS  # 4+ flat arrays per update
+        assert opt.store.data.size * 4 >= cpu.PARALLEL_MIN_ELEMENTS  # 4+ flat arrays per update
         initial = opt.store.data.copy()
         for step in range(3):
             g = np.random.default_rng(step).standard_normal(opt.store.grad.shape).astype(np.float32)
@@ -272,3 +273,56 @@ def test_update_on_threads_equals_the_update_on_one_thread(make_opt):
         runs.append(opt.store.data.copy())
         assert not np.array_equal(runs[-1], initial)
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_adam_loads_a_checkpoint_of_the_running_sums():
+    """Before 2026-12 Adam kept m_sum = m / (1 - beta1) and v_sum = v / (1 - beta2), and checkpoints held
+    those (keys m_sum, v_sum): such a state loads as the moments and continues the same trajectory."""
+    beta1, beta2 = 0.5, 0.999
+    rng = np.random.default_rng(8)
+    grads = [rng.standard_normal(_mlp().flat_store().size) for _ in range(6)]
+    a, b = _mlp(), _mlp()
+    opt_a, opt_b = (optim.Adam(net.parameters(), lr=1e-2, betas=(beta1, beta2)) for net in (a, b))
+    for g in grads[:3]:
+        opt_a.zero_grad()
+        opt_a.store.grad[...] = g
+        opt_a.step()
+    old_format = {"m_sum": opt_a.m / (1 - beta1), "v_sum": opt_a.v / (1 - beta2), "t": opt_a.t}
+    b.load_state_dict(a.state_dict())
+    opt_b.load_state_dict(old_format)
+    np.testing.assert_allclose(opt_b.m, opt_a.m, rtol=1e-15)
+    np.testing.assert_allclose(opt_b.v, opt_a.v, rtol=1e-15)
+    assert opt_b.t == 3 and set(opt_b.state_dict()) == {"m", "v", "t"}
+    for g in grads[3:]:
+        for opt in (opt_a, opt_b):
+            opt.zero_grad()
+            opt.store.grad[...] = g
+            opt.step()
+    np.testing.assert_allclose(opt_b.store.data, opt_a.store.data, rtol=1e-13, atol=1e-15)  # float64
+
+
+def test_a_training_checkpoint_with_the_old_adam_sums_resumes(tmp_path, monkeypatch):
+    """A checkpoint file as scratchgan wrote it before 2026-12 (opt_G/m_sum, opt_G/v_sum, ...) resumes, and
+    the run ends where an uninterrupted one does, up to the rounding of the conversion."""
+    from scratchgan import cli
+    from scratchgan.checkpoint import load_checkpoint, save_checkpoint
+    from tolerances import scale
+    monkeypatch.setenv("SCRATCHGAN_DATA", str(tmp_path / "cache"))
+    tiny = ["--dataset", "mnist-bundled", "--limit", "128", "--batch-size", "32", "--g-hidden", "16,32",
+            "--d-hidden", "32,16", "--latent-dim", "8", "--no-progress", "--sample-every", "0", "--log-every", "4"]
+    assert cli.train_main([*tiny, "--epochs", "2", "--out", str(tmp_path / "full")]) == 0
+    assert cli.train_main([*tiny, "--epochs", "1", "--out", str(tmp_path / "old")]) == 0
+    path = tmp_path / "old" / "checkpoint.npz"
+    arrays, meta = load_checkpoint(path)
+    beta1, beta2 = 0.5, 0.999  # the MLP GAN's Adam
+    for name in ("opt_G", "opt_D"):
+        arrays[f"{name}/m_sum"] = arrays.pop(f"{name}/m") / np.float32(1 - beta1)
+        arrays[f"{name}/v_sum"] = arrays.pop(f"{name}/v") / np.float32(1 - beta2)
+    save_checkpoint(path, arrays, meta)
+    assert cli.train_main([*tiny, "--epochs", "2", "--out", str(tmp_path / "old"), "--resume"]) == 0
+    full, _ = load_checkpoint(tmp_path / "full" / "checkpoint.npz")
+    resumed, _ = load_checkpoint(path)
+    assert "opt_G/m" in resumed and "opt_G/m_sum" not in resumed  # written back in the new form
+    for key in ("G/0.W", "D/0.W", "opt_D/m", "opt_G/v"):
+        # float32 weights and moments: the absolute part scales with the array's size (tests/tolerances.py)
+        np.testing.assert_allclose(resumed[key], full[key], rtol=1e-3, atol=1e-4 * scale(full[key]), err_msg=key)

@@ -137,8 +137,8 @@ def test_checkpoint_content(reference_run):
     n_g = sum(arrays[k].size for k in g_keys if "running" not in k)
     n_d = sum(arrays[k].size for k in d_keys)
     for name, n in (("opt_G", n_g), ("opt_D", n_d)):
-        assert arrays[f"{name}/m_sum"].shape == (n,) and arrays[f"{name}/v_sum"].shape == (n,)
-        assert np.all(arrays[f"{name}/v_sum"] >= 0) and np.any(arrays[f"{name}/v_sum"] > 0)
+        assert arrays[f"{name}/m"].shape == (n,) and arrays[f"{name}/v"].shape == (n,)
+        assert np.all(arrays[f"{name}/v"] >= 0) and np.any(arrays[f"{name}/v"] > 0)
     assert arrays["fixed_noise"].shape == (64, 16)
     assert all(a.dtype == np.float32 for a in arrays.values())
     assert all(np.all(np.isfinite(a)) for a in arrays.values())
@@ -174,7 +174,7 @@ def test_same_seed_same_run_other_seed_other_run(reference_run, tmp_path):
     assert train(tmp_path / "other", "--epochs", "2", "--seed", "1") == 0
     a, _ = arrays_of(reference_run / "checkpoint.npz")
     b, _ = arrays_of(tmp_path / "other" / "checkpoint.npz")
-    for key in ("G/0.W", "G/5.W", "D/0.W", "D/4.W", "fixed_noise", "opt_D/m_sum", "opt_D/v_sum"):
+    for key in ("G/0.W", "G/5.W", "D/0.W", "D/4.W", "fixed_noise", "opt_D/m", "opt_D/v"):
         assert not np.array_equal(a[key], b[key]), key
 
 
@@ -381,13 +381,13 @@ def test_watchdog_checks_what_is_saved_not_only_the_losses(digits, tmp_path):
 
     def poison(t):
         saved["bytes"] = checkpoint.read_bytes()
-        t.step.opt_G.v_sum[:5] = np.inf
+        t.step.opt_G.v[:5] = np.inf
 
     hook_after_call(trainer, 11, poison)
     with pytest.raises(TrainingDiverged) as excinfo:
         trainer.fit(2)
     message = str(excinfo.value)
-    assert "opt_G/v_sum (5 of" in message and f"by step {2 * STEPS_PER_EPOCH}" in message, message
+    assert "opt_G/v (5 of" in message and f"by step {2 * STEPS_PER_EPOCH}" in message, message
     assert f"Last good checkpoint: {checkpoint} (step {STEPS_PER_EPOCH})" in message, message
     assert checkpoint.read_bytes() == saved["bytes"]
     assert not (tmp_path / "samples" / "epoch_002.png").exists()

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import array_module, run_in_parts
+from ..backend import array_module
+from ..fast import replaceable
 from ..params import linear_default, make_rng
 from .module import Module
 
@@ -42,32 +43,27 @@ def conv_transpose_output_size(size, kernel_size, stride, padding, output_paddin
                  for n, k, s, p, op in zip(size, kernel_size, stride, padding, output_padding))
 
 
-def _channels_last(a, pad=(0, 0)):
+@replaceable
+def channels_last(a, pad=(0, 0)):
     """(N, C, H, W) -> (N, H + 2 pH, W + 2 pW, C), C-contiguous, zero-padded by ``pad``: a copy, or a
     view when a is channels-last in memory already and there is no padding.
 
-    The copy is split over the batch on the CPU's cores (run_in_parts): on one core this transpose
-    and im2col/col2im below took as long as the convolution's matmuls.
+    Channels last, so that one pixel's C values are adjacent: im2col's rows and the matmuls' rows.
     """
     xp = array_module(a)
     N, C, H, W = a.shape
     pH, pW = pad
     if pH == 0 and pW == 0 and a.transpose(0, 2, 3, 1).flags.c_contiguous:
         return a.transpose(0, 2, 3, 1)
-    out_shape = (N, H + 2 * pH, W + 2 * pW, C)
-    out = xp.zeros(out_shape, dtype=a.dtype) if pH or pW else xp.empty(out_shape, dtype=a.dtype)
-
-    def copy(start, stop):
-        out[start:stop, pH:pH + H, pW:pW + W, :] = a[start:stop].transpose(0, 2, 3, 1)
-
-    run_in_parts(xp, copy, N, a.size)
+    out = xp.zeros((N, H + 2 * pH, W + 2 * pW, C), dtype=a.dtype)  # the border stays 0: the padding
+    out[:, pH:pH + H, pW:pW + W, :] = a.transpose(0, 2, 3, 1)
     return out
 
 
 def _rows(a):
     """(N, C, H, W) -> (N*H*W, C), C-contiguous: one row per pixel (a view if a is channels-last)."""
     N, C, H, W = a.shape
-    return _channels_last(a).reshape(N * H * W, C)
+    return channels_last(a).reshape(N * H * W, C)
 
 
 def _from_rows(a_mat, N, H, W):
@@ -89,6 +85,7 @@ def _weight_grad(dW_mat, W_shape):
 
 # ---------------------------------------------------------------------------- im2col / col2im
 
+@replaceable
 def im2col(x, kernel_size, stride, padding):
     """Every kH x kW patch of the zero-padded x as a row: (N, C, H, W) -> cols (N*H_out*W_out, kH*kW*C).
 
@@ -99,22 +96,19 @@ def im2col(x, kernel_size, stride, padding):
     N, C, H, W = x.shape
     (kH, kW), (sH, sW), (pH, pW) = kernel_size, stride, padding
     H_out, W_out = conv_output_size((H, W), kernel_size, stride, padding)
-    x_pad = _channels_last(x, (pH, pW))  # (N, H + 2 pH, W + 2 pW, C)
-    # All patches as one read-only view, no copy: windows[n, h, w, i, j] = x_pad[n, sH*h + i, sW*w + j].
-    # For one offset (i, j), windows[:, :, :, i, j] is the strided slice x_pad[:, i::sH, j::sW] that
-    # col2im's loop adds into. One copy in row order (below) is ~3x faster than a write per offset.
-    bN, bH, bW, bC = x_pad.strides  # in bytes
+    x_pad = channels_last(x, (pH, pW))  # (N, H + 2 pH, W + 2 pW, C)
+    # All patches as one read-only view, no copy: windows[n, h, w, i, j] = x_pad[n, sH*h + i, sW*w + j],
+    # i.e. a step of sH rows per output row and of one row per kernel row (strides in bytes).
+    # For one offset (i, j), windows[:, :, :, i, j] is the strided slice
+    # x_pad[:, i:i + sH*(H_out - 1) + 1:sH, j:j + sW*(W_out - 1) + 1:sW] that col2im adds into.
+    bN, bH, bW, bC = x_pad.strides
     windows = xp.lib.stride_tricks.as_strided(
         x_pad, shape=(N, H_out, W_out, kH, kW, C), strides=(bN, sH * bH, sW * bW, bH, bW, bC))
-    cols = xp.empty(windows.shape, dtype=x.dtype)  # (N, H_out, W_out, kH, kW, C)
-
-    def copy(start, stop):  # the images of the batch are independent: split them over the cores
-        cols[start:stop] = windows[start:stop]
-
-    run_in_parts(xp, copy, N, cols.size)
+    cols = xp.ascontiguousarray(windows)  # the one copy: (N, H_out, W_out, kH, kW, C) in row order
     return cols.reshape(N * H_out * W_out, kH * kW * C)
 
 
+@replaceable
 def col2im(cols, x_shape, kernel_size, stride, padding):
     """The adjoint of im2col: scatter-add each row back onto its patch; cols -> x of shape x_shape.
 
@@ -126,14 +120,11 @@ def col2im(cols, x_shape, kernel_size, stride, padding):
     H_out, W_out = conv_output_size((H, W), kernel_size, stride, padding)
     cols = cols.reshape(N, H_out, W_out, kH, kW, C)
     x_pad = xp.zeros((N, H + 2 * pH, W + 2 * pW, C), dtype=cols.dtype)
-
-    def add(start, stop):  # images [start, stop) of the batch; independent of the others
-        for i in range(kH):
-            for j in range(kW):
-                x_pad[start:stop, i:i + sH * (H_out - 1) + 1:sH, j:j + sW * (W_out - 1) + 1:sW, :] += \
-                    cols[start:stop, :, :, i, j, :]
-
-    run_in_parts(xp, add, N, cols.size)
+    for i in range(kH):
+        for j in range(kW):
+            # offset (i, j) of every patch: H_out rows from row i, sH apart (the stop is the last row
+            # + 1, not the end: rows after it belong to no patch when (H + 2p - k) % s != 0)
+            x_pad[:, i:i + sH * (H_out - 1) + 1:sH, j:j + sW * (W_out - 1) + 1:sW, :] += cols[:, :, :, i, j, :]
     return x_pad[:, pH:pH + H, pW:pW + W, :].transpose(0, 3, 1, 2)  # drop the padding; (N, C, H, W) view
 
 
@@ -252,8 +243,6 @@ class _ConvNd(Module):
         self.register_parameter("W", linear_default(weight_shape, rng, fan_in).astype(dt))
         if bias:
             self.register_parameter("b", linear_default((self.out_channels,), rng, fan_in).astype(dt))
-        # Module's flags: need_input_grad = False skips dx (a network's first layer),
-        # requires_grad = False skips dW and db (D during the G step)
 
     def _check_input(self, x):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
@@ -264,14 +253,11 @@ class _ConvNd(Module):
     def _bias(self):
         return self.b.data if self.has_bias else None
 
-    def _accumulate(self, dW, db):
-        """Add dW, db into the gradients; right after zero_grad (an unset gradient) write them instead."""
-        for p, g in ((self.W, dW), (self.b, db)) if self.has_bias else ((self.W, dW),):
-            buffer, add = p.grad_slot()
-            if add:
-                p.grad += g
-            else:
-                buffer[...] = g
+    def _add_grads(self, dW, db):
+        """The += of every layer: this backward's dW, db added to what earlier ones left in p.grad."""
+        self.W.grad += dW
+        if self.has_bias:
+            self.b.grad += db
 
 
 class Conv2d(_ConvNd):
@@ -291,11 +277,11 @@ class Conv2d(_ConvNd):
         y, self.cache = conv2d_forward(x, self.W.data, self._bias(), self.stride, self.padding)
         return y
 
-    def backward(self, dy):
-        dx, dW, db = conv2d_backward(dy, self.pop_cache(), need_dx=self.need_input_grad,
-                                     need_dW=self.requires_grad)
-        if self.requires_grad:
-            self._accumulate(dW, db)
+    def backward(self, dy, param_grads=True, need_dx=True):
+        param_grads = param_grads and self.requires_grad
+        dx, dW, db = conv2d_backward(dy, self.pop_cache(), need_dx=need_dx, need_dW=param_grads)
+        if param_grads:
+            self._add_grads(dW, db)
         return dx
 
     def __repr__(self):
@@ -327,11 +313,11 @@ class ConvTranspose2d(_ConvNd):
                                                  self.output_padding)
         return y
 
-    def backward(self, dy):
-        dx, dW, db = conv_transpose2d_backward(dy, self.pop_cache(), need_dx=self.need_input_grad,
-                                               need_dW=self.requires_grad)
-        if self.requires_grad:
-            self._accumulate(dW, db)
+    def backward(self, dy, param_grads=True, need_dx=True):
+        param_grads = param_grads and self.requires_grad
+        dx, dW, db = conv_transpose2d_backward(dy, self.pop_cache(), need_dx=need_dx, need_dW=param_grads)
+        if param_grads:
+            self._add_grads(dW, db)
         return dx
 
     def __repr__(self):

@@ -12,9 +12,9 @@ from .module import Module
 
 def dropout_forward(x, p, u):
     """y = x * mask with mask = [u >= p] / (1 - p); ``u`` uniform in [0, 1), shaped like x."""
-    mask = (u >= p).astype(x.dtype)
-    mask *= 1.0 / (1.0 - p)
-    return x * mask, mask
+    mask = (u >= p).astype(x.dtype)  # keep each unit with probability 1 - p
+    mask *= 1.0 / (1.0 - p)  # scaled now, so that E[y] = x and eval mode is the identity
+    return x * mask, mask  # the scaled mask is all backward needs: y is linear in x
 
 
 def dropout_backward(dy, mask):
@@ -57,20 +57,23 @@ class Dropout(Module):
 
     def forward(self, x):
         if not self.training or self.p == 0.0:
-            self.cache = ("identity", None)
+            self.cache = ("identity", None)  # y = x: no mask, no copy
             return x
         xp = array_module(x)
         if self.rng is None:
             self.rng = xp.random.default_rng(self.seed)
-        u = self.rng.random(x.shape, dtype=x.dtype)
+        u = self.rng.random(x.shape, dtype=x.dtype)  # drawn where x lives: no host-to-device copy per step
+        # counted, so that a checkpoint can replay the stream and a resumed run draws the same masks
         self.draws, self.draw_shape, self.draw_dtype = self.draws + 1, x.shape, x.dtype
         y, mask = dropout_forward(x, self.p, u)
         self.cache = ("mask", mask)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, param_grads=True, need_dx=True):
         kind, mask = self.pop_cache()
-        return dy if kind == "identity" else dropout_backward(dy, mask)
+        if not need_dx:
+            return None
+        return dy if kind == "identity" else dropout_backward(dy, mask)  # eval mode: y = x, so dx = dy
 
     def __repr__(self):
         return f"Dropout(p={self.p})"

@@ -60,11 +60,11 @@ class Embedding(Module):
         y, self.cache = embedding_forward(idx, self.W.data)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, param_grads=True, need_dx=True):
         idx = self.pop_cache()
-        if self.requires_grad:
-            scatter_add(self.W.grad, idx, dy)  # = W.grad += embedding_backward(dy, idx, W.shape)
-        return None  # indices have no gradient
+        if param_grads and self.requires_grad:
+            self.W.grad += embedding_backward(dy, idx, self.W.shape)  # (K, D): only the rows used move
+        return None  # integer indices have no gradient, whatever need_dx says
 
     def __repr__(self):
         return f"Embedding({self.num_embeddings}, {self.embedding_dim})"
@@ -123,10 +123,6 @@ class Conditional(Module):
             else f"one_hot({self.num_classes})"
         return f"Conditional(code={code})"
 
-    def first_layer(self):
-        """The Conditional itself: it decides whether the net's first layer must compute dh."""
-        return self
-
     def code(self, labels, dtype):
         if self.embedding is not None:
             return self.embedding.forward(labels)  # (N,) -> (N, embedding_dim)
@@ -142,17 +138,20 @@ class Conditional(Module):
         self.cache = d_x
         return self.net.forward(h)
 
-    def backward(self, dy):
+    def backward(self, dy, param_grads=True, need_dx=True):
         d_x = self.pop_cache()
-        # the net's first layer computes dh when someone needs part of it: x's caller or the embedding
-        self.net.first_layer().need_input_grad = self.need_input_grad or self.embedding is not None
-        dh = self.net.backward(dy)
-        if dh is None:
+        # dh = dL/d[x, code] is needed when x's caller wants dx, or a learned code wants dcode for its
+        # W (a one-hot code is a constant: nobody wants its gradient)
+        wants_dcode = self.embedding is not None and param_grads and self.embedding.requires_grad
+        if not (need_dx or wants_dcode):
+            self.net.backward(dy, param_grads=param_grads, need_dx=False)
+            if self.embedding is not None:
+                self.embedding.pop_cache()  # its forward ran; no gradient goes back to it
             return None
-        dx, dcode = concat_backward(dh, d_x)
+        dx, dcode = concat_backward(self.net.backward(dy, param_grads=param_grads), d_x)
         if self.embedding is not None:
-            self.embedding.backward(dcode)
-        return dx if self.need_input_grad else None
+            self.embedding.backward(dcode, param_grads=param_grads)
+        return dx if need_dx else None
 
     def __repr__(self):
         inner = "\n".join("  " + line for line in repr(self.net).splitlines())

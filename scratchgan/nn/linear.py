@@ -7,31 +7,31 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import array_module
+from ..fast import replaceable
 from ..params import linear_default, make_rng
 from .module import Module
 
 
+@replaceable
 def linear_forward(x, W, b):
     """y = x W + b.  x: (N, D_in), W: (D_in, D_out), b: (D_out,) -> y: (N, D_out)"""
-    y = x @ W  # (N, D_in) @ (D_in, D_out) -> (N, D_out)
-    y += b  # in place: no second (N, D_out) temporary
-    return y, (x, W)  # cache: exactly what backward needs
+    y = x @ W + b  # (N, D_in) @ (D_in, D_out) -> (N, D_out); b is added to every row (broadcast)
+    return y, (x, W)  # cache: exactly what backward needs (b does not appear in any gradient)
 
 
-def linear_backward(dy, cache, need_dx=True, need_dW=True, dW_out=None, db_out=None):
-    """dx = dy W^T, dW = x^T dy, db = sum over the batch of dy (each skipped when not needed).
-
-    ``dW_out``/``db_out``: arrays to write dW/db into instead of new ones (the gradient buffers).
-    """
+def linear_backward(dy, cache):
+    """dx = dy W^T, dW = x^T dy, db = sum over the batch of dy."""
     x, W = cache
-    xp = array_module(dy)
-    dx = dy @ W.T if need_dx else None  # (N, D_out) @ (D_out, D_in) -> (N, D_in)
-    dW = db = None
-    if need_dW:
-        dW = xp.matmul(x.T, dy, out=dW_out)  # (D_in, N) @ (N, D_out) -> (D_in, D_out)
-        db = dy.sum(axis=0, out=db_out)  # (N, D_out) -> (D_out,)
+    dx = dy @ W.T  # (N, D_out) @ (D_out, D_in) -> (N, D_in)
+    dW = x.T @ dy  # (D_in, N) @ (N, D_out) -> (D_in, D_out): one outer product per sample, summed
+    db = dy.sum(axis=0)  # (N, D_out) -> (D_out,): b reached every row with weight 1
     return dx, dW, db
+
+
+@replaceable
+def add_matmul(out, a, b):
+    """out += a @ b: how a layer adds a gradient that is a matrix product into its ``p.grad``."""
+    out += a @ b
 
 
 class Linear(Module):
@@ -44,7 +44,8 @@ class Linear(Module):
         self.in_features, self.out_features, self.has_bias = in_features, out_features, bias
         rng = make_rng(seed)
         dt = np.dtype(dtype)
-        # U(-1/sqrt(D_in), 1/sqrt(D_in)) for both, as torch.nn.Linear
+        # U(-1/sqrt(D_in), 1/sqrt(D_in)) for both, as torch.nn.Linear: keeps the output's variance
+        # near the input's whatever D_in is
         self.register_parameter("W", linear_default((in_features, out_features), rng, in_features).astype(dt))
         if bias:
             self.register_parameter("b", linear_default((out_features,), rng, in_features).astype(dt))
@@ -55,26 +56,21 @@ class Linear(Module):
                              f"got {tuple(x.shape)}")
         self.check_dtype(x, self.W.data.dtype)
         if self.has_bias:
-            y, cache = linear_forward(x, self.W.data, self.b.data)
+            y, self.cache = linear_forward(x, self.W.data, self.b.data)
         else:
-            y = x @ self.W.data  # (N, D_in) @ (D_in, D_out) -> (N, D_out)
-            cache = (x, self.W.data)
-        self.cache = cache
+            y, self.cache = x @ self.W.data, (x, self.W.data)  # (N, D_in) @ (D_in, D_out) -> (N, D_out)
         return y
 
-    def backward(self, dy):
-        cache = self.pop_cache()
-        if not self.requires_grad:
-            return linear_backward(dy, cache, need_dx=self.need_input_grad, need_dW=False)[0]
-        # right after zero_grad the gradients go straight into their buffers; else they are added
-        dW_out, add_dW = self.W.grad_slot()
-        db_out, add_db = self.b.grad_slot() if self.has_bias else (None, False)
-        dx, dW, db = linear_backward(dy, cache, need_dx=self.need_input_grad, dW_out=dW_out, db_out=db_out)
-        if add_dW:
-            self.W.grad += dW
-        if add_db:
-            self.b.grad += db
-        return dx
+    def backward(self, dy, param_grads=True, need_dx=True):
+        """linear_backward's three lines, with dW and db added (+=) into the gradients."""
+        x, W = self.pop_cache()
+        if param_grads and self.requires_grad:
+            add_matmul(self.W.grad, x.T, dy)  # dW += x^T dy: (D_in, N) @ (N, D_out) -> (D_in, D_out)
+            if self.has_bias:
+                self.b.grad += dy.sum(axis=0)  # db += sum_n dy: (N, D_out) -> (D_out,)
+        if not need_dx:
+            return None  # the network's input (noise z, images): nobody uses dL/dx, skip the matmul
+        return dy @ W.T  # dx: (N, D_out) @ (D_out, D_in) -> (N, D_in)
 
     def __repr__(self):
         return f"Linear({self.in_features}, {self.out_features}{'' if self.has_bias else ', bias=False'})"

@@ -4,6 +4,12 @@ A layer's ``forward(x)`` computes ``y`` and keeps in ``self.cache`` exactly what
 backward needs; ``backward(dy)`` consumes that cache, ADDS its parameter gradients into
 ``p.grad`` and returns ``dx = dL/dx``. The maths lives in pure ``*_forward``/``*_backward``
 functions beside each class; the classes only hold parameters, buffers and the cache.
+
+What a backward computes is said by its arguments, never by flags flipped on the layer:
+``backward(dy, param_grads=False)`` skips the parameter gradients (D in the G step: they would be
+thrown away) and ``need_dx=False`` skips dL/dx (a network's input: nobody uses dL/dz). Sequential
+passes ``param_grads`` to every layer and ``need_dx`` to its first. ``requires_grad_(False)``
+freezes a module for good, as in PyTorch: it never gets parameter gradients.
 """
 from __future__ import annotations
 
@@ -18,8 +24,7 @@ class Module:
 
     def __init__(self):
         self.training = True
-        self.requires_grad = True  # False: backward skips this layer's parameter gradients
-        self.need_input_grad = True  # False: backward may return None instead of dL/dx
+        self.requires_grad = True  # False: frozen, backward never computes its parameter gradients
         self.cache = None
         self._parameters = {}  # name -> Parameter, in registration order
         self._buffers = []  # names of non-trainable state arrays (e.g. running_mean)
@@ -75,27 +80,28 @@ class Module:
         return self.train(False)
 
     def requires_grad_(self, flag=True):
-        """Switch parameter gradients on/off for every layer (as torch's requires_grad_).
+        """Freeze (False) or unfreeze every layer's parameters, as torch's requires_grad_.
 
-        The G step backpropagates through D only to reach G(z): D's own dW would be thrown away.
+        A frozen layer's backward still returns dL/dx, but never touches its ``p.grad``. To skip
+        the parameter gradients of one backward only, pass ``param_grads=False`` instead.
         """
         for m in self.modules():
             m.requires_grad = flag
         return self
 
-    def first_layer(self):
-        """The layer that receives the network's input (whose dx may be skipped)."""
-        children = self.children()
-        return children[0].first_layer() if children else self
+    def learns(self):
+        """True when a backward of this module updates parameter gradients (it has some, not frozen)."""
+        return any(m.requires_grad and m._parameters for m in self.modules())
 
     def zero_grad(self):
+        """Every parameter gradient to zero: one fill when they are one flat store."""
         params = self.parameters()
-        if params and params[0].store is not None and not params[0].store.stale \
-                and params[0].store.params == params:
-            params[0].store.zero_grad()
-        else:
+        store = params[0].store if params else None
+        if store is not None and not store.stale and store.params == params:
+            store.zero_grad()
+        else:  # parameters not packed (yet), or a part of a larger store
             for p in params:
-                p.clear_grad()
+                p.zero_grad()
 
     # -------------------------------------------------------------- device and dtype
     @property
@@ -175,7 +181,9 @@ class Module:
     def forward(self, x):
         raise NotImplementedError
 
-    def backward(self, dy):
+    def backward(self, dy, param_grads=True, need_dx=True):
+        """Consume the cache of one forward; add parameter gradients (unless ``param_grads`` is
+        False or the layer is frozen) and return dL/dx (None when ``need_dx`` is False)."""
         raise NotImplementedError
 
     def __call__(self, x):
@@ -217,15 +225,22 @@ class Sequential(Module):
             x = layer.forward(x)
         return x
 
-    def backward(self, dy):
-        layers = self.layers[::-1]
-        for i, layer in enumerate(layers):
-            dy = layer.backward(dy)
-            if dy is None:  # a layer told need_input_grad = False: nothing flows further down
-                for earlier in layers[i + 1:]:
-                    earlier.cache = None
-                break
-        return dy
+    def backward(self, dy, param_grads=True, need_dx=True):
+        """The layers' backwards in reverse order, each with ``param_grads``.
+
+        With ``need_dx`` False nobody wants dL/dx, so the layers in front of the first one with
+        parameters to update (a Reshape before the first ConvTranspose2d) want no dy either: that
+        layer skips its dx, and those before it only drop their caches.
+        """
+        first = 0
+        if not need_dx:
+            first = next((i for i, layer in enumerate(self.layers) if param_grads and layer.learns()),
+                         len(self.layers))
+            for layer in self.layers[:first]:
+                layer.cache = None  # their forward ran; no gradient goes back to them
+        for i in reversed(range(first, len(self.layers))):
+            dy = self.layers[i].backward(dy, param_grads=param_grads, need_dx=need_dx or i > first)
+        return dy if need_dx else None
 
     def __iter__(self):
         return iter(self.layers)

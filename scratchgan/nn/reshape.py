@@ -15,11 +15,12 @@ class Flatten(Module):
     def forward(self, x):
         if x.ndim < 2:
             raise ValueError(f"{self!r}: expected input of shape (N, ...), got {tuple(x.shape)}")
-        self.cache = x.shape
-        return x.reshape(x.shape[0], -1)
+        self.cache = x.shape  # the shape is all backward needs: the numbers do not change
+        return x.reshape(x.shape[0], -1)  # a view of contiguous x: no copy
 
-    def backward(self, dy):
-        return dy.reshape(self.pop_cache())
+    def backward(self, dy, param_grads=True, need_dx=True):
+        x_shape = self.pop_cache()
+        return dy.reshape(x_shape) if need_dx else None  # the same numbers, back in x's shape
 
 
 class Reshape(Module):
@@ -34,10 +35,11 @@ class Reshape(Module):
             raise ValueError(f"{self!r}: cannot reshape input {tuple(x.shape)} "
                              f"to (N, {', '.join(map(str, self.shape))})")
         self.cache = x.shape
-        return x.reshape((x.shape[0],) + self.shape)
+        return x.reshape((x.shape[0],) + self.shape)  # the batch axis stays first
 
-    def backward(self, dy):
-        return dy.reshape(self.pop_cache())
+    def backward(self, dy, param_grads=True, need_dx=True):
+        x_shape = self.pop_cache()
+        return dy.reshape(x_shape) if need_dx else None  # the same numbers, back in x's shape
 
     def __repr__(self):
         return f"Reshape{self.shape}"

@@ -1,0 +1,204 @@
+"""The fast paths: replacements for reference functions, kept apart from the maths.
+
+Every layer, loss and optimizer in ``scratchgan.nn``, ``losses`` and ``optim`` is written once, as
+the textbook maths on ``xp``. Speed comes from *replacements* that live here, each a function with
+the same arguments and results as the reference function it replaces (llm.c keeps its readable
+``train_gpt2.c`` beside the fast ``train_gpt2.cu`` the same way):
+
+    fast/cpu.py      NumPy: in-place forms with fewer passes, Adam and im2col/col2im on the cores
+    fast/blas.py     NumPy: ``out += a @ b`` inside the GEMM (BLAS beta = 1), no temporary
+    fast/kernels.py  CuPy: fused elementwise CUDA kernels, one launch instead of several passes
+    fast/process.py  process-wide settings (OpenBLAS's thread wait, glibc's heap): one explicit call
+
+(The next GPU step, capturing the whole training step as a CUDA graph, belongs here too.)
+
+A reference function marked ``@replaceable`` looks, when called, for a replacement registered in
+``TABLE`` for the backend of its first argument; if one is active it runs instead. ``TABLE`` is
+the one list of them all; ``active(backend)`` says which run here; ``python -m scratchgan.fast``
+prints both. One switch turns every replacement off, so a learner can run exactly the textbook:
+``SCRATCHGAN_REFERENCE=1`` in the environment, ``--reference`` on the examples and ``scratchgan
+train``, or ``set_enabled(False)``. tests/test_fast_paths.py runs each replacement against its
+reference: bit for bit where the arithmetic is the same ("bitwise" below), else to a few ulp.
+
+Importing this package changes nothing in the process and does not import NumPy (so that an entry
+point can call ``configure_process()`` before NumPy loads, see fast/process.py).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+
+# reference function -> {backend: (replacement, how it compares with the reference)}
+# "numpy": NumPy arrays. "cupy": a device array module with ElementwiseKernel (CuPy; the tests'
+# fake device when they lend it one). "bitwise": the same operations in the same order, so the same
+# bits; "close": reordered or fused arithmetic (or CUDA's exp/log1p), equal to a few ulp.
+TABLE = {
+    "scratchgan.nn.linear.linear_forward": {
+        "numpy": ("scratchgan.fast.cpu.linear_forward", "bitwise")},
+    "scratchgan.nn.linear.add_matmul": {
+        "numpy": ("scratchgan.fast.blas.add_matmul", "close")},
+    "scratchgan.nn.activations.leaky_relu_forward": {
+        "numpy": ("scratchgan.fast.cpu.leaky_relu_forward", "bitwise"),
+        "cupy": ("scratchgan.fast.kernels.leaky_relu_forward", "bitwise")},
+    "scratchgan.nn.activations.leaky_relu_backward": {
+        "numpy": ("scratchgan.fast.cpu.leaky_relu_backward", "bitwise"),
+        "cupy": ("scratchgan.fast.kernels.leaky_relu_backward", "bitwise")},
+    "scratchgan.nn.activations.relu_backward": {
+        "cupy": ("scratchgan.fast.kernels.relu_backward", "bitwise")},
+    "scratchgan.nn.activations.tanh_backward": {
+        "numpy": ("scratchgan.fast.cpu.tanh_backward", "bitwise"),
+        "cupy": ("scratchgan.fast.kernels.tanh_backward", "bitwise")},
+    "scratchgan.nn.activations.sigmoid_forward": {
+        "cupy": ("scratchgan.fast.kernels.sigmoid_forward", "close")},
+    "scratchgan.nn.activations.sigmoid_backward": {
+        "cupy": ("scratchgan.fast.kernels.sigmoid_backward", "bitwise")},
+    "scratchgan.nn.batchnorm.batchnorm_forward": {
+        "numpy": ("scratchgan.fast.cpu.batchnorm_forward", "bitwise"),
+        "cupy": ("scratchgan.fast.kernels.batchnorm_forward", "bitwise")},
+    "scratchgan.nn.batchnorm.batchnorm_train_forward": {
+        "numpy": ("scratchgan.fast.cpu.batchnorm_train_forward", "close"),
+        "cupy": ("scratchgan.fast.kernels.batchnorm_train_forward", "bitwise")},
+    "scratchgan.nn.batchnorm.batchnorm_backward_train": {
+        "numpy": ("scratchgan.fast.cpu.batchnorm_backward_train", "close"),
+        "cupy": ("scratchgan.fast.kernels.batchnorm_backward_train", "bitwise")},
+    "scratchgan.nn.batchnorm.batchnorm_backward_eval": {
+        "numpy": ("scratchgan.fast.cpu.batchnorm_backward_eval", "close")},
+    "scratchgan.nn.conv.channels_last": {
+        "numpy": ("scratchgan.fast.cpu.channels_last", "bitwise")},
+    "scratchgan.nn.conv.im2col": {
+        "numpy": ("scratchgan.fast.cpu.im2col", "bitwise")},
+    "scratchgan.nn.conv.col2im": {
+        "numpy": ("scratchgan.fast.cpu.col2im", "bitwise")},
+    "scratchgan.losses.bce_with_logits": {
+        "cupy": ("scratchgan.fast.kernels.bce_with_logits", "close")},
+    "scratchgan.optim.adam_update": {
+        "numpy": ("scratchgan.fast.cpu.adam_update", "close"),
+        "cupy": ("scratchgan.fast.kernels.adam_update", "bitwise")},
+    "scratchgan.optim.sgd_update": {
+        "numpy": ("scratchgan.fast.cpu.sgd_update", "bitwise")},
+    "scratchgan.optim.rmsprop_update": {
+        "numpy": ("scratchgan.fast.cpu.rmsprop_update", "bitwise")},
+    "scratchgan.params.zero_fill": {
+        "numpy": ("scratchgan.fast.cpu.zero_fill", "bitwise")},
+}
+
+ENV = "SCRATCHGAN_REFERENCE"  # 1: run the reference (textbook) path only
+_enabled = None  # set_enabled's value; None: ask the environment
+_chosen = {}  # (reference name, type of the first argument) -> the function that runs
+
+
+def enabled():
+    """True unless the fast paths are switched off (``set_enabled(False)`` or SCRATCHGAN_REFERENCE=1)."""
+    if _enabled is not None:
+        return _enabled
+    return os.environ.get(ENV, "").strip().lower() in ("", "0", "false", "no")
+
+
+def set_enabled(flag):
+    """Switch every replacement on (True) or off (False); None goes back to the environment's say."""
+    global _enabled
+    _enabled = None if flag is None else bool(flag)
+    reset()
+
+
+@contextlib.contextmanager
+def disabled():
+    """Inside the with-block every call runs its reference function; then back to the previous setting."""
+    before = _enabled
+    set_enabled(False)
+    try:
+        yield
+    finally:
+        set_enabled(before)
+
+
+def reset():
+    """Forget which function was chosen for which array type (after a switch, or a test's monkeypatch)."""
+    _chosen.clear()
+
+
+def _kind(xp):
+    """'numpy', 'cupy' (a device module that can build ElementwiseKernels) or None."""
+    if getattr(xp, "__name__", "") == "numpy":
+        return "numpy"
+    if getattr(xp, "ElementwiseKernel", None) is not None:
+        return "cupy"
+    return None
+
+
+def _resolve(dotted):
+    """'package.module.function' -> the function (imports the module)."""
+    import importlib
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def replacement_for(name, xp):
+    """The replacement of the reference function ``name`` active for array module ``xp``, or None."""
+    kind = _kind(xp)
+    entry = TABLE.get(name, {}).get(kind)
+    if entry is None or not enabled():
+        return None
+    function = _resolve(entry[0])
+    usable = getattr(function, "usable", None)  # e.g. the BLAS path needs NumPy's own OpenBLAS
+    return function if usable is None or usable(xp) else None
+
+
+def replaceable(function):
+    """Mark a reference function as one that a fast path may replace (looked up in TABLE, by its name).
+
+    The call goes to the replacement active for the backend of the first argument, if any, else
+    to ``function`` itself, which stays available as ``.reference``.
+    """
+    name = f"{function.__module__}.{function.__qualname__}"
+    if name not in TABLE:
+        raise KeyError(f"{name} is marked @replaceable but has no entry in scratchgan.fast.TABLE")
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        key = (name, type(args[0]))
+        chosen = _chosen.get(key)
+        if chosen is None:
+            from ..backend import array_module
+            chosen = _chosen[key] = replacement_for(name, array_module(args[0])) or function
+        return chosen(*args, **kwargs)
+
+    call.reference = function
+    call.reference_name = name
+    return call
+
+
+def replaces(name, exact):
+    """Mark a fast function as the replacement of ``name`` (checked against TABLE when it is defined)."""
+    def mark(function):
+        own = f"{function.__module__}.{function.__qualname__}"
+        entries = TABLE.get(name, {})
+        if not any(entry == (own, exact) for entry in entries.values()):
+            raise KeyError(f"{own} says it replaces {name} ({exact}), but TABLE does not list it so")
+        function.replaces = name
+        return function
+    return mark
+
+
+def active(backend="numpy"):
+    """{reference: replacement} of the replacements that run on ``backend`` ("numpy", "cupy" or an
+    array module) right now; empty when the fast paths are switched off."""
+    from ..backend import get_xp
+    xp = get_xp(backend)
+    found = {}
+    for name in TABLE:
+        function = replacement_for(name, xp)
+        if function is not None:
+            found[name] = f"{function.__module__}.{function.__qualname__}"
+    return found
+
+
+def configure_process(argv=None):
+    """Apply the fast paths' process-wide settings (fast/process.py); see there."""
+    from . import process
+    return process.configure_process(argv)
+
+
+__all__ = ["TABLE", "ENV", "enabled", "set_enabled", "disabled", "reset", "replaceable", "replaces", "replacement_for",
+           "active", "configure_process"]
