@@ -12,8 +12,11 @@ several D steps, the gradient penalty, weight clipping, instance noise, class la
 import argparse
 from pathlib import Path
 
-# scratchgan first: importing it loads NumPy with a short OpenBLAS thread wait (scratchgan/blas_setup.py)
-from scratchgan import losses, nn, optim
+# The one process-wide speed setting, explicit and first: OpenBLAS's short thread wait must be set before
+# NumPy loads (scratchgan/fast/process.py); with SCRATCHGAN_REFERENCE=1 it is skipped like every fast path.
+from scratchgan import fast
+fast.configure_process()
+from scratchgan import losses, nn, optim  # noqa: E402
 import numpy as np  # noqa: E402
 from scratchgan.data import load_dataset, load_mnist_bundled  # noqa: E402
 from scratchgan.viz import save_image_grid  # noqa: E402
