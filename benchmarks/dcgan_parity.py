@@ -188,6 +188,8 @@ def main(argv=None):
     p.add_argument("--evaluator", default=None, help="the evaluator kind, where there are several "
                                                      "(default: scratchgan evaluate's)")
     p.add_argument("--out", default="runs/dcgan_parity", metavar="DIR", help="samples go here (default: %(default)s)")
+    p.add_argument("--score-only", action="store_true",
+                   help="score the samples an earlier run left in --out (e.g. with another --evaluator)")
     p.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.data_dir = os.path.abspath(args.data_dir)
@@ -195,11 +197,16 @@ def main(argv=None):
     if args.worker:
         worker(args.worker[0], int(args.worker[1]), args)
         return 0
-    runs = []
-    for i, seed in enumerate(int(s) for s in args.seeds.split(",")):
+    runs, log = [], os.path.join(args.out, "runs.jsonl")
+    if args.score_only:
+        with open(log) as f:
+            runs = [json.loads(line) for line in f]
+    for i, seed in enumerate(int(s) for s in args.seeds.split(",") if not args.score_only):
         for side in (SIDES if i % 2 == 0 else SIDES[::-1]):  # alternate which side runs first
             runs.append(run_worker(side, seed, args))
             print(f"# {side} seed {seed}: {runs[-1]['steps']} steps in {runs[-1]['seconds']:.0f} s", flush=True)
+            with open(log, "w" if len(runs) == 1 else "a") as f:
+                f.write(json.dumps(runs[-1]) + "\n")
     ev = score(runs, args)
     print(f"# evaluator: {ev.describe()}")
     print(f"# {args.n} samples of each G (eval mode) against {args.n} real Fashion-MNIST test images\n")
