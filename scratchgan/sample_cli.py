@@ -181,7 +181,8 @@ def sample_main(argv=None, prog="scratchgan sample"):
     except OSError as e:
         return _fail(prog, _os_error_message(e, advice="choose another --out or --outdir"))
     except MemoryError as e:
-        return _fail(prog, f"out of memory ({e}); ask for fewer images (--n, --seeds)")
+        asked = f"--n {args.n or DEFAULT_N}" if args.seeds is None else f"--seeds ({len(args.seeds):,} seeds)"
+        return _fail(prog, f"{asked}: out of memory ({e}); ask for fewer images")
     _log(f"wrote {npy} ({n} images) and {png}" + (f"; one PNG per image in {outdir}/" if outdir else ""))
     return 0
 
