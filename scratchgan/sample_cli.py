@@ -144,6 +144,9 @@ def sample_main(argv=None, prog="scratchgan sample"):
         outdir = Path(args.outdir) if args.outdir is not None else None
         if outdir is not None:
             _check_outdir(outdir)
+            if args.out is None and outdir.name in ("", ".", ".."):
+                raise UserError(f"--outdir {outdir}: give --out FILE too, for the .npy and the grid (they go "
+                                "beside a named folder)")
         xp = get_xp(args.backend)
         G, config, _ = load_generator(args.checkpoint, xp)
         L = int(config["latent_dim"])
