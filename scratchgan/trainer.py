@@ -191,13 +191,13 @@ class Trainer:
         for m, state in zip(self._dropout_layers(), meta.get("dropout", [])):
             m.restore_rng(state, self.xp)
         self.last_good = f"{path} (step {self.global_step})"
-        self.best = _lower_best(meta.get("best"), self._best_on_disk())
+        # the best so far of this folder's run: the checkpoint's, or the one OUT/checkpoint_best.npz records
+        # if lower (it can be newer than the checkpoint resumed); none in a new folder, which gets its own
+        self.best = _lower_best(meta.get("best"), self._best_on_disk()) if self.best_path.exists() else None
         return meta
 
     def _best_on_disk(self):
-        """The ``best`` that OUT/checkpoint_best.npz records (it may be newer than the resumed checkpoint)."""
-        if not self.best_path.exists():
-            return None
+        """The ``best`` that OUT/checkpoint_best.npz records (None when it has none or cannot be read)."""
         try:
             return load_checkpoint(self.best_path)[1].get("best")
         except CheckpointError:  # unreadable: a new best replaces it

@@ -91,9 +91,12 @@ def test_best_checkpoint_holds_the_lowest_distance_with_its_step(tmp_path, capsy
     assert load_checkpoint(run / "checkpoint.npz")[1]["best"] == best  # carried by the rolling checkpoint too
     out = capsys.readouterr().out
     assert f"step {best['step']}: lowest Frechet distance so far" in out
-    # the best checkpoint is a full training state: it resumes
-    assert cli.train_main([*TINY, "--epochs", "1", "--resume", str(run / "checkpoint_best.npz"),
+    # the best checkpoint is a full training state: it resumes; in another folder, that run keeps its own best
+    assert cli.train_main([*TINY, "--epochs", "2", "--resume", str(run / "checkpoint_best.npz"),
                            "--out", str(tmp_path / "from_best")]) == 0
+    own = json.loads((tmp_path / "from_best" / "config.json").read_text())["best"]
+    assert own["step"] > best["step"]
+    assert load_checkpoint(tmp_path / "from_best" / "checkpoint_best.npz")[1]["global_step"] == own["step"]
 
 
 def _set_best(path, best):
