@@ -70,7 +70,7 @@ def make_sample_parser(prog):
                         "--seed S) (default: none)")
     p.add_argument("--label", type=non_negative_int, default=None, metavar="K",
                    help="conditional checkpoints: make N images of class K; without it, one row per "
-                        "class (N rounded up to a multiple of the classes; with --seeds, every seed in every class)")
+                        "class (N rounded up to a multiple of the classes; with --seeds, every seed in every class) (default: none)")
     return p
 
 
