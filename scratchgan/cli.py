@@ -24,6 +24,8 @@ from .cliutil import fail as _fail, log as _log
 from .cliutil import os_error_message as _os_error_message
 from .data import BatchLoader, DataError, load_dataset_or_bundled, load_image_folder, resize_square
 from .evaluate_cli import evaluate_main
+from .export import export_main
+from .sample_cli import interpolate_main, sample_main  # noqa: F401 (cli.sample_main, as before)
 from .gan import generate
 from .models import build_gan, build_step
 from .trainer import Trainer, TrainingDiverged, TrainingInterrupted, env_summary
@@ -43,6 +45,7 @@ MLP_DEFAULTS = {
     # d_steps, optimizer, clip and gp_lambda (objectives.DEFAULTS) for flags not given explicitly
     "loss": "bce", "optimizer": "adam", "clip": 0.0, "gp_lambda": 0.0, "instance_noise": 0.0,
     "conditional": False, "embedding_dim": 0,
+    "snapshot_every": 0,  # numbered checkpoints every N epochs (checkpoint_epochNNNN.npz), 0 = off
 }
 
 
@@ -172,9 +175,14 @@ def _add_output_flags(parser, defaults, suppress):
     g.add_argument("--eval-every", type=non_negative_int, default=d("eval_every"), metavar="STEPS",
                    help="every STEPS steps measure sample quality (Frechet distance in a small classifier's "
                         "features, classes covered, precision/recall; see `scratchgan evaluate`) into "
-                        "metrics.csv and losses.png, and warn on collapse; 0 = off (default: %(default)s)")
+                        "metrics.csv and losses.png, warn on collapse, and keep the checkpoint of the lowest distance "
+                        "as checkpoint_best.npz (its value and step in config.json); 0 = off (default: %(default)s)")
     g.add_argument("--log-every", type=positive_int, default=d("log_every"), metavar="STEPS",
                    help="write a metrics.csv row and check for NaN every STEPS steps (default: %(default)s)")
+    g.add_argument("--snapshot-every", type=non_negative_int, default=d("snapshot_every"), metavar="EPOCHS",
+                   help="also keep the checkpoint of every EPOCHS-th epoch as checkpoint_epochNNNN.npz beside the "
+                        "rolling checkpoint.npz (with --eval-every, checkpoint_best.npz keeps the lowest Frechet "
+                        "distance anyway); 0 = off (default: %(default)s)")
     g.add_argument("--resume", nargs="?", const="", default=d("resume"), metavar="CHECKPOINT",
                    help="continue from CHECKPOINT (default with no value: OUT/checkpoint.npz) to --epochs "
                         "in total; flags not given again keep the checkpoint's values (default: %(default)s)")
@@ -237,6 +245,9 @@ def resolve_config(args, explicit, defaults, log):
             _, meta = load_checkpoint(resume)
         except CheckpointError as e:
             raise UserError(str(e)) from None
+        if meta.get("kind") == "generator":  # scratchgan export: G alone, no D or optimizer state
+            raise UserError(f"cannot resume: {resume} is an exported generator (G alone); resume from the training "
+                            "checkpoint")
         saved = meta.get("config", {})
         # a checkpoint is data, not instructions: where to write comes from the command line only
         kept = {k: v for k, v in saved.items() if k in defaults and k not in ("out", "resume", "overwrite")}
@@ -297,7 +308,8 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
         trainer = Trainer(step, loader, config["out"], config, sample_every=config["sample_every"],
                           log_every=config["log_every"], image_shape=None if conv else tuple(images.shape[1:]),
                           d_steps=config["d_steps"], progress=config["progress"], log=log,
-                          instance_noise=config.get("instance_noise", 0.0))
+                          instance_noise=config.get("instance_noise", 0.0),
+                          snapshot_every=config.get("snapshot_every", 0))
         if config.get("eval_every"):
             if int(np.prod(images.shape[1:])) != 784 or config["dataset"] == "folder":
                 raise UserError("--eval-every measures MNIST-like 28x28 grayscale runs only "
@@ -337,69 +349,10 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
     if warning:
         print(f"{prog}: warning: {warning}", file=sys.stderr)
     out = Path(config["out"])
-    names = [n for n in ("samples/", "losses.png", "progress.gif", "real_vs_fake.png", "metrics.csv", "checkpoint.npz")
+    names = [n for n in ("samples/", "losses.png", "progress.gif", "real_vs_fake.png", "metrics.csv", "checkpoint.npz",
+                                 "checkpoint_best.npz")
              if (out / n).exists()]
     log(f"done: {config['out']}/ has {', '.join(names)}")
-    return 0
-
-
-# ---------------------------------------------------------------------------------- sampling
-def sample_main(argv=None, prog="scratchgan sample"):
-    parser = Parser(prog=prog, description="Generate images from a checkpoint's generator.")
-    parser.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint.npz from training")
-    parser.add_argument("--n", type=positive_int, default=64, help="number of images (default: %(default)s)")
-    parser.add_argument("--out", required=True, metavar="FILE",
-                        help="writes FILE.npy (float32 images in [-1, 1]: (N, 28, 28) from an MLP checkpoint, "
-                             "(N, C, H, W) from a DCGAN one) and FILE.png (a grid)")
-    parser.add_argument("--seed", type=non_negative_int, default=0,
-                        help="seed of the noise (default: %(default)s)")
-    parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy", help="(default: %(default)s)")
-    parser.add_argument("--label", type=non_negative_int, default=None, metavar="K",
-                        help="conditional checkpoints: make N images of class K; without it, one row per "
-                             "class (N rounded up to a multiple of the classes)")
-    args = parser.parse_args(argv)
-    try:
-        arrays, meta = load_checkpoint(args.checkpoint)
-        config = meta.get("config")
-        if not config or "latent_dim" not in config:
-            raise UserError(f"{args.checkpoint} holds no model config; is it a scratchgan training checkpoint?")
-        xp = get_xp(args.backend)
-        G, _ = build_gan(config, xp)
-        try:
-            G.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("G/")})
-        except ValueError as e:
-            raise UserError(f"{args.checkpoint}: {e}") from None
-        n, labels, nrow = args.n, None, None
-        if isinstance(G, nn.Conditional):
-            K = G.num_classes
-            if args.label is not None and args.label >= K:
-                raise UserError(f"--label {args.label}: this generator knows classes 0 to {K - 1}")
-            if args.label is not None:
-                labels = np.full(n, args.label)
-            else:  # one row per class
-                nrow = -(-n // K)
-                n = nrow * K
-                labels = np.repeat(np.arange(K), nrow)
-            labels = to_device(labels, xp, np.int64)
-        elif args.label is not None:
-            raise UserError(f"--label needs a conditional checkpoint (trained with --conditional); "
-                            f"{args.checkpoint} is unconditional")
-        z = np.random.default_rng(args.seed).standard_normal((n, config["latent_dim"]))
-        images = to_numpy(generate(G, to_device(z, xp, G.dtype), labels)).astype(np.float32)
-        images = images.reshape((n, *config.get("image_shape", [28, 28])))
-        stem = Path(args.out)
-        stem = stem.with_suffix("") if stem.suffix in (".npy", ".png") else stem
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        np.save(stem.with_suffix(".npy"), images)
-        from . import viz
-        viz.save_image_grid(images, stem.with_suffix(".png"), nrow=nrow, scale=2)
-    except (UserError, CheckpointError, BackendError, ValueError) as e:
-        return _fail(prog, e)
-    except OSError as e:
-        return _fail(prog, _os_error_message(e))
-    except MemoryError as e:
-        return _fail(prog, f"--n {args.n}: out of memory ({e}); ask for fewer images")
-    _log(f"wrote {stem.with_suffix('.npy')} ({n} images) and {stem.with_suffix('.png')}")
     return 0
 
 
@@ -407,19 +360,21 @@ def main(argv=None):
     """`python -m scratchgan train|sample ...`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"train": lambda a: train_main(a, prog="scratchgan train"), "sample": sample_main,
-                "evaluate": evaluate_main}
+                "evaluate": evaluate_main, "export": export_main, "interpolate": interpolate_main}
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         asked = bool(argv) and argv[0] in ("-h", "--help")
         stream = sys.stdout if asked else sys.stderr  # as argparse: help on stdout, a usage error on stderr
-        print("usage: python -m scratchgan {train,sample,evaluate} [--help]\n"
+        print("usage: python -m scratchgan {train,sample,evaluate,export,interpolate} [--help]\n"
               "  train     train the MLP GAN (same flags as examples/mnist_mlp.py)\n"
               "  sample    generate images from a checkpoint\n"
               "  evaluate  measure a checkpoint's samples: Frechet distance (classifier features), coverage, "
-              "precision/recall", file=stream)
+              "precision/recall\n"
+              "  export       write a checkpoint's generator alone (weights, BatchNorm buffers, config)\n"
+              "  interpolate  a latent walk between seeds (slerp) as a GIF and a strip PNG", file=stream)
         if asked:
             return 0
         problem = f"unknown command {argv[0]!r}" if argv else "a command is required"
-        print(f"scratchgan: error: {problem}; choose one of: train, sample, evaluate", file=sys.stderr)
+        print(f"scratchgan: error: {problem}; choose one of: {', '.join(commands)}", file=sys.stderr)
         return EXIT_USAGE
     return commands[argv[0]](argv[1:])
 

@@ -75,7 +75,8 @@ def make_parser(prog):
 
 
 def load_generator(path, xp):
-    """(G, config, meta) from a training checkpoint, as cli.sample_main loads it."""
+    """(G, config, meta) from a training checkpoint or a generator exported from one (export.py); `sample`,
+    `interpolate`, `evaluate` and `export` all load it here."""
     arrays, meta = load_checkpoint(path)
     config = meta.get("config")
     if not isinstance(config, dict) or "latent_dim" not in config:

@@ -6,6 +6,9 @@ Everything a run writes goes into one output folder:
   progress.gif              those grids over time       losses.png   loss and D(.) curves
   real_vs_fake.png          real batch beside fakes    metrics.csv  one row per logged step
   config.json               the run's settings         checkpoint.npz  everything to resume exactly
+  checkpoint_epochNNNN.npz  every ``snapshot_every``-th epoch's checkpoint, kept (0 = none)
+  checkpoint_best.npz       with an eval_hook: the state of the lowest Frechet distance so far; its value
+                            and step are ``best`` in config.json and in every checkpoint's meta
 A checkpoint is written atomically at every epoch end, at the end, and on Ctrl-C or SIGTERM (after
 the step in flight), so a crash or interrupt always leaves the last good one in place. A checkpoint
 is written only when every parameter, buffer and optimizer moment in it is finite.
@@ -24,7 +27,7 @@ from tqdm.auto import tqdm
 
 from . import blas_setup, nn, viz
 from .backend import backend_name, synchronize, to_device, to_numpy
-from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from .gan import generate
 from .metrics import PLOT_PANELS
 
@@ -63,12 +66,14 @@ class Trainer:
 
     def __init__(self, step, loader, out_dir, config, *, sample_every=500, log_every=10,
                  n_samples=64, image_shape=None, d_steps=1, progress=True, log=print, instance_noise=0.0,
-                 samples_per_class=10):
+                 samples_per_class=10, snapshot_every=0):
         self.step, self.loader, self.config = step, loader, dict(config)
         self.instance_noise = float(instance_noise)  # sigma at step 0, annealed linearly to 0 at the end
         self.out = Path(out_dir)
         self.sample_every, self.log_every, self.d_steps = int(sample_every), int(log_every), int(d_steps)
         self.image_shape, self.progress, self.log = image_shape, progress, log
+        self.snapshot_every = int(snapshot_every)  # keep checkpoint_epochNNNN.npz every N epochs, 0 = never
+        self.best = None  # {"frechet_distance": ..., "step": ...} of checkpoint_best.npz (eval_hook runs)
         if len(loader) < self.d_steps:
             raise ValueError(f"an epoch has {len(loader)} batches, fewer than the {self.d_steps} "
                              "D steps of one iteration; use a smaller batch size or --d-steps")
@@ -94,6 +99,13 @@ class Trainer:
     def checkpoint_path(self):
         return self.out / "checkpoint.npz"
 
+    @property
+    def best_path(self):
+        return self.out / "checkpoint_best.npz"
+
+    def snapshot_path(self, epoch):
+        return self.out / f"checkpoint_epoch{epoch:04d}.npz"
+
     def _sample_path(self, step):
         return self.out / "samples" / f"step_{step:07d}.png"
 
@@ -106,7 +118,7 @@ class Trainer:
         meta = {"format": CHECKPOINT_FORMAT, "config": self.config, "epoch": self.epoch,
                 "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step,
                 "noise": s.noise.state(), "backend": backend_name(self.xp), "dtype": str(self.dtype),
-                "dropout": [m.rng_state() for m in self._dropout_layers()]}
+                "dropout": [m.rng_state() for m in self._dropout_layers()], "best": self.best}
         for name, opt in (("opt_G", s.opt_G), ("opt_D", s.opt_D)):
             for key, value in opt.state_dict().items():
                 if key == "t":
@@ -116,12 +128,15 @@ class Trainer:
         arrays["fixed_noise"] = to_numpy(self.fixed_noise)
         return arrays, meta
 
-    def save(self):
-        """Write the checkpoint atomically; refuse (TrainingDiverged) when any of it is NaN or infinite."""
+    def save(self, path=None):
+        """Write the checkpoint (default: the rolling checkpoint.npz; else a snapshot or the best) atomically;
+        refuse (TrainingDiverged) when any of it is NaN or infinite."""
         self._check_state_finite()
         arrays, meta = self.state()
-        save_checkpoint(self.checkpoint_path, arrays, meta)
-        self.last_good = f"{self.checkpoint_path} (step {self.global_step})"
+        path = self.checkpoint_path if path is None else Path(path)
+        save_checkpoint(path, arrays, meta)
+        if path == self.checkpoint_path:
+            self.last_good = f"{self.checkpoint_path} (step {self.global_step})"
 
     def _state_buffers(self):
         """(name, device array) of everything a checkpoint holds that training changes: each network's
@@ -176,7 +191,41 @@ class Trainer:
         for m, state in zip(self._dropout_layers(), meta.get("dropout", [])):
             m.restore_rng(state, self.xp)
         self.last_good = f"{path} (step {self.global_step})"
+        # the best so far of this folder's run: the checkpoint's, or the one OUT/checkpoint_best.npz records
+        # if lower (it can be newer than the checkpoint resumed); none in a new folder, which gets its own
+        self.best = _lower_best(meta.get("best"), self._best_on_disk()) if self.best_path.exists() else None
         return meta
+
+    def _best_on_disk(self):
+        """The ``best`` that OUT/checkpoint_best.npz records (None when it has none or cannot be read)."""
+        try:
+            return load_checkpoint(self.best_path)[1].get("best")
+        except CheckpointError:  # unreadable: a new best replaces it
+            return None
+
+    def _keep_best(self, row):
+        """After an evaluation: a lower Frechet distance than any so far saves checkpoint_best.npz."""
+        value = row.get("frechet_distance")
+        if value is None or not math.isfinite(value):
+            return
+        previous = self.best
+        if previous is not None and value >= previous["frechet_distance"]:
+            return
+        self.best = {"frechet_distance": float(value), "step": self.global_step}
+        try:
+            self.save(self.best_path)
+        except BaseException:
+            self.best = previous
+            raise
+        self._write_config()
+        was = f" (was {previous['frechet_distance']:.4g} at step {previous['step']})" if previous else ""
+        self.log(f"step {self.global_step}: lowest Frechet distance so far, {value:.4g}{was}: saved {self.best_path}")
+
+    def _write_config(self):
+        """config.json: the run's settings, and ``best`` once checkpoint_best.npz exists."""
+        config = {**self.config, "best": self.best} if self.best is not None else self.config
+        with atomic_write(self.out / "config.json") as f:
+            f.write(json.dumps(config, indent=2, sort_keys=True).encode())
 
     # ------------------------------------------------------------------ outputs
     def save_samples(self, epoch_end=False):
@@ -219,8 +268,7 @@ class Trainer:
             if self.eval_hook is not None and (self.out / "metrics.csv").exists():
                 self.eval_hook.load_history(viz.read_metrics_csv(self.out / "metrics.csv"))
             self.log(f"resumed from {resume_from} at epoch {self.epoch + 1}, step {self.global_step}")
-        with atomic_write(self.out / "config.json") as f:
-            f.write(json.dumps(self.config, indent=2, sort_keys=True).encode())
+        self._write_config()
         previous_handlers = self._install_signal_handlers()
         try:
             csv = viz.MetricsCSV(self.out / "metrics.csv")
@@ -274,6 +322,7 @@ class Trainer:
                 if self.eval_hook is not None and self.eval_hook.due(self.global_step):
                     row = row or {"step": self.global_step, "epoch": self.epoch + 1}
                     row.update(self.eval_hook(s.G, self.global_step))
+                    self._keep_best(row)
                     if self.eval_hook.warning:  # set once per newly detected collapse
                         bar.write(f"warning at step {self.global_step}: {self.eval_hook.warning}")
                 if row:
@@ -300,6 +349,8 @@ class Trainer:
         fake, sample_path = self.save_samples(epoch_end=True)
         self.write_summaries(fake)
         self.save()
+        if self.snapshot_every and self.epoch % self.snapshot_every == 0:
+            self.save(self.snapshot_path(self.epoch))
         done = self.steps_per_epoch - start_iter
         self.log(f"epoch {self.epoch}/{epochs} done in {seconds:.1f} s ({done / max(seconds, 1e-9):.1f} steps/s); "
                  f"samples: {sample_path}")
@@ -357,6 +408,12 @@ class Trainer:
             except ValueError:  # not in the main thread: leave signals alone
                 break
         return previous
+
+
+def _lower_best(a, b):
+    """The ``best`` record ({"frechet_distance", "step"}) with the lower distance; None when neither is one."""
+    found = [x for x in (a, b) if isinstance(x, dict) and isinstance(x.get("frechet_distance"), (int, float))]
+    return min(found, key=lambda x: x["frechet_distance"]) if found else None
 
 
 def _section(arrays, prefix):
