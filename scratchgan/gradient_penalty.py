@@ -34,6 +34,8 @@ _WHY = {
             "for piecewise-linear critics) leaves out; use LeakyReLU",
 }
 _WHY["BatchNorm2d"] = _WHY["BatchNorm1d"]
+_WHY["SpectralNorm"] = ("the penalty's second-order backward is written for plain weights and does not go through "
+                        "sigma(W) of spectral normalisation: use --spectral-norm or the penalty, not both")
 SUPPORTED = "Linear, LeakyReLU, ReLU, Dropout, Flatten and Reshape"
 
 
