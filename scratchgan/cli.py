@@ -44,7 +44,7 @@ MLP_DEFAULTS = {
     "loss": "bce", "optimizer": "adam", "clip": 0.0, "gp_lambda": 0.0, "instance_noise": 0.0,
     "conditional": False, "embedding_dim": 0,
     # the tools of stronger GANs (issue 18), all off by default
-    "spectral_norm": False,
+    "spectral_norm": False, "r1": 0.0,
 }
 
 
@@ -132,6 +132,9 @@ def add_training_flags(parser, defaults, suppress=False):
                    default=argparse.SUPPRESS if suppress else defaults["spectral_norm"],
                    help="spectral normalisation of D's Linear and Conv2d weights, W / sigma(W) by one power "
                         "iteration per forward (Miyato et al. 2018); not with a gradient penalty (default: off)")
+    g.add_argument("--r1", type=non_negative_float, default=d("r1"), metavar="GAMMA",
+                   help="R1 penalty (GAMMA/2) mean ||grad_x D(x)||^2 on the real images, in D's loss, 0 = off; "
+                        "D must be Linear/LeakyReLU only, as for --gp-lambda (default: %(default)s)")
     g = parser.add_argument_group("model")
     if dcgan:
         g.add_argument("--image-size", dest="resolution", type=int, choices=list(models.DCGAN_SIZES),

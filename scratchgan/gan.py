@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import array_module
-from .gradient_penalty import GradientPenalty
+from .gradient_penalty import GradientPenalty, R1Penalty
 from .nn import Conditional
 
 
@@ -104,12 +104,14 @@ class GANStep:
       gp_lambda       add the gradient penalty lam * mean(||dD(xhat)/dxhat|| - 1)^2 to D's loss
                       (WGAN-GP; default: the objective's ``gp_lambda``); see gradient_penalty.py
       instance_noise  sigma of Gaussian noise added to every input of D (the trainer anneals it)
+      r1              gamma of the R1 penalty (gamma/2) mean ||dD(x)/dx||^2 on the real batch (Mescheder et
+                      al. 2018), added to D's loss; see gradient_penalty.R1Penalty
     A conditional pair (nn.Conditional G and D) takes real batches as (images, labels); the fakes
     of a D step are made for the labels of its real batch.
     """
 
     def __init__(self, G, D, opt_G, opt_D, objective, latent_dim, noise, clip=None, gp_lambda=None,
-                 instance_noise=0.0):
+                 instance_noise=0.0, r1=0.0):
         self.G, self.D, self.opt_G, self.opt_D = G, D, opt_G, opt_D
         self.objective, self.latent_dim, self.noise = objective, latent_dim, noise
         if isinstance(G, Conditional) != isinstance(D, Conditional):
@@ -121,6 +123,7 @@ class GANStep:
         lam = getattr(objective, "gp_lambda", 0.0) if gp_lambda is None else gp_lambda
         self.penalty = GradientPenalty(D, lam) if lam else None  # refuses critics it cannot handle
         self.instance_noise = float(instance_noise)
+        self.r1 = R1Penalty(D, r1) if r1 else None  # refuses the critics GradientPenalty refuses, saying why
         p = getattr(objective, "score", "D")
         self.keys = (f"{p}_x", f"{p}_G_z", f"{p}_G_z_after")
 
@@ -136,6 +139,7 @@ class GANStep:
         out_real, loss_real = self._d_forward_backward(real_in, labels, obj.d_real)
         out_fake, loss_fake = self._d_forward_backward(fake_in, labels, obj.d_fake)  # G(z): a constant here
         penalty = self._gradient_penalty(real_in, fake_in, labels)  # {} unless a penalty is on
+        penalty.update(self._r1_penalty(real_in, labels))
         self.opt_D.step()
         self._clip_weights()
         return fake, self._d_stats(loss_real, loss_fake, out_real, out_fake, penalty)
@@ -204,6 +208,14 @@ class GANStep:
         gp, grad_norm = self.penalty(xhat, labels)
         return {"gp": gp, "grad_norm_xhat": grad_norm}
 
+    def _r1_penalty(self, real_in, labels):
+        """R1: adds the gradient of (gamma/2) mean ||dD(x)/dx||^2 at the real batch D saw into D's gradients.
+        Returns {"r1", "grad_norm_x"}, or {} when it is off."""
+        if self.r1 is None:
+            return {}
+        r1, grad_norm = self.r1(real_in, labels)
+        return {"r1": r1, "grad_norm_x": grad_norm}
+
     def _clip_weights(self):
         """WGAN: clip every D weight to [-clip, clip] after D's update, keeping the critic (roughly)
         Lipschitz; one pass over D's flat parameter buffer."""
@@ -215,8 +227,9 @@ class GANStep:
         """loss_D (with the penalty), the objective's D(x) and D(G(z)) statistics, the WGAN distance."""
         obj, xp = self.objective, array_module(out_real)
         loss_D = xp.asarray(loss_real + loss_fake)  # a NumPy scalar otherwise: keep the 0-d array
-        if penalty:
-            loss_D = xp.asarray(loss_D + penalty["gp"])
+        for key in ("gp", "r1"):  # the penalties are part of D's loss
+            if key in penalty:
+                loss_D = xp.asarray(loss_D + penalty[key])
         k_x, k_fake, _ = self.keys
         stats = {"loss_D": loss_D, k_x: obj.probability(out_real), k_fake: obj.probability(out_fake), **penalty}
         if getattr(obj, "wasserstein", False):

@@ -25,7 +25,10 @@ def offline_cache(tmp_path, monkeypatch):
 
 def train(argv, capsys, dcgan=False):
     defaults = cli.DCGAN_DEFAULTS if dcgan else cli.MLP_DEFAULTS
-    code = cli.train_main(argv, prog="test", defaults=defaults)
+    try:
+        code = cli.train_main(argv, prog="test", defaults=defaults)
+    except SystemExit as e:  # argparse's errors
+        code = e.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -44,6 +47,7 @@ def assert_same_checkpoint(a, b):
 RESUME_CASES = {
     "spectral-norm": (["--spectral-norm"], False, ("D/0.u", "D/0.v", "D/2.u")),
     "spectral-norm-dcgan": (["--spectral-norm"], True, ("D/0.u", "D/2.u")),
+    "r1-dropout": (["--r1", "2", "--dropout", "0.3"], False, ("csv:r1", "csv:grad_norm_x")),
 }
 
 
@@ -61,13 +65,20 @@ def test_flag_trains_and_resumes_exactly(case, tmp_path, capsys):
     arrays, meta = assert_same_checkpoint(tmp_path / "straight" / "checkpoint.npz",
                                           tmp_path / "split" / "checkpoint.npz")
     assert meta["epoch"] == 2
-    for key in keys:
+    header = (tmp_path / "split" / "metrics.csv").read_text().splitlines()[0].split(",")
+    for key in keys:  # "csv:NAME": a column of metrics.csv; else an array of the checkpoint
+        if key.startswith("csv:"):
+            assert key[4:] in header, (key, header)
+            continue
         assert key in arrays, (key, sorted(arrays))
         assert np.isfinite(arrays[key]).all()
 
 
 BAD = [
     ("sn-with-gp", ["--spectral-norm", "--loss", "wgan-gp"], r"does not go through sigma\(W\)"),
+    ("r1-negative", ["--r1", "-1"], r"--r1.*-1"),
+    ("r1-with-sn", ["--r1", "1", "--spectral-norm"], r"R1 penalty cannot use this critic.*sigma\(W\)"),
+    ("r1-on-probs", ["--r1", "1", "--loss-on", "probs"], r"R1 penalty cannot use this critic.*Sigmoid"),
 ]
 
 
@@ -81,9 +92,15 @@ def test_bad_values_one_line_exit_2(flags, pattern, tmp_path, capsys):
     assert not (tmp_path / "o" / "checkpoint.npz").exists()
 
 
+def test_r1_refuses_the_dcgan_critic(tmp_path, capsys):
+    code, _, err = train([*DCGAN_TINY, "--epochs", "1", "--out", str(tmp_path / "o"), "--r1", "1"], capsys, dcgan=True)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert re.search(r"R1 penalty cannot use this critic: layer 0 is Conv2d", err), err
+
+
 def test_help_lists_the_tools_with_their_defaults(capsys):
     with pytest.raises(SystemExit):
         cli.make_train_parser("test", "d").parse_args(["--help"])
     text = re.sub(r"\s+", " ", capsys.readouterr().out)
-    for flag in ("--spectral-norm",):
-        assert re.search(re.escape(flag) + r"[^-]*?\(default: [^)]+\)", text), flag
+    for flag in ("--spectral-norm", "--r1"):
+        assert re.search(re.escape(flag) + r"\b.{0,400}?\(default: [^)]+\)", text), flag
