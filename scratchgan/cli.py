@@ -23,6 +23,7 @@ from .cliutil import (EXIT_USAGE, Parser, UserError, non_negative_float, non_neg
 from .cliutil import fail as _fail, log as _log
 from .cliutil import os_error_message as _os_error_message
 from .data import BatchLoader, DataError, load_dataset_or_bundled, load_image_folder, resize_square
+from .ema import use_ema_weights
 from .evaluate_cli import evaluate_main
 from .gan import generate
 from .models import build_gan, build_step
@@ -44,7 +45,7 @@ MLP_DEFAULTS = {
     "loss": "bce", "optimizer": "adam", "clip": 0.0, "gp_lambda": 0.0, "instance_noise": 0.0,
     "conditional": False, "embedding_dim": 0,
     # the tools of stronger GANs (issue 18), all off by default
-    "spectral_norm": False, "r1": 0.0,
+    "spectral_norm": False, "r1": 0.0, "ema": 0.0,
 }
 
 
@@ -135,6 +136,10 @@ def add_training_flags(parser, defaults, suppress=False):
     g.add_argument("--r1", type=non_negative_float, default=d("r1"), metavar="GAMMA",
                    help="R1 penalty (GAMMA/2) mean ||grad_x D(x)||^2 on the real images, in D's loss, 0 = off; "
                         "D must be Linear/LeakyReLU only, as for --gp-lambda (default: %(default)s)")
+    g.add_argument("--ema", type=unit_interval(), default=d("ema"), metavar="BETA",
+                   help="keep a moving average of G's weights, ema = BETA ema + (1 - BETA) G, e.g. 0.999, 0 = off; "
+                        "saved in the checkpoint and used by the sample grids, `scratchgan sample` and "
+                        "`scratchgan evaluate` (default: %(default)s)")
     g = parser.add_argument_group("model")
     if dcgan:
         g.add_argument("--image-size", dest="resolution", type=int, choices=list(models.DCGAN_SIZES),
@@ -377,6 +382,7 @@ def sample_main(argv=None, prog="scratchgan sample"):
         G, _ = build_gan(config, xp)
         try:
             G.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("G/")})
+            use_ema_weights(G, arrays, log=_log)  # --ema runs: the averaged weights
         except ValueError as e:
             raise UserError(f"{args.checkpoint}: {e}") from None
         n, labels, nrow = args.n, None, None

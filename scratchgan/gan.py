@@ -14,9 +14,12 @@ trainer logs them (on a GPU a float() is a synchronisation).
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from .backend import array_module
+from .ema import GeneratorEMA
 from .gradient_penalty import GradientPenalty, R1Penalty
 from .nn import Conditional
 
@@ -106,12 +109,14 @@ class GANStep:
       instance_noise  sigma of Gaussian noise added to every input of D (the trainer anneals it)
       r1              gamma of the R1 penalty (gamma/2) mean ||dD(x)/dx||^2 on the real batch (Mescheder et
                       al. 2018), added to D's loss; see gradient_penalty.R1Penalty
+      ema             beta of the moving average of G's weights, updated after each G step (ema.py);
+                      ``sampling()`` gives G with the averaged weights for grids and evaluation
     A conditional pair (nn.Conditional G and D) takes real batches as (images, labels); the fakes
     of a D step are made for the labels of its real batch.
     """
 
     def __init__(self, G, D, opt_G, opt_D, objective, latent_dim, noise, clip=None, gp_lambda=None,
-                 instance_noise=0.0, r1=0.0):
+                 instance_noise=0.0, r1=0.0, ema=0.0):
         self.G, self.D, self.opt_G, self.opt_D = G, D, opt_G, opt_D
         self.objective, self.latent_dim, self.noise = objective, latent_dim, noise
         if isinstance(G, Conditional) != isinstance(D, Conditional):
@@ -124,6 +129,7 @@ class GANStep:
         self.penalty = GradientPenalty(D, lam) if lam else None  # refuses critics it cannot handle
         self.instance_noise = float(instance_noise)
         self.r1 = R1Penalty(D, r1) if r1 else None  # refuses the critics GradientPenalty refuses, saying why
+        self.ema = GeneratorEMA(G, ema) if ema else None
         p = getattr(objective, "score", "D")
         self.keys = (f"{p}_x", f"{p}_G_z", f"{p}_G_z_after")
 
@@ -161,7 +167,13 @@ class GANStep:
         for real in real_batches:
             fake, stats = self.d_step(real)
         stats.update(self.g_step(fake, self._split(real)[1]))
+        if self.ema is not None:
+            self.ema.update()  # one pass over G's flat buffer
         return stats
+
+    def sampling(self):
+        """``with step.sampling() as G:`` G with the averaged weights under --ema (put back after), else G."""
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext(self.G)
 
     # ------------------------------------------------------------------ the pieces of the two steps
     def _forward(self, net, x, labels):

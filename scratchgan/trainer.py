@@ -12,6 +12,7 @@ is written only when every parameter, buffer and optimizer moment in it is finit
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -114,6 +115,8 @@ class Trainer:
                 else:
                     arrays[f"{name}/{key}"] = to_numpy(value)
         arrays["fixed_noise"] = to_numpy(self.fixed_noise)
+        if getattr(s, "ema", None) is not None:  # --ema: the averaged weights of G
+            arrays.update(s.ema.state())
         return arrays, meta
 
     def save(self):
@@ -131,6 +134,8 @@ class Trainer:
             yield f"{net_name} weights", net.flat_store().data
             for name, buf in net.named_buffers():
                 yield f"{net_name}/{name}", buf
+        if getattr(s, "ema", None) is not None:
+            yield "G's moving average (--ema)", s.ema.params
         for name, opt in (("opt_G", s.opt_G), ("opt_D", s.opt_D)):
             for key, value in opt.state_dict().items():
                 if key != "t":
@@ -164,6 +169,8 @@ class Trainer:
                 state = _section(arrays, f"{name}/")
                 state["t"] = meta[f"{name}_t"]
                 opt.load_state_dict(state)
+            if getattr(s, "ema", None) is not None and not s.ema.load(arrays):
+                self.log("--ema: the checkpoint has no moving average of G; it starts from the resumed weights")
         except (ValueError, KeyError) as e:
             raise ValueError(f"{path} was made for another architecture or settings: {e}") from None
         if arrays["fixed_noise"].shape != tuple(self.fixed_noise.shape):
@@ -179,8 +186,14 @@ class Trainer:
         return meta
 
     # ------------------------------------------------------------------ outputs
+    def _sampling(self):
+        """``with self._sampling() as G``: G with the averaged weights under --ema (GANStep.sampling), else G."""
+        sampling = getattr(self.step, "sampling", None)
+        return sampling() if sampling is not None else contextlib.nullcontext(self.step.G)
+
     def save_samples(self, epoch_end=False):
-        images = to_numpy(generate(self.step.G, self.fixed_noise, self.fixed_labels))
+        with self._sampling() as G:  # the EMA generator when the run keeps one
+            images = to_numpy(generate(G, self.fixed_noise, self.fixed_labels))
         path = viz.save_image_grid(images, self._sample_path(self.global_step), image_shape=self.image_shape,
                                    scale=2, nrow=self.sample_nrow)
         if epoch_end:
@@ -219,6 +232,9 @@ class Trainer:
             if self.eval_hook is not None and (self.out / "metrics.csv").exists():
                 self.eval_hook.load_history(viz.read_metrics_csv(self.out / "metrics.csv"))
             self.log(f"resumed from {resume_from} at epoch {self.epoch + 1}, step {self.global_step}")
+        if getattr(self.step, "ema", None) is not None:
+            self.log(f"sample grids and evaluations use the EMA generator (G's weights averaged, --ema "
+                     f"{self.step.ema.beta})")
         with atomic_write(self.out / "config.json") as f:
             f.write(json.dumps(self.config, indent=2, sort_keys=True).encode())
         previous_handlers = self._install_signal_handlers()
@@ -273,7 +289,8 @@ class Trainer:
                                     refresh=False)
                 if self.eval_hook is not None and self.eval_hook.due(self.global_step):
                     row = row or {"step": self.global_step, "epoch": self.epoch + 1}
-                    row.update(self.eval_hook(s.G, self.global_step))
+                    with self._sampling() as G:  # the EMA generator when the run keeps one
+                        row.update(self.eval_hook(G, self.global_step))
                     if self.eval_hook.warning:  # set once per newly detected collapse
                         bar.write(f"warning at step {self.global_step}: {self.eval_hook.warning}")
                 if row:

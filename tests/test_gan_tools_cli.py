@@ -9,8 +9,12 @@ import re
 import numpy as np
 import pytest
 
-from scratchgan import cli
+from PIL import Image
+
+from scratchgan import cli, models, viz
 from scratchgan.checkpoint import load_checkpoint
+from scratchgan.evaluate_cli import load_generator
+from scratchgan.gan import generate
 
 TINY = ["--dataset", "mnist-bundled", "--limit", "64", "--batch-size", "16", "--g-hidden", "8,16",
         "--d-hidden", "16,8", "--latent-dim", "4", "--no-progress", "--sample-every", "0", "--log-every", "2"]
@@ -47,6 +51,7 @@ def assert_same_checkpoint(a, b):
 RESUME_CASES = {
     "spectral-norm": (["--spectral-norm"], False, ("D/0.u", "D/0.v", "D/2.u")),
     "spectral-norm-dcgan": (["--spectral-norm"], True, ("D/0.u", "D/2.u")),
+    "ema": (["--ema", "0.9"], False, ("G_ema/params",)),
     "r1-dropout": (["--r1", "2", "--dropout", "0.3"], False, ("csv:r1", "csv:grad_norm_x")),
 }
 
@@ -76,6 +81,7 @@ def test_flag_trains_and_resumes_exactly(case, tmp_path, capsys):
 
 BAD = [
     ("sn-with-gp", ["--spectral-norm", "--loss", "wgan-gp"], r"does not go through sigma\(W\)"),
+    ("ema-one", ["--ema", "1"], r"--ema.*\[0, 1\).*1"),
     ("r1-negative", ["--r1", "-1"], r"--r1.*-1"),
     ("r1-with-sn", ["--r1", "1", "--spectral-norm"], r"R1 penalty cannot use this critic.*sigma\(W\)"),
     ("r1-on-probs", ["--r1", "1", "--loss-on", "probs"], r"R1 penalty cannot use this critic.*Sigmoid"),
@@ -92,6 +98,34 @@ def test_bad_values_one_line_exit_2(flags, pattern, tmp_path, capsys):
     assert not (tmp_path / "o" / "checkpoint.npz").exists()
 
 
+def test_sample_and_evaluate_use_the_ema_generator(tmp_path, capsys):
+    code, out, err = train([*TINY, "--epochs", "1", "--ema", "0.5", "--out", str(tmp_path / "run")], capsys)
+    assert code == 0, err
+    assert "sample grids and evaluations use the EMA generator" in out
+    path = tmp_path / "run" / "checkpoint.npz"
+    arrays, meta = load_checkpoint(path)
+    assert cli.sample_main(["--checkpoint", str(path), "--n", "6", "--out", str(tmp_path / "s")]) == 0
+    out, err = capsys.readouterr()
+    assert "using the EMA generator" in out and err == ""
+    G, _ = models.build_gan(meta["config"], np)
+    G.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("G/")})
+    z = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    live = generate(G, z).reshape(6, 28, 28)
+    G.flat_store().data[...] = arrays["G_ema/params"]
+    averaged = generate(G, z).reshape(6, 28, 28)
+    images = np.load(tmp_path / "s.npy")
+    np.testing.assert_array_equal(images, averaged)
+    assert not np.allclose(images, live)
+    # the epoch's sample grid is the EMA generator's, from the fixed noise
+    grid = np.asarray(Image.open(tmp_path / "run" / "samples" / "epoch_001.png"))
+    G.flat_store().data[...] = arrays["G_ema/params"]
+    viz.save_image_grid(generate(G, arrays["fixed_noise"]), tmp_path / "ema.png", image_shape=(28, 28), scale=2)
+    np.testing.assert_array_equal(grid, np.asarray(Image.open(tmp_path / "ema.png")))
+    G2, _, _ = load_generator(path, np)  # what `scratchgan evaluate` measures
+    assert "using the EMA generator" in capsys.readouterr().out
+    np.testing.assert_array_equal(G2.flat_store().data, arrays["G_ema/params"])
+
+
 def test_r1_refuses_the_dcgan_critic(tmp_path, capsys):
     code, _, err = train([*DCGAN_TINY, "--epochs", "1", "--out", str(tmp_path / "o"), "--r1", "1"], capsys, dcgan=True)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
@@ -102,5 +136,5 @@ def test_help_lists_the_tools_with_their_defaults(capsys):
     with pytest.raises(SystemExit):
         cli.make_train_parser("test", "d").parse_args(["--help"])
     text = re.sub(r"\s+", " ", capsys.readouterr().out)
-    for flag in ("--spectral-norm", "--r1"):
+    for flag in ("--spectral-norm", "--r1", "--ema"):
         assert re.search(re.escape(flag) + r"\b.{0,400}?\(default: [^)]+\)", text), flag
