@@ -45,7 +45,7 @@ MLP_DEFAULTS = {
     "loss": "bce", "optimizer": "adam", "clip": 0.0, "gp_lambda": 0.0, "instance_noise": 0.0,
     "conditional": False, "embedding_dim": 0,
     # the tools of stronger GANs (issue 18), all off by default
-    "spectral_norm": False, "r1": 0.0, "ema": 0.0,
+    "spectral_norm": False, "r1": 0.0, "ema": 0.0, "diffaugment": "",
 }
 
 
@@ -140,6 +140,11 @@ def add_training_flags(parser, defaults, suppress=False):
                    help="keep a moving average of G's weights, ema = BETA ema + (1 - BETA) G, e.g. 0.999, 0 = off; "
                         "saved in the checkpoint and used by the sample grids, `scratchgan sample` and "
                         "`scratchgan evaluate` (default: %(default)s)")
+    g.add_argument("--diffaugment", default=d("diffaugment"), metavar="POLICY",
+                   help="differentiable augmentation (Zhao et al. 2020) of every batch D sees, real and fake, in "
+                        "both steps: a comma-separated list of translation, cutout, color, applied in that order, "
+                        "e.g. translation,cutout,color; the MLP's images are augmented as 28x28; '' = off "
+                        "(default: '%(default)s')")
     g = parser.add_argument_group("model")
     if dcgan:
         g.add_argument("--image-size", dest="resolution", type=int, choices=list(models.DCGAN_SIZES),

@@ -19,6 +19,7 @@ import contextlib
 import numpy as np
 
 from .backend import array_module
+from .diffaugment import DiffAugment
 from .ema import GeneratorEMA
 from .gradient_penalty import GradientPenalty, R1Penalty
 from .nn import Conditional
@@ -111,12 +112,14 @@ class GANStep:
                       al. 2018), added to D's loss; see gradient_penalty.R1Penalty
       ema             beta of the moving average of G's weights, updated after each G step (ema.py);
                       ``sampling()`` gives G with the averaged weights for grids and evaluation
+      diffaugment     a policy ("translation,cutout,color"): every batch D sees, real and fake, in both steps,
+                      is augmented with fresh draws (Zhao et al. 2020); the G step backpropagates through it
     A conditional pair (nn.Conditional G and D) takes real batches as (images, labels); the fakes
     of a D step are made for the labels of its real batch.
     """
 
     def __init__(self, G, D, opt_G, opt_D, objective, latent_dim, noise, clip=None, gp_lambda=None,
-                 instance_noise=0.0, r1=0.0, ema=0.0):
+                 instance_noise=0.0, r1=0.0, ema=0.0, diffaugment=None):
         self.G, self.D, self.opt_G, self.opt_D = G, D, opt_G, opt_D
         self.objective, self.latent_dim, self.noise = objective, latent_dim, noise
         if isinstance(G, Conditional) != isinstance(D, Conditional):
@@ -130,6 +133,7 @@ class GANStep:
         self.instance_noise = float(instance_noise)
         self.r1 = R1Penalty(D, r1) if r1 else None  # refuses the critics GradientPenalty refuses, saying why
         self.ema = GeneratorEMA(G, ema) if ema else None
+        self.augment = DiffAugment(diffaugment, noise.extra) if diffaugment else None  # draws: noise's streams
         p = getattr(objective, "score", "D")
         self.keys = (f"{p}_x", f"{p}_G_z", f"{p}_G_z_after")
 
@@ -141,7 +145,8 @@ class GANStep:
         real, labels = self._real_batch(real)
         fake = self._forward(G, self.noise.sample(), labels)  # its cache stays for the G step's backward
         self.opt_D.zero_grad()
-        real_in, fake_in = self._with_instance_noise(real), self._with_instance_noise(fake)
+        real_in = self._with_instance_noise(self._augmented(real))
+        fake_in = self._with_instance_noise(self._augmented(fake))
         out_real, loss_real = self._d_forward_backward(real_in, labels, obj.d_real)
         out_fake, loss_fake = self._d_forward_backward(fake_in, labels, obj.d_fake)  # G(z): a constant here
         penalty = self._gradient_penalty(real_in, fake_in, labels)  # {} unless a penalty is on
@@ -153,11 +158,16 @@ class GANStep:
     def g_step(self, fake, labels=None):
         """Update G through the updated D: L_G = g(D(G(z))), backward through D into G; returns stats."""
         self.opt_G.zero_grad()
-        out = self._forward(self.D, self._with_instance_noise(fake), labels)
+        seen, augmentation = fake, None
+        if self.augment is not None:  # D sees T(G(z)): the gradient goes back through T
+            seen, augmentation = self.augment.forward(fake)
+        out = self._forward(self.D, self._with_instance_noise(seen), labels)
         loss_G, dout = self.objective.g(out)
         # only dL_G/dG(z) is needed: D's weight gradients would be thrown away, so they are not computed;
-        # d(fake + noise)/d fake = 1, so the gradient at D's input is the one that reaches G(z)
+        # d(x + noise)/dx = 1, so the gradient at D's input is the one that reaches T(G(z)), or G(z)
         dfake = self.D.backward(dout, param_grads=False)
+        if augmentation is not None:
+            dfake = self.augment.backward(dfake, augmentation)
         self.G.backward(dfake, need_dx=False)  # nobody uses dL/dz
         self.opt_G.step()
         return {"loss_G": loss_G, self.keys[2]: self.objective.probability(out)}
@@ -202,6 +212,10 @@ class GANStep:
             raise ValueError(f"real batch of {real.shape[0]} images, but the step was built for "
                              f"batches of {self.noise.batch_size}")
         return real, labels
+
+    def _augmented(self, x):
+        """DiffAugment's T(x) with fresh draws (no backward needed: the D step's inputs are constants), or x."""
+        return x if self.augment is None else self.augment.forward(x)[0]
 
     def _with_instance_noise(self, x):
         """x + sigma * N(0, 1) (instance noise), or x itself when sigma is 0."""

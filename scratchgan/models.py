@@ -204,4 +204,5 @@ def build_step(config, xp):
     noise = NoiseSource(xp, config["batch_size"], config["latent_dim"], seed=config["seed"], dtype=config["dtype"])
     return GANStep(G, D, opt_G, opt_D, objective, config["latent_dim"], noise, clip=config.get("clip"),
                    gp_lambda=config.get("gp_lambda") or None, instance_noise=config.get("instance_noise", 0.0),
-                   r1=config.get("r1", 0.0), ema=config.get("ema", 0.0))
+                   r1=config.get("r1", 0.0), ema=config.get("ema", 0.0),
+                   diffaugment=config.get("diffaugment") or None)

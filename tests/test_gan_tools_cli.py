@@ -48,11 +48,12 @@ def assert_same_checkpoint(a, b):
     return arrays_a, meta_a
 
 
-RESUME_CASES = {
+RESUME_CASES = {  # every flag is in one of them (R1 and spectral norm exclude each other)
     "spectral-norm": (["--spectral-norm"], False, ("D/0.u", "D/0.v", "D/2.u")),
-    "spectral-norm-dcgan": (["--spectral-norm"], True, ("D/0.u", "D/2.u")),
-    "ema": (["--ema", "0.9"], False, ("G_ema/params",)),
-    "r1-dropout": (["--r1", "2", "--dropout", "0.3"], False, ("csv:r1", "csv:grad_norm_x")),
+    "ema-diffaugment-r1": (["--ema", "0.9", "--diffaugment", "color,translation,cutout", "--r1", "2",
+                            "--dropout", "0.3"], False, ("G_ema/params", "csv:r1", "csv:grad_norm_x")),
+    "all-dcgan": (["--spectral-norm", "--ema", "0.9", "--diffaugment", "translation,cutout,color"], True,
+                  ("D/0.u", "D/2.u", "G_ema/params")),
 }
 
 
@@ -82,6 +83,7 @@ def test_flag_trains_and_resumes_exactly(case, tmp_path, capsys):
 BAD = [
     ("sn-with-gp", ["--spectral-norm", "--loss", "wgan-gp"], r"does not go through sigma\(W\)"),
     ("ema-one", ["--ema", "1"], r"--ema.*\[0, 1\).*1"),
+    ("diffaugment-unknown", ["--diffaugment", "translation,flip"], r"--diffaugment 'translation,flip': unknown 'flip'"),
     ("r1-negative", ["--r1", "-1"], r"--r1.*-1"),
     ("r1-with-sn", ["--r1", "1", "--spectral-norm"], r"R1 penalty cannot use this critic.*sigma\(W\)"),
     ("r1-on-probs", ["--r1", "1", "--loss-on", "probs"], r"R1 penalty cannot use this critic.*Sigmoid"),
@@ -136,5 +138,5 @@ def test_help_lists_the_tools_with_their_defaults(capsys):
     with pytest.raises(SystemExit):
         cli.make_train_parser("test", "d").parse_args(["--help"])
     text = re.sub(r"\s+", " ", capsys.readouterr().out)
-    for flag in ("--spectral-norm", "--r1", "--ema"):
+    for flag in ("--spectral-norm", "--r1", "--ema", "--diffaugment"):
         assert re.search(re.escape(flag) + r"\b.{0,400}?\(default: [^)]+\)", text), flag
