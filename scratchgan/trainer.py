@@ -34,11 +34,13 @@ CHECKPOINT_FORMAT = 1
 # L2 norms of each network's flat gradient buffer after the step (computed at log steps only).
 STAT_KEYS = ("loss_D", "loss_G", "D_x", "D_G_z", "D_G_z_after", "grad_norm_G", "grad_norm_D")
 # Column order for every objective: critics log C(.) = mean raw scores, WGANs the distance estimate
-# mean C(x) - mean C(G(z)), WGAN-GP the penalty and the mean ||grad C(xhat)||; then anything else.
+# mean C(x) - mean C(G(z)), WGAN-GP the penalty and the mean ||grad C(xhat)||, --r1 its penalty and the
+# mean ||grad D(x)|| on the real batch; then anything else.
 _KEY_ORDER = ("loss_D", "loss_G", "D_x", "D_G_z", "D_G_z_after", "C_x", "C_G_z", "C_G_z_after", "wasserstein",
-              "gp", "grad_norm_xhat", "grad_norm_G", "grad_norm_D", "instance_noise")
+              "gp", "grad_norm_xhat", "r1", "grad_norm_x", "grad_norm_G", "grad_norm_D", "instance_noise")
 # then the evaluation metrics' panels, present when --eval-every is on
-_EXTRA_PANELS = (("C_x", "C_G_z"), ("wasserstein", "gp"), ("grad_norm_G", "grad_norm_D"), *PLOT_PANELS)
+_EXTRA_PANELS = (("C_x", "C_G_z"), ("wasserstein", "gp"), ("r1", "grad_norm_x"), ("grad_norm_G", "grad_norm_D"),
+                 *PLOT_PANELS)
 
 
 # |loss| above this at the end of a run: finite, but diverged all the same (a warning, not a stop)

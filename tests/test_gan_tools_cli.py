@@ -5,17 +5,20 @@ uninterrupted 2-epoch run ends. Bad values and refused combinations: one line, e
 from __future__ import annotations
 
 import re
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
-
 from PIL import Image
 
+from datasets import dataset_dir
 from scratchgan import cli, models, viz
 from scratchgan.checkpoint import load_checkpoint
 from scratchgan.evaluate_cli import load_generator
 from scratchgan.gan import generate
 
+REPO = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "mnist-bundled", "--limit", "64", "--batch-size", "16", "--g-hidden", "8,16",
         "--d-hidden", "16,8", "--latent-dim", "4", "--no-progress", "--sample-every", "0", "--log-every", "2"]
 DCGAN_TINY = ["--dataset", "mnist-bundled", "--limit", "32", "--batch-size", "16", "--g-width", "2",
@@ -132,6 +135,26 @@ def test_r1_refuses_the_dcgan_critic(tmp_path, capsys):
     code, _, err = train([*DCGAN_TINY, "--epochs", "1", "--out", str(tmp_path / "o"), "--r1", "1"], capsys, dcgan=True)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert re.search(r"R1 penalty cannot use this critic: layer 0 is Conv2d", err), err
+
+
+@pytest.mark.slow
+def test_the_readme_example_runs(tmp_path, capsys):
+    """The README's tools command as written, on the shared Fashion-MNIST files, shrunk by later flags (argparse:
+    the last value wins) to 64 images, tiny networks and one epoch."""
+    readme = (REPO / "README.md").read_text()
+    lines = [ln for ln in readme.splitlines() if ln.startswith("python examples/mnist_mlp.py") and "--diffaugment" in ln]
+    assert len(lines) == 1, lines
+    argv = shlex.split(lines[0])[2:]
+    for flag in ("--ema", "--diffaugment", "--r1"):
+        assert flag in argv
+    shrink = ["--data-dir", str(dataset_dir("fashion-mnist")), "--limit", "64", "--batch-size", "16", "--g-hidden",
+              "8,16", "--d-hidden", "16,8", "--epochs", "1", "--no-progress", "--sample-every", "0", "--log-every", "2",
+              "--split", "test", "--out", str(tmp_path / "tools")]
+    code, out, err = train(argv + shrink, capsys)
+    assert code == 0, err
+    arrays, meta = load_checkpoint(tmp_path / "tools" / "checkpoint.npz")
+    assert meta["config"]["dataset"] == "fashion-mnist" and meta["config"]["loss"] == "hinge"
+    assert "G_ema/params" in arrays and "r1" in (tmp_path / "tools" / "metrics.csv").read_text().splitlines()[0]
 
 
 def test_help_lists_the_tools_with_their_defaults(capsys):
