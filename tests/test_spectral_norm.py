@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from layer_cases import import_torch, make_input, record_error
+from layer_cases import build_layer, check_contract, import_torch, make_input, random_like, record_error
+from test_guard import check_layer_on_fake_device
 from scratchgan import gradcheck, models, nn
 from scratchgan.gradient_penalty import GradientPenalty, UnsupportedCritic
 from scratchgan.nn.spectral_norm import SpectralNorm, apply_spectral_norm, power_iteration
@@ -183,3 +184,38 @@ def test_gan_step_with_spectral_norm_float32():
     assert all(np.isfinite(float(v)) for v in stats.values())
     assert all(m.u.dtype == np.float32 for m in step.D.modules() if isinstance(m, nn.SpectralNorm))
     assert step.D.flat_store().data.dtype == np.float32
+
+
+def sn_factory(kind):
+    def factory(dtype):
+        layer = (nn.Linear(5, 4, seed=0, dtype=dtype) if kind == "Linear"
+                 else nn.Conv2d(2, 3, 3, stride=1, padding=1, seed=0, dtype=dtype))
+        return nn.Sequential(SpectralNorm(layer, seed=1))
+    return factory
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_contract(kind, dtype):
+    layer = build_layer(sn_factory(kind), dtype, "train")
+    check_contract(layer, CASES[kind][1], dtype)
+    with pytest.raises(RuntimeError, match="without a forward"):
+        layer.backward(random_like((6, 4) if kind == "Linear" else (2, 3, 4, 4), dtype))
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_on_the_fake_device_equals_numpy(kind, mode):
+    """CuPy's rules on the CPU: no NumPy call on device arrays; the same numbers, u and v included."""
+    check_layer_on_fake_device(sn_factory(kind), CASES[kind][1], mode, "float32", steps=3)
+
+
+def test_conditional_discriminator_with_spectral_norm():
+    from scratchgan import cli
+    config = dict(cli.MLP_DEFAULTS, image_size=16, batch_size=4, g_hidden="8", d_hidden="8", latent_dim=3,
+                  spectral_norm=True, conditional=True, num_classes=3, embedding_dim=2, batchnorm=False)
+    step = models.build_step(config, np)
+    assert sum(isinstance(m, nn.SpectralNorm) for m in step.D.modules()) == 2
+    real = make_input((4, 16), "float32").clip(-1, 1)
+    stats = step.step([(real, np.arange(4) % 3)])
+    assert all(np.isfinite(float(v)) for v in stats.values())
