@@ -44,7 +44,7 @@ MLP_DEFAULTS = {
     # d_steps, optimizer, clip and gp_lambda (objectives.DEFAULTS) for flags not given explicitly
     "loss": "bce", "optimizer": "adam", "clip": 0.0, "gp_lambda": 0.0, "instance_noise": 0.0,
     "conditional": False, "embedding_dim": 0,
-    # the tools of stronger GANs (issue 18), all off by default
+    # the tools of stronger GANs, all off by default
     "spectral_norm": False, "r1": 0.0, "ema": 0.0, "diffaugment": "",
 }
 
@@ -128,7 +128,7 @@ def add_training_flags(parser, defaults, suppress=False):
     g.add_argument("--seed", type=non_negative_int, default=d("seed"),
                    help="seeds weights, noise and data order; same seed on NumPy = identical run "
                         "(default: %(default)s)")
-    g = parser.add_argument_group("GAN tools (issue 18; docs/derivations/)")
+    g = parser.add_argument_group("tools of stronger GANs (docs/derivations/)")
     g.add_argument("--spectral-norm", action="store_true",
                    default=argparse.SUPPRESS if suppress else defaults["spectral_norm"],
                    help="spectral normalisation of D's Linear and Conv2d weights, W / sigma(W) by one power "
