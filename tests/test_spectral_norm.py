@@ -150,6 +150,12 @@ def test_parity_with_torch(kind):
         ref.bias.grad = None
         sn.W.data[...] -= lr * sn.W.grad
         inner.b.data[...] -= lr * inner.b.grad
+    model.eval(), ref.eval()  # eval: both use the stored u, v without a power step
+    x = rng.standard_normal(shape)
+    with torch.no_grad():
+        expected = ref(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model.forward(x), expected, rtol=1e-10, atol=1e-12)  # float64
+    np.testing.assert_allclose(sn.u, param[0]._u.numpy(), rtol=1e-10, atol=1e-12)  # float64
 
 
 def test_apply_to_the_discriminators_keeps_the_flat_store():
