@@ -12,7 +12,7 @@ from fake_device import FakeElementwiseKernel, xp as fake_xp
 from layer_cases import make_input
 from tolerances import FLOAT32_EPS, assert_close
 from scratchgan import cli, fast, models, nn
-from scratchgan.ema import KEY, GeneratorEMA, ema_update, use_ema_weights
+from scratchgan.ema import KEY, UPDATES_KEY, GeneratorEMA, ema_update, use_ema_weights
 from scratchgan.gan import generate
 
 
@@ -33,15 +33,17 @@ def test_update_is_the_formula():
 
 
 def test_the_step_averages_g_after_every_g_update():
-    step = models.build_step(config(ema=0.8), np)
-    assert step.ema is not None and step.ema.beta == 0.8
+    step = models.build_step(config(ema=0.5), np)
+    assert step.ema is not None and step.ema.beta == 0.5
     store = step.G.flat_store()
     expected = store.data.copy()  # the average starts at G's initial weights
     real = make_input((4, 16)).clip(-1, 1)
-    for _ in range(3):
+    for t in range(12):
         step.step([real])
-        expected = 0.8 * expected + 0.2 * store.data
-    np.testing.assert_allclose(step.ema.params, expected, rtol=1e-13, atol=1e-15)  # float64
+        b = min(0.5, (1 + t) / (10 + t))  # the warm-up 0.1, 0.18, 0.25, ..., then beta from t = 8 on
+        expected = b * expected + (1 - b) * store.data
+    np.testing.assert_allclose(step.ema.params, expected, rtol=1e-12, atol=1e-14)  # float64
+    assert step.ema.updates == 12 and step.ema.decay() == 0.5
     assert not np.allclose(step.ema.params, store.data)
     assert models.build_step(config(), np).ema is None  # off by default
 
@@ -82,10 +84,13 @@ def test_checkpoint_helpers():
     ema = GeneratorEMA(G, 0.9)
     ema.params += 1.0
     arrays = ema.state()
-    assert set(arrays) == {KEY}
+    ema.updates = 7
+    arrays = ema.state()
+    assert set(arrays) == {KEY, UPDATES_KEY}
     other = GeneratorEMA(G, 0.9)
     assert other.load(arrays) is True
     np.testing.assert_array_equal(other.params, ema.params)
+    assert other.updates == 7
     assert other.load({}) is False  # a checkpoint of a run without --ema: restart from G's weights
     np.testing.assert_array_equal(other.params, G.flat_store().data)
     logged = []
@@ -143,5 +148,5 @@ def test_the_reference_runs_on_the_fake_device_without_kernels():
     ema = GeneratorEMA(dev, 0.9)
     dev.flat_store().data[...] += 1.0
     ema.update()  # no NumPy call on device arrays (the fake device would raise)
-    assert_close(ema.params.get(), dev.flat_store().data.get() - 0.9, 8 * FLOAT32_EPS)
+    assert_close(ema.params.get(), dev.flat_store().data.get() - 0.1, 8 * FLOAT32_EPS)  # b_0 = 0.1
     assert isinstance(dev, nn.Sequential)
