@@ -13,8 +13,6 @@ differentiated), G = dL/dW_sn:
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..backend import array_module
 from ..params import Parameter, make_rng
 from .conv import Conv2d
