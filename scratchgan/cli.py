@@ -46,6 +46,8 @@ MLP_DEFAULTS = {
     "loss": "bce", "optimizer": "adam", "clip": 0.0, "gp_lambda": 0.0, "instance_noise": 0.0,
     "conditional": False, "embedding_dim": 0,
     "snapshot_every": 0,  # numbered checkpoints every N epochs (checkpoint_epochNNNN.npz), 0 = off
+    # the tools of stronger GANs, all off by default
+    "spectral_norm": False, "r1": 0.0, "ema": 0.0, "diffaugment": "",
 }
 
 
@@ -128,6 +130,23 @@ def add_training_flags(parser, defaults, suppress=False):
     g.add_argument("--seed", type=non_negative_int, default=d("seed"),
                    help="seeds weights, noise and data order; same seed on NumPy = identical run "
                         "(default: %(default)s)")
+    g = parser.add_argument_group("tools of stronger GANs (docs/derivations/)")
+    g.add_argument("--spectral-norm", action="store_true",
+                   default=argparse.SUPPRESS if suppress else defaults["spectral_norm"],
+                   help="spectral normalisation of D's Linear and Conv2d weights, W / sigma(W) by one power "
+                        "iteration per forward (Miyato et al. 2018); not with a gradient penalty (default: off)")
+    g.add_argument("--r1", type=non_negative_float, default=d("r1"), metavar="GAMMA",
+                   help="R1 penalty (GAMMA/2) mean ||grad_x D(x)||^2 on the real images, in D's loss, 0 = off; "
+                        "D must be Linear/LeakyReLU only, as for --gp-lambda (default: %(default)s)")
+    g.add_argument("--ema", type=unit_interval(), default=d("ema"), metavar="BETA",
+                   help="keep a moving average of G's weights, ema = BETA ema + (1 - BETA) G, e.g. 0.999, 0 = off; "
+                        "saved in the checkpoint and used by the sample grids, `scratchgan sample` and "
+                        "`scratchgan evaluate` (default: %(default)s)")
+    g.add_argument("--diffaugment", default=d("diffaugment"), metavar="POLICY",
+                   help="differentiable augmentation (Zhao et al. 2020) of every batch D sees, real and fake, in "
+                        "both steps: a comma-separated list of translation, cutout, color, applied in that order, "
+                        "e.g. translation,cutout,color; the MLP's images are augmented as 28x28; '' = off "
+                        "(default: '%(default)s')")
     g = parser.add_argument_group("model")
     if dcgan:
         g.add_argument("--image-size", dest="resolution", type=int, choices=list(models.DCGAN_SIZES),

@@ -27,6 +27,7 @@ from .cliutil import Parser, UserError, non_negative_int, positive_int
 from .cliutil import fail as _fail, log as _log
 from .cliutil import os_error_message as _os_error_message
 from .data import DATASET_NAMES, DataError, load_dataset_or_bundled
+from .ema import use_ema_weights
 from .evaluator import get_evaluator
 from .gan import generate
 from .models import build_gan
@@ -87,6 +88,7 @@ def load_generator(path, xp):
         raise UserError(f"{path}: its config lacks {e}; is it a scratchgan training checkpoint?") from None
     try:
         G.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("G/")})
+        use_ema_weights(G, arrays, log=_log)  # --ema runs: the averaged weights
     except ValueError as e:
         raise UserError(f"{path}: {e}") from None
     return G, config, meta

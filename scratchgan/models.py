@@ -197,8 +197,12 @@ def build_step(config, xp):
                                           real_target=1.0 - config["label_smoothing"],
                                           gp_lambda=config.get("gp_lambda") or None)
     G, D = build_gan(config, xp)
+    if config.get("spectral_norm"):  # D's Linear/Conv2d through W / sigma(W) (nn/spectral_norm.py)
+        nn.apply_spectral_norm(D, seed=[config["seed"], 3])
     opt_G = make_optimizer(config, G.parameters(), config["lr_g"] or config["lr"])
     opt_D = make_optimizer(config, D.parameters(), config["lr_d"] or config["lr"])
     noise = NoiseSource(xp, config["batch_size"], config["latent_dim"], seed=config["seed"], dtype=config["dtype"])
     return GANStep(G, D, opt_G, opt_D, objective, config["latent_dim"], noise, clip=config.get("clip"),
-                   gp_lambda=config.get("gp_lambda") or None, instance_noise=config.get("instance_noise", 0.0))
+                   gp_lambda=config.get("gp_lambda") or None, instance_noise=config.get("instance_noise", 0.0),
+                   r1=config.get("r1", 0.0), ema=config.get("ema", 0.0),
+                   diffaugment=config.get("diffaugment") or None)

@@ -15,6 +15,7 @@ is written only when every parameter, buffer and optimizer moment in it is finit
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -36,11 +37,13 @@ CHECKPOINT_FORMAT = 1
 # L2 norms of each network's flat gradient buffer after the step (computed at log steps only).
 STAT_KEYS = ("loss_D", "loss_G", "D_x", "D_G_z", "D_G_z_after", "grad_norm_G", "grad_norm_D")
 # Column order for every objective: critics log C(.) = mean raw scores, WGANs the distance estimate
-# mean C(x) - mean C(G(z)), WGAN-GP the penalty and the mean ||grad C(xhat)||; then anything else.
+# mean C(x) - mean C(G(z)), WGAN-GP the penalty and the mean ||grad C(xhat)||, --r1 its penalty and the
+# mean ||grad D(x)|| on the real batch; then anything else.
 _KEY_ORDER = ("loss_D", "loss_G", "D_x", "D_G_z", "D_G_z_after", "C_x", "C_G_z", "C_G_z_after", "wasserstein",
-              "gp", "grad_norm_xhat", "grad_norm_G", "grad_norm_D", "instance_noise")
+              "gp", "grad_norm_xhat", "r1", "grad_norm_x", "grad_norm_G", "grad_norm_D", "instance_noise")
 # then the evaluation metrics' panels, present when --eval-every is on
-_EXTRA_PANELS = (("C_x", "C_G_z"), ("wasserstein", "gp"), ("grad_norm_G", "grad_norm_D"), *PLOT_PANELS)
+_EXTRA_PANELS = (("C_x", "C_G_z"), ("wasserstein", "gp"), ("r1", "grad_norm_x"), ("grad_norm_G", "grad_norm_D"),
+                 *PLOT_PANELS)
 
 
 # |loss| above this at the end of a run: finite, but diverged all the same (a warning, not a stop)
@@ -126,6 +129,8 @@ class Trainer:
                 else:
                     arrays[f"{name}/{key}"] = to_numpy(value)
         arrays["fixed_noise"] = to_numpy(self.fixed_noise)
+        if getattr(s, "ema", None) is not None:  # --ema: the averaged weights of G
+            arrays.update(s.ema.state())
         return arrays, meta
 
     def save(self, path=None):
@@ -146,6 +151,8 @@ class Trainer:
             yield f"{net_name} weights", net.flat_store().data
             for name, buf in net.named_buffers():
                 yield f"{net_name}/{name}", buf
+        if getattr(s, "ema", None) is not None:
+            yield "G's moving average (--ema)", s.ema.params
         for name, opt in (("opt_G", s.opt_G), ("opt_D", s.opt_D)):
             for key, value in opt.state_dict().items():
                 if key != "t":
@@ -179,6 +186,8 @@ class Trainer:
                 state = _section(arrays, f"{name}/")
                 state["t"] = meta[f"{name}_t"]
                 opt.load_state_dict(state)
+            if getattr(s, "ema", None) is not None and not s.ema.load(arrays):
+                self.log("--ema: the checkpoint has no moving average of G; it starts from the resumed weights")
         except (ValueError, KeyError) as e:
             raise ValueError(f"{path} was made for another architecture or settings: {e}") from None
         if arrays["fixed_noise"].shape != tuple(self.fixed_noise.shape):
@@ -228,8 +237,14 @@ class Trainer:
             f.write(json.dumps(config, indent=2, sort_keys=True).encode())
 
     # ------------------------------------------------------------------ outputs
+    def _sampling(self):
+        """``with self._sampling() as G``: G with the averaged weights under --ema (GANStep.sampling), else G."""
+        sampling = getattr(self.step, "sampling", None)
+        return sampling() if sampling is not None else contextlib.nullcontext(self.step.G)
+
     def save_samples(self, epoch_end=False):
-        images = to_numpy(generate(self.step.G, self.fixed_noise, self.fixed_labels))
+        with self._sampling() as G:  # the EMA generator when the run keeps one
+            images = to_numpy(generate(G, self.fixed_noise, self.fixed_labels))
         path = viz.save_image_grid(images, self._sample_path(self.global_step), image_shape=self.image_shape,
                                    scale=2, nrow=self.sample_nrow)
         if epoch_end:
@@ -268,6 +283,9 @@ class Trainer:
             if self.eval_hook is not None and (self.out / "metrics.csv").exists():
                 self.eval_hook.load_history(viz.read_metrics_csv(self.out / "metrics.csv"))
             self.log(f"resumed from {resume_from} at epoch {self.epoch + 1}, step {self.global_step}")
+        if getattr(self.step, "ema", None) is not None:
+            self.log(f"sample grids and evaluations use the EMA generator (G's weights averaged, --ema "
+                     f"{self.step.ema.beta})")
         self._write_config()
         previous_handlers = self._install_signal_handlers()
         try:
@@ -321,7 +339,8 @@ class Trainer:
                                     refresh=False)
                 if self.eval_hook is not None and self.eval_hook.due(self.global_step):
                     row = row or {"step": self.global_step, "epoch": self.epoch + 1}
-                    row.update(self.eval_hook(s.G, self.global_step))
+                    with self._sampling() as G:  # the EMA generator when the run keeps one
+                        row.update(self.eval_hook(G, self.global_step))
                     self._keep_best(row)
                     if self.eval_hook.warning:  # set once per newly detected collapse
                         bar.write(f"warning at step {self.global_step}: {self.eval_hook.warning}")

@@ -322,6 +322,22 @@ def _optim():
     return optim
 
 
+@replaces("scratchgan.ema.ema_update", "bitwise")
+def ema_update(ema, theta, beta):
+    """ema += (1 - beta) (theta - ema) over parts of the flat buffers, one per core, through a scratch array:
+    the reference's three roundings in its order, without its two temporary arrays of G's size."""
+    from .. import ema as reference
+    if ema.ndim != 1 or not (ema.flags.c_contiguous and theta.flags.c_contiguous):
+        return reference.ema_update.reference(ema, theta, beta)
+    scratch = _workspace(ema, 2)
+
+    def update(ema, theta, tmp):
+        np.subtract(theta, ema, out=tmp)
+        tmp *= 1.0 - beta
+        ema += tmp
+    _in_parts(update, [ema, theta, scratch])
+
+
 @replaces("scratchgan.optim.sgd_update", "bitwise")
 def sgd_update(theta, g, buf, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
     """The reference on contiguous parts of the flat arrays, one per core: elementwise, so the same bits."""
