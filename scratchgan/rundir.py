@@ -23,7 +23,7 @@ except ImportError:  # Windows: msvcrt's byte-range lock below
 
 LOCK_NAME = ".lock"
 # What a run writes into OUT (trainer.py); a folder holding any of these is another run's.
-OUTPUT_FILES = ("checkpoint.npz", "metrics.csv", "config.json", "progress.gif", "losses.png", "real_vs_fake.png")
+OUTPUT_FILES = ("checkpoint.npz", "metrics.csv", "metrics.jsonl", "config.json", "progress.gif", "losses.png", "real_vs_fake.png")
 SAMPLE_GLOBS = ("step_*.png", "epoch_*.png")
 # checkpoint.atomic_write's temp names: ".<target>.<pid>.<8 hex>.tmp"
 TEMP_PATTERN = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
