@@ -83,7 +83,7 @@ def _read_tar(path, split):
     found = {}
     try:
         with tarfile.open(path, mode="r:gz") as tar:
-            for member in tar:  # in the stream's order: the gzip stream is decompressed once
+            for member in tar:  # in the stream's order: the gzip stream is decompressed once, to its end
                 name = Path(member.name).name
                 if not member.isfile() or name not in names or name in found:
                     continue
@@ -94,8 +94,7 @@ def _read_tar(path, split):
                 if len(raw) != member.size:
                     raise EOFError(f"{name} ends after {len(raw):,} of its {member.size:,} bytes")
                 found[name] = parse_batch(raw, f"{path}:{name}")
-                if len(found) == len(names):
-                    break
+            # on to the end even when all is found: a tarball cut short anywhere is refused, not half used
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
