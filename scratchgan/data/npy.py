@@ -31,19 +31,25 @@ def load_npy_images(path):
     if path.is_dir():
         raise DataError(f"{path} is a folder; --dataset npy needs --data-dir FILE.npy, one array file")
     try:
-        # mmap: the checks below read the header and one pass over the values, no second copy in memory
-        array = np.load(path, allow_pickle=False, mmap_mode="r")
+        with open(path, "rb") as f:
+            magic = f.read(6)
     except FileNotFoundError:
         raise DataError(f"{path} does not exist; --dataset npy needs --data-dir FILE.npy") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or ' '.join(str(e).split())})") from None
+    if magic != b"\x93NUMPY":  # np.load would take anything else for a pickle (or an .npz archive)
+        what = "an .npz archive (save one array with np.save)" if magic[:2] == b"PK" else "not a .npy file"
+        raise DataError(f"{path}: {what}; --dataset npy reads one array written by np.save(path, images)")
+    try:
+        # mmap: the checks below read the header and one pass over the values, no second copy in memory
+        array = np.load(path, allow_pickle=False, mmap_mode="r")
     except ValueError as e:  # object arrays: "Object arrays cannot be loaded when allow_pickle=False"
-        if "pickle" in str(e):
+        if "pickle" in str(e) or "Python objects" in str(e):
             raise DataError(f"{path} holds Python objects (a pickled object array), which scratchgan never "
                             "loads; save a numeric array: np.save(path, images.astype(np.uint8))") from None
         raise DataError(f"{path}: not a readable .npy file ({' '.join(str(e).split())})") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or ' '.join(str(e).split())})") from None
-    if not isinstance(array, np.ndarray):  # np.load gives an NpzFile for .npz
-        raise DataError(f"{path} is an .npz archive; save one array with np.save(path, images)")
     return check_images(array, str(path))
 
 
