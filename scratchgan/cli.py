@@ -203,7 +203,7 @@ def _add_output_flags(parser, defaults, suppress):
 def make_train_parser(prog, description, defaults=MLP_DEFAULTS, suppress=False, both=False):
     parser = Parser(prog=prog, description=description)
     if both:  # `scratchgan train`: --arch chooses; the examples fix it
-        train_options.add_arch_flag(parser)
+        train_options.add_arch_flag(parser, suppress)
     add_training_flags(parser, defaults, suppress, both)
     train_options.add_flags(parser, defaults, suppress)
     if both:
@@ -295,6 +295,7 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
     trainer = config = None
     previous_sigterm = _stop_on_sigterm()  # outside Trainer.fit (which saves first), as Ctrl-C stops Python
     try:
+        train_options.check_early(args)
         config, resume = resolve_config(args, explicit, defaults, log)
         train_options.check_flags(config, explicit, arch_choosable=both)
         if config.get("dry_run"):

@@ -99,11 +99,17 @@ def describe_defaults(parser, per_arch):
     return parser
 
 
-def add_arch_flag(parser):
-    parser.add_argument("--arch", choices=ARCHES, default="mlp",
+def add_arch_flag(parser, suppress=False):
+    parser.add_argument("--arch", choices=ARCHES, default=argparse.SUPPRESS if suppress else "mlp",
                         help="mlp: the classic MLP GAN of examples/mnist_mlp.py; dcgan: the DCGAN of examples/dcgan.py "
                              "(convolutions, --image-size 28/32/64/128, image folders); the defaults that differ "
                              "between them are given for each below (default: %(default)s)")
+
+
+def check_early(args):
+    """What is wrong whatever the checkpoint or the data say (before --resume reads its checkpoint)."""
+    if getattr(args, "dry_run", False) and args.resume is not None:
+        raise UserError("--dry-run starts a fresh run on random images; drop --resume")
 
 
 def check_flags(config, explicit, arch_choosable):
@@ -123,8 +129,6 @@ def check_flags(config, explicit, arch_choosable):
         raise UserError("--dataset npy needs --data-dir FILE.npy, your array of images")
     if config.get("tensorboard") and not runlog.tensorboard_available():
         raise UserError(f"--tensorboard needs tensorboardX, which is not installed: {runlog.INSTALL_HINT}")
-    if config.get("dry_run") and config.get("resume") is not None:
-        raise UserError("--dry-run starts a fresh run on random images; drop --resume")
 
 
 def prepare_dry_run(config, explicit, log):
