@@ -12,6 +12,7 @@ import io
 import json
 import struct
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,3 +143,12 @@ def test_tensorboard_writes_the_scalars_and_the_sample_grids(tmp_path):
         saved = np.asarray(Image.open(out / "samples" / f"step_{step:07d}.png").convert("RGB"))
         assert (value.image.height, value.image.width) == saved.shape[:2]
         assert np.array_equal(shown, saved)
+
+
+def test_the_extra_is_declared_and_installed_by_ci():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    root = Path(__file__).resolve().parents[1]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["tensorboard"] == ["tensorboardX>=2.6.2"]
+    assert 'pip install -q -e ".[dev,parity,tensorboard]"' in (root / ".ci" / "run").read_text()
+    assert runlog.INSTALL_HINT == 'pip install "scratchgan[tensorboard]"'
