@@ -113,7 +113,8 @@ def check_early(args):
 
 
 def check_flags(config, explicit, arch_choosable):
-    """One line for a combination that cannot run, before anything is loaded or written."""
+    """One line for a combination that cannot run, before anything is loaded or written. With
+    ``arch_choosable`` (`scratchgan train`), the other architecture's settings leave the config."""
     arch = config.get("arch", "mlp")
     if arch_choosable:
         other = "dcgan" if arch == "mlp" else "mlp"
@@ -122,6 +123,11 @@ def check_flags(config, explicit, arch_choosable):
             flag = "--" + {"resolution": "image-size", "batchnorm": "no-batchnorm"}.get(wrong[0], wrong[0]).replace("_", "-")
             raise UserError(f"{flag} is a flag of --arch {other}; this run is --arch {arch} (add --arch {other}, or "
                             f"drop {flag})")
+        for key in ARCH_ONLY[other]:  # config.json and checkpoints record the run's own settings only
+            config.pop(key, None)
+    if config.get("dry_run") and config.get("resume") is not None:  # a dry run's checkpoint, resumed
+        raise UserError(f"{config['resume']} is a --dry-run's checkpoint (random images); start the real run "
+                        "instead of resuming it")
     if config["dataset"] == "folder" and arch != "dcgan":
         raise UserError("--dataset folder is for --arch dcgan (examples/dcgan.py); the MLP trains on MNIST-like "
                         "data, cifar10 or a .npy array")

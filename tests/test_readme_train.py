@@ -42,7 +42,7 @@ def test_the_block_shows_every_new_input_and_convenience():
 
 
 @pytest.mark.parametrize("argv", [pytest.param(a, marks=[pytest.mark.slow] if "128" in a else [],
-                                              id=" ".join(a[1:4])) for a in commands()])
+                                              id=" ".join(a[1:6])) for a in commands()])
 def test_readme_command_runs(argv, tmp_path, monkeypatch, capsys):
     assert argv[0] == "scratchgan"
     monkeypatch.chdir(tmp_path)

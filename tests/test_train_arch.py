@@ -184,6 +184,19 @@ def test_dry_run_into_out_takes_the_datasets_shape_for_the_dcgan(tmp_path):
     _, meta = load_checkpoint(out / "checkpoint.npz")
     assert meta["config"]["image_shape"] == [3, 32, 32] and meta["global_step"] == 3
     assert not (tmp_path / "empty-cache").exists(), "--dry-run read or downloaded data"
+    assert "g_hidden" not in meta["config"] and "conditional" not in meta["config"]  # the run's own settings only
+
+
+def test_a_dry_runs_checkpoint_is_not_resumed(tmp_path, capsys):
+    out = tmp_path / "dry"
+    assert cli.main(["train", "--dry-run", "--g-hidden", "8", "--d-hidden", "8", "--batch-size", "4",
+                     "--no-progress", "--out", str(out)]) == 0
+    before = (out / "checkpoint.npz").read_bytes()
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a --dry-run's checkpoint" in err[0], err
+    assert (out / "checkpoint.npz").read_bytes() == before
 
 
 # ------------------------------------------------------------------------------------------- own IDX files
