@@ -36,7 +36,8 @@ def commands():
 
 def test_the_block_shows_every_new_input_and_convenience():
     text = " ".join(" ".join(c) for c in commands())
-    for words in ("--arch dcgan", "--dataset cifar10", "--dataset npy", "--image-size 128", "--tensorboard",
+    for words in ("--arch dcgan", "--dataset cifar10", "--dataset npy", "--data-dir my_idx", "--image-size 128",
+                  "--tensorboard",
                   "--dry-run", "--version"):
         assert words in text, words
 
@@ -60,6 +61,13 @@ def test_readme_command_runs(argv, tmp_path, monkeypatch, capsys):
         monkeypatch.setattr(cifar10, "SIZE", tarball.stat().st_size)
     if "my_images.npy" in args:
         np.save("my_images.npy", np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8))
+    if "my_idx" in args:  # MNIST's format, not MNIST's files
+        Path("my_idx").mkdir()
+        rng = np.random.default_rng(1)
+        for stem, array in [("train-images-idx3-ubyte", rng.integers(0, 256, (16, 28, 28))),
+                            ("train-labels-idx1-ubyte", rng.integers(0, 10, 16))]:
+            header = bytes([0, 0, 0x08, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+            Path("my_idx", stem).write_bytes(header + array.astype(np.uint8).tobytes())
     if "img_align_celeba" in args:
         make_demo_folder("img_align_celeba", load_mnist_bundled()[0][:16], size=32, n=16)
     if args and args[0] == "train":
@@ -76,5 +84,7 @@ def test_readme_command_runs(argv, tmp_path, monkeypatch, capsys):
         assert meta["config"]["image_shape"] == [3, 128, 128]
     if "cifar10" in args:
         assert meta["config"]["image_shape"] == [3, 32, 32]
+    if "my_idx" in args:
+        assert "are not the official MNIST files" in out
     if "--tensorboard" in args:
         assert list(Path(args[args.index("--tensorboard") + 1]).glob("events.out.tfevents.*"))
