@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from pathlib import Path
 
 import numpy as np
 
 from . import __version__, runlog
+from .checkpoint import CheckpointError, load_checkpoint
 from .cliutil import Parser, UserError
 
 ARCHES = ("mlp", "dcgan")
@@ -63,8 +65,6 @@ def arch_of(argv):
     if known.arch:
         return known.arch
     if known.resume is not None:  # continue a DCGAN run without repeating --arch dcgan
-        from pathlib import Path
-        from .checkpoint import CheckpointError, load_checkpoint
         path = Path(known.resume) if known.resume else Path(known.out or "runs/mnist_mlp") / "checkpoint.npz"
         try:
             arch = load_checkpoint(path)[1].get("config", {}).get("arch")
@@ -86,7 +86,7 @@ def describe_defaults(parser, per_arch):
     """Rewrite the help of `scratchgan train`: "(default: X for --arch mlp, Y for --arch dcgan)" where the
     two examples differ, "(--arch A only)" on a flag of one architecture."""
     mlp, dcgan = per_arch["mlp"], per_arch["dcgan"]
-    for action in parser._actions:
+    for action in parser._actions:  # argparse keeps them there; it has no public list
         key, text = action.dest, action.help or ""
         if key == "arch" or text == argparse.SUPPRESS:
             continue

@@ -124,3 +124,23 @@ def test_cli_bad_arrays_exit_2_with_one_line(tmp_path, capsys, args, match):
     assert err[0].startswith("scratchgan train: error: ")
     assert re.search(match, err[0]), err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_fit_images_converts_channels_and_resizes_each_plane():
+    from PIL import Image
+
+    from scratchgan.data.transforms import fit_images
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 256, (3, 3, 20, 20), dtype=np.uint8)
+    assert np.array_equal(fit_images(rgb, 20, 3), rgb)
+    grey = fit_images(rgb, 20, 1)
+    assert grey.shape == (3, 1, 20, 20)
+    for x, g in zip(rgb, grey):  # Pillow's ITU-R 601 luma, L = (299 R + 587 G + 114 B) / 1000
+        assert np.array_equal(g[0], np.asarray(Image.fromarray(x.transpose(1, 2, 0)).convert("L")))
+    assert np.array_equal(fit_images(grey, 20, 3), np.repeat(grey, 3, axis=1))
+    big = fit_images(rgb, 32, 3)
+    assert big.shape == (3, 3, 32, 32) and big.dtype == np.uint8
+    expected = np.asarray(Image.fromarray(rgb[1, 2]).resize((32, 32), Image.Resampling.BICUBIC))
+    assert np.array_equal(big[1, 2], expected)
+    with pytest.raises(ValueError, match="fit_images expects uint8"):
+        fit_images(rgb.astype(np.float32), 32, 3)
