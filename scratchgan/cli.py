@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import fast, models, nn, objectives, rundir
+from . import fast, models, nn, objectives, rundir, train_options
 from .backend import BackendError, backend_name, get_xp, to_device, to_numpy
 from .checkpoint import CheckpointError, load_checkpoint
 from .cliutil import (EXIT_USAGE, Parser, UserError, non_negative_float, non_negative_int, positive_float,
@@ -48,6 +48,7 @@ MLP_DEFAULTS = {
     "snapshot_every": 0,  # numbered checkpoints every N epochs (checkpoint_epochNNNN.npz), 0 = off
     # the tools of stronger GANs, all off by default
     "spectral_norm": False, "r1": 0.0, "ema": 0.0, "diffaugment": "",
+    "tensorboard": None, "dry_run": False,  # train_options.add_flags
 }
 
 
@@ -56,10 +57,12 @@ DCGAN_DEFAULTS = {
     "arch": "dcgan", "dataset": "fashion-mnist", "batch_size": 128, "resolution": None, "channels": None,
     "g_width": 64, "d_width": 64, "out": "runs/dcgan", "sample_every": 200,
 }
+ARCH_DEFAULTS = {"mlp": MLP_DEFAULTS, "dcgan": DCGAN_DEFAULTS}  # `scratchgan train --arch mlp|dcgan`
 
 
-def add_training_flags(parser, defaults, suppress=False):
-    """The flags of examples/mnist_mlp.py (and `python -m scratchgan train`), each with its default."""
+def add_training_flags(parser, defaults, suppress=False, both=False):
+    """The flags of examples/mnist_mlp.py (and `python -m scratchgan train`), each with its default;
+    ``both``: the flags of both architectures (`scratchgan train --arch mlp|dcgan`)."""
     def d(key):
         return argparse.SUPPRESS if suppress else defaults[key]
 
@@ -72,16 +75,24 @@ def add_training_flags(parser, defaults, suppress=False):
                    help="run the textbook reference code only, without the fast paths of scratchgan/fast/ "
                         "(as SCRATCHGAN_REFERENCE=1) (default: fast paths on)")
     g = parser.add_argument_group("data")
-    dcgan = defaults["arch"] == "dcgan"
-    g.add_argument("--dataset", choices=["mnist", "fashion-mnist", "mnist-bundled"] + (["folder"] if dcgan else []),
+    dcgan = defaults["arch"] == "dcgan" or both
+    mlp = defaults["arch"] == "mlp" or both
+    g.add_argument("--dataset", choices=["mnist", "fashion-mnist", "mnist-bundled", "cifar10", "npy"] +
+                   (["folder"] if dcgan else []),
                    default=d("dataset"),
                    help="mnist downloads (checksummed, cached) and falls back to the bundled 10k MNIST test "
-                        "digits when offline; mnist-bundled asks for those directly" +
+                        "digits when offline; mnist-bundled asks for those directly; cifar10: the binary CIFAR-10 "
+                        "(32x32 RGB, 50k train / 10k test; downloaded, SHA-256 checked, cached, read without pickle)"
+                        "; npy: your own array in --data-dir FILE.npy (uint8 (N, H, W) or (N, C, H, W), or floats in "
+                        "[0, 1] or [-1, 1])" +
                         ("; folder: every JPEG/PNG under --data-dir (e.g. CelebA's img_align_celeba/)"
-                         if dcgan else "") + " (default: %(default)s)")
+                         + (", --arch dcgan only" if both else "") if dcgan else "") + " (default: %(default)s)")
     g.add_argument("--data-dir", default=d("data_dir"), metavar="DIR",
                    help="read the IDX files (train-images-idx3-ubyte[.gz], ...) from DIR instead of the "
-                        "cache or the network" + ("; with --dataset folder, the image folder" if dcgan else "") +
+                        "cache or the network; your own IDX files are accepted too (a line says they are not the "
+                        "official ones); with --dataset cifar10, a folder holding cifar-10-binary.tar.gz or "
+                        "cifar-10-batches-bin/; with --dataset npy, the .npy file" +
+                        ("; with --dataset folder, the image folder" if dcgan else "") +
                         " (default: %(default)s)")
     g.add_argument("--split", choices=["train", "test"], default=d("split"),
                    help="which split to train on (default: %(default)s)")
@@ -151,15 +162,17 @@ def add_training_flags(parser, defaults, suppress=False):
     if dcgan:
         g.add_argument("--image-size", dest="resolution", type=int, choices=list(models.DCGAN_SIZES),
                        default=d("resolution"),
-                       help="side of the square images the GAN makes; MNIST-like data is resized to it "
-                            "(default: 28 for MNIST-like data, 64 for folders)")
+                       help="side of the square images the GAN makes; the data is resized to it "
+                            "(default: 28 for MNIST-like data, 32 for cifar10, 64 for folders, a .npy array's own)")
         g.add_argument("--channels", type=int, choices=[1, 3], default=d("channels"),
-                       help="1 (grayscale) or 3 (RGB) (default: 1 for MNIST-like data, 3 for folders)")
+                       help="1 (grayscale) or 3 (RGB) (default: 1 for MNIST-like data, 3 for cifar10 and folders, "
+                            "a .npy array's own)")
         g.add_argument("--g-width", type=positive_int, default=d("g_width"),
                        help="generator channels at the last stage, the tutorial's ngf (default: %(default)s)")
         g.add_argument("--d-width", type=positive_int, default=d("d_width"),
                        help="discriminator channels at the first stage, the tutorial's ndf (default: %(default)s)")
-        return _add_output_flags(parser, defaults, suppress)
+        if not mlp:
+            return _add_output_flags(parser, defaults, suppress)
     g.add_argument("--g-hidden", default=d("g_hidden"), metavar="SIZES",
                    help="generator hidden sizes, comma-separated (default: %(default)s)")
     g.add_argument("--d-hidden", default=d("d_hidden"), metavar="SIZES",
@@ -214,10 +227,16 @@ def _add_output_flags(parser, defaults, suppress):
     return parser
 
 
-def make_train_parser(prog, description, defaults=MLP_DEFAULTS, suppress=False):
+def make_train_parser(prog, description, defaults=MLP_DEFAULTS, suppress=False, both=False):
     parser = Parser(prog=prog, description=description)
-    add_training_flags(parser, defaults, suppress)
-    parser.set_defaults(arch=defaults["arch"])
+    if both:  # `scratchgan train`: --arch chooses; the examples fix it
+        train_options.add_arch_flag(parser, suppress)
+    add_training_flags(parser, defaults, suppress, both)
+    train_options.add_flags(parser, defaults, suppress)
+    if both:
+        train_options.describe_defaults(parser, ARCH_DEFAULTS)
+    else:
+        parser.set_defaults(arch=defaults["arch"])
     return parser
 
 
@@ -227,7 +246,9 @@ def load_images(config, log, with_labels=False):
     ``with_labels``: returns (images, labels (N,) or None where the dataset has none).
     """
     labels = None
-    if config["dataset"] == "folder":
+    if config["dataset"] in train_options.DATASETS:  # cifar10, npy, --dry-run's synthetic images
+        images, labels = train_options.load_images(config, log)
+    elif config["dataset"] == "folder":
         if not config["data_dir"]:
             raise UserError("--dataset folder needs --data-dir DIR, the folder of images")
         config["resolution"] = config["resolution"] or 64
@@ -239,13 +260,14 @@ def load_images(config, log, with_labels=False):
         def note(message):
             fallback.append(message)
             log(message)
-        images, labels = load_dataset_or_bundled(config["dataset"], config["split"], config["data_dir"], log=note)
+        images, labels = load_dataset_or_bundled(config["dataset"], config["split"], config["data_dir"], log=note,
+                                                 on_foreign=log)
         if fallback:  # record what the run really trains on (config.json, checkpoints, `evaluate`)
             config["dataset"], config["split"] = "mnist-bundled", "test"
     if config.get("limit"):
         images = images[: config["limit"]]
         labels = None if labels is None else labels[: config["limit"]]
-    if config.get("arch") == "dcgan" and config["dataset"] != "folder":
+    if config.get("arch") == "dcgan" and config["dataset"] not in ("folder", *train_options.DATASETS):
         config["resolution"] = config["resolution"] or 28
         config["channels"] = config["channels"] or 1
         images = resize_square(images, config["resolution"], config["channels"])
@@ -282,20 +304,32 @@ def resolve_config(args, explicit, defaults, log):
 
 
 def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DEFAULTS):
-    """Entry point of examples/mnist_mlp.py (and examples/dcgan.py with DCGAN_DEFAULTS); the exit code."""
+    """Entry point of examples/mnist_mlp.py (and examples/dcgan.py with DCGAN_DEFAULTS) and, with
+    defaults=None, of `scratchgan train`, where --arch chooses them; the exit code."""
+    both = defaults is None
+    if both:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        defaults = train_options.combined_defaults(train_options.arch_of(argv), ARCH_DEFAULTS)
+        description = description or ("Train the classic MLP GAN (--arch mlp, as examples/mnist_mlp.py) or a DCGAN "
+                                      "(--arch dcgan, as examples/dcgan.py), from scratch in NumPy (or CuPy with "
+                                      "--backend cupy).")
     description = description or ("Train the classic MLP GAN on MNIST-like 28x28 images, from scratch in "
                                   "NumPy (or CuPy with --backend cupy).")
-    parser = make_train_parser(prog, description, defaults)
+    parser = make_train_parser(prog, description, defaults, both=both)
     args = parser.parse_args(argv)
     if args.reference:
         fast.set_enabled(False)  # every layer, loss and optimizer runs its reference code
     fast.configure_process()  # unless --reference: the CPU process settings of scratchgan/fast/process.py
-    explicit = vars(make_train_parser(prog, description, defaults, suppress=True).parse_args(argv))
+    explicit = vars(make_train_parser(prog, description, defaults, suppress=True, both=both).parse_args(argv))
     log = _log
     trainer = config = None
     previous_sigterm = _stop_on_sigterm()  # outside Trainer.fit (which saves first), as Ctrl-C stops Python
     try:
+        train_options.check_early(args)
         config, resume = resolve_config(args, explicit, defaults, log)
+        train_options.check_flags(config, explicit, arch_choosable=both)
+        if config.get("dry_run"):
+            train_options.prepare_dry_run(config, explicit, log)
         rundir.check(config["out"], resume, config["overwrite"])  # before anything is loaded or written
         if config["dataset"] == "mnist-bundled" and "split" not in explicit:
             config["split"] = "test"  # the bundled digits are MNIST's test split; an explicit --split train errs
@@ -330,7 +364,7 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
                           instance_noise=config.get("instance_noise", 0.0),
                           snapshot_every=config.get("snapshot_every", 0))
         if config.get("eval_every"):
-            if int(np.prod(images.shape[1:])) != 784 or config["dataset"] == "folder":
+            if int(np.prod(images.shape[1:])) != 784 or config["dataset"] in ("folder", *train_options.DATASETS):
                 raise UserError("--eval-every measures MNIST-like 28x28 grayscale runs only "
                                 f"(its classifier is trained on {config['dataset']} digits/clothes)")
             from .metrics import make_eval_hook
@@ -368,8 +402,8 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
     if warning:
         print(f"{prog}: warning: {warning}", file=sys.stderr)
     out = Path(config["out"])
-    names = [n for n in ("samples/", "losses.png", "progress.gif", "real_vs_fake.png", "metrics.csv", "checkpoint.npz",
-                                 "checkpoint_best.npz")
+    names = [n for n in ("samples/", "losses.png", "progress.gif", "real_vs_fake.png", "metrics.csv",
+                          "metrics.jsonl", "checkpoint.npz", "checkpoint_best.npz")
              if (out / n).exists()]
     log(f"done: {config['out']}/ has {', '.join(names)}")
     return 0
@@ -378,13 +412,18 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
 def main(argv=None):
     """`python -m scratchgan train|sample ...`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train": lambda a: train_main(a, prog="scratchgan train"), "sample": sample_main,
+    commands = {"train": lambda a: train_main(a, prog="scratchgan train", defaults=None), "sample": sample_main,
                 "evaluate": evaluate_main, "export": export_main, "interpolate": interpolate_main}
+    if argv and argv[0] in ("--version", "-V"):
+        from . import __version__
+        print(f"scratchgan {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         asked = bool(argv) and argv[0] in ("-h", "--help")
         stream = sys.stdout if asked else sys.stderr  # as argparse: help on stdout, a usage error on stderr
         print("usage: python -m scratchgan {train,sample,evaluate,export,interpolate} [--help]\n"
-              "  train     train the MLP GAN (same flags as examples/mnist_mlp.py)\n"
+              "  train     train the MLP GAN or, with --arch dcgan, the DCGAN (the flags of examples/mnist_mlp.py "
+              "and examples/dcgan.py)\n"
               "  sample    generate images from a checkpoint\n"
               "  evaluate  measure a checkpoint's samples: Frechet distance (classifier features), coverage, "
               "precision/recall\n"

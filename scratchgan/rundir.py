@@ -23,7 +23,8 @@ except ImportError:  # Windows: msvcrt's byte-range lock below
 
 LOCK_NAME = ".lock"
 # What a run writes into OUT (trainer.py); a folder holding any of these is another run's.
-OUTPUT_FILES = ("checkpoint.npz", "metrics.csv", "config.json", "progress.gif", "losses.png", "real_vs_fake.png")
+OUTPUT_FILES = ("checkpoint.npz", "metrics.csv", "metrics.jsonl", "config.json", "progress.gif", "losses.png",
+                "real_vs_fake.png")
 OUTPUT_FILES += ("checkpoint_best.npz",)  # with --eval-every
 CHECKPOINT_GLOBS = ("checkpoint_epoch[0-9]*.npz",)  # --snapshot-every
 SAMPLE_GLOBS = ("step_*.png", "epoch_*.png")

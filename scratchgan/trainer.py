@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import blas_setup, nn, viz
+from . import blas_setup, nn, runlog, viz
 from .backend import backend_name, synchronize, to_device, to_numpy
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from .gan import generate
@@ -66,6 +66,8 @@ class TrainingInterrupted(RuntimeError):
 
 class Trainer:
     """Runs a GANStep over a BatchLoader for a number of epochs and writes the run's outputs."""
+
+    runlog = None  # metrics.jsonl and --tensorboard (runlog.RunLog), open while fit runs
 
     def __init__(self, step, loader, out_dir, config, *, sample_every=500, log_every=10,
                  n_samples=64, image_shape=None, d_steps=1, progress=True, log=print, instance_noise=0.0,
@@ -247,6 +249,8 @@ class Trainer:
             images = to_numpy(generate(G, self.fixed_noise, self.fixed_labels))
         path = viz.save_image_grid(images, self._sample_path(self.global_step), image_shape=self.image_shape,
                                    scale=2, nrow=self.sample_nrow)
+        if self.runlog is not None:
+            self.runlog.image(path, self.global_step)
         if epoch_end:
             viz.save_image_grid(images, self.out / "samples" / f"epoch_{self.epoch:03d}.png",
                                 image_shape=self.image_shape, scale=2, nrow=self.sample_nrow)
@@ -268,6 +272,7 @@ class Trainer:
         if csv_path.exists():
             with viz.MetricsCSV(csv_path) as csv:
                 csv.truncate_after(step)
+        runlog.MetricsJSONL(self.out / runlog.JSONL_NAME).truncate_after(step)
         for frame in (self.out / "samples").glob("step_*.png"):
             if int(frame.stem.split("_")[1]) > step:
                 frame.unlink()
@@ -290,12 +295,15 @@ class Trainer:
         previous_handlers = self._install_signal_handlers()
         try:
             csv = viz.MetricsCSV(self.out / "metrics.csv")
+            self.runlog = runlog.RunLog(self.out, self.config.get("tensorboard"))
             try:
                 self._total_steps = max(1, epochs * self.steps_per_epoch)  # for annealing the instance noise
                 while self.epoch < epochs:
                     self._run_epoch(epochs, csv)
             finally:
                 csv.close()
+                self.runlog.close()
+                self.runlog = None
         finally:
             for signum, handler in previous_handlers.items():
                 if handler is not None:  # None: installed outside Python, cannot be put back
@@ -346,6 +354,7 @@ class Trainer:
                         bar.write(f"warning at step {self.global_step}: {self.eval_hook.warning}")
                 if row:
                     csv.append(row)
+                    self.runlog.append(row)
                 if self.sample_every and self.global_step % self.sample_every == 0:
                     self.save_samples()
                 bar.update(1)
