@@ -86,9 +86,10 @@ class World:
         self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
         self.backend = backend
         self.nccl = None
-        self.comm_bytes = 0  # bytes all-reduced by allreduce_mean_ so far (the benchmark reads it)
-        self.comm_seconds = 0.0  # and the time spent in them (host clock; synchronised on CuPy)
-        self.timed = False  # True: synchronise around each all-reduce to time it (the benchmark)
+        # bytes all-reduced and seconds spent: "grad" (allreduce_mean_) and "bn" (mean_over_ranks);
+        # timed only when ``timed`` is True (it synchronises around each call: the benchmark)
+        self.comm_bytes, self.comm_seconds = {"grad": 0, "bn": 0}, {"grad": 0.0, "bn": 0.0}
+        self.timed = False
         if backend == "cupy":
             self._start_nccl()
 
@@ -141,25 +142,34 @@ class World:
 
     def allreduce_mean_(self, buf):
         """buf <- the mean of every rank's buf, in place: one call per flat gradient buffer per step."""
-        if self.timed:
-            from .backend import synchronize
-            xp = array_module(buf)
-            synchronize(xp)
-            t0 = time.perf_counter()
+        t0 = self._tick(buf)
         self.allreduce_sum_(buf)
         buf *= 1.0 / self.size  # a Python float: float32 stays float32
-        if self.timed:
-            synchronize(xp)
-            self.comm_seconds += time.perf_counter() - t0
-        self.comm_bytes += buf.nbytes
+        self._tock("grad", buf, t0)
         return buf
+
+    def _tick(self, buf):
+        if self.timed:
+            from .backend import synchronize
+            synchronize(array_module(buf))
+            return time.perf_counter()
+        return None
+
+    def _tock(self, kind, buf, t0):
+        self.comm_bytes[kind] += buf.nbytes
+        if t0 is not None:
+            from .backend import synchronize
+            synchronize(array_module(buf))
+            self.comm_seconds[kind] += time.perf_counter() - t0
 
     def mean_over_ranks(self, *arrays):
         """The averages over ranks of small arrays (BatchNorm's per-feature means): one all-reduce."""
         xp = array_module(arrays[0])
         flat = xp.concatenate([a.reshape(-1) for a in arrays])
+        t0 = self._tick(flat)
         self.allreduce_sum_(flat)
         flat *= 1.0 / self.size
+        self._tock("bn", flat, t0)
         out, start = [], 0
         for a in arrays:
             out.append(flat[start:start + a.size].reshape(a.shape))
