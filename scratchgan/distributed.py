@@ -112,9 +112,13 @@ class World:
         if gpus == 0:
             raise DistributedError(f"--backend cupy: no CUDA GPU visible to rank {self.rank}")
         cupy.cuda.Device(_local_rank(self.comm) % gpus).use()  # before anything is allocated
-        uid = nccl.get_unique_id() if self.rank == 0 else None
-        uid = self.comm.bcast(uid, root=0)
-        self.nccl = nccl.NcclCommunicator(self.size, uid, self.rank)
+        try:
+            uid = nccl.get_unique_id() if self.rank == 0 else None
+            uid = self.comm.bcast(uid, root=0)
+            self.nccl = nccl.NcclCommunicator(self.size, uid, self.rank)
+        except (AttributeError, RuntimeError) as e:  # a CuPy without NCCL, or NCCL's own error (NcclError)
+            raise DistributedError(f"NCCL could not start on rank {self.rank} ({e}): pip install nvidia-nccl-cu12 "
+                                   "(or -cu13), one GPU per rank") from None
         self._nccl_types = {np.dtype("float32"): nccl.NCCL_FLOAT32, np.dtype("float64"): nccl.NCCL_FLOAT64}
         self._nccl_sum = nccl.NCCL_SUM
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fake_device import xp as fake_xp  # tests/fake_device.py: CuPy's rules on the CPU
 from scratchgan import distributed, nn
 from scratchgan.data import BatchLoader
 from scratchgan.gan import NoiseSource
@@ -70,10 +71,17 @@ def run_ranks(size, work):
     return results
 
 
+def host(a):
+    """A fake-device array's NumPy copy; NumPy arrays as they are."""
+    return a.get() if hasattr(a, "get") else a
+
+
+@pytest.mark.parametrize("device", [np, fake_xp], ids=["numpy", "fake-device"])
 @pytest.mark.parametrize("layer_class, shape", [(nn.BatchNorm1d, (8, 5)), (nn.BatchNorm2d, (4, 3, 5, 5))])
-def test_synchronised_batchnorm_equals_the_whole_batch(layer_class, shape):
+def test_synchronised_batchnorm_equals_the_whole_batch(layer_class, shape, device):
     """Two ranks with half the batch each: y, dx (in local-loss units, x2), the averaged parameter
-    gradients and the running statistics equal one layer on the whole batch."""
+    gradients and the running statistics equal one layer on the whole batch. On the fake device too:
+    the synchronised path makes no NumPy call on device arrays (tests/fake_device.py)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape) * 2.0 + 0.5
     dy = rng.standard_normal(shape)  # dL/dy of a loss that is a mean over the whole batch
@@ -88,12 +96,14 @@ def test_synchronised_batchnorm_equals_the_whole_batch(layer_class, shape):
         layer = layer_class(shape[1], dtype="float64")
         layer.gamma.data[...] = full.gamma.data
         layer.beta.data[...] = full.beta.data
+        layer.to(backend=device)
         layer.sync = world
         rows = slice(rank * half, (rank + 1) * half)
-        y_r = layer.forward(x[rows])
+        y_r = layer.forward(device.asarray(x[rows]))
         # each rank's loss is the mean over its half: its dL_r/dy is size x the whole-batch gradient
-        dx_r = layer.backward(size * dy[rows])
-        return y_r, dx_r, layer.gamma.grad.copy(), layer.beta.grad.copy(), layer.running_mean, layer.running_var
+        dx_r = layer.backward(device.asarray(size * dy[rows]))
+        return [host(a) for a in (y_r, dx_r, layer.gamma.grad, layer.beta.grad, layer.running_mean,
+                                  layer.running_var)]
 
     parts = run_ranks(size, work)
     np.testing.assert_allclose(np.concatenate([p[0] for p in parts]), y, rtol=RTOL, atol=1e-12)  # float64
@@ -124,13 +134,15 @@ class Slicing:
         self.rank, self.size = rank, size
 
 
-def test_sharded_noise_is_the_global_noise_sliced_and_resumes_with_another_rank_count():
+@pytest.mark.parametrize("device", [np, fake_xp], ids=["numpy", "fake-device"])
+def test_sharded_noise_is_the_global_noise_sliced_and_resumes_with_another_rank_count(device):
     whole = NoiseSource(np, 12, 5, seed=3, dtype="float64")
-    ranks = [distributed.ShardedNoise(np, 12, 5, 3, "float64", Slicing(r, 3)) for r in range(3)]
+    ranks = [distributed.ShardedNoise(device, 12, 5, 3, "float64", Slicing(r, 3)) for r in range(3)]
     for _ in range(2):
-        np.testing.assert_array_equal(np.concatenate([s.sample() for s in ranks]), whole.sample())
-        np.testing.assert_array_equal(np.concatenate([s.extra("gp_alpha", (4, 1), "uniform") for s in ranks]),
-                                      whole.extra("gp_alpha", (12, 1), "uniform"))
+        np.testing.assert_array_equal(np.concatenate([host(s.sample()) for s in ranks]), whole.sample())
+        np.testing.assert_array_equal(
+            np.concatenate([host(s.extra("gp_alpha", (4, 1), "uniform")) for s in ranks]),
+            whole.extra("gp_alpha", (12, 1), "uniform"))
     assert ranks[0].state() == whole.state()  # the global draws: a checkpoint is the single-process one
     two = [distributed.ShardedNoise(np, 12, 5, 3, "float64", Slicing(r, 2)) for r in range(2)]
     for s in two:
@@ -291,3 +303,41 @@ def test_an_error_on_one_rank_ends_the_job_with_one_line(tmp_path):
     ours = [line for line in proc.stderr.splitlines() if line.startswith("mnist_mlp.py:")]
     assert proc.returncode == 2 and len(ours) == 1 and "multiple of 2" in ours[0], proc.stderr
     assert not (tmp_path / "b" / "checkpoint.npz").exists()
+
+
+@needs_mpi
+def test_nccl_backend_without_cupy_says_what_to_install(tmp_path):
+    """--backend cupy under mpiexec needs CuPy with NCCL: where CuPy is missing, one line and exit 2."""
+    try:
+        import cupy  # noqa: F401
+        pytest.skip("CuPy is installed here: the NCCL path runs instead of failing")
+    except ImportError:
+        pass
+    proc = train(tmp_path, "mlp", tmp_path / "run", 1, ["--backend", "cupy"])
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("mnist_mlp.py:")]
+    assert proc.returncode == 2 and len(ours) == 1, proc.stderr
+    assert "needs CuPy with NCCL" in ours[0] and "pip install" in ours[0]
+    assert not (tmp_path / "run").exists()
+
+
+@needs_mpi
+def test_sigterm_stops_every_rank_after_the_same_step_and_rank_0_saves(tmp_path):
+    """mpiexec forwards SIGTERM to the ranks; they agree on the step to stop after, and rank 0 saves it."""
+    import signal
+    import time
+    script, args = RUNS["mlp"]
+    cmd = [MPIEXEC, "-n", "2", sys.executable, str(REPO / "examples" / script), *args, "--limit", "512",
+           "--batch-size", "4", "--epochs", "1000", "--no-progress", "--sample-every", "0", "--log-every", "1",
+           "--out", str(tmp_path / "run")]
+    env = {k: v for k, v in os.environ.items() if k not in distributed._SIZE_VARS + distributed._RANK_VARS}
+    env.update(PYTHONPATH=str(REPO), SCRATCHGAN_DATA=str(tmp_path / "empty-cache"))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "run" / "checkpoint.npz").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)  # the first epoch's checkpoint: training is under way on both ranks
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert "interrupted at step" in err and "checkpoint saved" in err, err
+    meta = json.loads(str(np.load(tmp_path / "run" / "checkpoint.npz")["__meta__"]))
+    step = int(err.split("interrupted at step ")[1].split()[0])
+    assert meta["global_step"] == step and meta["epoch"] >= 1
