@@ -341,3 +341,17 @@ def test_sigterm_stops_every_rank_after_the_same_step_and_rank_0_saves(tmp_path)
     meta = json.loads(str(np.load(tmp_path / "run" / "checkpoint.npz")["__meta__"]))
     step = int(err.split("interrupted at step ")[1].split()[0])
     assert meta["global_step"] == step and meta["epoch"] >= 1
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_bench_distributed_quick_prints_its_table():
+    """benchmarks/bench_distributed.py --quick runs 1 and 2 ranks and prints the table (a smoke test)."""
+    env = {k: v for k, v in os.environ.items() if k not in distributed._SIZE_VARS + distributed._RANK_VARS}
+    env["PYTHONPATH"] = str(REPO)
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_distributed.py"), "--quick"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ")]
+    assert len(rows) >= 5 and any(r.startswith("| 2 (mpiexec)") for r in rows), out.stdout
+    assert "7909" in out.stdout  # 4 x 1,977,233 parameters of the default MLP pair, in KB
