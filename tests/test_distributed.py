@@ -355,3 +355,20 @@ def test_bench_distributed_quick_prints_its_table():
     rows = [line for line in out.stdout.splitlines() if line.startswith("| ")]
     assert len(rows) >= 4 and any(r.startswith("| 2 (mpiexec)") for r in rows), out.stdout
     assert "7909" in out.stdout  # 4 x 1,977,233 parameters of the default MLP pair, in KB
+
+
+def test_the_readme_launch_lines_use_the_examples_flags():
+    """README.md's `mpiexec -n N python examples/...` lines: flags each example's parser accepts (the
+    runs themselves are the mpiexec tests above, on the bundled digits; MNIST itself would download)."""
+    import shlex
+    from scratchgan.cli import DCGAN_DEFAULTS, MLP_DEFAULTS, make_train_parser
+    text = (REPO / "README.md").read_text()
+    lines = [line.split("#")[0].strip() for line in text.splitlines() if line.startswith("mpiexec -n ")]
+    examples = [shlex.split(line) for line in lines if "examples/" in line]
+    assert len(examples) >= 2, lines
+    for words in examples:
+        assert words[0] == "mpiexec" and words[1] == "-n" and int(words[2]) >= 2 and words[3] == "python"
+        script = words[4]
+        defaults = DCGAN_DEFAULTS if script.endswith("dcgan.py") else MLP_DEFAULTS
+        assert (REPO / script).exists(), script
+        make_train_parser(script, "", defaults).parse_args(words[5:])  # exits 2 on an unknown flag
