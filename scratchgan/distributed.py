@@ -395,9 +395,9 @@ class DistributedTrainer(Trainer):
         return meta
 
     # ------------------------------------------------------------------ rank 0 alone writes
-    def save(self):
+    def save(self, path=None):
         if self.writes:
-            return super().save()
+            return super().save(path)
         self._check_state_finite()
         self.last_good = f"{self.checkpoint_path} (step {self.global_step}, written by rank 0)"
 

@@ -354,7 +354,8 @@ class Trainer:
                         bar.write(f"warning at step {self.global_step}: {self.eval_hook.warning}")
                 if row:
                     csv.append(row)
-                    self.runlog.append(row)
+                    if self.runlog is not None:  # None on the ranks that write nothing (scratchgan/distributed.py)
+                        self.runlog.append(row)
                 if self.sample_every and self.global_step % self.sample_every == 0:
                     self.save_samples()
                 bar.update(1)

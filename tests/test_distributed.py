@@ -332,6 +332,7 @@ def test_sigterm_stops_every_rank_after_the_same_step_and_rank_0_saves(tmp_path)
     script, args = RUNS["mlp"]
     cmd = [MPIEXEC, "-n", "2", sys.executable, str(REPO / "examples" / script), *args, "--limit", "512",
            "--batch-size", "4", "--epochs", "1000", "--no-progress", "--sample-every", "0", "--log-every", "1",
+           "--snapshot-every", "1",  # every rank goes through save(path) at each epoch's end; rank 0 writes
            "--out", str(tmp_path / "run")]
     env = {k: v for k, v in os.environ.items() if k not in distributed._SIZE_VARS + distributed._RANK_VARS}
     env.update(PYTHONPATH=str(REPO), SCRATCHGAN_DATA=str(tmp_path / "empty-cache"))
