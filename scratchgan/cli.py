@@ -43,6 +43,7 @@ MLP_DEFAULTS = {
     # d_steps, optimizer, clip and gp_lambda (objectives.DEFAULTS) for flags not given explicitly
     "loss": "bce", "optimizer": "adam", "clip": 0.0, "gp_lambda": 0.0, "instance_noise": 0.0,
     "conditional": False, "embedding_dim": 0,
+    "evaluator": "cnn",  # the classifier --eval-every measures in (scratchgan.evaluator.KINDS)
 }
 
 
@@ -173,6 +174,9 @@ def _add_output_flags(parser, defaults, suppress):
                    help="every STEPS steps measure sample quality (Frechet distance in a small classifier's "
                         "features, classes covered, precision/recall; see `scratchgan evaluate`) into "
                         "metrics.csv and losses.png, and warn on collapse; 0 = off (default: %(default)s)")
+    g.add_argument("--evaluator", choices=["cnn", "mlp"], default=d("evaluator"),
+                   help="the classifier --eval-every measures in: cnn, or mlp for the numbers of earlier "
+                        "releases (default: %(default)s)")
     g.add_argument("--log-every", type=positive_int, default=d("log_every"), metavar="STEPS",
                    help="write a metrics.csv row and check for NaN every STEPS steps (default: %(default)s)")
     g.add_argument("--resume", nargs="?", const="", default=d("resume"), metavar="CHECKPOINT",
