@@ -43,3 +43,13 @@ def test_bench_by_hand_quick_prints_its_table():
     row = next(line for line in out.stdout.splitlines() if line.startswith("| 64 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert float(cells[1]) > 0 and float(cells[4]) > 0 and float(cells[6]) > 0  # by hand, GANStep, reference
+
+
+def test_evaluator_sanity_quick_prints_its_curves(tmp_path):
+    env = {**__import__("os").environ, "SCRATCHGAN_DATA": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "evaluator_sanity.py"), "--quick"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "| corruption | level | FD (cnn) |" in out.stdout and "| precision of uniform noise |" in out.stdout
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| gaussian blur")]
+    assert len(rows) == 4 and all(float(r.strip("|").split("|")[2]) > 0 for r in rows)
