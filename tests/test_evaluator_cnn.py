@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tolerances import assert_close
 from scratchgan import corruptions, evaluator, metrics
 from scratchgan.checkpoint import load_checkpoint, save_checkpoint
 from scratchgan.data import load_mnist_bundled
@@ -172,3 +173,21 @@ def test_corruptions_keep_shape_range_and_level_zero():
         corruptions.salt_and_pepper(x, 1.5)
     with pytest.raises(ValueError):
         corruptions.gaussian_blur(x[0], 1.0)
+
+
+def test_cnn_evaluator_trains_and_embeds_on_the_fake_device(fake_xp):
+    """No NumPy call reaches device arrays (tests/fake_device.py): training and embedding on the guarded
+    stand-in give the host's numbers (the reference code on both sides)."""
+    from scratchgan import fast
+    images, labels = load_mnist_bundled()
+    x, y = images[:256], labels[:256]
+    with fast.disabled():
+        host = evaluator.train_classifier(x, y, kind="cnn", epochs=1, batch_size=64, seed=1)
+        dev = evaluator.train_classifier(x, y, kind="cnn", epochs=1, batch_size=64, seed=1, backend=fake_xp)
+        f_host, p_host = evaluator.Evaluator(host, {}).embed(images[300:340])
+        f_dev, p_dev = evaluator.Evaluator(dev, {}).embed(images[300:340])
+    s_host, s_dev = host.state_dict(), dev.state_dict()
+    for name in s_host:  # float32 arithmetic, summed in another order on the stand-in's BLAS calls
+        assert_close(s_dev[name], s_host[name], rtol=1e-5, err_msg=name)
+    assert_close(f_dev, f_host, rtol=1e-4)
+    assert_close(p_dev, p_host, rtol=1e-4)
