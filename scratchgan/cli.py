@@ -244,6 +244,8 @@ def resolve_config(args, explicit, defaults, log):
         saved = meta.get("config", {})
         # a checkpoint is data, not instructions: where to write comes from the command line only
         kept = {k: v for k, v in saved.items() if k in defaults and k not in ("out", "resume", "overwrite")}
+        if saved.get("eval_every") and "evaluator" not in saved:  # its metrics.csv holds the MLP's numbers
+            kept["evaluator"] = "mlp"
         config = {**defaults, **kept, **explicit}
         config["resume"] = str(resume)
         if "out" not in explicit:  # --resume FILE continues in FILE's folder

@@ -77,3 +77,23 @@ def test_eval_every_is_refused_for_images_the_classifier_does_not_know(tmp_path,
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--eval-every" in err[0]
+
+
+def test_resuming_a_run_of_an_earlier_release_keeps_the_mlp_evaluator(tmp_path):
+    """A checkpoint whose config predates --evaluator measured --eval-every in the MLP's features: its
+    metrics.csv (and the collapse check over it) stays in that embedding unless --evaluator says otherwise."""
+    from scratchgan.checkpoint import save_checkpoint
+    old_config = {k: v for k, v in cli.MLP_DEFAULTS.items() if k != "evaluator"}
+    path = save_checkpoint(tmp_path / "checkpoint.npz", {"w": np.zeros(2)},
+                           {"config": {**old_config, "eval_every": 100}})
+    for argv, kind in ((["--resume", str(path)], "mlp"), (["--resume", str(path), "--evaluator", "cnn"], "cnn")):
+        parser = cli.make_train_parser("t", "", cli.MLP_DEFAULTS)
+        explicit = vars(cli.make_train_parser("t", "", cli.MLP_DEFAULTS, suppress=True).parse_args(argv))
+        config, _ = cli.resolve_config(parser.parse_args(argv), explicit, cli.MLP_DEFAULTS, log=None)
+        assert config["evaluator"] == kind
+    path = save_checkpoint(tmp_path / "off.npz", {"w": np.zeros(2)}, {"config": {**old_config, "eval_every": 0}})
+    argv = ["--resume", str(path)]
+    explicit = vars(cli.make_train_parser("t", "", cli.MLP_DEFAULTS, suppress=True).parse_args(argv))
+    config, _ = cli.resolve_config(cli.make_train_parser("t", "", cli.MLP_DEFAULTS).parse_args(argv), explicit,
+                                   cli.MLP_DEFAULTS, log=None)
+    assert config["evaluator"] == "cnn"  # it measured nothing: the default applies
