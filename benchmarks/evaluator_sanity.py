@@ -48,13 +48,18 @@ def _seed(fn, seed):
     return {"seed": seed} if fn in (corruptions.additive_noise, corruptions.salt_and_pepper) else {}
 
 
-def main(argv=None):
+def make_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="fashion-mnist", help="(default: %(default)s)")
     p.add_argument("--data-dir", default=None, help="the IDX files' folder (default: the data cache)")
     p.add_argument("--evaluators", default="cnn", help="comma-separated kinds, one column each (default: cnn)")
     p.add_argument("--n", type=int, default=5000, help="images per set (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="smoke run: bundled digits, small evaluator, N = 300")
+    return p
+
+
+def main(argv=None):
+    p = make_parser()
     args = p.parse_args(argv)
     kinds = args.evaluators.split(",")
     if any(k not in KINDS for k in kinds):

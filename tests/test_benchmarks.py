@@ -53,3 +53,17 @@ def test_evaluator_sanity_quick_prints_its_curves(tmp_path):
     assert "| corruption | level | FD (cnn) |" in out.stdout and "| precision of uniform noise |" in out.stdout
     rows = [line for line in out.stdout.splitlines() if line.startswith("| gaussian blur")]
     assert len(rows) == 4 and all(float(r.strip("|").split("|")[2]) > 0 for r in rows)
+
+
+def test_readme_sanity_command_parses_with_the_script():
+    """The README's sanity-curve command names flags the script has (running it for real trains the
+    full Fashion-MNIST evaluator: minutes, not CI; --quick above runs the same code)."""
+    import re
+    import shlex
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import evaluator_sanity
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"^python benchmarks/evaluator_sanity\.py (.*)$", readme, flags=re.M)
+    assert command, "README.md lost its evaluator_sanity.py command"
+    args = evaluator_sanity.make_parser().parse_args(shlex.split(command.group(1)))
+    assert args.dataset == "fashion-mnist" and args.evaluators == "cnn,mlp" and args.data_dir
