@@ -7,8 +7,11 @@
 
 The loop: nn.Sequential of public layers, optim.Adam, losses.bce_with_logits, and the DCGAN
 tutorial's step for the default MNIST MLP GAN (benchmarks/bench_step.py's networks): D on a real and
-a fake batch, Adam on D, G through the updated D, Adam on G; plain ``backward(dy)`` calls, so D's
-parameter gradients are computed in the G step too, as the tutorial's PyTorch code computes them. It
+a fake batch, Adam on D, G through the updated D, Adam on G. The backward calls do the work PyTorch's
+autograd does for the same code: D's parameter gradients are computed in the G step too, as the
+tutorial's PyTorch code computes them; ``need_dx=False`` where autograd computes no input gradient
+either (the real batch, the detached fake, z: inputs that require no grad), as examples/gan_by_hand.py
+writes it. (A checkout without ``need_dx``, e.g. --baseline, runs plain ``backward(dy)``.) It
 calls ``scratchgan.fast.configure_process()`` first, as a user's script should (README, "Speed").
 No GANStep: what it gets from the fast paths is what every user's loop gets. Beside it, the same
 PyTorch step, the GANStep (which also skips D's weight gradients in the G step and the inputs'
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import json
 import os
 import statistics
@@ -58,22 +62,23 @@ def worker_by_hand(batch, steps, warmup):
     rng = np.random.default_rng(0)
     reals = [rng.uniform(-1, 1, (batch, 784)).astype(np.float32) for _ in range(8)]
     it = iter(range(1 << 30))
+    no_dx = {"need_dx": False} if "need_dx" in inspect.signature(D.backward).parameters else {}
 
     def one_step():  # the PyTorch DCGAN tutorial's order, as bench_step.worker_torch
         real = reals[next(it) % len(reals)]
         opt_D.zero_grad()
         out_real = D.forward(real)
         err_real, dout = losses.bce_with_logits(out_real, 1.0)
-        D.backward(dout)
+        D.backward(dout, **no_dx)
         fake = G.forward(rng.standard_normal((batch, 100), dtype=np.float32))
         out_fake = D.forward(fake)
         err_fake, dout = losses.bce_with_logits(out_fake, 0.0)
-        D.backward(dout)
+        D.backward(dout, **no_dx)
         opt_D.step()
         opt_G.zero_grad()
         out = D.forward(fake)
         err_G, dout = losses.bce_with_logits(out, 1.0)
-        G.backward(D.backward(dout))
+        G.backward(D.backward(dout), **no_dx)
         opt_G.step()
         # the same statistics as the PyTorch side: D(x) and D(G(z)) as mean probabilities
         return err_real + err_fake, err_G, (1 / (1 + np.exp(-out_real))).mean(), (1 / (1 + np.exp(-out_fake))).mean()

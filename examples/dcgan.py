@@ -6,6 +6,9 @@
 
 Same outputs, checkpoints, resume and progress display as examples/mnist_mlp.py (shared code in
 scratchgan/cli.py). A folder of images is decoded once into a cached uint8 array.
+
+The same code as `scratchgan train --arch dcgan` (the installed command, for both networks); this file fixes
+the architecture and its defaults.
 """
 import sys
 

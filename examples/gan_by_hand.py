@@ -70,10 +70,12 @@ def train_step(G, D, opt_G, opt_D, real, z):
     opt_D.zero_grad()  # backward ADDS into p.grad, so clear D's gradients first (one fill of its flat buffer)
     out_real = D.forward(real)  # (N, 1) logits; D keeps the cache its backward needs
     loss_real, dout = losses.bce_with_logits(out_real, 1.0)  # the loss and dL/dlogits = (sigmoid - 1) / N
-    D.backward(dout)  # adds dL/dW, dL/db into every D parameter's .grad
+    # adds dL/dW, dL/db into every D parameter's .grad; need_dx=False: nobody wants dL/d(real image),
+    # so D's first Linear skips that matmul (PyTorch's autograd skips it too: x requires no grad)
+    D.backward(dout, need_dx=False)
     out_fake = D.forward(fake)  # one backward per forward: D's cache now belongs to the fake batch
     loss_fake, dout = losses.bce_with_logits(out_fake, 0.0)
-    D.backward(dout)  # it returns dL/dfake, which we drop: D's loss must not move G (PyTorch's .detach())
+    D.backward(dout, need_dx=False)  # no dL/dfake: D's loss must not move G (PyTorch's .detach())
     opt_D.step()  # Adam over D's flat parameter buffer, with the sum of both gradients
 
     # 2. G step: L_G = BCE(D(G(z)), 1), through the UPDATED D. This is the "non-saturating" loss:
@@ -84,7 +86,7 @@ def train_step(G, D, opt_G, opt_D, real, z):
     dfake = D.backward(dout)  # the chain rule through D: dL_G/dG(z), (N, 784)
     # D.backward also added dL_G/dW into D's .grad. Nothing uses them: opt_D.zero_grad() clears them
     # before D's next update. (GANStep skips computing D's weight gradients here, as an optimisation.)
-    G.backward(dfake)  # ... and on through G: dL_G/dW for every G parameter
+    G.backward(dfake, need_dx=False)  # ... and on through G: dL_G/dW for every G parameter (no dL/dz)
     opt_G.step()
     return loss_real + loss_fake, loss_G, sigmoid(out_real).mean(), sigmoid(out_fake).mean()
 

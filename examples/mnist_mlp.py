@@ -6,6 +6,9 @@
 
 Downloads MNIST (checksummed, cached in ~/.cache/scratchgan); offline it says so and trains on the
 10k MNIST test digits bundled with the package. Outputs go to runs/mnist_mlp/ (see --out).
+
+The same code as `scratchgan train --arch mlp` (the installed command, for both networks); this file fixes
+the architecture and its defaults.
 """
 import sys
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import fast, models, nn, objectives, rundir
+from . import fast, models, nn, objectives, rundir, train_options
 from .backend import BackendError, backend_name, get_xp, to_device, to_numpy
 from .checkpoint import CheckpointError, load_checkpoint
 from .cliutil import (EXIT_USAGE, Parser, UserError, non_negative_float, non_negative_int, positive_float,
@@ -24,6 +24,8 @@ from .cliutil import fail as _fail, log as _log
 from .cliutil import os_error_message as _os_error_message
 from .data import BatchLoader, DataError, load_dataset_or_bundled, load_image_folder, resize_square
 from .evaluate_cli import evaluate_main
+from .export import export_main
+from .sample_cli import interpolate_main, sample_main  # noqa: F401 (cli.sample_main, as before)
 from .gan import generate
 from .models import build_gan, build_step
 from .trainer import Trainer, TrainingDiverged, TrainingInterrupted, env_summary
@@ -43,6 +45,10 @@ MLP_DEFAULTS = {
     # d_steps, optimizer, clip and gp_lambda (objectives.DEFAULTS) for flags not given explicitly
     "loss": "bce", "optimizer": "adam", "clip": 0.0, "gp_lambda": 0.0, "instance_noise": 0.0,
     "conditional": False, "embedding_dim": 0,
+    "snapshot_every": 0,  # numbered checkpoints every N epochs (checkpoint_epochNNNN.npz), 0 = off
+    # the tools of stronger GANs, all off by default
+    "spectral_norm": False, "r1": 0.0, "ema": 0.0, "diffaugment": "",
+    "tensorboard": None, "dry_run": False,  # train_options.add_flags
     "evaluator": "cnn",  # the classifier --eval-every measures in (scratchgan.evaluator.KINDS)
 }
 
@@ -52,10 +58,12 @@ DCGAN_DEFAULTS = {
     "arch": "dcgan", "dataset": "fashion-mnist", "batch_size": 128, "resolution": None, "channels": None,
     "g_width": 64, "d_width": 64, "out": "runs/dcgan", "sample_every": 200,
 }
+ARCH_DEFAULTS = {"mlp": MLP_DEFAULTS, "dcgan": DCGAN_DEFAULTS}  # `scratchgan train --arch mlp|dcgan`
 
 
-def add_training_flags(parser, defaults, suppress=False):
-    """The flags of examples/mnist_mlp.py (and `python -m scratchgan train`), each with its default."""
+def add_training_flags(parser, defaults, suppress=False, both=False):
+    """The flags of examples/mnist_mlp.py (and `python -m scratchgan train`), each with its default;
+    ``both``: the flags of both architectures (`scratchgan train --arch mlp|dcgan`)."""
     def d(key):
         return argparse.SUPPRESS if suppress else defaults[key]
 
@@ -68,16 +76,24 @@ def add_training_flags(parser, defaults, suppress=False):
                    help="run the textbook reference code only, without the fast paths of scratchgan/fast/ "
                         "(as SCRATCHGAN_REFERENCE=1) (default: fast paths on)")
     g = parser.add_argument_group("data")
-    dcgan = defaults["arch"] == "dcgan"
-    g.add_argument("--dataset", choices=["mnist", "fashion-mnist", "mnist-bundled"] + (["folder"] if dcgan else []),
+    dcgan = defaults["arch"] == "dcgan" or both
+    mlp = defaults["arch"] == "mlp" or both
+    g.add_argument("--dataset", choices=["mnist", "fashion-mnist", "mnist-bundled", "cifar10", "npy"] +
+                   (["folder"] if dcgan else []),
                    default=d("dataset"),
                    help="mnist downloads (checksummed, cached) and falls back to the bundled 10k MNIST test "
-                        "digits when offline; mnist-bundled asks for those directly" +
+                        "digits when offline; mnist-bundled asks for those directly; cifar10: the binary CIFAR-10 "
+                        "(32x32 RGB, 50k train / 10k test; downloaded, SHA-256 checked, cached, read without pickle)"
+                        "; npy: your own array in --data-dir FILE.npy (uint8 (N, H, W) or (N, C, H, W), or floats in "
+                        "[0, 1] or [-1, 1])" +
                         ("; folder: every JPEG/PNG under --data-dir (e.g. CelebA's img_align_celeba/)"
-                         if dcgan else "") + " (default: %(default)s)")
+                         + (", --arch dcgan only" if both else "") if dcgan else "") + " (default: %(default)s)")
     g.add_argument("--data-dir", default=d("data_dir"), metavar="DIR",
                    help="read the IDX files (train-images-idx3-ubyte[.gz], ...) from DIR instead of the "
-                        "cache or the network" + ("; with --dataset folder, the image folder" if dcgan else "") +
+                        "cache or the network; your own IDX files are accepted too (a line says they are not the "
+                        "official ones); with --dataset cifar10, a folder holding cifar-10-binary.tar.gz or "
+                        "cifar-10-batches-bin/; with --dataset npy, the .npy file" +
+                        ("; with --dataset folder, the image folder" if dcgan else "") +
                         " (default: %(default)s)")
     g.add_argument("--split", choices=["train", "test"], default=d("split"),
                    help="which split to train on (default: %(default)s)")
@@ -126,19 +142,38 @@ def add_training_flags(parser, defaults, suppress=False):
     g.add_argument("--seed", type=non_negative_int, default=d("seed"),
                    help="seeds weights, noise and data order; same seed on NumPy = identical run "
                         "(default: %(default)s)")
+    g = parser.add_argument_group("tools of stronger GANs (docs/derivations/)")
+    g.add_argument("--spectral-norm", action="store_true",
+                   default=argparse.SUPPRESS if suppress else defaults["spectral_norm"],
+                   help="spectral normalisation of D's Linear and Conv2d weights, W / sigma(W) by one power "
+                        "iteration per forward (Miyato et al. 2018); not with a gradient penalty (default: off)")
+    g.add_argument("--r1", type=non_negative_float, default=d("r1"), metavar="GAMMA",
+                   help="R1 penalty (GAMMA/2) mean ||grad_x D(x)||^2 on the real images, in D's loss, 0 = off; "
+                        "D must be Linear/LeakyReLU only, as for --gp-lambda (default: %(default)s)")
+    g.add_argument("--ema", type=unit_interval(), default=d("ema"), metavar="BETA",
+                   help="keep a moving average of G's weights, ema = BETA ema + (1 - BETA) G, e.g. 0.999, 0 = off; "
+                        "saved in the checkpoint and used by the sample grids, `scratchgan sample` and "
+                        "`scratchgan evaluate` (default: %(default)s)")
+    g.add_argument("--diffaugment", default=d("diffaugment"), metavar="POLICY",
+                   help="differentiable augmentation (Zhao et al. 2020) of every batch D sees, real and fake, in "
+                        "both steps: a comma-separated list of translation, cutout, color, applied in that order, "
+                        "e.g. translation,cutout,color; the MLP's images are augmented as 28x28; '' = off "
+                        "(default: '%(default)s')")
     g = parser.add_argument_group("model")
     if dcgan:
         g.add_argument("--image-size", dest="resolution", type=int, choices=list(models.DCGAN_SIZES),
                        default=d("resolution"),
-                       help="side of the square images the GAN makes; MNIST-like data is resized to it "
-                            "(default: 28 for MNIST-like data, 64 for folders)")
+                       help="side of the square images the GAN makes; the data is resized to it "
+                            "(default: 28 for MNIST-like data, 32 for cifar10, 64 for folders, a .npy array's own)")
         g.add_argument("--channels", type=int, choices=[1, 3], default=d("channels"),
-                       help="1 (grayscale) or 3 (RGB) (default: 1 for MNIST-like data, 3 for folders)")
+                       help="1 (grayscale) or 3 (RGB) (default: 1 for MNIST-like data, 3 for cifar10 and folders, "
+                            "a .npy array's own)")
         g.add_argument("--g-width", type=positive_int, default=d("g_width"),
                        help="generator channels at the last stage, the tutorial's ngf (default: %(default)s)")
         g.add_argument("--d-width", type=positive_int, default=d("d_width"),
                        help="discriminator channels at the first stage, the tutorial's ndf (default: %(default)s)")
-        return _add_output_flags(parser, defaults, suppress)
+        if not mlp:
+            return _add_output_flags(parser, defaults, suppress)
     g.add_argument("--g-hidden", default=d("g_hidden"), metavar="SIZES",
                    help="generator hidden sizes, comma-separated (default: %(default)s)")
     g.add_argument("--d-hidden", default=d("d_hidden"), metavar="SIZES",
@@ -173,12 +208,17 @@ def _add_output_flags(parser, defaults, suppress):
     g.add_argument("--eval-every", type=non_negative_int, default=d("eval_every"), metavar="STEPS",
                    help="every STEPS steps measure sample quality (Frechet distance in a small classifier's "
                         "features, classes covered, precision/recall; see `scratchgan evaluate`) into "
-                        "metrics.csv and losses.png, and warn on collapse; 0 = off (default: %(default)s)")
+                        "metrics.csv and losses.png, warn on collapse, and keep the checkpoint of the lowest distance "
+                        "as checkpoint_best.npz (its value and step in config.json); 0 = off (default: %(default)s)")
     g.add_argument("--evaluator", choices=["cnn", "mlp"], default=d("evaluator"),
                    help="the classifier --eval-every measures in: cnn, or mlp for the numbers of earlier "
                         "releases (default: %(default)s)")
     g.add_argument("--log-every", type=positive_int, default=d("log_every"), metavar="STEPS",
                    help="write a metrics.csv row and check for NaN every STEPS steps (default: %(default)s)")
+    g.add_argument("--snapshot-every", type=non_negative_int, default=d("snapshot_every"), metavar="EPOCHS",
+                   help="also keep the checkpoint of every EPOCHS-th epoch as checkpoint_epochNNNN.npz beside the "
+                        "rolling checkpoint.npz (with --eval-every, checkpoint_best.npz keeps the lowest Frechet "
+                        "distance anyway); 0 = off (default: %(default)s)")
     g.add_argument("--resume", nargs="?", const="", default=d("resume"), metavar="CHECKPOINT",
                    help="continue from CHECKPOINT (default with no value: OUT/checkpoint.npz) to --epochs "
                         "in total; flags not given again keep the checkpoint's values (default: %(default)s)")
@@ -191,10 +231,16 @@ def _add_output_flags(parser, defaults, suppress):
     return parser
 
 
-def make_train_parser(prog, description, defaults=MLP_DEFAULTS, suppress=False):
+def make_train_parser(prog, description, defaults=MLP_DEFAULTS, suppress=False, both=False):
     parser = Parser(prog=prog, description=description)
-    add_training_flags(parser, defaults, suppress)
-    parser.set_defaults(arch=defaults["arch"])
+    if both:  # `scratchgan train`: --arch chooses; the examples fix it
+        train_options.add_arch_flag(parser, suppress)
+    add_training_flags(parser, defaults, suppress, both)
+    train_options.add_flags(parser, defaults, suppress)
+    if both:
+        train_options.describe_defaults(parser, ARCH_DEFAULTS)
+    else:
+        parser.set_defaults(arch=defaults["arch"])
     return parser
 
 
@@ -204,7 +250,9 @@ def load_images(config, log, with_labels=False):
     ``with_labels``: returns (images, labels (N,) or None where the dataset has none).
     """
     labels = None
-    if config["dataset"] == "folder":
+    if config["dataset"] in train_options.DATASETS:  # cifar10, npy, --dry-run's synthetic images
+        images, labels = train_options.load_images(config, log)
+    elif config["dataset"] == "folder":
         if not config["data_dir"]:
             raise UserError("--dataset folder needs --data-dir DIR, the folder of images")
         config["resolution"] = config["resolution"] or 64
@@ -216,13 +264,14 @@ def load_images(config, log, with_labels=False):
         def note(message):
             fallback.append(message)
             log(message)
-        images, labels = load_dataset_or_bundled(config["dataset"], config["split"], config["data_dir"], log=note)
+        images, labels = load_dataset_or_bundled(config["dataset"], config["split"], config["data_dir"], log=note,
+                                                 on_foreign=log)
         if fallback:  # record what the run really trains on (config.json, checkpoints, `evaluate`)
             config["dataset"], config["split"] = "mnist-bundled", "test"
     if config.get("limit"):
         images = images[: config["limit"]]
         labels = None if labels is None else labels[: config["limit"]]
-    if config.get("arch") == "dcgan" and config["dataset"] != "folder":
+    if config.get("arch") == "dcgan" and config["dataset"] not in ("folder", *train_options.DATASETS):
         config["resolution"] = config["resolution"] or 28
         config["channels"] = config["channels"] or 1
         images = resize_square(images, config["resolution"], config["channels"])
@@ -241,6 +290,9 @@ def resolve_config(args, explicit, defaults, log):
             _, meta = load_checkpoint(resume)
         except CheckpointError as e:
             raise UserError(str(e)) from None
+        if meta.get("kind") == "generator":  # scratchgan export: G alone, no D or optimizer state
+            raise UserError(f"cannot resume: {resume} is an exported generator (G alone); resume from the training "
+                            "checkpoint")
         saved = meta.get("config", {})
         # a checkpoint is data, not instructions: where to write comes from the command line only
         kept = {k: v for k, v in saved.items() if k in defaults and k not in ("out", "resume", "overwrite")}
@@ -258,20 +310,32 @@ def resolve_config(args, explicit, defaults, log):
 
 
 def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DEFAULTS):
-    """Entry point of examples/mnist_mlp.py (and examples/dcgan.py with DCGAN_DEFAULTS); the exit code."""
+    """Entry point of examples/mnist_mlp.py (and examples/dcgan.py with DCGAN_DEFAULTS) and, with
+    defaults=None, of `scratchgan train`, where --arch chooses them; the exit code."""
+    both = defaults is None
+    if both:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        defaults = train_options.combined_defaults(train_options.arch_of(argv), ARCH_DEFAULTS)
+        description = description or ("Train the classic MLP GAN (--arch mlp, as examples/mnist_mlp.py) or a DCGAN "
+                                      "(--arch dcgan, as examples/dcgan.py), from scratch in NumPy (or CuPy with "
+                                      "--backend cupy).")
     description = description or ("Train the classic MLP GAN on MNIST-like 28x28 images, from scratch in "
                                   "NumPy (or CuPy with --backend cupy).")
-    parser = make_train_parser(prog, description, defaults)
+    parser = make_train_parser(prog, description, defaults, both=both)
     args = parser.parse_args(argv)
     if args.reference:
         fast.set_enabled(False)  # every layer, loss and optimizer runs its reference code
     fast.configure_process()  # unless --reference: the CPU process settings of scratchgan/fast/process.py
-    explicit = vars(make_train_parser(prog, description, defaults, suppress=True).parse_args(argv))
+    explicit = vars(make_train_parser(prog, description, defaults, suppress=True, both=both).parse_args(argv))
     log = _log
     trainer = config = None
     previous_sigterm = _stop_on_sigterm()  # outside Trainer.fit (which saves first), as Ctrl-C stops Python
     try:
+        train_options.check_early(args)
         config, resume = resolve_config(args, explicit, defaults, log)
+        train_options.check_flags(config, explicit, arch_choosable=both)
+        if config.get("dry_run"):
+            train_options.prepare_dry_run(config, explicit, log)
         rundir.check(config["out"], resume, config["overwrite"])  # before anything is loaded or written
         if config["dataset"] == "mnist-bundled" and "split" not in explicit:
             config["split"] = "test"  # the bundled digits are MNIST's test split; an explicit --split train errs
@@ -303,9 +367,10 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
         trainer = Trainer(step, loader, config["out"], config, sample_every=config["sample_every"],
                           log_every=config["log_every"], image_shape=None if conv else tuple(images.shape[1:]),
                           d_steps=config["d_steps"], progress=config["progress"], log=log,
-                          instance_noise=config.get("instance_noise", 0.0))
+                          instance_noise=config.get("instance_noise", 0.0),
+                          snapshot_every=config.get("snapshot_every", 0))
         if config.get("eval_every"):
-            if int(np.prod(images.shape[1:])) != 784 or config["dataset"] == "folder":
+            if int(np.prod(images.shape[1:])) != 784 or config["dataset"] in ("folder", *train_options.DATASETS):
                 raise UserError("--eval-every measures MNIST-like 28x28 grayscale runs only "
                                 f"(its classifier is trained on {config['dataset']} digits/clothes)")
             from .metrics import make_eval_hook
@@ -343,89 +408,37 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
     if warning:
         print(f"{prog}: warning: {warning}", file=sys.stderr)
     out = Path(config["out"])
-    names = [n for n in ("samples/", "losses.png", "progress.gif", "real_vs_fake.png", "metrics.csv", "checkpoint.npz")
+    names = [n for n in ("samples/", "losses.png", "progress.gif", "real_vs_fake.png", "metrics.csv",
+                          "metrics.jsonl", "checkpoint.npz", "checkpoint_best.npz")
              if (out / n).exists()]
     log(f"done: {config['out']}/ has {', '.join(names)}")
-    return 0
-
-
-# ---------------------------------------------------------------------------------- sampling
-def sample_main(argv=None, prog="scratchgan sample"):
-    parser = Parser(prog=prog, description="Generate images from a checkpoint's generator.")
-    parser.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint.npz from training")
-    parser.add_argument("--n", type=positive_int, default=64, help="number of images (default: %(default)s)")
-    parser.add_argument("--out", required=True, metavar="FILE",
-                        help="writes FILE.npy (float32 images in [-1, 1]: (N, 28, 28) from an MLP checkpoint, "
-                             "(N, C, H, W) from a DCGAN one) and FILE.png (a grid)")
-    parser.add_argument("--seed", type=non_negative_int, default=0,
-                        help="seed of the noise (default: %(default)s)")
-    parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy", help="(default: %(default)s)")
-    parser.add_argument("--label", type=non_negative_int, default=None, metavar="K",
-                        help="conditional checkpoints: make N images of class K; without it, one row per "
-                             "class (N rounded up to a multiple of the classes)")
-    args = parser.parse_args(argv)
-    try:
-        arrays, meta = load_checkpoint(args.checkpoint)
-        config = meta.get("config")
-        if not config or "latent_dim" not in config:
-            raise UserError(f"{args.checkpoint} holds no model config; is it a scratchgan training checkpoint?")
-        xp = get_xp(args.backend)
-        G, _ = build_gan(config, xp)
-        try:
-            G.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("G/")})
-        except ValueError as e:
-            raise UserError(f"{args.checkpoint}: {e}") from None
-        n, labels, nrow = args.n, None, None
-        if isinstance(G, nn.Conditional):
-            K = G.num_classes
-            if args.label is not None and args.label >= K:
-                raise UserError(f"--label {args.label}: this generator knows classes 0 to {K - 1}")
-            if args.label is not None:
-                labels = np.full(n, args.label)
-            else:  # one row per class
-                nrow = -(-n // K)
-                n = nrow * K
-                labels = np.repeat(np.arange(K), nrow)
-            labels = to_device(labels, xp, np.int64)
-        elif args.label is not None:
-            raise UserError(f"--label needs a conditional checkpoint (trained with --conditional); "
-                            f"{args.checkpoint} is unconditional")
-        z = np.random.default_rng(args.seed).standard_normal((n, config["latent_dim"]))
-        images = to_numpy(generate(G, to_device(z, xp, G.dtype), labels)).astype(np.float32)
-        images = images.reshape((n, *config.get("image_shape", [28, 28])))
-        stem = Path(args.out)
-        stem = stem.with_suffix("") if stem.suffix in (".npy", ".png") else stem
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        np.save(stem.with_suffix(".npy"), images)
-        from . import viz
-        viz.save_image_grid(images, stem.with_suffix(".png"), nrow=nrow, scale=2)
-    except (UserError, CheckpointError, BackendError, ValueError) as e:
-        return _fail(prog, e)
-    except OSError as e:
-        return _fail(prog, _os_error_message(e))
-    except MemoryError as e:
-        return _fail(prog, f"--n {args.n}: out of memory ({e}); ask for fewer images")
-    _log(f"wrote {stem.with_suffix('.npy')} ({n} images) and {stem.with_suffix('.png')}")
     return 0
 
 
 def main(argv=None):
     """`python -m scratchgan train|sample ...`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train": lambda a: train_main(a, prog="scratchgan train"), "sample": sample_main,
-                "evaluate": evaluate_main}
+    commands = {"train": lambda a: train_main(a, prog="scratchgan train", defaults=None), "sample": sample_main,
+                "evaluate": evaluate_main, "export": export_main, "interpolate": interpolate_main}
+    if argv and argv[0] in ("--version", "-V"):
+        from . import __version__
+        print(f"scratchgan {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         asked = bool(argv) and argv[0] in ("-h", "--help")
         stream = sys.stdout if asked else sys.stderr  # as argparse: help on stdout, a usage error on stderr
-        print("usage: python -m scratchgan {train,sample,evaluate} [--help]\n"
-              "  train     train the MLP GAN (same flags as examples/mnist_mlp.py)\n"
+        print("usage: python -m scratchgan {train,sample,evaluate,export,interpolate} [--help]\n"
+              "  train     train the MLP GAN or, with --arch dcgan, the DCGAN (the flags of examples/mnist_mlp.py "
+              "and examples/dcgan.py)\n"
               "  sample    generate images from a checkpoint\n"
               "  evaluate  measure a checkpoint's samples: Frechet distance (classifier features), coverage, "
-              "precision/recall", file=stream)
+              "precision/recall\n"
+              "  export       write a checkpoint's generator alone (weights, BatchNorm buffers, config)\n"
+              "  interpolate  a latent walk between seeds (slerp) as a GIF and a strip PNG", file=stream)
         if asked:
             return 0
         problem = f"unknown command {argv[0]!r}" if argv else "a command is required"
-        print(f"scratchgan: error: {problem}; choose one of: train, sample, evaluate", file=sys.stderr)
+        print(f"scratchgan: error: {problem}; choose one of: {', '.join(commands)}", file=sys.stderr)
         return EXIT_USAGE
     return commands[argv[0]](argv[1:])
 

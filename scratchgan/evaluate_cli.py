@@ -27,6 +27,7 @@ from .cliutil import Parser, UserError, non_negative_int, positive_int
 from .cliutil import fail as _fail, log as _log
 from .cliutil import os_error_message as _os_error_message
 from .data import DATASET_NAMES, DataError, load_dataset_or_bundled
+from .ema import use_ema_weights
 from .evaluator import DEFAULT_KIND, KINDS, TARGET_STEPS_BY_KIND, get_evaluator
 from .gan import generate
 from .models import build_gan
@@ -79,7 +80,8 @@ def make_parser(prog):
 
 
 def load_generator(path, xp):
-    """(G, config, meta) from a training checkpoint, as cli.sample_main loads it."""
+    """(G, config, meta) from a training checkpoint or a generator exported from one (export.py); `sample`,
+    `interpolate`, `evaluate` and `export` all load it here."""
     arrays, meta = load_checkpoint(path)
     config = meta.get("config")
     if not isinstance(config, dict) or "latent_dim" not in config:
@@ -90,6 +92,7 @@ def load_generator(path, xp):
         raise UserError(f"{path}: its config lacks {e}; is it a scratchgan training checkpoint?") from None
     try:
         G.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("G/")})
+        use_ema_weights(G, arrays, log=_log)  # --ema runs: the averaged weights
     except ValueError as e:
         raise UserError(f"{path}: {e}") from None
     return G, config, meta

@@ -14,10 +14,14 @@ trainer logs them (on a GPU a float() is a synchronisation).
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from .backend import array_module
-from .gradient_penalty import GradientPenalty
+from .diffaugment import DiffAugment
+from .ema import GeneratorEMA
+from .gradient_penalty import GradientPenalty, R1Penalty
 from .nn import Conditional
 
 
@@ -104,12 +108,18 @@ class GANStep:
       gp_lambda       add the gradient penalty lam * mean(||dD(xhat)/dxhat|| - 1)^2 to D's loss
                       (WGAN-GP; default: the objective's ``gp_lambda``); see gradient_penalty.py
       instance_noise  sigma of Gaussian noise added to every input of D (the trainer anneals it)
+      r1              gamma of the R1 penalty (gamma/2) mean ||dD(x)/dx||^2 on the real batch (Mescheder et
+                      al. 2018), added to D's loss; see gradient_penalty.R1Penalty
+      ema             beta of the moving average of G's weights, updated after each G step (ema.py);
+                      ``sampling()`` gives G with the averaged weights for grids and evaluation
+      diffaugment     a policy ("translation,cutout,color"): every batch D sees, real and fake, in both steps,
+                      is augmented with fresh draws (Zhao et al. 2020); the G step backpropagates through it
     A conditional pair (nn.Conditional G and D) takes real batches as (images, labels); the fakes
     of a D step are made for the labels of its real batch.
     """
 
     def __init__(self, G, D, opt_G, opt_D, objective, latent_dim, noise, clip=None, gp_lambda=None,
-                 instance_noise=0.0):
+                 instance_noise=0.0, r1=0.0, ema=0.0, diffaugment=None):
         self.G, self.D, self.opt_G, self.opt_D = G, D, opt_G, opt_D
         self.objective, self.latent_dim, self.noise = objective, latent_dim, noise
         if isinstance(G, Conditional) != isinstance(D, Conditional):
@@ -121,6 +131,9 @@ class GANStep:
         lam = getattr(objective, "gp_lambda", 0.0) if gp_lambda is None else gp_lambda
         self.penalty = GradientPenalty(D, lam) if lam else None  # refuses critics it cannot handle
         self.instance_noise = float(instance_noise)
+        self.r1 = R1Penalty(D, r1) if r1 else None  # refuses the critics GradientPenalty refuses, saying why
+        self.ema = GeneratorEMA(G, ema) if ema else None
+        self.augment = DiffAugment(diffaugment, noise.extra) if diffaugment else None  # draws: noise's streams
         p = getattr(objective, "score", "D")
         self.keys = (f"{p}_x", f"{p}_G_z", f"{p}_G_z_after")
 
@@ -132,10 +145,12 @@ class GANStep:
         real, labels = self._real_batch(real)
         fake = self._forward(G, self.noise.sample(), labels)  # its cache stays for the G step's backward
         self.opt_D.zero_grad()
-        real_in, fake_in = self._with_instance_noise(real), self._with_instance_noise(fake)
+        real_in = self._with_instance_noise(self._augmented(real))
+        fake_in = self._with_instance_noise(self._augmented(fake))
         out_real, loss_real = self._d_forward_backward(real_in, labels, obj.d_real)
         out_fake, loss_fake = self._d_forward_backward(fake_in, labels, obj.d_fake)  # G(z): a constant here
         penalty = self._gradient_penalty(real_in, fake_in, labels)  # {} unless a penalty is on
+        penalty.update(self._r1_penalty(real_in, labels))
         self.opt_D.step()
         self._clip_weights()
         return fake, self._d_stats(loss_real, loss_fake, out_real, out_fake, penalty)
@@ -143,11 +158,16 @@ class GANStep:
     def g_step(self, fake, labels=None):
         """Update G through the updated D: L_G = g(D(G(z))), backward through D into G; returns stats."""
         self.opt_G.zero_grad()
-        out = self._forward(self.D, self._with_instance_noise(fake), labels)
+        seen, augmentation = fake, None
+        if self.augment is not None:  # D sees T(G(z)): the gradient goes back through T
+            seen, augmentation = self.augment.forward(fake)
+        out = self._forward(self.D, self._with_instance_noise(seen), labels)
         loss_G, dout = self.objective.g(out)
         # only dL_G/dG(z) is needed: D's weight gradients would be thrown away, so they are not computed;
-        # d(fake + noise)/d fake = 1, so the gradient at D's input is the one that reaches G(z)
+        # d(x + noise)/dx = 1, so the gradient at D's input is the one that reaches T(G(z)), or G(z)
         dfake = self.D.backward(dout, param_grads=False)
+        if augmentation is not None:
+            dfake = self.augment.backward(dfake, augmentation)
         self.G.backward(dfake, need_dx=False)  # nobody uses dL/dz
         self.opt_G.step()
         return {"loss_G": loss_G, self.keys[2]: self.objective.probability(out)}
@@ -157,7 +177,13 @@ class GANStep:
         for real in real_batches:
             fake, stats = self.d_step(real)
         stats.update(self.g_step(fake, self._split(real)[1]))
+        if self.ema is not None:
+            self.ema.update()  # one pass over G's flat buffer
         return stats
+
+    def sampling(self):
+        """``with step.sampling() as G:`` G with the averaged weights under --ema (put back after), else G."""
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext(self.G)
 
     # ------------------------------------------------------------------ the pieces of the two steps
     def _forward(self, net, x, labels):
@@ -187,6 +213,10 @@ class GANStep:
                              f"batches of {self.noise.batch_size}")
         return real, labels
 
+    def _augmented(self, x):
+        """DiffAugment's T(x) with fresh draws (no backward needed: the D step's inputs are constants), or x."""
+        return x if self.augment is None else self.augment.forward(x)[0]
+
     def _with_instance_noise(self, x):
         """x + sigma * N(0, 1) (instance noise), or x itself when sigma is 0."""
         if not self.instance_noise:
@@ -204,6 +234,14 @@ class GANStep:
         gp, grad_norm = self.penalty(xhat, labels)
         return {"gp": gp, "grad_norm_xhat": grad_norm}
 
+    def _r1_penalty(self, real_in, labels):
+        """R1: adds the gradient of (gamma/2) mean ||dD(x)/dx||^2 at the real batch D saw into D's gradients.
+        Returns {"r1", "grad_norm_x"}, or {} when it is off."""
+        if self.r1 is None:
+            return {}
+        r1, grad_norm = self.r1(real_in, labels)
+        return {"r1": r1, "grad_norm_x": grad_norm}
+
     def _clip_weights(self):
         """WGAN: clip every D weight to [-clip, clip] after D's update, keeping the critic (roughly)
         Lipschitz; one pass over D's flat parameter buffer."""
@@ -215,8 +253,9 @@ class GANStep:
         """loss_D (with the penalty), the objective's D(x) and D(G(z)) statistics, the WGAN distance."""
         obj, xp = self.objective, array_module(out_real)
         loss_D = xp.asarray(loss_real + loss_fake)  # a NumPy scalar otherwise: keep the 0-d array
-        if penalty:
-            loss_D = xp.asarray(loss_D + penalty["gp"])
+        for key in ("gp", "r1"):  # the penalties are part of D's loss
+            if key in penalty:
+                loss_D = xp.asarray(loss_D + penalty[key])
         k_x, k_fake, _ = self.keys
         stats = {"loss_D": loss_D, k_x: obj.probability(out_real), k_fake: obj.probability(out_fake), **penalty}
         if getattr(obj, "wasserstein", False):

@@ -12,6 +12,10 @@ the masks are piecewise constant, so P depends on the weights only through that 
     gradients:       dP/dW_l = u_{l-1}^T @ gz_l,   dP/db_l = 0,   dP/dxhat = 0 (almost everywhere)
 
 Derivation, checks and limits: docs/derivations/wgan_gp.md.
+
+R1 (Mescheder et al. 2018), P = (gamma / 2) mean_n ||dD(x_n)/dx_n||^2 on real images x, is the same
+machinery with another function of g (``R1Penalty``, ``r1_of_gradients``): only dP/dg changes
+(docs/derivations/r1.md).
 """
 from __future__ import annotations
 
@@ -34,11 +38,14 @@ _WHY = {
             "for piecewise-linear critics) leaves out; use LeakyReLU",
 }
 _WHY["BatchNorm2d"] = _WHY["BatchNorm1d"]
+_WHY["SpectralNorm"] = ("the penalty's second-order backward is written for plain weights and does not go through "
+                        "sigma(W) of spectral normalisation: use --spectral-norm or the penalty, not both")
 SUPPORTED = "Linear, LeakyReLU, ReLU, Dropout, Flatten and Reshape"
 
 
-def critic_layers(D):
-    """(conditional wrapper or None, the critic's layers in order), or UnsupportedCritic naming the layer."""
+def critic_layers(D, what="the gradient penalty"):
+    """(conditional wrapper or None, the critic's layers in order), or UnsupportedCritic naming the layer;
+    ``what`` names the penalty in the message."""
     conditional = D if isinstance(D, nn.Conditional) else None
     net = D.net if conditional is not None else D
     layers = []
@@ -51,13 +58,13 @@ def critic_layers(D):
         if not isinstance(module, (nn.Linear, nn.LeakyReLU, nn.ReLU, nn.Dropout, nn.Flatten, nn.Reshape)):
             name = type(module).__name__
             why = _WHY.get(name, f"the penalty's second-order backward is written for {SUPPORTED} layers only")
-            raise UnsupportedCritic(f"the gradient penalty cannot use this critic: layer {path or '0'} is "
+            raise UnsupportedCritic(f"{what} cannot use this critic: layer {path or '0'} is "
                                     f"{module!r}: {why}")
         layers.append(module)
 
     walk(net, "")
     if not any(isinstance(m, nn.Linear) for m in layers):
-        raise UnsupportedCritic("the gradient penalty needs a critic with at least one Linear layer")
+        raise UnsupportedCritic(f"{what} needs a critic with at least one Linear layer")
     return conditional, layers
 
 
@@ -74,6 +81,19 @@ def penalty_of_gradients(g, lam, eps):
     return xp.asarray(P, dtype=g.dtype), dg, r  # dtype=: lam * a NumPy scalar is float64 on NumPy 1.x
 
 
+def r1_of_gradients(g, gamma):
+    """P = (gamma / 2) mean_n ||g_n||^2 over g: (N, D).
+
+    Returns (P, dP/dg, ||g_n||): dP/dg_n = (gamma / N) g_n.
+    """
+    xp = array_module(g)
+    N = g.shape[0]
+    squared = (g * g).sum(axis=1)  # (N,): ||g_n||^2
+    P = (0.5 * gamma) * squared.mean()
+    dg = g * (gamma / N)  # (N, D)
+    return xp.asarray(P, dtype=g.dtype), dg, xp.sqrt(squared)
+
+
 class GradientPenalty:
     """``GradientPenalty(D, lam=10, eps=1e-12)``; ``gp(xhat, labels=None)`` returns (P, mean ||g||) as
     0-d arrays and adds dP/dW into each Linear's ``W.grad`` (biases get 0). Refuses unsupported critics."""
@@ -83,6 +103,10 @@ class GradientPenalty:
             raise ValueError(f"the gradient penalty's lambda must be positive, got {lam}")
         self.D, self.lam, self.eps = D, float(lam), float(eps)
         self.conditional, self.layers = critic_layers(D)
+
+    def of_gradients(self, g):
+        """(P, dP/dg, per-sample norms) for the per-sample input gradients g: (N, D)."""
+        return penalty_of_gradients(g, self.lam, self.eps)
 
     def __call__(self, xhat, labels=None):
         D, xp = self.D, array_module(xhat)
@@ -140,7 +164,7 @@ class GradientPenalty:
         g_x = g if d_x is None else g[:, :d_x]
 
         # 3. the penalty and dP/dg
-        P, dg, r = penalty_of_gradients(g_x.reshape(N, -1), self.lam, self.eps)
+        P, dg, r = self.of_gradients(g_x.reshape(N, -1))
         u = dg.reshape(g_x.shape)
         if d_x is not None:  # the code's part of dP/dg is 0
             u_full = xp.zeros(g.shape, dtype=g.dtype)
@@ -163,3 +187,18 @@ class GradientPenalty:
             else:
                 u = u.reshape(op[2])
         return P, xp.asarray(r.mean())
+
+
+class R1Penalty(GradientPenalty):
+    """``R1Penalty(D, gamma)``; ``r1(x, labels=None)`` on a real batch returns (P, mean ||grad_x D(x)||) with
+    P = (gamma / 2) mean_n ||grad_x D(x_n)||^2, and adds dP/dW into each Linear's ``W.grad``: the
+    gradient penalty's passes with dP/dg = (gamma / N) g. Refuses the critics GradientPenalty refuses."""
+
+    def __init__(self, D, gamma=10.0):
+        if not gamma > 0:
+            raise ValueError(f"the R1 penalty's gamma must be positive, got {gamma}")
+        self.D, self.lam, self.eps = D, float(gamma), 0.0
+        self.conditional, self.layers = critic_layers(D, "the R1 penalty")
+
+    def of_gradients(self, g):
+        return r1_of_gradients(g, self.lam)

@@ -73,15 +73,18 @@ def _check_sizes(name, d_in, hidden, d_out):
 
 
 # ------------------------------------------------------------------------------------------ DCGAN
-DCGAN_SIZES = (28, 32, 64)
+DCGAN_SIZES = (28, 32, 64, 128)
 
 
 def _dcgan_plan(image_size, width):
     """Channel widths and spatial sizes of the DCGAN stages for a square image of ``image_size``.
 
-    64: 4 -> 8 -> 16 -> 32 -> 64 with widths 8w, 4w, 2w, w (the tutorial's); 32: 4 -> 8 -> 16 -> 32
-    with 4w, 2w, w; 28: 7 -> 14 -> 28 with 2w, w. Returns (first_kernel, [widths from small to big]).
+    128: 4 -> 8 -> 16 -> 32 -> 64 -> 128 with 16w, 8w, 4w, 2w, w (the tutorial's network with one more
+    doubling stage); 64: 4 -> 8 -> 16 -> 32 -> 64 with widths 8w, 4w, 2w, w (the tutorial's); 32: 4 -> 8 ->
+    16 -> 32 with 4w, 2w, w; 28: 7 -> 14 -> 28 with 2w, w. Returns (first_kernel, [widths from small to big]).
     """
+    if image_size == 128:
+        return 4, [16 * width, 8 * width, 4 * width, 2 * width, width]
     if image_size == 64:
         return 4, [8 * width, 4 * width, 2 * width, width]
     if image_size == 32:
@@ -105,7 +108,7 @@ def dcgan_init(module, rng):
 
 
 def dcgan_generator(latent_dim=100, image_size=64, channels=3, width=64, seed=0, dtype="float32"):
-    """z (N, latent_dim) -> images (N, channels, S, S) in [-1, 1], S = ``image_size`` (28, 32 or 64).
+    """z (N, latent_dim) -> images (N, channels, S, S) in [-1, 1], S = ``image_size`` (28, 32, 64 or 128).
 
     The tutorial's generator for 64: ConvTranspose2d(nz, 8w, 4, 1, 0) from 1x1 to 4x4, then
     ConvTranspose2d(k4, s2, p1) doubling the size each stage, BatchNorm2d + ReLU after each but the
@@ -197,8 +200,12 @@ def build_step(config, xp):
                                           real_target=1.0 - config["label_smoothing"],
                                           gp_lambda=config.get("gp_lambda") or None)
     G, D = build_gan(config, xp)
+    if config.get("spectral_norm"):  # D's Linear/Conv2d through W / sigma(W) (nn/spectral_norm.py)
+        nn.apply_spectral_norm(D, seed=[config["seed"], 3])
     opt_G = make_optimizer(config, G.parameters(), config["lr_g"] or config["lr"])
     opt_D = make_optimizer(config, D.parameters(), config["lr_d"] or config["lr"])
     noise = NoiseSource(xp, config["batch_size"], config["latent_dim"], seed=config["seed"], dtype=config["dtype"])
     return GANStep(G, D, opt_G, opt_D, objective, config["latent_dim"], noise, clip=config.get("clip"),
-                   gp_lambda=config.get("gp_lambda") or None, instance_noise=config.get("instance_noise", 0.0))
+                   gp_lambda=config.get("gp_lambda") or None, instance_noise=config.get("instance_noise", 0.0),
+                   r1=config.get("r1", 0.0), ema=config.get("ema", 0.0),
+                   diffaugment=config.get("diffaugment") or None)

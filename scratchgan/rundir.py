@@ -23,7 +23,10 @@ except ImportError:  # Windows: msvcrt's byte-range lock below
 
 LOCK_NAME = ".lock"
 # What a run writes into OUT (trainer.py); a folder holding any of these is another run's.
-OUTPUT_FILES = ("checkpoint.npz", "metrics.csv", "config.json", "progress.gif", "losses.png", "real_vs_fake.png")
+OUTPUT_FILES = ("checkpoint.npz", "metrics.csv", "metrics.jsonl", "config.json", "progress.gif", "losses.png",
+                "real_vs_fake.png")
+OUTPUT_FILES += ("checkpoint_best.npz",)  # with --eval-every
+CHECKPOINT_GLOBS = ("checkpoint_epoch[0-9]*.npz",)  # --snapshot-every
 SAMPLE_GLOBS = ("step_*.png", "epoch_*.png")
 # checkpoint.atomic_write's temp names: ".<target>.<pid>.<8 hex>.tmp"
 TEMP_PATTERN = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
@@ -39,6 +42,7 @@ def outputs_in(out):
     if not out.is_dir():
         return []
     found = [out / name for name in OUTPUT_FILES if (out / name).exists()]
+    found += sorted(p for g in CHECKPOINT_GLOBS for p in out.glob(g))
     if (out / "samples").is_dir():
         found += sorted(p for g in SAMPLE_GLOBS for p in (out / "samples").glob(g))
     return found

@@ -6,12 +6,16 @@ Everything a run writes goes into one output folder:
   progress.gif              those grids over time       losses.png   loss and D(.) curves
   real_vs_fake.png          real batch beside fakes    metrics.csv  one row per logged step
   config.json               the run's settings         checkpoint.npz  everything to resume exactly
+  checkpoint_epochNNNN.npz  every ``snapshot_every``-th epoch's checkpoint, kept (0 = none)
+  checkpoint_best.npz       with an eval_hook: the state of the lowest Frechet distance so far; its value
+                            and step are ``best`` in config.json and in every checkpoint's meta
 A checkpoint is written atomically at every epoch end, at the end, and on Ctrl-C or SIGTERM (after
 the step in flight), so a crash or interrupt always leaves the last good one in place. A checkpoint
 is written only when every parameter, buffer and optimizer moment in it is finite.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -22,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import blas_setup, nn, viz
+from . import blas_setup, nn, runlog, viz
 from .backend import backend_name, synchronize, to_device, to_numpy
-from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from .gan import generate
 from .metrics import PLOT_PANELS
 
@@ -33,11 +37,13 @@ CHECKPOINT_FORMAT = 1
 # L2 norms of each network's flat gradient buffer after the step (computed at log steps only).
 STAT_KEYS = ("loss_D", "loss_G", "D_x", "D_G_z", "D_G_z_after", "grad_norm_G", "grad_norm_D")
 # Column order for every objective: critics log C(.) = mean raw scores, WGANs the distance estimate
-# mean C(x) - mean C(G(z)), WGAN-GP the penalty and the mean ||grad C(xhat)||; then anything else.
+# mean C(x) - mean C(G(z)), WGAN-GP the penalty and the mean ||grad C(xhat)||, --r1 its penalty and the
+# mean ||grad D(x)|| on the real batch; then anything else.
 _KEY_ORDER = ("loss_D", "loss_G", "D_x", "D_G_z", "D_G_z_after", "C_x", "C_G_z", "C_G_z_after", "wasserstein",
-              "gp", "grad_norm_xhat", "grad_norm_G", "grad_norm_D", "instance_noise")
+              "gp", "grad_norm_xhat", "r1", "grad_norm_x", "grad_norm_G", "grad_norm_D", "instance_noise")
 # then the evaluation metrics' panels, present when --eval-every is on
-_EXTRA_PANELS = (("C_x", "C_G_z"), ("wasserstein", "gp"), ("grad_norm_G", "grad_norm_D"), *PLOT_PANELS)
+_EXTRA_PANELS = (("C_x", "C_G_z"), ("wasserstein", "gp"), ("r1", "grad_norm_x"), ("grad_norm_G", "grad_norm_D"),
+                 *PLOT_PANELS)
 
 
 # |loss| above this at the end of a run: finite, but diverged all the same (a warning, not a stop)
@@ -61,14 +67,18 @@ class TrainingInterrupted(RuntimeError):
 class Trainer:
     """Runs a GANStep over a BatchLoader for a number of epochs and writes the run's outputs."""
 
+    runlog = None  # metrics.jsonl and --tensorboard (runlog.RunLog), open while fit runs
+
     def __init__(self, step, loader, out_dir, config, *, sample_every=500, log_every=10,
                  n_samples=64, image_shape=None, d_steps=1, progress=True, log=print, instance_noise=0.0,
-                 samples_per_class=10):
+                 samples_per_class=10, snapshot_every=0):
         self.step, self.loader, self.config = step, loader, dict(config)
         self.instance_noise = float(instance_noise)  # sigma at step 0, annealed linearly to 0 at the end
         self.out = Path(out_dir)
         self.sample_every, self.log_every, self.d_steps = int(sample_every), int(log_every), int(d_steps)
         self.image_shape, self.progress, self.log = image_shape, progress, log
+        self.snapshot_every = int(snapshot_every)  # keep checkpoint_epochNNNN.npz every N epochs, 0 = never
+        self.best = None  # {"frechet_distance": ..., "step": ...} of checkpoint_best.npz (eval_hook runs)
         if len(loader) < self.d_steps:
             raise ValueError(f"an epoch has {len(loader)} batches, fewer than the {self.d_steps} "
                              "D steps of one iteration; use a smaller batch size or --d-steps")
@@ -94,6 +104,13 @@ class Trainer:
     def checkpoint_path(self):
         return self.out / "checkpoint.npz"
 
+    @property
+    def best_path(self):
+        return self.out / "checkpoint_best.npz"
+
+    def snapshot_path(self, epoch):
+        return self.out / f"checkpoint_epoch{epoch:04d}.npz"
+
     def _sample_path(self, step):
         return self.out / "samples" / f"step_{step:07d}.png"
 
@@ -106,7 +123,7 @@ class Trainer:
         meta = {"format": CHECKPOINT_FORMAT, "config": self.config, "epoch": self.epoch,
                 "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step,
                 "noise": s.noise.state(), "backend": backend_name(self.xp), "dtype": str(self.dtype),
-                "dropout": [m.rng_state() for m in self._dropout_layers()]}
+                "dropout": [m.rng_state() for m in self._dropout_layers()], "best": self.best}
         for name, opt in (("opt_G", s.opt_G), ("opt_D", s.opt_D)):
             for key, value in opt.state_dict().items():
                 if key == "t":
@@ -114,14 +131,19 @@ class Trainer:
                 else:
                     arrays[f"{name}/{key}"] = to_numpy(value)
         arrays["fixed_noise"] = to_numpy(self.fixed_noise)
+        if getattr(s, "ema", None) is not None:  # --ema: the averaged weights of G
+            arrays.update(s.ema.state())
         return arrays, meta
 
-    def save(self):
-        """Write the checkpoint atomically; refuse (TrainingDiverged) when any of it is NaN or infinite."""
+    def save(self, path=None):
+        """Write the checkpoint (default: the rolling checkpoint.npz; else a snapshot or the best) atomically;
+        refuse (TrainingDiverged) when any of it is NaN or infinite."""
         self._check_state_finite()
         arrays, meta = self.state()
-        save_checkpoint(self.checkpoint_path, arrays, meta)
-        self.last_good = f"{self.checkpoint_path} (step {self.global_step})"
+        path = self.checkpoint_path if path is None else Path(path)
+        save_checkpoint(path, arrays, meta)
+        if path == self.checkpoint_path:
+            self.last_good = f"{self.checkpoint_path} (step {self.global_step})"
 
     def _state_buffers(self):
         """(name, device array) of everything a checkpoint holds that training changes: each network's
@@ -131,6 +153,8 @@ class Trainer:
             yield f"{net_name} weights", net.flat_store().data
             for name, buf in net.named_buffers():
                 yield f"{net_name}/{name}", buf
+        if getattr(s, "ema", None) is not None:
+            yield "G's moving average (--ema)", s.ema.params
         for name, opt in (("opt_G", s.opt_G), ("opt_D", s.opt_D)):
             for key, value in opt.state_dict().items():
                 if key != "t":
@@ -164,6 +188,8 @@ class Trainer:
                 state = _section(arrays, f"{name}/")
                 state["t"] = meta[f"{name}_t"]
                 opt.load_state_dict(state)
+            if getattr(s, "ema", None) is not None and not s.ema.load(arrays):
+                self.log("--ema: the checkpoint has no moving average of G; it starts from the resumed weights")
         except (ValueError, KeyError) as e:
             raise ValueError(f"{path} was made for another architecture or settings: {e}") from None
         if arrays["fixed_noise"].shape != tuple(self.fixed_noise.shape):
@@ -176,13 +202,55 @@ class Trainer:
         for m, state in zip(self._dropout_layers(), meta.get("dropout", [])):
             m.restore_rng(state, self.xp)
         self.last_good = f"{path} (step {self.global_step})"
+        # the best so far of this folder's run: the checkpoint's, or the one OUT/checkpoint_best.npz records
+        # if lower (it can be newer than the checkpoint resumed); none in a new folder, which gets its own
+        self.best = _lower_best(meta.get("best"), self._best_on_disk()) if self.best_path.exists() else None
         return meta
 
+    def _best_on_disk(self):
+        """The ``best`` that OUT/checkpoint_best.npz records (None when it has none or cannot be read)."""
+        try:
+            return load_checkpoint(self.best_path)[1].get("best")
+        except CheckpointError:  # unreadable: a new best replaces it
+            return None
+
+    def _keep_best(self, row):
+        """After an evaluation: a lower Frechet distance than any so far saves checkpoint_best.npz."""
+        value = row.get("frechet_distance")
+        if value is None or not math.isfinite(value):
+            return
+        previous = self.best
+        if previous is not None and value >= previous["frechet_distance"]:
+            return
+        self.best = {"frechet_distance": float(value), "step": self.global_step}
+        try:
+            self.save(self.best_path)
+        except BaseException:
+            self.best = previous
+            raise
+        self._write_config()
+        was = f" (was {previous['frechet_distance']:.4g} at step {previous['step']})" if previous else ""
+        self.log(f"step {self.global_step}: lowest Frechet distance so far, {value:.4g}{was}: saved {self.best_path}")
+
+    def _write_config(self):
+        """config.json: the run's settings, and ``best`` once checkpoint_best.npz exists."""
+        config = {**self.config, "best": self.best} if self.best is not None else self.config
+        with atomic_write(self.out / "config.json") as f:
+            f.write(json.dumps(config, indent=2, sort_keys=True).encode())
+
     # ------------------------------------------------------------------ outputs
+    def _sampling(self):
+        """``with self._sampling() as G``: G with the averaged weights under --ema (GANStep.sampling), else G."""
+        sampling = getattr(self.step, "sampling", None)
+        return sampling() if sampling is not None else contextlib.nullcontext(self.step.G)
+
     def save_samples(self, epoch_end=False):
-        images = to_numpy(generate(self.step.G, self.fixed_noise, self.fixed_labels))
+        with self._sampling() as G:  # the EMA generator when the run keeps one
+            images = to_numpy(generate(G, self.fixed_noise, self.fixed_labels))
         path = viz.save_image_grid(images, self._sample_path(self.global_step), image_shape=self.image_shape,
                                    scale=2, nrow=self.sample_nrow)
+        if self.runlog is not None:
+            self.runlog.image(path, self.global_step)
         if epoch_end:
             viz.save_image_grid(images, self.out / "samples" / f"epoch_{self.epoch:03d}.png",
                                 image_shape=self.image_shape, scale=2, nrow=self.sample_nrow)
@@ -204,6 +272,7 @@ class Trainer:
         if csv_path.exists():
             with viz.MetricsCSV(csv_path) as csv:
                 csv.truncate_after(step)
+        runlog.MetricsJSONL(self.out / runlog.JSONL_NAME).truncate_after(step)
         for frame in (self.out / "samples").glob("step_*.png"):
             if int(frame.stem.split("_")[1]) > step:
                 frame.unlink()
@@ -219,17 +288,22 @@ class Trainer:
             if self.eval_hook is not None and (self.out / "metrics.csv").exists():
                 self.eval_hook.load_history(viz.read_metrics_csv(self.out / "metrics.csv"))
             self.log(f"resumed from {resume_from} at epoch {self.epoch + 1}, step {self.global_step}")
-        with atomic_write(self.out / "config.json") as f:
-            f.write(json.dumps(self.config, indent=2, sort_keys=True).encode())
+        if getattr(self.step, "ema", None) is not None:
+            self.log(f"sample grids and evaluations use the EMA generator (G's weights averaged, --ema "
+                     f"{self.step.ema.beta})")
+        self._write_config()
         previous_handlers = self._install_signal_handlers()
         try:
             csv = viz.MetricsCSV(self.out / "metrics.csv")
+            self.runlog = runlog.RunLog(self.out, self.config.get("tensorboard"))
             try:
                 self._total_steps = max(1, epochs * self.steps_per_epoch)  # for annealing the instance noise
                 while self.epoch < epochs:
                     self._run_epoch(epochs, csv)
             finally:
                 csv.close()
+                self.runlog.close()
+                self.runlog = None
         finally:
             for signum, handler in previous_handlers.items():
                 if handler is not None:  # None: installed outside Python, cannot be put back
@@ -273,11 +347,14 @@ class Trainer:
                                     refresh=False)
                 if self.eval_hook is not None and self.eval_hook.due(self.global_step):
                     row = row or {"step": self.global_step, "epoch": self.epoch + 1}
-                    row.update(self.eval_hook(s.G, self.global_step))
+                    with self._sampling() as G:  # the EMA generator when the run keeps one
+                        row.update(self.eval_hook(G, self.global_step))
+                    self._keep_best(row)
                     if self.eval_hook.warning:  # set once per newly detected collapse
                         bar.write(f"warning at step {self.global_step}: {self.eval_hook.warning}")
                 if row:
                     csv.append(row)
+                    self.runlog.append(row)
                 if self.sample_every and self.global_step % self.sample_every == 0:
                     self.save_samples()
                 bar.update(1)
@@ -300,6 +377,8 @@ class Trainer:
         fake, sample_path = self.save_samples(epoch_end=True)
         self.write_summaries(fake)
         self.save()
+        if self.snapshot_every and self.epoch % self.snapshot_every == 0:
+            self.save(self.snapshot_path(self.epoch))
         done = self.steps_per_epoch - start_iter
         self.log(f"epoch {self.epoch}/{epochs} done in {seconds:.1f} s ({done / max(seconds, 1e-9):.1f} steps/s); "
                  f"samples: {sample_path}")
@@ -357,6 +436,12 @@ class Trainer:
             except ValueError:  # not in the main thread: leave signals alone
                 break
         return previous
+
+
+def _lower_best(a, b):
+    """The ``best`` record ({"frechet_distance", "step"}) with the lower distance; None when neither is one."""
+    found = [x for x in (a, b) if isinstance(x, dict) and isinstance(x.get("frechet_distance"), (int, float))]
+    return min(found, key=lambda x: x["frechet_distance"]) if found else None
 
 
 def _section(arrays, prefix):

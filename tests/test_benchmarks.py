@@ -3,6 +3,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -67,3 +70,26 @@ def test_readme_sanity_command_parses_with_the_script():
     assert command, "README.md lost its evaluator_sanity.py command"
     args = evaluator_sanity.make_parser().parse_args(shlex.split(command.group(1)))
     assert args.dataset == "fashion-mnist" and args.evaluators == "cnn,mlp" and args.data_dir
+
+
+def test_dcgan_parity_twins_are_the_same_networks():
+    """benchmarks/dcgan_parity.py's PyTorch DCGAN starts from scratchgan's weights and computes the same G(z), D(x)."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import dcgan_parity
+    finally:
+        sys.path.pop(0)
+    from scratchgan.models import build_step
+    from tolerances import assert_close
+
+    step = build_step(dcgan_parity.make_config(seed=3, batch_size=8), np)
+    G, D = dcgan_parity.torch_twins(step.G, step.D)
+    z = np.random.default_rng(0).standard_normal((8, 100), dtype=np.float32)
+    fake = step.G.forward(z)
+    with torch.no_grad():
+        fake_torch = G(torch.from_numpy(z)).numpy()
+        logits_torch = D(torch.from_numpy(fake)).numpy()
+    assert fake.shape == fake_torch.shape == (8, 1, 28, 28)
+    assert_close(fake, fake_torch, rtol=1e-4)  # float32 convolutions summed in another order
+    assert_close(step.D.forward(fake), logits_torch, rtol=1e-4)

@@ -119,6 +119,8 @@ def _cases(name, dtype, edges):
                                            1e-8, 1e-4, mu)) for c in (False, True) for mu in (0.0, 0.9)]
     if short == "zero_fill":
         return [("", (values((n,), dtype, 1),))]
+    if short == "ema_update":  # (ema, theta, beta): ema written in place
+        return [(f"beta {b}", (values((n,), dtype, 3), theta, b)) for b in (0.999, 0.9, 0.5)]
     raise KeyError(f"no test case for {name}: add one to tests/test_fast_paths.py")
 
 
@@ -178,6 +180,7 @@ PAIRS = [pytest.param(name, backend, id=f"{name.removeprefix('scratchgan.')}[{ba
 def split_over_three_threads(monkeypatch):
     monkeypatch.setattr(cpu, "cpu_threads", lambda: 3)
     monkeypatch.setattr(cpu, "PARALLEL_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(cpu, "ADAM_BLOCK", 500)  # the optimizers' 4099 values: three parts of 2-3 blocks, the last short
 
 
 @pytest.fixture

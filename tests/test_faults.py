@@ -338,8 +338,8 @@ def test_an_unknown_command_is_an_error_on_stderr(faults, case, problem):
     code, out, err = result(faults, case)
     lines = err.strip().splitlines()
     assert code == 2 and out == ""
-    assert lines[0].startswith("usage: python -m scratchgan {train,sample,evaluate}")
-    assert lines[-1] == f"scratchgan: error: {problem}; choose one of: train, sample, evaluate"
+    assert lines[0].startswith("usage: python -m scratchgan {train,sample,evaluate,export,interpolate}")
+    assert lines[-1] == f"scratchgan: error: {problem}; choose one of: train, sample, evaluate, export, interpolate"
 
 
 def test_done_lists_only_what_was_written(faults):

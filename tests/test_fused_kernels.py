@@ -26,6 +26,7 @@ from fake_device import FakeElementwiseKernel, xp
 from host_kernels import HostElementwiseKernel
 from layer_cases import build_layer, make_input, random_like, skip_unless_cupy
 from scratchgan import backend, cli, fast, gradcheck, losses, models, nn, optim
+from scratchgan import ema as ema_module
 from scratchgan.fast import kernels as fast_kernels
 from scratchgan.nn import activations, batchnorm
 from test_guard import _assert_same, check_layer_on_fake_device
@@ -113,6 +114,11 @@ def _kernel_case_stream(dtype):
     dx, dgamma, dbeta = batchnorm.batchnorm_backward_train(dy, cache)
     n = x.shape[0]
     yield ("batchnorm_backward_train", (dy, cache[0], dbeta / n, dgamma / n, cache[1] * cache[2]), dx)
+    theta, ema = values(dtype, seed=9), values(dtype, seed=10)
+    for beta in (0.999, 0.5):
+        expected = ema.copy()
+        ema_module.ema_update(expected, theta, beta)
+        yield f"ema_update[{beta}]", (theta, 1.0 - beta, ema.copy()), expected
 
 
 def _pairs(name, actual, expected):

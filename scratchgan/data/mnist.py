@@ -35,6 +35,10 @@ from ..fileio import atomic_path
 from .idx import DataError, decode_bytes, is_gzip, parse_idx
 
 
+class NotOfficial(DataError):
+    """A file whose SHA-256 is not the official release's (a corrupt file, another dataset, or the user's own)."""
+
+
 class DownloadError(DataError):
     """The files are neither on this machine nor could they be downloaded.
 
@@ -199,7 +203,7 @@ def _verified_array(raw: bytes, source, checksum, title, stem, verify=True, hint
     if verify and checksum is not None:
         gz_ok = is_gzip(raw) and _sha256(raw) == checksum.gz_sha256
         if not gz_ok and _sha256(content) != checksum.idx_sha256:
-            raise DataError(f"{source}: SHA-256 does not match the official {title} {stem} (neither the .gz "
+            raise NotOfficial(f"{source}: SHA-256 does not match the official {title} {stem} (neither the .gz "
                             f"{checksum.gz_sha256[:12]}... nor the IDX content {checksum.idx_sha256[:12]}...); "
                             f"the file is corrupt or another dataset{hint}")
     return parse_idx(content, source)
@@ -337,8 +341,11 @@ def _get_array(spec, stem, download, verify, mirrors, timeout, log):
     return _read_verified(path, spec, stem, verify), path
 
 
-def _from_data_dir(spec, split, data_dir, verify):
-    """Both files of ``split`` from a user's folder, with a clear message for what is missing."""
+def _from_data_dir(spec, split, data_dir, verify, on_foreign=None):
+    """Both files of ``split`` from a user's folder, with a clear message for what is missing.
+
+    ``on_foreign``: None refuses files that are not the official release; a callable accepts them
+    (parsed and shape-checked all the same) and is called once with a line naming them."""
     folder = Path(data_dir).expanduser()
     if not folder.is_dir():
         raise DataError(f"data dir {folder} does not exist or is not a folder")
@@ -351,7 +358,19 @@ def _from_data_dir(spec, split, data_dir, verify):
         raise DataError(f"{spec.title}: the {what} are missing in {folder}{hint}")
     paths = [_find(folder, stem) for stem in stems]
     hint = "; replace it with the official file"
-    return [(_read_verified(path, spec, stem, verify, hint), path) for stem, path in zip(stems, paths)]
+    if on_foreign is None:
+        return [(_read_verified(path, spec, stem, verify, hint), path) for stem, path in zip(stems, paths)]
+    arrays, foreign = [], []
+    for stem, path in zip(stems, paths):
+        try:
+            arrays.append((_read_verified(path, spec, stem, verify, hint), path))
+        except NotOfficial:
+            arrays.append((_read_verified(path, spec, stem, verify=False), path))
+            foreign.append(path.name)
+    if foreign:
+        on_foreign(f"{', '.join(foreign)} in {folder} are not the official {spec.title} files (SHA-256 differs); "
+                   "training on them as given")
+    return arrays
 
 
 # ----------------------------------------------------------------------------- public API
@@ -379,7 +398,7 @@ def load_mnist_bundled(split="test"):
 
 
 def load_dataset(name, split="train", data_dir=None, download=True, *, verify=True, mirrors=None,
-                 timeout=DEFAULT_TIMEOUT, log=None):
+                 timeout=DEFAULT_TIMEOUT, log=None, on_foreign=None):
     """Load a dataset split: (images uint8 (N, 28, 28), labels uint8 (N,)) on the host.
 
     ``name``: "mnist", "fashion-mnist" or "mnist-bundled"; ``split``: "train" or "test".
@@ -388,6 +407,9 @@ def load_dataset(name, split="train", data_dir=None, download=True, *, verify=Tr
     ``verify``: check SHA-256 sums against the official release. ``log``: a callable for progress
     lines (downloads); the library prints nothing itself. Raises DataError (DownloadError when the
     files are not here and could not be fetched) with a one-line message that says what to do.
+    ``on_foreign``: a callable to accept IDX files in ``data_dir`` that are not the official release
+    (your own data in MNIST's format), called once with a line naming them; None refuses them.
+    Downloads and the cache are always checked.
     """
     key = _canonical(name)
     if key == BUNDLED:
@@ -398,7 +420,7 @@ def load_dataset(name, split="train", data_dir=None, download=True, *, verify=Tr
     spec = DATASETS[key]
     stems = _split_stems(spec.title, split)
     if data_dir is not None:
-        (images, images_src), (labels, labels_src) = _from_data_dir(spec, split, data_dir, verify)
+        (images, images_src), (labels, labels_src) = _from_data_dir(spec, split, data_dir, verify, on_foreign)
     else:
         images, images_src = _get_array(spec, stems[0], download, verify, mirrors, timeout, log)
         labels, labels_src = _get_array(spec, stems[1], download, verify, mirrors, timeout, log)

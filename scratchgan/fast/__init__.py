@@ -79,6 +79,9 @@ TABLE = {
         "numpy": ("scratchgan.fast.cpu.sgd_update", "bitwise")},
     "scratchgan.optim.rmsprop_update": {
         "numpy": ("scratchgan.fast.cpu.rmsprop_update", "bitwise")},
+    "scratchgan.ema.ema_update": {
+        "numpy": ("scratchgan.fast.cpu.ema_update", "bitwise"),
+        "cupy": ("scratchgan.fast.kernels.ema_update", "bitwise")},
     "scratchgan.params.zero_fill": {
         "numpy": ("scratchgan.fast.cpu.zero_fill", "bitwise")},
 }

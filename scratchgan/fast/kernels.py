@@ -90,6 +90,9 @@ KERNELS = {
                     "  T m_hat = div_rn(m, bias1);"
                     "  T v_hat = div_rn(v, bias2);"
                     "  theta = sub_rn(theta, div_rn(mul_rn(lr, m_hat), add_rn(sqrt_rn(v_hat), eps)));"),
+    # ema.ema_update's line: ema += (1 - beta) * (theta - ema), ema read and written in place
+    "ema_update": ("T theta, T one_minus_beta", "T ema",
+                   "ema = add_rn(ema, mul_rn(one_minus_beta, sub_rn(theta, ema)));"),
 }
 _built = {}  # (kernel factory, name) -> kernel: each is built once and compiled on its first call
 
@@ -186,7 +189,13 @@ def adam_update(theta, g, m, v, t, lr, beta1, beta2, eps, weight_decay=0.0):
                                                1.0 - beta2 ** t, lr, eps, weight_decay, theta, m, v)
 
 
+@replaces("scratchgan.ema.ema_update", "bitwise")
+def ema_update(ema, theta, beta):
+    """The generator's weight average in one launch instead of three passes."""
+    kernel(array_module(ema), "ema_update")(theta, 1.0 - beta, ema)
+
+
 for _function in (leaky_relu_forward, leaky_relu_backward, relu_backward, tanh_backward, sigmoid_forward,
                   sigmoid_backward, bce_with_logits, batchnorm_forward, batchnorm_train_forward,
-                  batchnorm_backward_train, adam_update):
+                  batchnorm_backward_train, adam_update, ema_update):
     _function.usable = usable

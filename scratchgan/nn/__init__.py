@@ -7,7 +7,8 @@ from .embedding import Conditional, Embedding, one_hot
 from .linear import Linear
 from .module import Module, Sequential
 from .reshape import Flatten, Reshape
+from .spectral_norm import SpectralNorm, apply_spectral_norm
 
 __all__ = ["Module", "Sequential", "Linear", "LeakyReLU", "ReLU", "Tanh", "Sigmoid",
            "BatchNorm1d", "BatchNorm2d", "Conv2d", "ConvTranspose2d", "Dropout", "Flatten", "Reshape",
-           "Embedding", "Conditional", "one_hot"]
+           "Embedding", "Conditional", "one_hot", "SpectralNorm", "apply_spectral_norm"]

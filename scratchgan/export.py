@@ -1,0 +1,94 @@
+"""`scratchgan export`: a training checkpoint's generator alone, for sampling and evaluation.
+
+    python -m scratchgan export --checkpoint runs/mnist_mlp/checkpoint.npz --out G.npz
+
+The file is a checkpoint (checkpoint.py's format) that holds G's weights and BatchNorm buffers under
+the same "G/..." names as a training checkpoint, and the run's config to rebuild G, with
+``meta["kind"] = "generator"``; no discriminator, no optimizer moments, no noise or data position. So
+it is a fraction of the size, and `sample`, `interpolate` and `evaluate` (evaluate_cli.load_generator)
+read it as they read a training checkpoint; `train --resume` refuses it (there is nothing to resume).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .cliutil import Parser, UserError
+from .cliutil import fail as _fail, log as _log
+from .cliutil import os_error_message as _os_error_message
+from .evaluate_cli import load_generator
+
+KIND = "generator"
+EXPORT_FORMAT = 1
+
+
+def is_export(meta):
+    return meta.get("kind") == KIND
+
+
+def export_generator(checkpoint, out):
+    """Write ``checkpoint``'s generator to ``out`` atomically; returns (out, number of parameters).
+
+    UserError / CheckpointError for a file that is not a training checkpoint (an export included), a
+    non-finite generator, or an ``out`` that would replace another file than an earlier export.
+    """
+    checkpoint, out = Path(checkpoint), Path(out)
+    _, meta = load_checkpoint(checkpoint)
+    if is_export(meta):
+        raise UserError(f"{checkpoint} is already an exported generator (scratchgan export); export from the "
+                        "training checkpoint")
+    _check_target(checkpoint, out)
+    G, config, meta = load_generator(checkpoint, np)  # rebuilt and loaded: the weights fit the config
+    arrays = {f"G/{name}": value for name, value in G.state_dict().items()}
+    bad = [name for name, value in arrays.items() if not np.isfinite(value).all()]
+    if bad:
+        raise UserError(f"{checkpoint}: the generator holds NaN/Inf in {', '.join(bad[:3])}; export a good "
+                        "checkpoint (an earlier snapshot)")
+    info = {"kind": KIND, "format": f"{KIND}/{EXPORT_FORMAT}", "config": config,
+            "epoch": meta.get("epoch"), "global_step": meta.get("global_step"), "source": str(checkpoint),
+            "best": meta.get("best")}
+    save_checkpoint(out, arrays, info)
+    return out, G.num_parameters()
+
+
+def _check_target(checkpoint, out):
+    """Refuse an --out that is a folder, the checkpoint itself, or any existing file but an earlier export."""
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name such as G.npz")
+    if not out.exists():
+        return
+    if out.resolve() == checkpoint.resolve():
+        raise UserError(f"--out {out} is the checkpoint being exported; choose another --out")
+    try:
+        _, old = load_checkpoint(out)
+    except CheckpointError:
+        old = {}
+    if not is_export(old):
+        raise UserError(f"--out {out} exists and is not an exported generator; choose another --out (export "
+                        "replaces only an earlier export)")
+
+
+def make_parser(prog):
+    p = Parser(prog=prog, description="Write a checkpoint's generator alone: weights, BatchNorm buffers and the "
+               "config to rebuild it; no discriminator, no optimizer state. `sample`, `interpolate` and "
+               "`evaluate` accept the file as --checkpoint.")
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="a training checkpoint (checkpoint.npz, checkpoint_best.npz, checkpoint_epoch0005.npz)")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="the generator file to write, e.g. G.npz; written atomically; an existing file is "
+                        "replaced only if it is an earlier export")
+    return p
+
+
+def export_main(argv=None, prog="scratchgan export"):
+    args = make_parser(prog).parse_args(argv)
+    try:
+        out, n_params = export_generator(args.checkpoint, args.out)
+    except (UserError, CheckpointError, ValueError) as e:
+        return _fail(prog, e)
+    except OSError as e:
+        return _fail(prog, _os_error_message(e))
+    _log(f"wrote {out}: the generator ({n_params:,} parameters) of {args.checkpoint}")
+    return 0

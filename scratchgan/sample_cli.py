@@ -1,0 +1,262 @@
+"""`scratchgan sample` and `scratchgan interpolate`: images from a generator, for use downstream.
+
+    python -m scratchgan sample --checkpoint C --n 64 --out samples          # samples.npy + samples.png
+    python -m scratchgan sample --checkpoint C --seeds 0-999 --outdir fake   # fake/seed0000_0000.png, ...
+    python -m scratchgan interpolate --checkpoint C --seeds 0,5,9 --steps 16 --out walk.gif
+
+C is a training checkpoint or a generator exported from one (`scratchgan export`). The noise comes from
+scratchgan.latent: one vector per seed with --seeds, the truncation trick with --truncation, slerp
+between the seeds for the walk. Every user mistake ends in one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from . import latent, nn, viz
+from .backend import BackendError, get_xp, to_device, to_numpy
+from .checkpoint import CheckpointError, atomic_write
+from .cliutil import Parser, UserError, non_negative_int, positive_int, unit_interval
+from .cliutil import fail as _fail, log as _log
+from .cliutil import os_error_message as _os_error_message
+from .evaluate_cli import load_generator
+from .gan import generate
+
+DEFAULT_N = 64
+MAX_FRAMES = 1000  # frames of one latent walk: (seeds - 1) x --steps + 1
+TRUNCATION_HELP = ("the truncation trick: each noise vector z ~ N(0, I) is scaled towards the mean latent (0) as "
+                   "z <- PSI z, 0 < PSI <= 1; smaller PSI gives more typical, less varied images (default: 1, off)")
+
+
+def seeds_type(text):
+    """argparse type of --seeds: "0-99", "3,5,9" or both mixed -> a list of ints."""
+    try:
+        return latent.parse_seeds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+truncation_type = unit_interval(low_open=True, high_open=False)
+
+
+def _add_common(p):
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="a checkpoint.npz from training, or a generator written by `scratchgan export`")
+    p.add_argument("--truncation", type=truncation_type, default=1.0, metavar="PSI", help=TRUNCATION_HELP)
+    p.add_argument("--backend", choices=["numpy", "cupy"], default="numpy", help="(default: %(default)s)")
+
+
+# ---------------------------------------------------------------------------------- sample
+def make_sample_parser(prog):
+    p = Parser(prog=prog, description="Generate images from a checkpoint's generator.")
+    _add_common(p)
+    p.add_argument("--n", type=positive_int, default=None,
+                   help=f"number of images, all from the noise of --seed (default: {DEFAULT_N})")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="writes FILE.npy (float32 images in [-1, 1]: (N, 28, 28) from an MLP checkpoint, "
+                        "(N, C, H, W) from a DCGAN one) and FILE.png (a grid) (default: with --outdir DIR, "
+                        "DIR.npy and DIR.png beside the folder)")
+    p.add_argument("--outdir", default=None, metavar="DIR",
+                   help="also write one PNG per image into DIR, a new or empty folder (grey or RGB as trained), "
+                        "named by seed and index: seed0007_0000.png (conditional models add _class3); a folder "
+                        "that FID tools (pytorch-fid, clean-fid, torch-fidelity) read as is (default: none)")
+    p.add_argument("--seed", type=non_negative_int, default=None,
+                   help="seed of the noise of all --n images (default: 0)")
+    p.add_argument("--seeds", type=seeds_type, default=None, metavar="LIST",
+                   help="one image per seed instead of --n/--seed, e.g. 0-99 or 3,5,9; a seed always gives "
+                        "the same noise, whatever other seeds are listed (it is the first image of "
+                        "--seed S) (default: none)")
+    p.add_argument("--label", type=non_negative_int, default=None, metavar="K",
+                   help="conditional checkpoints: make N images of class K; without it, one row per "
+                        "class (N rounded up to a multiple of the classes; with --seeds, every seed in every class) (default: none)")
+    return p
+
+
+def _check_outdir(path):
+    """UserError unless ``path`` is a new or empty folder (reads only)."""
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise UserError(f"--outdir {path} is a file, not a folder; choose another --outdir")
+        if any(path.iterdir()):
+            raise UserError(f"--outdir {path} is not empty; choose a new or empty folder (FID tools read "
+                            "every image in it)")
+        return
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"--outdir {path} lies under {parent}, which is a file; choose another --outdir")
+            break
+
+
+def _conditional_labels(G, n, label):
+    """(n, labels or None, nrow) for ``n`` images; a conditional G without --label: one row per class."""
+    if isinstance(G, nn.Conditional):
+        K = G.num_classes
+        if label is not None and label >= K:
+            raise UserError(f"--label {label}: this generator knows classes 0 to {K - 1}")
+        if label is not None:
+            return n, np.full(n, label), None
+        nrow = -(-n // K)
+        return nrow * K, np.repeat(np.arange(K), nrow), nrow
+    if label is not None:
+        raise UserError("--label needs a conditional checkpoint (trained with --conditional); this one is "
+                        "unconditional")
+    return n, None, None
+
+
+def generate_host(G, z, labels, image_shape, batch_size=1000):
+    """G(z) (with ``labels`` for a conditional G) on the host: float32 (n, *image_shape) in [-1, 1]."""
+    out = []
+    for s in range(0, len(z), batch_size):
+        y = None if labels is None else to_device(labels[s:s + batch_size], G.xp, np.int64)
+        x = generate(G, to_device(z[s:s + batch_size], G.xp, G.dtype), y)
+        out.append(to_numpy(x).astype(np.float32).reshape((-1, *image_shape)))
+    return np.concatenate(out)
+
+
+def image_shape_of(config):
+    return tuple(config.get("image_shape", [28, 28]))
+
+
+def to_picture(image):
+    """One image in [-1, 1], (H, W) or (C, H, W), as uint8 (H, W) grey or (H, W, 3) RGB."""
+    return viz.make_grid(image[None], nrow=1, padding=0)
+
+
+def write_pngs(images, folder, names):
+    """One PNG per image into ``folder`` (created), each written atomically."""
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    for image, name in zip(images, names):
+        with atomic_write(folder / name, durable=False) as f:
+            Image.fromarray(to_picture(image)).save(f, format="PNG")
+
+
+def sample_main(argv=None, prog="scratchgan sample"):
+    args = make_sample_parser(prog).parse_args(argv)
+    try:
+        if args.out is None and args.outdir is None:
+            raise UserError("give --out FILE (FILE.npy and FILE.png) or --outdir DIR (one PNG per image)")
+        if args.seeds is not None and (args.n is not None or args.seed is not None):
+            raise UserError("--seeds picks the images (one per seed): give it without --n and --seed")
+        outdir = Path(args.outdir) if args.outdir is not None else None
+        if outdir is not None:
+            _check_outdir(outdir)
+            if args.out is None and outdir.name in ("", ".", ".."):
+                raise UserError(f"--outdir {outdir}: give --out FILE too, for the .npy and the grid (they go "
+                                "beside a named folder)")
+        xp = get_xp(args.backend)
+        G, config, _ = load_generator(args.checkpoint, xp)
+        L = int(config["latent_dim"])
+        if args.seeds is None:  # N images from one seed's noise, as before --seeds existed
+            seed = args.seed or 0
+            n, labels, nrow = _conditional_labels(G, args.n or DEFAULT_N, args.label)
+            z = np.random.default_rng(seed).standard_normal((n, L))
+            names = [f"seed{seed:04d}_{i:04d}" for i in range(n)]
+        else:  # one noise vector per seed; a conditional G without --label draws it in every class
+            seeds, zs = args.seeds, latent.seed_noise(args.seeds, L)
+            if isinstance(G, nn.Conditional) and args.label is None:
+                K = G.num_classes                                   # row k: every seed in class k
+                z, labels, nrow = np.tile(zs, (K, 1)), np.repeat(np.arange(K), len(seeds)), len(seeds)
+                n, names = len(z), [f"seed{s:04d}_{k:04d}" for k in range(K) for s in seeds]
+            else:
+                n, labels, nrow = _conditional_labels(G, len(seeds), args.label)
+                z, names = zs, [f"seed{s:04d}_0000" for s in seeds]
+        if labels is not None and args.label is None:
+            names = [f"{name}_class{k}" for name, k in zip(names, labels)]
+        z = latent.truncate(z, args.truncation)
+        images = generate_host(G, z, labels, image_shape_of(config))
+        if args.out is not None:
+            stem = Path(args.out)
+            stem = stem.with_suffix("") if stem.suffix in (".npy", ".png") else stem
+            npy, png = stem.with_suffix(".npy"), stem.with_suffix(".png")
+        else:  # beside the folder, so that FID tools reading the folder see the samples only
+            npy, png = outdir.with_name(outdir.name + ".npy"), outdir.with_name(outdir.name + ".png")
+        with atomic_write(npy, durable=False) as f:
+            np.save(f, images)
+        viz.save_image_grid(images, png, nrow=nrow, scale=2)
+        if outdir is not None:
+            write_pngs(images, outdir, [name + ".png" for name in names])
+    except (UserError, CheckpointError, BackendError, ValueError) as e:
+        return _fail(prog, e)
+    except OSError as e:
+        return _fail(prog, _os_error_message(e, advice="choose another --out or --outdir"))
+    except MemoryError as e:
+        asked = f"--n {args.n or DEFAULT_N}" if args.seeds is None else f"--seeds ({len(args.seeds):,} seeds)"
+        return _fail(prog, f"{asked}: out of memory ({e}); ask for fewer images")
+    _log(f"wrote {npy} ({n} images) and {png}" + (f"; one PNG per image in {outdir}/" if outdir else ""))
+    return 0
+
+
+# ---------------------------------------------------------------------------------- interpolate
+def make_interpolate_parser(prog):
+    p = Parser(prog=prog, description="A latent walk: slerp between the noise vectors of the seeds, written as "
+               "a GIF and a strip PNG (one row per class for conditional models).")
+    _add_common(p)
+    p.add_argument("--seeds", type=seeds_type, required=True, metavar="LIST",
+                   help="the seeds to walk through, in order, at least two: e.g. 0,5,9 or 0-3")
+    p.add_argument("--steps", type=positive_int, default=16,
+                   help="frames from one seed to the next (the walk has (seeds - 1) x STEPS + 1 frames, "
+                        f"at most {MAX_FRAMES}) (default: %(default)s)")
+    p.add_argument("--out", required=True, metavar="FILE.gif",
+                   help="writes FILE.gif (the walk, looping) and FILE.png (its frames in a strip, one row per "
+                        "class for conditional models)")
+    p.add_argument("--label", type=non_negative_int, default=None, metavar="K",
+                   help="conditional checkpoints: walk in class K only (default: every class, one row each)")
+    return p
+
+
+def walk_noise(zs, steps):
+    """The walk's noise (T, D): ``steps`` slerp frames from each seed's z towards the next, then the last z."""
+    t = np.arange(steps) / steps
+    parts = [latent.slerp(a, b, t) for a, b in zip(zs[:-1], zs[1:])]
+    return np.concatenate(parts + [zs[-1:]])
+
+
+def _upscale(picture, scale):
+    return np.repeat(np.repeat(picture, scale, axis=0), scale, axis=1)
+
+
+def interpolate_main(argv=None, prog="scratchgan interpolate"):
+    args = make_interpolate_parser(prog).parse_args(argv)
+    try:
+        out = Path(args.out)
+        if out.suffix.lower() != ".gif":
+            raise UserError(f"--out {out}: give a file name ending in .gif (the strip goes beside it as .png)")
+        if out.is_dir():
+            raise UserError(f"--out {out} is a folder; give a file name ending in .gif")
+        if len(args.seeds) < 2:
+            raise UserError(f"--seeds {args.seeds[0]}: a walk needs two seeds or more, e.g. 0,5,9")
+        frames = (len(args.seeds) - 1) * args.steps + 1
+        if frames > MAX_FRAMES:
+            raise UserError(f"--steps {args.steps} with {len(args.seeds)} seeds makes {frames} frames, more than "
+                            f"{MAX_FRAMES}; use fewer steps or seeds")
+        xp = get_xp(args.backend)
+        G, config, _ = load_generator(args.checkpoint, xp)
+        z = latent.truncate(walk_noise(latent.seed_noise(args.seeds, int(config["latent_dim"])), args.steps),
+                            args.truncation)
+        T = len(z)
+        _conditional_labels(G, 1, args.label)  # --label K only for a conditional G that knows class K
+        labels = None
+        if isinstance(G, nn.Conditional):  # the same walk in each class (or in class --label only)
+            classes = [args.label] if args.label is not None else list(range(G.num_classes))
+            labels = np.repeat(np.array(classes), T)
+            z = np.tile(z, (len(classes), 1))
+        rows = len(z) // T
+        images = generate_host(G, z, labels, image_shape_of(config))             # (rows * T, ...)
+        strip = out.with_suffix(".png")
+        viz.save_image_grid(images, strip, nrow=T, scale=2)
+        scale = max(1, 96 // images.shape[-1])  # a small image is shown bigger, pixels kept sharp
+        pictures = [_upscale(viz.make_grid(images[j::T], nrow=rows, padding=2 if rows > 1 else 0), scale)
+                    for j in range(T)]
+        viz.save_progress_gif(pictures, out, duration_ms=80, max_frames=T)
+    except (UserError, CheckpointError, BackendError, ValueError) as e:
+        return _fail(prog, e)
+    except OSError as e:
+        return _fail(prog, _os_error_message(e, advice="choose another --out"))
+    except MemoryError as e:
+        return _fail(prog, f"out of memory ({e}); use fewer --steps or seeds")
+    _log(f"wrote {out} ({T} frames) and {strip}")
+    return 0

@@ -1,0 +1,181 @@
+"""What `scratchgan train` adds to the examples' flags: ``--arch``, CIFAR-10 and ``.npy`` data,
+``--dry-run``, ``--tensorboard``, ``--version``.
+
+cli.py keeps the flags both examples share and the training entry point; this module holds the
+pieces that choose between the two architectures and the inputs beyond MNIST-like IDX files, so that
+cli.py only calls them:
+
+- ``arch_of(argv)``: the architecture a `scratchgan train` command line asks for (``--arch``, or the
+  checkpoint's when resuming without it), so that its defaults apply;
+- ``describe_defaults(parser, ...)``: in the one `scratchgan train --help`, every flag whose default
+  depends on ``--arch`` says both, and a flag of one architecture says so;
+- ``check_flags(config, explicit)``: one line, before anything is loaded, for a flag of the other
+  architecture, --dry-run with --resume, --tensorboard without its extra;
+- ``load_images(config, log)``: CIFAR-10, a user's ``.npy`` and the synthetic images of --dry-run,
+  as uint8 (N, H, W) for the MLP or (N, C, S, S) for the DCGAN.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, runlog
+from .checkpoint import CheckpointError, load_checkpoint
+from .cliutil import Parser, UserError
+
+ARCHES = ("mlp", "dcgan")
+# flags that exist for one architecture only (config keys)
+ARCH_ONLY = {"mlp": ("g_hidden", "d_hidden", "batchnorm", "dropout", "conditional", "embedding_dim"),
+             "dcgan": ("resolution", "channels", "g_width", "d_width")}
+DATASETS = ("cifar10", "npy", "synthetic")   # loaded here; "synthetic" is what --dry-run trains on
+DRY_RUN_STEPS = 3
+# image size and channels of each dataset for the DCGAN, when --image-size / --channels are not given
+DCGAN_SHAPES = {"cifar10": (32, 3), "folder": (64, 3)}
+
+
+def add_flags(parser, defaults, suppress=False):
+    """The flags of this module, in their own group, on the examples and on `scratchgan train`."""
+    def d(key):
+        return argparse.SUPPRESS if suppress else defaults.get(key)
+
+    g = parser.add_argument_group("conveniences")
+    g.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                   help=f"check the set-up: {DRY_RUN_STEPS} steps on random images of the run's shape (no dataset "
+                        "is read or downloaded, no --eval-every), all outputs written as usual; into --out when "
+                        "given, else into a new temporary folder, whose path is printed (default: off)")
+    g.add_argument("--tensorboard", default=d("tensorboard"), metavar="DIR",
+                   help="also write the metrics.csv values as scalars and the sample grids as images to TensorBoard "
+                        f"event files in DIR (needs the extra: {runlog.INSTALL_HINT}); metrics.jsonl (one JSON "
+                        "object per logged step) is written beside metrics.csv either way (default: off)")
+    g.add_argument("--version", action="version", version=f"scratchgan {__version__}",
+                   help="print the version and exit")
+    return parser
+
+
+def arch_of(argv):
+    """The ``--arch`` of a `scratchgan train` command line; without it, the resumed checkpoint's, else mlp."""
+    pre = Parser(prog="scratchgan train", add_help=False)
+    pre.add_argument("--arch", choices=ARCHES, default=None)
+    pre.add_argument("--resume", nargs="?", const="", default=None)
+    pre.add_argument("--out", default=None)
+    known, _ = pre.parse_known_args(argv)
+    if known.arch:
+        return known.arch
+    if known.resume is not None:  # continue a DCGAN run without repeating --arch dcgan
+        path = Path(known.resume) if known.resume else Path(known.out or "runs/mnist_mlp") / "checkpoint.npz"
+        try:
+            arch = load_checkpoint(path)[1].get("config", {}).get("arch")
+        except (CheckpointError, OSError, ValueError):  # train_main says what is wrong with it
+            arch = None
+        if arch in ARCHES:
+            return arch
+    return "mlp"
+
+
+def combined_defaults(arch, per_arch):
+    """The defaults of a `scratchgan train` parser for ``arch``: the other architecture's keys too (so
+    every flag exists), the chosen architecture's values where both have one."""
+    other = per_arch["dcgan" if arch == "mlp" else "mlp"]
+    return {**other, **per_arch[arch], "arch": arch}
+
+
+def describe_defaults(parser, per_arch):
+    """Rewrite the help of `scratchgan train`: "(default: X for --arch mlp, Y for --arch dcgan)" where the
+    two examples differ, "(--arch A only)" on a flag of one architecture."""
+    mlp, dcgan = per_arch["mlp"], per_arch["dcgan"]
+    for action in parser._actions:  # argparse keeps them there; it has no public list
+        key, text = action.dest, action.help or ""
+        if key == "arch" or text == argparse.SUPPRESS:
+            continue
+        if key in mlp and key in dcgan and mlp[key] != dcgan[key] and "(default: %(default)s)" in text:
+            action.help = text.replace("(default: %(default)s)",
+                                       f"(default: {mlp[key]} for --arch mlp, {dcgan[key]} for --arch dcgan)")
+        for arch, keys in ARCH_ONLY.items():
+            if key in keys:
+                action.help = f"(--arch {arch} only) {action.help}"
+    return parser
+
+
+def add_arch_flag(parser, suppress=False):
+    parser.add_argument("--arch", choices=ARCHES, default=argparse.SUPPRESS if suppress else "mlp",
+                        help="mlp: the classic MLP GAN of examples/mnist_mlp.py; dcgan: the DCGAN of examples/dcgan.py "
+                             "(convolutions, --image-size 28/32/64/128, image folders); the defaults that differ "
+                             "between them are given for each below (default: %(default)s)")
+
+
+def check_early(args):
+    """What is wrong whatever the checkpoint or the data say (before --resume reads its checkpoint)."""
+    if getattr(args, "dry_run", False) and args.resume is not None:
+        raise UserError("--dry-run starts a fresh run on random images; drop --resume")
+
+
+def check_flags(config, explicit, arch_choosable):
+    """One line for a combination that cannot run, before anything is loaded or written. With
+    ``arch_choosable`` (`scratchgan train`), the other architecture's settings leave the config."""
+    arch = config.get("arch", "mlp")
+    if arch_choosable:
+        other = "dcgan" if arch == "mlp" else "mlp"
+        wrong = [k for k in ARCH_ONLY[other] if k in explicit]
+        if wrong:
+            flag = "--" + {"resolution": "image-size", "batchnorm": "no-batchnorm"}.get(wrong[0], wrong[0]).replace("_", "-")
+            raise UserError(f"{flag} is a flag of --arch {other}; this run is --arch {arch} (add --arch {other}, or "
+                            f"drop {flag})")
+        for key in ARCH_ONLY[other]:  # config.json and checkpoints record the run's own settings only
+            config.pop(key, None)
+    if config.get("dry_run") and config.get("resume") is not None:  # a dry run's checkpoint, resumed
+        raise UserError(f"{config['resume']} is a --dry-run's checkpoint (random images); start the real run "
+                        "instead of resuming it")
+    if config["dataset"] == "folder" and arch != "dcgan":
+        raise UserError("--dataset folder is for --arch dcgan (examples/dcgan.py); the MLP trains on MNIST-like "
+                        "data, cifar10 or a .npy array")
+    if config["dataset"] == "npy" and not config.get("dry_run") and not config.get("data_dir"):
+        raise UserError("--dataset npy needs --data-dir FILE.npy, your array of images")
+    if config.get("tensorboard") and not runlog.tensorboard_available():
+        raise UserError(f"--tensorboard needs tensorboardX, which is not installed: {runlog.INSTALL_HINT}")
+
+
+def prepare_dry_run(config, explicit, log):
+    """--dry-run: one epoch of DRY_RUN_STEPS steps on synthetic images, into --out or a new temporary folder."""
+    config["dry_run_of"] = config["dataset"]  # what the real run would read, for the image shape
+    config["dataset"], config["epochs"], config["eval_every"], config["limit"] = "synthetic", 1, 0, None
+    if "out" not in explicit:
+        config["out"] = tempfile.mkdtemp(prefix="scratchgan-dry-run-")
+    log(f"dry run: {DRY_RUN_STEPS} steps on random images, no dataset read; outputs in {config['out']}")
+
+
+def load_images(config, log):
+    """(images uint8, labels uint8 or None) for cifar10, npy and synthetic; fits them to the DCGAN."""
+    name, dcgan = config["dataset"], config.get("arch") == "dcgan"
+    labels = None
+    if name == "cifar10":
+        from .data.cifar10 import load_cifar10
+        images, labels = load_cifar10(config["split"], config.get("data_dir"), log=log)
+    elif name == "npy":
+        from .data.npy import load_npy_images
+        images = load_npy_images(config["data_dir"])
+    else:  # synthetic, for --dry-run: the shape the real data would have, labels 0..9 for --conditional
+        size, channels = DCGAN_SHAPES.get(config.get("dry_run_of"), (28, 1))
+        if dcgan:
+            size, channels = config.get("resolution") or size, config.get("channels") or channels
+        shape = (channels, size, size) if channels == 3 or dcgan else (size, size)
+        n = config["batch_size"] * config.get("d_steps", 1) * DRY_RUN_STEPS
+        rng = np.random.default_rng(config.get("seed", 0))
+        images = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+    if config.get("limit"):
+        images = images[: config["limit"]]
+        labels = None if labels is None else labels[: config["limit"]]
+    if dcgan:
+        from .data.transforms import fit_images
+        from .models import DCGAN_SIZES
+        own = images.shape[-1]
+        config["channels"] = config.get("channels") or (images.shape[1] if images.ndim == 4 else 1)
+        config["resolution"] = config.get("resolution") or (DCGAN_SHAPES.get(name, (own,))[0])
+        if config["resolution"] not in DCGAN_SIZES:
+            raise UserError(f"{config['data_dir']}: images of {own}x{own} pixels; the DCGAN makes "
+                            f"{', '.join(map(str, DCGAN_SIZES))}: pass --image-size to resize them to one of those")
+        images = fit_images(images, config["resolution"], config["channels"])
+    return images, labels
