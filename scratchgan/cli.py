@@ -7,6 +7,7 @@ line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import signal
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import fast, models, nn, objectives, rundir, train_options
+from . import distributed, fast, models, nn, objectives, rundir, train_options
 from .backend import BackendError, backend_name, get_xp, to_device, to_numpy
 from .checkpoint import CheckpointError, load_checkpoint
 from .cliutil import (EXIT_USAGE, Parser, UserError, non_negative_float, non_negative_int, positive_float,
@@ -311,7 +312,13 @@ def resolve_config(args, explicit, defaults, log):
 
 def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DEFAULTS):
     """Entry point of examples/mnist_mlp.py (and examples/dcgan.py with DCGAN_DEFAULTS) and, with
-    defaults=None, of `scratchgan train`, where --arch chooses them; the exit code."""
+    defaults=None, of `scratchgan train`, where --arch chooses them; the exit code.
+
+    Under ``mpiexec -n N`` it trains data-parallel (scratchgan/distributed.py), with the same flags."""
+    return distributed.run(_train_main, argv, prog, description, defaults)
+
+
+def _train_main(argv, prog, description, defaults):
     both = defaults is None
     if both:
         argv = list(sys.argv[1:] if argv is None else argv)
@@ -334,9 +341,17 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
         train_options.check_early(args)
         config, resume = resolve_config(args, explicit, defaults, log)
         train_options.check_flags(config, explicit, arch_choosable=both)
+        # data-parallel when started by mpiexec (None otherwise): rank 0 alone checks, claims and writes --out
+        world = distributed.init(config["backend"])
+        writes = world is None or world.rank == 0
+        if not writes:
+            log = _quiet
         if config.get("dry_run"):
+            if world is not None:
+                raise UserError("--dry-run runs in one process; start it without mpiexec")
             train_options.prepare_dry_run(config, explicit, log)
-        rundir.check(config["out"], resume, config["overwrite"])  # before anything is loaded or written
+        if writes:
+            rundir.check(config["out"], resume, config["overwrite"])  # before anything is loaded or written
         if config["dataset"] == "mnist-bundled" and "split" not in explicit:
             config["split"] = "test"  # the bundled digits are MNIST's test split; an explicit --split train errs
         xp = get_xp(config["backend"])
@@ -364,12 +379,16 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
         conv = config.get("arch") == "dcgan"
         loader = BatchLoader(images, config["batch_size"], xp=xp, dtype=config["dtype"], seed=config["seed"],
                              flatten=not conv, labels=labels)
-        trainer = Trainer(step, loader, config["out"], config, sample_every=config["sample_every"],
+        if world is not None:  # this rank's slice of each global batch, averaged gradients, synced BatchNorm
+            config["ranks"] = world.size
+            step, loader = distributed.parallelize(step, world), distributed.ShardedLoader(loader, world)
+        trainer = (Trainer if world is None else distributed.trainer_class(world))(
+                          step, loader, config["out"], config, sample_every=config["sample_every"],
                           log_every=config["log_every"], image_shape=None if conv else tuple(images.shape[1:]),
-                          d_steps=config["d_steps"], progress=config["progress"], log=log,
+                          d_steps=config["d_steps"], progress=config["progress"] and writes, log=log,
                           instance_noise=config.get("instance_noise", 0.0),
                           snapshot_every=config.get("snapshot_every", 0))
-        if config.get("eval_every"):
+        if config.get("eval_every") and writes:
             if int(np.prod(images.shape[1:])) != 784 or config["dataset"] in ("folder", *train_options.DATASETS):
                 raise UserError("--eval-every measures MNIST-like 28x28 grayscale runs only "
                                 f"(its classifier is trained on {config['dataset']} digits/clothes)")
@@ -379,7 +398,7 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
         log(f"training {config['dataset']} ({len(images)} images, split {config['split']}) on "
             f"{backend_name(xp)}/{config['dtype']}: G {step.G.num_parameters():,} and D "
             f"{step.D.num_parameters():,} parameters; outputs in {config['out']}")
-        with rundir.claim(config["out"], resume, config["overwrite"]):
+        with (rundir.claim(config["out"], resume, config["overwrite"]) if writes else contextlib.nullcontext()):
             with warnings.catch_warnings():  # NumPy's overflow warnings (worker threads too): the watchdog says it
                 warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
                 trainer.fit(config["epochs"], resume_from=resume)
@@ -407,6 +426,8 @@ def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DE
     warning = trainer.divergence_warning()
     if warning:
         print(f"{prog}: warning: {warning}", file=sys.stderr)
+    if not writes:
+        return 0
     out = Path(config["out"])
     names = [n for n in ("samples/", "losses.png", "progress.gif", "real_vs_fake.png", "metrics.csv",
                           "metrics.jsonl", "checkpoint.npz", "checkpoint_best.npz")
@@ -441,6 +462,10 @@ def main(argv=None):
         print(f"scratchgan: error: {problem}; choose one of: {', '.join(commands)}", file=sys.stderr)
         return EXIT_USAGE
     return commands[argv[0]](argv[1:])
+
+
+def _quiet(message):
+    """The log of the ranks other than 0 in a data-parallel run: rank 0 says it."""
 
 
 class _Terminated(KeyboardInterrupt):

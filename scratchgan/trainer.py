@@ -358,7 +358,7 @@ class Trainer:
                 if self.sample_every and self.global_step % self.sample_every == 0:
                     self.save_samples()
                 bar.update(1)
-                if self._stop_requested:
+                if self._stop_now():
                     self._check_finite(stats)
                     self.save()
                     signum = self._stop_requested if self._stop_requested in _SIGNAL_NAMES else signal.SIGINT
@@ -405,6 +405,10 @@ class Trainer:
                                    f"stopped without saving. Last good checkpoint: {kept}. "
                                    "Try a lower --lr or --label-smoothing 0.1")
         return host
+
+    def _stop_now(self):
+        """Whether to save and stop after this step (a data-parallel run asks every rank: distributed.py)."""
+        return self._stop_requested
 
     def _dropout_layers(self):
         return [m for net in (self.step.G, self.step.D) for m in net.modules() if isinstance(m, nn.Dropout)]
