@@ -50,6 +50,7 @@ MLP_DEFAULTS = {
     # the tools of stronger GANs, all off by default
     "spectral_norm": False, "r1": 0.0, "ema": 0.0, "diffaugment": "",
     "tensorboard": None, "dry_run": False,  # train_options.add_flags
+    "evaluator": "cnn",  # the classifier --eval-every measures in (scratchgan.evaluator.KINDS)
 }
 
 
@@ -210,6 +211,9 @@ def _add_output_flags(parser, defaults, suppress):
                         "features, classes covered, precision/recall; see `scratchgan evaluate`) into "
                         "metrics.csv and losses.png, warn on collapse, and keep the checkpoint of the lowest distance "
                         "as checkpoint_best.npz (its value and step in config.json); 0 = off (default: %(default)s)")
+    g.add_argument("--evaluator", choices=["cnn", "mlp"], default=d("evaluator"),
+                   help="the classifier --eval-every measures in: cnn, or mlp for the numbers of earlier "
+                        "releases (default: %(default)s)")
     g.add_argument("--log-every", type=positive_int, default=d("log_every"), metavar="STEPS",
                    help="write a metrics.csv row and check for NaN every STEPS steps (default: %(default)s)")
     g.add_argument("--snapshot-every", type=non_negative_int, default=d("snapshot_every"), metavar="EPOCHS",
@@ -293,6 +297,8 @@ def resolve_config(args, explicit, defaults, log):
         saved = meta.get("config", {})
         # a checkpoint is data, not instructions: where to write comes from the command line only
         kept = {k: v for k, v in saved.items() if k in defaults and k not in ("out", "resume", "overwrite")}
+        if saved.get("eval_every") and "evaluator" not in saved:  # its metrics.csv holds the MLP's numbers
+            kept["evaluator"] = "mlp"
         config = {**defaults, **kept, **explicit}
         config["resume"] = str(resume)
         if "out" not in explicit:  # --resume FILE continues in FILE's folder

@@ -28,7 +28,7 @@ from .cliutil import fail as _fail, log as _log
 from .cliutil import os_error_message as _os_error_message
 from .data import DATASET_NAMES, DataError, load_dataset_or_bundled
 from .ema import use_ema_weights
-from .evaluator import get_evaluator
+from .evaluator import DEFAULT_KIND, KINDS, TARGET_STEPS_BY_KIND, get_evaluator
 from .gan import generate
 from .models import build_gan
 
@@ -66,10 +66,14 @@ def make_parser(prog):
     p.add_argument("--k", type=positive_int, default=metrics.DEFAULT_K,
                    help="neighbours for precision/recall (default: %(default)s)")
     g = p.add_argument_group("evaluator (the classifier; trained on first use and cached)")
+    g.add_argument("--evaluator", choices=list(KINDS), default=DEFAULT_KIND,
+                   help="cnn: the convolutional classifier; mlp: the MLP of earlier releases, for old numbers "
+                        "(default: %(default)s)")
     g.add_argument("--evaluator-seed", type=non_negative_int, default=0, metavar="SEED",
                    help="(default: %(default)s)")
     g.add_argument("--evaluator-epochs", type=positive_int, default=None, metavar="E",
-                   help="training epochs (default: about 2,400 Adam steps)")
+                   help="training epochs (default: about 2,400 Adam steps for the mlp, "
+                        f"{TARGET_STEPS_BY_KIND['cnn']:,} for the cnn)")
     g.add_argument("--evaluator-limit", type=positive_int, default=None, metavar="N",
                    help="train it on the first N training images only, for quick trials (default: all)")
     return p
@@ -168,7 +172,8 @@ def evaluate_main(argv=None, prog="scratchgan evaluate"):
         if n < args.k + 2:
             raise UserError(f"N = {n} images is too few for k = {args.k} nearest neighbours")
 
-        evaluator = get_evaluator(dataset, data_dir, backend=args.backend, seed=args.evaluator_seed,
+        evaluator = get_evaluator(dataset, data_dir, kind=args.evaluator, backend=args.backend,
+                                  seed=args.evaluator_seed,
                                   epochs=args.evaluator_epochs, limit=args.evaluator_limit, log=log)
         log(evaluator.describe())
 

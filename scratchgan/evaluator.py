@@ -1,7 +1,11 @@
 """The evaluator: a small classifier for the dataset, built and trained with scratchgan's own layers.
 
 Its penultimate layer is the embedding in which scratchgan.metrics measures generated images (the role
-Inception-v3 plays for FID, at MNIST scale):
+Inception-v3 plays for FID, at MNIST scale). Two kinds, each a builder; one training loop, one loss:
+
+- ``cnn`` (the default): two stride-2 Conv2d/BatchNorm2d/LeakyReLU stages, then a 128-d feature layer
+  (scratchgan.evaluator_cnn). It sees local texture: blur, speckle and stripes move its features.
+- ``mlp`` (``--evaluator mlp``, the numbers of earlier releases):
 
     image (N, 784) in [-1, 1] -> Linear 256 -> LeakyReLU(0.2) -> Dropout(0.2)
                               -> Linear 128 -> LeakyReLU(0.2)   <- features (N, 128)
@@ -12,15 +16,18 @@ on the dataset's training split and scored on the test split. Where only the 10k
 available (``mnist-bundled``, or MNIST offline), it trains on 8,000 of them and holds out the other
 2,000 (a fixed split). The trained weights are cached as an .npz under
 ``<data cache>/evaluators/`` together with the held-out accuracy, keyed by dataset, training data,
-architecture, epochs and seed; later calls load them instead of training again.
+kind, architecture, epochs and seed (an MLP file never answers for a CNN, nor the reverse); later calls
+load them instead of training again.
 """
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 
 from . import nn, optim
+from .evaluator_cnn import DEFAULT_CHANNELS, DEFAULT_FEATURES, build_cnn_classifier, describe_cnn
 from .backend import array_module, backend_name, get_xp, to_device, to_numpy
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import BatchLoader, DataError, load_dataset, load_mnist_bundled
@@ -32,6 +39,13 @@ DEFAULT_HIDDEN = (256, 128)
 DEFAULT_BATCH_SIZE = 128
 DEFAULT_LR = 1e-3
 TARGET_STEPS = 2400     # default epochs: about this many Adam steps (5 epochs of 60k, 39 of 8k)
+KINDS = ("cnn", "mlp")  # the evaluator architectures; the first is the default
+DEFAULT_KIND = KINDS[0]
+TARGET_STEPS_BY_KIND = {"mlp": TARGET_STEPS, "cnn": 4700}  # cnn: 10 epochs of Fashion-MNIST's 60k
+# the learning rate over training: constant (the MLP, as earlier releases trained it), or cosine
+# lr_t = lr (1 + cos(pi t / T)) / 2 from lr down to 0 over the T steps (the CNN: its last, small steps
+# settle the weights instead of leaving them where one large step happened to end)
+LR_SCHEDULE_BY_KIND = {"mlp": "constant", "cnn": "cosine"}
 MAX_AUTO_EPOCHS = 40
 HOLDOUT_TEST_ONLY = 2000  # where only the 10k test images exist: train on 8,000, hold out 2,000
 N_CLASSES = 10
@@ -99,6 +113,27 @@ def build_classifier(in_dim=784, hidden=DEFAULT_HIDDEN, n_classes=N_CLASSES, slo
     return net
 
 
+def check_kind(kind):
+    if kind not in KINDS:
+        raise ValueError(f"unknown evaluator kind {kind!r}; choose one of: {', '.join(KINDS)}")
+    return kind
+
+
+def build_network(kind=DEFAULT_KIND, n_classes=N_CLASSES, hidden=DEFAULT_HIDDEN, seed=0, dtype="float32"):
+    """The evaluator network of ``kind`` for 28x28 grey images fed flat, (N, 784): the builder per kind."""
+    if check_kind(kind) == "cnn":
+        return build_cnn_classifier((1, 28, 28), DEFAULT_CHANNELS, DEFAULT_FEATURES, n_classes, seed=seed,
+                                    dtype=dtype)
+    return build_classifier(784, hidden, n_classes, seed=seed, dtype=dtype)
+
+
+def architecture(kind=DEFAULT_KIND, hidden=DEFAULT_HIDDEN):
+    """A one-line description of the network, e.g. 'MLP 784 -> 256 -> 128 -> 10 (features: 128)'."""
+    if check_kind(kind) == "cnn":
+        return describe_cnn((1, 28, 28), DEFAULT_CHANNELS, DEFAULT_FEATURES, N_CLASSES)
+    return "MLP " + " -> ".join(str(s) for s in (784, *hidden, N_CLASSES)) + f" (features: {hidden[-1]})"
+
+
 def as_model_input(images, xp, dtype):
     """Images in any of the usual forms -> (N, D) on ``xp`` in ``dtype``, scaled to [-1, 1].
 
@@ -128,7 +163,8 @@ class Evaluator:
         self.info = dict(info)
         # the features are the output of the last hidden activation: everything but the last Linear
         self.body, self.head = net[: len(net) - 1], net[len(net) - 1]
-        self.in_dim = net[0].in_features
+        first = net[0]  # an MLP starts with Linear(784, ...), the CNN with Reshape(1, 28, 28)
+        self.in_dim = first.in_features if hasattr(first, "in_features") else math.prod(first.shape)
         self.feature_dim = self.head.in_features
         self.n_classes = self.head.out_features
 
@@ -184,24 +220,35 @@ def accuracy(net, images, labels, batch_size=2000):
     return float((pred == np.asarray(labels)).mean())
 
 
-def train_classifier(images, labels, *, hidden=DEFAULT_HIDDEN, epochs=None, batch_size=DEFAULT_BATCH_SIZE,
-                     lr=DEFAULT_LR, seed=0, backend="numpy", dtype="float32", log=None):
-    """Train the evaluator MLP on uint8 ``images`` (N, 28, 28) with ``labels`` (N,); returns the net.
+def train_classifier(images, labels, *, kind="mlp", hidden=DEFAULT_HIDDEN, epochs=None,
+                     batch_size=DEFAULT_BATCH_SIZE, lr=DEFAULT_LR, seed=0, backend="numpy", dtype="float32",
+                     log=None):
+    """Train the evaluator network of ``kind`` on uint8 ``images`` (N, 28, 28) with ``labels`` (N,).
 
-    Seeded end to end: weights, dropout masks and batch order all follow ``seed``.
+    One loop for every kind: softmax cross-entropy, Adam, flat (N, 784) batches (the CNN reshapes them
+    itself). Seeded end to end: weights, dropout masks and batch order all follow ``seed``. Returns the
+    net in eval mode.
     """
     xp = get_xp(backend)
     n_classes = max(N_CLASSES, int(np.max(labels)) + 1)
-    in_dim = int(np.prod(images.shape[1:]))
-    net = build_classifier(in_dim, hidden, n_classes, seed=[seed, 0xC1A5], dtype=dtype).to(xp, dtype)
+    if check_kind(kind) == "mlp":  # the MLP takes any flat size (its tests use small ones)
+        in_dim = int(np.prod(images.shape[1:]))
+        net = build_classifier(in_dim, hidden, n_classes, seed=[seed, 0xC1A5], dtype=dtype)
+    else:
+        net = build_network(kind, n_classes, hidden, seed=[seed, 0xC1A5], dtype=dtype)
+    net = net.to(xp, dtype)
     net.train()
     opt = optim.Adam(net.parameters(), lr=lr, betas=(0.9, 0.999))
     batch_size = min(batch_size, len(images))
     loader = BatchLoader(images, batch_size, xp=xp, dtype=dtype, seed=seed, labels=labels)
-    epochs = resolve_epochs(epochs, len(images), batch_size)
+    epochs = resolve_epochs(epochs, len(images), batch_size, kind)
+    cosine, t, T = LR_SCHEDULE_BY_KIND[kind] == "cosine", 0, epochs * len(loader)
     for epoch in range(epochs):
         total, count = 0.0, 0
         for x, y in loader.epoch(epoch):
+            if cosine:
+                opt.lr = lr * 0.5 * (1.0 + math.cos(math.pi * t / T))
+                t += 1
             opt.zero_grad()
             logits = net.forward(x)
             loss, dlogits = softmax_cross_entropy(logits, y)
@@ -213,14 +260,14 @@ def train_classifier(images, labels, *, hidden=DEFAULT_HIDDEN, epochs=None, batc
     return net.eval()
 
 
-def resolve_epochs(epochs, n_images, batch_size=DEFAULT_BATCH_SIZE):
-    """``epochs``, or by default about TARGET_STEPS Adam steps (at least 1, at most MAX_AUTO_EPOCHS)."""
+def resolve_epochs(epochs, n_images, batch_size=DEFAULT_BATCH_SIZE, kind="mlp"):
+    """``epochs``, or by default about TARGET_STEPS_BY_KIND[kind] Adam steps (1 to MAX_AUTO_EPOCHS)."""
     if epochs is not None:
         if int(epochs) != epochs or epochs <= 0:
             raise ValueError(f"evaluator epochs must be a positive integer, got {epochs!r}")
         return int(epochs)
     batches = max(1, n_images // min(batch_size, n_images))
-    return int(min(MAX_AUTO_EPOCHS, max(1, round(TARGET_STEPS / batches))))
+    return int(min(MAX_AUTO_EPOCHS, max(1, round(TARGET_STEPS_BY_KIND[check_kind(kind)] / batches))))
 
 
 def evaluator_data(dataset, data_dir=None, log=None):
@@ -274,20 +321,27 @@ def evaluator_data(dataset, data_dir=None, log=None):
             f"the other {n_held} {family} {split} images")
 
 
-def cache_path(family, n_train, split_tag, hidden, epochs, seed):
-    arch = "-".join(str(s) for s in (784, *hidden, N_CLASSES))
+def cache_path(family, n_train, split_tag, hidden, epochs, seed, kind="mlp"):
+    """The cache file; its name holds the kind and architecture, so kinds never share a file. The MLP's
+    name is the one earlier releases wrote, so their cached evaluators still load."""
+    if check_kind(kind) == "cnn":
+        arch = "cnn1x28x28-" + "-".join(str(s) for s in (*DEFAULT_CHANNELS, DEFAULT_FEATURES, N_CLASSES))
+    else:
+        arch = "mlp" + "-".join(str(s) for s in (784, *hidden, N_CLASSES))
     return (_mnist.data_root() / "evaluators" /
-            f"{family}_{split_tag}{n_train}_mlp{arch}_e{epochs}_s{seed}_v{EVALUATOR_FORMAT}.npz")
+            f"{family}_{split_tag}{n_train}_{arch}_e{epochs}_s{seed}_v{EVALUATOR_FORMAT}.npz")
 
 
-def get_evaluator(dataset, data_dir=None, *, backend="numpy", seed=0, epochs=None, limit=None,
-                  hidden=DEFAULT_HIDDEN, cache=True, log=None):
-    """The evaluator for ``dataset``: loaded from the cache, or trained now (seconds) and cached.
+def get_evaluator(dataset, data_dir=None, *, kind=DEFAULT_KIND, backend="numpy", seed=0, epochs=None,
+                  limit=None, hidden=DEFAULT_HIDDEN, cache=True, log=None):
+    """The evaluator of ``kind`` ("cnn" or "mlp") for ``dataset``: loaded from the cache, or trained now.
 
     ``limit`` trains on only the first ``limit`` training images (quick trials and tests); ``epochs``
-    defaults to about 2,400 Adam steps. The cache key is (dataset, training data, architecture,
-    epochs, seed); the file is written atomically. Raises DataError when the data cannot be loaded.
+    defaults to about TARGET_STEPS_BY_KIND[kind] Adam steps. The cache key is (dataset, training data,
+    kind and architecture, epochs, seed); the file is written atomically. Raises DataError when the data
+    cannot be loaded.
     """
+    check_kind(kind)
     hidden = tuple(int(h) for h in hidden)
     family, tr_x, tr_y, he_x, he_y, trained_on, held_out = evaluator_data(dataset, data_dir, log)
     split_tag = "train" if trained_on.startswith(f"{family} train (") else "split"
@@ -297,9 +351,9 @@ def get_evaluator(dataset, data_dir=None, *, backend="numpy", seed=0, epochs=Non
         if limit < len(tr_x):
             tr_x, tr_y = tr_x[:limit], tr_y[:limit]
             trained_on = f"the first {limit} of {trained_on}"
-    epochs = resolve_epochs(epochs, len(tr_x))
-    path = cache_path(family, len(tr_x), split_tag, hidden, epochs, seed)
-    architecture = "MLP " + " -> ".join(str(s) for s in (784, *hidden, N_CLASSES)) + f" (features: {hidden[-1]})"
+    epochs = resolve_epochs(epochs, len(tr_x), kind=kind)
+    path = cache_path(family, len(tr_x), split_tag, hidden, epochs, seed, kind)
+    arch = architecture(kind, hidden)
     xp = get_xp(backend)
 
     if cache and path.exists():
@@ -307,22 +361,25 @@ def get_evaluator(dataset, data_dir=None, *, backend="numpy", seed=0, epochs=Non
             arrays, meta = load_checkpoint(path)
             if meta.get("kind") != "scratchgan-evaluator" or meta.get("format") != EVALUATOR_FORMAT:
                 raise CheckpointError(f"{path} is not a scratchgan evaluator of format {EVALUATOR_FORMAT}")
-            net = build_classifier(784, hidden, N_CLASSES, seed=0).to(xp, "float32")
+            cached_kind = meta.get("info", {}).get("kind", "mlp")  # files of earlier releases: the MLP
+            if cached_kind != kind:
+                raise CheckpointError(f"{path} holds a {cached_kind} evaluator, not a {kind}")
+            net = build_network(kind, N_CLASSES, hidden, seed=0).to(xp, "float32")
             net.load_state_dict({k[4:]: v for k, v in arrays.items() if k.startswith("net/")})
-            info = {**meta["info"], "cached": True, "path": str(path)}
+            info = {"kind": kind, **meta["info"], "cached": True, "path": str(path)}
             return Evaluator(net, info)
         except (CheckpointError, ValueError, KeyError) as e:
             if log:
                 log(f"evaluator cache {path} unusable ({str(e).splitlines()[0]}); training again")
 
     if log:
-        log(f"training the evaluator ({architecture}) on {trained_on}, {epochs} epochs, seed {seed}, "
+        log(f"training the evaluator ({arch}) on {trained_on}, {epochs} epochs, seed {seed}, "
             f"on {backend_name(xp)}; cached afterwards in {path}")
     t0, c0 = time.perf_counter(), time.process_time()
-    net = train_classifier(tr_x, tr_y, hidden=hidden, epochs=epochs, seed=seed, backend=xp)
+    net = train_classifier(tr_x, tr_y, kind=kind, hidden=hidden, epochs=epochs, seed=seed, backend=xp)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     acc = accuracy(net, he_x, he_y)
-    info = {"dataset": family, "architecture": architecture, "trained_on": trained_on, "held_out": held_out,
+    info = {"dataset": family, "kind": kind, "architecture": arch, "trained_on": trained_on, "held_out": held_out,
             "accuracy": acc, "n_train": int(len(tr_x)), "n_held_out": int(len(he_x)), "epochs": epochs,
             "seed": int(seed), "train_seconds": round(seconds, 2), "train_cpu_seconds": round(cpu_seconds, 2),
             "trained_backend": backend_name(xp)}
@@ -334,5 +391,6 @@ def get_evaluator(dataset, data_dir=None, *, backend="numpy", seed=0, epochs=Non
     return Evaluator(net, {**info, "cached": False, "path": str(path) if cache else None})
 
 
-__all__ = ["softmax_cross_entropy", "softmax", "build_classifier", "train_classifier", "Evaluator",
-           "get_evaluator", "evaluator_data", "accuracy", "cache_path", "as_model_input"]
+__all__ = ["softmax_cross_entropy", "softmax", "build_classifier", "build_network", "architecture",
+           "train_classifier", "Evaluator", "get_evaluator", "evaluator_data", "accuracy", "cache_path",
+           "as_model_input", "KINDS", "DEFAULT_KIND"]

@@ -318,14 +318,15 @@ PLOT_PANELS = (("frechet_distance",), ("classes_covered",), ("precision", "recal
 
 
 def make_eval_hook(config, real_images, backend="numpy", n=2000, every=None, log=None):
-    """An EvalHook for a training run's config (dataset, data_dir, seed, eval_every, latent_dim).
+    """An EvalHook for a training run's config (dataset, data_dir, seed, eval_every, latent_dim, evaluator).
 
-    Loads the dataset's evaluator from the cache, or trains it now (a few seconds, logged through
-    ``log``). ``real_images``: the run's training images, e.g. ``loader.x``.
+    Loads the dataset's evaluator of kind ``config["evaluator"]`` (default "cnn") from the cache, or trains
+    it now (seconds for the MLP; minutes of CPU for the CNN on Fashion-MNIST's 60k), logged through ``log``. ``real_images``: the run's training images, e.g. ``loader.x``.
     """
     from .evaluator import get_evaluator  # here, not at the top: metrics stays importable on its own
 
-    evaluator = get_evaluator(config["dataset"], config.get("data_dir"), backend=backend, log=log)
+    evaluator = get_evaluator(config["dataset"], config.get("data_dir"), kind=config.get("evaluator", "cnn"),
+                              backend=backend, log=log)
     if log:
         log(evaluator.describe())
     every = config.get("eval_every", 0) if every is None else every

@@ -48,6 +48,30 @@ def test_bench_by_hand_quick_prints_its_table():
     assert float(cells[1]) > 0 and float(cells[4]) > 0 and float(cells[6]) > 0  # by hand, GANStep, reference
 
 
+def test_evaluator_sanity_quick_prints_its_curves(tmp_path):
+    env = {**__import__("os").environ, "SCRATCHGAN_DATA": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "evaluator_sanity.py"), "--quick"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "| corruption | level | FD (cnn) |" in out.stdout and "| precision of uniform noise |" in out.stdout
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| gaussian blur")]
+    assert len(rows) == 4 and all(float(r.strip("|").split("|")[2]) > 0 for r in rows)
+
+
+def test_readme_sanity_command_parses_with_the_script():
+    """The README's sanity-curve command names flags the script has (running it for real trains the
+    full Fashion-MNIST evaluator: minutes, not CI; --quick above runs the same code)."""
+    import re
+    import shlex
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import evaluator_sanity
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"^python benchmarks/evaluator_sanity\.py (.*)$", readme, flags=re.M)
+    assert command, "README.md lost its evaluator_sanity.py command"
+    args = evaluator_sanity.make_parser().parse_args(shlex.split(command.group(1)))
+    assert args.dataset == "fashion-mnist" and args.evaluators == "cnn,mlp" and args.data_dir
+
+
 def test_dcgan_parity_twins_are_the_same_networks():
     """benchmarks/dcgan_parity.py's PyTorch DCGAN starts from scratchgan's weights and computes the same G(z), D(x)."""
     torch = pytest.importorskip("torch")

@@ -81,9 +81,9 @@ def test_classifier_shapes_and_features():
 
 
 def test_training_is_deterministic_and_learns():
-    one = get_evaluator("mnist-bundled", limit=1500, epochs=2, seed=3, cache=False)
-    two = get_evaluator("mnist-bundled", limit=1500, epochs=2, seed=3, cache=False)
-    other = get_evaluator("mnist-bundled", limit=1500, epochs=2, seed=4, cache=False)
+    one = get_evaluator("mnist-bundled", kind="mlp", limit=1500, epochs=2, seed=3, cache=False)
+    two = get_evaluator("mnist-bundled", kind="mlp", limit=1500, epochs=2, seed=3, cache=False)
+    other = get_evaluator("mnist-bundled", kind="mlp", limit=1500, epochs=2, seed=4, cache=False)
     s1, s2, s3 = one.net.state_dict(), two.net.state_dict(), other.net.state_dict()
     assert all(np.array_equal(s1[k], s2[k]) for k in s1)
     assert not all(np.array_equal(s1[k], s3[k]) for k in s1)
@@ -248,3 +248,29 @@ def test_evaluate_json_write_failure_names_the_target(tiny_checkpoint, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"scratchgan evaluate: error: --json {target}: cannot write it (Read-only file system); "
                    "results above were not saved"], err
+
+
+def test_evaluate_chooses_the_evaluator_kind(tiny_checkpoint, tmp_path, capsys):
+    """--evaluator cnn (default) / mlp: each measures in its own classifier, recorded in the JSON."""
+    results = {}
+    for kind in ("cnn", "mlp"):
+        out = tmp_path / f"{kind}.json"
+        argv = ["--checkpoint", str(tiny_checkpoint), "--n", "200", "--json", str(out), *QUICK]
+        if kind == "mlp":
+            argv += ["--evaluator", "mlp"]
+        assert evaluate_cli.evaluate_main(argv) == 0
+        results[kind] = json.loads(out.read_text())
+        assert results[kind]["evaluator"]["kind"] == kind
+        assert results[kind]["evaluator"]["architecture"].startswith(kind.upper())
+    assert results["cnn"]["frechet_distance"] != results["mlp"]["frechet_distance"]
+    assert Path(results["cnn"]["evaluator"]["path"]) != Path(results["mlp"]["evaluator"]["path"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_cli.evaluate_main(["--checkpoint", str(tiny_checkpoint), "--evaluator", "inception"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--evaluator" in err[0] and "invalid choice" in err[0], err
+    with pytest.raises(SystemExit):
+        evaluate_cli.evaluate_main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--evaluator {cnn,mlp}" in text and "(default: cnn)" in text.split("--evaluator {cnn,mlp}")[-1][:200]

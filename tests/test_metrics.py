@@ -192,7 +192,7 @@ def test_collapse_check():
 def small_evaluator(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SCRATCHGAN_DATA", str(tmp_path_factory.mktemp("cache")))
-        return get_evaluator("mnist-bundled", limit=2000, epochs=3, seed=0)
+        return get_evaluator("mnist-bundled", kind="mlp", limit=2000, epochs=3, seed=0)
 
 
 @pytest.fixture(scope="module")
