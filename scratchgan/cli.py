@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import distributed, fast, models, nn, objectives, rundir, train_options
-from .backend import BackendError, backend_name, get_xp, to_device, to_numpy
+from .backend import BackendError, backend_name, get_xp
 from .checkpoint import CheckpointError, load_checkpoint
 from .cliutil import (EXIT_USAGE, Parser, UserError, non_negative_float, non_negative_int, positive_float,
                       positive_int, unit_interval)
@@ -27,8 +27,7 @@ from .data import BatchLoader, DataError, load_dataset_or_bundled, load_image_fo
 from .evaluate_cli import evaluate_main
 from .export import export_main
 from .sample_cli import interpolate_main, sample_main  # noqa: F401 (cli.sample_main, as before)
-from .gan import generate
-from .models import build_gan, build_step
+from .models import build_step
 from .trainer import Trainer, TrainingDiverged, TrainingInterrupted, env_summary
 
 EXIT_DIVERGED, EXIT_INTERRUPTED = 3, 130

@@ -141,7 +141,7 @@ class GANStep:
         """Update D on one real batch x and one fake batch G(z); returns (fake, stats).
 
         L_D = d_real(D(x)) + d_fake(D(G(z))) (+ the gradient penalty), backward through D only."""
-        G, D, obj = self.G, self.D, self.objective
+        G, obj = self.G, self.objective
         real, labels = self._real_batch(real)
         fake = self._forward(G, self.noise.sample(), labels)  # its cache stays for the G step's backward
         self.opt_D.zero_grad()
