@@ -180,7 +180,6 @@ PAIRS = [pytest.param(name, backend, id=f"{name.removeprefix('scratchgan.')}[{ba
 def split_over_three_threads(monkeypatch):
     monkeypatch.setattr(cpu, "cpu_threads", lambda: 3)
     monkeypatch.setattr(cpu, "PARALLEL_MIN_ELEMENTS", 0)
-    monkeypatch.setattr(cpu, "ADAM_BLOCK", 500)  # the optimizers' 4099 values: three parts of 2-3 blocks, the last short
 
 
 @pytest.fixture

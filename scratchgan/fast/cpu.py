@@ -263,19 +263,12 @@ def _workspace(like, index=0):
     return ws
 
 
-# Adam's passes run one cache-sized block at a time: 32 Ki floats is 128 KiB an array, and the five
-# arrays of a block (theta, g, m, v and the scratch) fit in a core's L2 cache, so each block comes
-# from memory once, not once a pass. Measured in benchmarks/RESULTS.md.
-ADAM_BLOCK = 1 << 15
-
-
 @replaces("scratchgan.optim.adam_update", "close")
 def adam_update(theta, g, m, v, t, lr, beta1, beta2, eps, weight_decay=0.0):
-    """Adam in place, split over the cores and, within a core's part, into cache-sized blocks.
-
-    The update is bound by memory traffic on the CPU. Each block takes 8 passes (NumPy's ufuncs alone
-    need 12, the reference ~16 with its temporaries), but all 8 in the L2 cache: the flat buffers
-    travel from memory about once per step instead of once per pass.
+    """Adam in place, split over the cores: 8 passes over the flat buffers (NumPy's ufuncs alone need 12,
+    the reference ~16 with its temporaries). On the CPU this update is bound by memory traffic, so
+    passes are time: ~4.2 -> ~3.4 ms for the MLP generator's 1.4 M parameters on two cores, right after
+    a matmul (benchmarks/RESULTS.md).
 
     BLAS's axpby makes ``m <- beta1 m + (1 - beta1) g`` one pass instead of three (fast/blas.py), and
     the bias corrections fold into two scalars, as torch does:
@@ -289,7 +282,7 @@ def adam_update(theta, g, m, v, t, lr, beta1, beta2, eps, weight_decay=0.0):
     step, eps_ = lr * root / (1.0 - beta1 ** t), eps * root
     tmp, decayed = _workspace(theta), _workspace(theta, 1) if weight_decay else None
 
-    def update_block(theta, g, m, v, tmp, decayed):
+    def update(theta, g, m, v, tmp, decayed):
         if weight_decay:  # g + wd theta, into a scratch array: the gradient buffer stays as backward left it
             np.multiply(theta, weight_decay, out=decayed)
             decayed += g
@@ -308,12 +301,6 @@ def adam_update(theta, g, m, v, t, lr, beta1, beta2, eps, weight_decay=0.0):
         np.divide(m, tmp, out=tmp)
         tmp *= -step  # (not BLAS's axpy: OpenBLAS runs it on its own threads, which stalls ours)
         theta += tmp
-
-    def update(*part):  # one core's contiguous part, a block at a time
-        n = part[0].size
-        for start in range(0, n, ADAM_BLOCK):
-            block = slice(start, min(start + ADAM_BLOCK, n))
-            update_block(*(None if a is None else a[block] for a in part))
     _in_parts(update, [theta, g, m, v, tmp, decayed])
 
 
