@@ -30,7 +30,17 @@ ROWS = {
     "wgan-gp": ["--loss", "wgan-gp"],
     # spectral norm and the gradient penalty are refused together: EMA and DiffAugment only
     "wgan-gp+tools": ["--loss", "wgan-gp", "--ema", "0.999", "--diffaugment", "translation,cutout,color"],
-    "dcgan": ["--arch", "dcgan", "--image-size", "28", "--channels", "1", "--batch-size", "64"],
+    # one tool at a time, to see which one holds a row back
+    "bce+ema": ["--ema", "0.999"],
+    "bce+sn": ["--spectral-norm"],
+    "bce+diffaug": ["--diffaugment", "translation,cutout,color"],
+    "hinge+ema": ["--loss", "hinge", "--ema", "0.999"],
+    "hinge+sn": ["--loss", "hinge", "--spectral-norm"],
+    "wgan-gp+ema": ["--loss", "wgan-gp", "--ema", "0.999"],
+    "wgan-gp+diffaug": ["--loss", "wgan-gp", "--diffaugment", "translation,cutout,color"],
+    # the 28x28 DCGAN of examples/dcgan.py (widths 64, batch 128, BCE)
+    "dcgan": ["--arch", "dcgan", "--image-size", "28", "--channels", "1"],
+    "dcgan+ema": ["--arch", "dcgan", "--image-size", "28", "--channels", "1", "--ema", "0.999"],
 }
 
 
