@@ -29,6 +29,8 @@ import tempfile
 import numpy as np
 
 CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+# CuPy's integer scalar parameters: (C type, ctypes type)
+SCALAR_CTYPES = {"int32": ("int", ctypes.c_int), "int64": ("long long", ctypes.c_longlong)}
 FLAGS = ["-O2", "-shared", "-fPIC", "-ffp-contract=off", "-fno-fast-math"]
 # the host meaning of scratchgan.fast.kernels.PREAMBLE's IEEE helpers
 HOST_PREAMBLE = """
@@ -50,23 +52,40 @@ def compiler():
     return None
 
 
-def _names(params):
-    """'T x, T dy' -> ['x', 'dy']; only the type placeholder T is supported here."""
-    names = []
+def _params(params):
+    """'T x, raw T cols, int32 H' -> [('T', 'x'), ('raw', 'cols'), ('int32', 'H')]: CuPy's three kinds of
+    parameter that the host supports: an element of a broadcast array (``T``), a whole array indexed by
+    the body (``raw T``, C-ordered over its logical shape as CuPy's CArray indexes it), an integer scalar."""
+    out = []
     for param in params.split(","):
         words = param.split()
-        if len(words) != 2 or words[0] != "T":
-            raise ValueError(f"host kernels support parameters 'T name' only, got {param.strip()!r}")
-        names.append(words[1])
-    return names
+        if words == ["raw", "T", *words[2:]] and len(words) == 3:
+            out.append(("raw", words[2]))
+        elif len(words) == 2 and (words[0] == "T" or words[0] in SCALAR_CTYPES):
+            out.append((words[0], words[1]))
+        else:
+            raise ValueError(f"host kernels support parameters 'T name', 'raw T name' and "
+                             f"'{'|'.join(SCALAR_CTYPES)} name' only, got {param.strip()!r}")
+    return out
+
+
+def _names(params):
+    """'T x, T dy' -> ['x', 'dy']."""
+    return [name for _, name in _params(params)]
 
 
 def _source(name, inputs, outputs, operation, ctype):
-    arguments = ", ".join(f"T *{p}_" for p in inputs + outputs)
-    bindings = " ".join([f"const T &{p} = {p}_[i];" for p in inputs] + [f"T &{p} = {p}_[i];" for p in outputs])
-    return (f"#include <cmath>\nusing namespace std;\ntypedef {ctype} T;\n{HOST_PREAMBLE}"
-            f'extern "C" void {name}(long n, {arguments}) {{\n'
-            f"  for (long i = 0; i < n; ++i) {{ {bindings}\n    {operation}\n  }}\n}}\n")
+    """The C++ of a kernel: ``inputs`` and ``outputs`` are _params lists."""
+    def argument(kind, p):
+        return f"{SCALAR_CTYPES[kind][0]} {p}" if kind in SCALAR_CTYPES else f"T *{p}_"
+    arguments = ", ".join(argument(kind, p) for kind, p in inputs + outputs)
+    raw = " ".join([f"const T *{p} = {p}_;" for kind, p in inputs if kind == "raw"] +
+                   [f"T *{p} = {p}_;" for kind, p in outputs if kind == "raw"])
+    bindings = " ".join([f"const T &{p} = {p}_[i];" for kind, p in inputs if kind == "T"] +
+                        [f"T &{p} = {p}_[i];" for kind, p in outputs if kind == "T"])
+    return (f"#include <cmath>\n#include <cstddef>\nusing namespace std;\ntypedef {ctype} T;\n{HOST_PREAMBLE}"
+            f'extern "C" void {name}(long n, {arguments}) {{\n  {raw}\n'
+            f"  for (ptrdiff_t i = 0; i < n; ++i) {{ {bindings}\n    {operation}\n  }}\n}}\n")
 
 
 def _build(source, symbol):
@@ -94,7 +113,7 @@ class HostElementwiseKernel:
     """A cupy.ElementwiseKernel look-alike that runs its body on NumPy arrays (see the module docstring)."""
 
     def __init__(self, in_params, out_params, operation, name="kernel", options=(), **kwargs):
-        self.inputs, self.outputs = _names(in_params), _names(out_params)
+        self.inputs, self.outputs = _params(in_params), _params(out_params)
         # ``options`` (nvrtc's, e.g. --fmad=false) and CUDA's ``preamble`` are accepted and not used:
         # FLAGS and HOST_PREAMBLE are their g++ counterparts
         self.operation, self.name = operation, name
@@ -106,29 +125,45 @@ class HostElementwiseKernel:
             source = _source(self.name, self.inputs, self.outputs, self.operation, CTYPES[dtype])
             function = self._functions[dtype] = _build(source, self.name)
             function.restype = None
-            function.argtypes = [ctypes.c_long] + [ctypes.c_void_p] * (len(self.inputs) + len(self.outputs))
+            function.argtypes = [ctypes.c_long] + [SCALAR_CTYPES[kind][1] if kind in SCALAR_CTYPES else ctypes.c_void_p
+                                                   for kind, _ in self.inputs + self.outputs]
         return function
 
     def __call__(self, *args):
         n_in, n_out = len(self.inputs), len(self.outputs)
         if len(args) not in (n_in, n_in + n_out):
             raise TypeError(f"{self.name} takes {n_in} inputs and optionally {n_out} outputs, got {len(args)}")
-        arrays = [a for a in args if isinstance(a, np.ndarray)]
+        kinds = [kind for kind, _ in self.inputs + self.outputs]
+        arrays = [a for a, kind in zip(args, kinds) if isinstance(a, np.ndarray) and kind in ("T", "raw")]
         dtypes = {a.dtype for a in arrays}
         if len(dtypes) != 1:
             raise TypeError(f"{self.name}: the type placeholder T got the dtypes {sorted(map(str, dtypes))}")
         dtype = dtypes.pop()
         if dtype not in CTYPES:
             raise TypeError(f"{self.name}: host kernels take float32 or float64, got {dtype}")
-        shape = np.broadcast_shapes(*(a.shape for a in arrays))
-        # inputs: broadcast and contiguous (a contiguous array is used in place, not copied)
-        inputs = [np.ascontiguousarray(np.broadcast_to(np.asarray(a, dtype=dtype), shape)) for a in args[:n_in]]
+        for a, (kind, p) in zip(args, self.inputs + self.outputs):
+            if kind in SCALAR_CTYPES and (isinstance(a, (np.ndarray, float)) or int(a) != a):
+                raise TypeError(f"{self.name}: {p} is an {kind} scalar, got {a!r}")
+            if kind == "raw" and not isinstance(a, np.ndarray):
+                raise TypeError(f"{self.name}: {p} is a raw array, got {type(a).__name__}")
+        # the broadcast shape of the elementwise (T) arguments, outputs included (raw ones keep their own)
+        shape = np.broadcast_shapes(*(a.shape for a, kind in zip(args, kinds) if kind == "T" and
+                                      isinstance(a, np.ndarray)))
+        values = []
+        for a, kind in zip(args[:n_in], kinds):
+            if kind in SCALAR_CTYPES:
+                values.append(int(a))
+            elif kind == "raw":  # C-ordered over its logical shape, as CArray's a[i] reads a strided array
+                values.append(np.ascontiguousarray(a))
+            else:  # broadcast and contiguous (a contiguous array is used in place, not copied)
+                values.append(np.ascontiguousarray(np.broadcast_to(np.asarray(a, dtype=dtype), shape)))
         outputs = list(args[n_in:]) or [np.empty(shape, dtype) for _ in range(n_out)]
-        for out in outputs:
-            if not isinstance(out, np.ndarray) or out.shape != shape:
+        for out, (kind, _) in zip(outputs, self.outputs):
+            if kind == "T" and (not isinstance(out, np.ndarray) or out.shape != shape):
                 raise ValueError(f"{self.name}: outputs must be arrays of the broadcast shape {shape}")
         buffers = [out if out.flags.c_contiguous else np.ascontiguousarray(out) for out in outputs]
-        self._function(dtype)(int(np.prod(shape)), *(a.ctypes.data for a in inputs + buffers))
+        pointers = [v if isinstance(v, int) else v.ctypes.data for v in values + buffers]
+        self._function(dtype)(int(np.prod(shape)), *pointers)
         for out, buffer in zip(outputs, buffers):
             if buffer is not out:
                 out[...] = buffer

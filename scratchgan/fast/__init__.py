@@ -8,6 +8,7 @@ the same arguments and results as the reference function it replaces (llm.c keep
     fast/cpu.py      NumPy: in-place forms with fewer passes, Adam and im2col/col2im on the cores
     fast/blas.py     NumPy: ``out += a @ b`` inside the GEMM (BLAS beta = 1), no temporary
     fast/kernels.py  CuPy: fused elementwise CUDA kernels, one launch instead of several passes
+    fast/conv_kernels.py  CuPy: im2col and col2im as one gather kernel each
     fast/process.py  process-wide settings (OpenBLAS's thread wait, glibc's heap): one explicit call
 
 (The next GPU step, capturing the whole training step as a CUDA graph, belongs here too.)
@@ -67,9 +68,11 @@ TABLE = {
     "scratchgan.nn.conv.channels_last": {
         "numpy": ("scratchgan.fast.cpu.channels_last", "bitwise")},
     "scratchgan.nn.conv.im2col": {
-        "numpy": ("scratchgan.fast.cpu.im2col", "bitwise")},
+        "numpy": ("scratchgan.fast.cpu.im2col", "bitwise"),
+        "cupy": ("scratchgan.fast.conv_kernels.im2col", "bitwise")},
     "scratchgan.nn.conv.col2im": {
-        "numpy": ("scratchgan.fast.cpu.col2im", "bitwise")},
+        "numpy": ("scratchgan.fast.cpu.col2im", "bitwise"),
+        "cupy": ("scratchgan.fast.conv_kernels.col2im", "bitwise")},
     "scratchgan.losses.bce_with_logits": {
         "cupy": ("scratchgan.fast.kernels.bce_with_logits", "close")},
     "scratchgan.optim.adam_update": {
