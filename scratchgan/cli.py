@@ -354,6 +354,7 @@ def _train_main(argv, prog, description, defaults):
         if config["dataset"] == "mnist-bundled" and "split" not in explicit:
             config["split"] = "test"  # the bundled digits are MNIST's test split; an explicit --split train errs
         xp = get_xp(config["backend"])
+        train_options.apply_precision(config, xp)  # --tf32
         images, labels = load_images(config, log, with_labels=True)
         if config.get("conditional"):
             if config.get("arch", "mlp") != "mlp":

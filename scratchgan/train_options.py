@@ -1,5 +1,5 @@
 """What `scratchgan train` adds to the examples' flags: ``--arch``, CIFAR-10 and ``.npy`` data,
-``--dry-run``, ``--tensorboard``, ``--version``.
+``--dry-run``, ``--tensorboard``, ``--version``, ``--tf32``.
 
 cli.py keeps the flags both examples share and the training entry point; this module holds the
 pieces that choose between the two architectures and the inputs beyond MNIST-like IDX files, so that
@@ -52,6 +52,15 @@ def add_flags(parser, defaults, suppress=False):
                         "object per logged step) is written beside metrics.csv either way (default: off)")
     g.add_argument("--version", action="version", version=f"scratchgan {__version__}",
                    help="print the version and exit")
+    # --tf32 (scratchgan/fast/precision.py)
+    g = parser.add_argument_group("precision")
+    g.add_argument("--tf32", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                   help="CuPy only: let float32 matmuls and the convolutions (im2col + matmul) run on TF32 tensor "
+                        "cores (Ampere or newer GPUs), as PyTorch's torch.backends.cuda.matmul.allow_tf32 and its "
+                        "default for cuDNN convolutions; faster, at a cost in precision: "
+                        "products of 10-bit-mantissa inputs (float32 keeps 23), so matmuls and convolutions are off "
+                        "by ~1e-3 relative instead of ~1e-7; weights, activations and Adam stay float32. Refused "
+                        "with --backend numpy, which has no TF32 (default: off, full float32)")
     return parser
 
 
@@ -135,6 +144,16 @@ def check_flags(config, explicit, arch_choosable):
         raise UserError("--dataset npy needs --data-dir FILE.npy, your array of images")
     if config.get("tensorboard") and not runlog.tensorboard_available():
         raise UserError(f"--tensorboard needs tensorboardX, which is not installed: {runlog.INSTALL_HINT}")
+    if config.get("tf32") and config.get("backend") != "cupy":
+        raise UserError("--tf32 needs --backend cupy: TF32 is a mode of NVIDIA GPUs' tensor cores, and NumPy "
+                        "computes in full float32 (drop --tf32, or add --backend cupy)")
+
+
+def apply_precision(config, xp):
+    """--tf32: float32 matmuls on TF32 tensor cores from here on (a process-wide CuPy setting)."""
+    if config.get("tf32"):
+        from .fast.precision import use_tf32
+        use_tf32(xp)
 
 
 def prepare_dry_run(config, explicit, log):

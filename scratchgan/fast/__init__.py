@@ -89,6 +89,19 @@ TABLE = {
         "numpy": ("scratchgan.fast.cpu.zero_fill", "bitwise")},
 }
 
+# Replacements written and tested against their reference (tests/test_conv_subpixel.py) but not active:
+# measured slower where they could run, or not measured yet. Same format as TABLE, plus why not; a
+# benchmark switches one on with ``trying(name, backend)`` to measure it again (bench_conv.py --subpixel).
+INACTIVE = {
+    "scratchgan.nn.conv.conv_transpose2d_forward": {  # kernel 4, stride 2, padding 1 only (the DCGAN's G)
+        "numpy": ("scratchgan.fast.subpixel.conv_transpose2d_forward", "close",
+                  "measured slower: 1.2-2.8x the reference forward at DCGAN G2-G5, batch 64, 2 cores "
+                  "(benchmarks/RESULTS.md, Conv layers)"),
+        "cupy": ("scratchgan.fast.subpixel.conv_transpose2d_forward", "close",
+                 "not measured yet: no GPU so far (bench_conv.py --backend cupy --subpixel measures it)")},
+}
+_trying = set()  # (reference name, backend) switched on from INACTIVE by trying()
+
 ENV = "SCRATCHGAN_REFERENCE"  # 1: run the reference (textbook) path only
 _enabled = None  # set_enabled's value; None: ask the environment
 _chosen = {}  # (reference name, type of the first argument) -> the function that runs
@@ -144,6 +157,8 @@ def replacement_for(name, xp):
     """The replacement of the reference function ``name`` active for array module ``xp``, or None."""
     kind = _kind(xp)
     entry = TABLE.get(name, {}).get(kind)
+    if entry is None and (name, kind) in _trying:
+        entry = INACTIVE[name][kind][:2]
     if entry is None or not enabled():
         return None
     function = _resolve(entry[0])
@@ -158,7 +173,7 @@ def replaceable(function):
     to ``function`` itself, which stays available as ``.reference``.
     """
     name = f"{function.__module__}.{function.__qualname__}"
-    if name not in TABLE:
+    if name not in TABLE and name not in INACTIVE:
         raise KeyError(f"{name} is marked @replaceable but has no entry in scratchgan.fast.TABLE")
 
     @functools.wraps(function)
@@ -179,12 +194,26 @@ def replaces(name, exact):
     """Mark a fast function as the replacement of ``name`` (checked against TABLE when it is defined)."""
     def mark(function):
         own = f"{function.__module__}.{function.__qualname__}"
-        entries = TABLE.get(name, {})
-        if not any(entry == (own, exact) for entry in entries.values()):
+        entries = [*TABLE.get(name, {}).values(), *(e[:2] for e in INACTIVE.get(name, {}).values())]
+        if not any(entry == (own, exact) for entry in entries):
             raise KeyError(f"{own} says it replaces {name} ({exact}), but TABLE does not list it so")
         function.replaces = name
         return function
     return mark
+
+
+@contextlib.contextmanager
+def trying(name, backend):
+    """Inside the with-block the INACTIVE replacement of ``name`` on ``backend`` runs as if it were in
+    TABLE (for a benchmark that measures it against the reference); then it is inactive again."""
+    INACTIVE[name][backend]  # KeyError for a name or backend that has no such replacement
+    _trying.add((name, backend))
+    reset()
+    try:
+        yield
+    finally:
+        _trying.discard((name, backend))
+        reset()
 
 
 def active(backend="numpy"):
@@ -193,7 +222,7 @@ def active(backend="numpy"):
     from ..backend import get_xp
     xp = get_xp(backend)
     found = {}
-    for name in TABLE:
+    for name in [*TABLE, *(name for name in INACTIVE if name not in TABLE)]:  # INACTIVE: when trying() it
         function = replacement_for(name, xp)
         if function is not None:
             found[name] = f"{function.__module__}.{function.__qualname__}"
@@ -206,5 +235,5 @@ def configure_process(argv=None):
     return process.configure_process(argv)
 
 
-__all__ = ["TABLE", "ENV", "enabled", "set_enabled", "disabled", "reset", "replaceable", "replaces", "replacement_for",
+__all__ = ["TABLE", "INACTIVE", "trying", "ENV", "enabled", "set_enabled", "disabled", "reset", "replaceable", "replaces", "replacement_for",
            "active", "configure_process"]

@@ -1,5 +1,5 @@
 """`python -m scratchgan.fast`: the table of fast paths, and which run on this machine."""
-from . import TABLE, active, enabled
+from . import INACTIVE, TABLE, active, enabled
 
 
 def main():
@@ -16,6 +16,9 @@ def main():
     for name, entries in TABLE.items():
         for backend, (replacement, exact) in entries.items():
             print(f"| {name} | {backend} | {replacement} | {exact} | {'yes' if name in here[backend] else 'no'} |")
+    for name, entries in INACTIVE.items():  # written and tested, switched off: why, for each
+        for backend, (replacement, exact, why) in entries.items():
+            print(f"| {name} | {backend} | {replacement} | {exact} | no: {why} |")
 
 
 if __name__ == "__main__":

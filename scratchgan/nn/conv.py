@@ -181,6 +181,7 @@ def conv2d_backward(dy, cache, need_dx=True, need_dW=True):
 # W (C_in, C_out, kH, kW) is read as the weight of a Conv2d from C_out to C_in channels (PyTorch's
 # layout is exactly that), so _weight_matrix(W) is that conv's W_mat: (C_in, K), K = kH*kW*C_out.
 
+@replaceable
 def conv_transpose2d_forward(x, W, b, stride, padding, output_padding):
     """y = col2im(x_mat @ W_mat) + b, Conv2d's backward-data.  x: (N, C_in, H, W) -> (N, C_out, H_out, W_out)."""
     N, _, H, W_in = x.shape

@@ -1,0 +1,80 @@
+"""ConvTranspose2d with kernel 4, stride 2, padding 1 (every upsampling layer of DCGAN's G) as four
+2x2 sub-convolutions: the sub-pixel form, on ``xp`` (NumPy or CuPy).
+
+The reference computes y = col2im(x_mat @ W_mat): one matmul to (N*H*W, 16*C_out) columns, then a
+scatter of 16 kernel offsets into the output. But with stride 2 each output pixel (oy, ox) is reached
+by only 2 x 2 of the 16 offsets, and which ones depends only on its phase (oy % 2, ox % 2). From
+oy = 2 iy - 1 + ky (stride 2, padding 1), output row oy = 2a + r takes
+
+    r = 0:  x row a - 1 through ky = 3,   x row a through ky = 1
+    r = 1:  x row a     through ky = 2,   x row a + 1 through ky = 0
+
+i.e. tap t in {0, 1} reads input row a + r + t - 1 through kernel row ky = 3 - r - 2t; the same for
+columns. So each phase (r, q) of y is a stride-1 convolution of x (padded by 1) with a 2x2 slice of
+W, which is a gather of 2x2 windows and one matmul, written straight into its phase of y:
+
+    y[:, :, r::2, q::2] = windows_rq(x) @ W_rq,   windows_rq (N*H*W, 4*C_in),  W_rq (4*C_in, C_out)
+
+no scatter, no (N*H*W, 16*C_out) temporary. The sums run over the 4*C_in terms in another order than
+the reference's (C_in terms per offset, then 4 offsets), so the result is "close", not bitwise.
+
+The backward passes stay the reference's: the adjoint of the four sub-convolutions is one stride-2
+convolution of dy (dx = im2col(dy) @ W_mat.T, dW = x_mat^T im2col(dy)), already a gather and two
+matmuls, so the forward returns the reference's cache.
+"""
+from __future__ import annotations
+
+from . import replaces
+from ..backend import array_module
+
+
+def applies(W_shape, stride, padding, output_padding):
+    """True for the layers this form covers: kernel 4, stride 2, padding 1, no output_padding."""
+    return tuple(W_shape[2:]) == (4, 4) and tuple(stride) == (2, 2) and tuple(padding) == (1, 1) \
+        and tuple(output_padding) == (0, 0)
+
+
+def phase_weight(W, r, q):
+    """W (C_in, C_out, 4, 4) -> W_rq (4*C_in, C_out): rows (t, u, c_in), kernel row 3 - r - 2t, column 3 - q - 2u."""
+    C_in, C_out = W.shape[:2]
+    taps = W[:, :, 3 - r::-2, 3 - q::-2]  # (C_in, C_out, 2, 2): kernel rows 3 - r, 1 - r; columns likewise
+    return taps.transpose(2, 3, 0, 1).reshape(4 * C_in, C_out)  # a small copy
+
+
+def phase_windows(x_pad, r, q, H, W):
+    """The 2x2 windows of phase (r, q): (N*H*W, 4*C_in), row (n, a, b) = x_pad[n, a + r + t, b + q + u, :]."""
+    xp = array_module(x_pad)
+    N, _, _, C = x_pad.shape
+    bN, bH, bW, bC = x_pad.strides
+    corner = x_pad[:, r:, q:, :]  # window (a, b) starts at padded pixel (a + r, b + q)
+    windows = xp.lib.stride_tricks.as_strided(corner, shape=(N, H, W, 2, 2, C), strides=(bN, bH, bW, bH, bW, bC))
+    return xp.ascontiguousarray(windows).reshape(N * H * W, 4 * C)
+
+
+@replaces("scratchgan.nn.conv.conv_transpose2d_forward", "close")
+def conv_transpose2d_forward(x, W, b, stride, padding, output_padding):
+    from ..nn import conv
+    if not applies(W.shape, stride, padding, output_padding):
+        return conv.conv_transpose2d_forward.reference(x, W, b, stride, padding, output_padding)
+    xp = array_module(x)
+    N, C_in, H, W_in = x.shape
+    C_out = W.shape[1]
+    x_mat = conv._rows(x)  # (N*H*W, C_in): the reference's cache, for the backward
+    x_pad = xp.zeros((N, H + 2, W_in + 2, C_in), dtype=x.dtype)  # channels last, a zero border of 1
+    x_pad[:, 1:H + 1, 1:W_in + 1, :] = x_mat.reshape(N, H, W_in, C_in)
+    y = xp.empty((N, 2 * H, 2 * W_in, C_out), dtype=x.dtype)  # channels last
+    for r in (0, 1):
+        for q in (0, 1):
+            cols = phase_windows(x_pad, r, q, H, W_in)
+            y_rq = cols @ phase_weight(W, r, q)  # (N*H*W, 4*C_in) @ (4*C_in, C_out) -> (N*H*W, C_out)
+            y[:, r::2, q::2, :] = y_rq.reshape(N, H, W_in, C_out)
+    if b is not None:
+        y += b  # along the contiguous last axis
+    return y.transpose(0, 3, 1, 2), (x_mat, conv._weight_matrix(W), W.shape, x.shape, stride, padding)
+
+
+def usable(xp):
+    return True
+
+
+conv_transpose2d_forward.usable = usable
