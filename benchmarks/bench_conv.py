@@ -1,9 +1,18 @@
-"""Conv2d / ConvTranspose2d forward+backward at DCGAN (64x64) sizes: scratchgan (NumPy) vs PyTorch CPU.
+"""Conv2d / ConvTranspose2d forward+backward at DCGAN (64x64) sizes: scratchgan vs PyTorch, CPU or CUDA.
 
-    python benchmarks/bench_conv.py               # batch 64, float32
+    python benchmarks/bench_conv.py               # batch 64, float32, NumPy vs PyTorch CPU
     python benchmarks/bench_conv.py --batch 16
     python benchmarks/bench_conv.py --threads 1   # both sides single-threaded
     python benchmarks/bench_conv.py --quick       # tiny smoke run (seconds)
+    python benchmarks/bench_conv.py --subpixel    # also the ConvT layers as four 2x2 sub-convolutions
+    python benchmarks/bench_conv.py --backend cupy          # CuPy vs PyTorch CUDA (cuDNN), both in float32
+    python benchmarks/bench_conv.py --backend cupy --tf32   # both sides with TF32 tensor cores
+
+On CUDA each timed repetition ends with a device synchronisation on both sides (CuPy's
+``synchronize``, ``torch.cuda.synchronize``), so the times are the GPU's work, not the launch queue's.
+In float32 PyTorch runs with TF32 off for matmuls and cuDNN; with --tf32 both sides may use it
+(PyTorch's default for cuDNN convolutions). ``--subpixel`` adds a column: scratchgan with the
+sub-pixel ConvTranspose2d (scratchgan/fast/subpixel.py, inactive by default) switched on.
 
 Each side is timed in its own subprocess (NumPy's BLAS and torch's thread pools would fight for the
 cores in one process); the processes alternate over several rounds, each warms up first, and the
@@ -23,6 +32,7 @@ import subprocess
 import sys
 import time
 
+SUBPIXEL = "scratchgan.nn.conv.conv_transpose2d_forward"  # its INACTIVE replacement: fast/subpixel.py
 # (name, kind, C_in, C_out, kernel, stride, padding, input H=W): the DCGAN 64x64 layers (ngf = ndf = 64)
 LAYERS = [
     ("D1 conv 3->64     64x64", "conv", 3, 64, 4, 2, 1, 64),
@@ -38,48 +48,68 @@ LAYERS = [
 ]
 
 
-def _time_scratchgan(batch, warmup, reps):
+def _time_scratchgan(batch, warmup, reps, backend="numpy", subpixel=False, tf32=False):
+    import contextlib
+
     from scratchgan import fast
     fast.configure_process()  # as the entry points do: OpenBLAS's thread wait, the heap setting (fast/process.py)
     import numpy as np
 
+    from scratchgan.backend import get_xp, synchronize
     from scratchgan.nn import Conv2d, ConvTranspose2d
 
+    xp = get_xp(backend)
+    if tf32:
+        from scratchgan.fast.precision import use_tf32
+        use_tf32(xp)
+    kind = "numpy" if backend == "numpy" else "cupy"
+    trying = fast.trying(SUBPIXEL, kind) if subpixel else contextlib.nullcontext()
     rng = np.random.default_rng(0)
     out = {}
-    for name, kind, c_in, c_out, k, s, p, size in LAYERS:
-        cls = Conv2d if kind == "conv" else ConvTranspose2d
-        layer = cls(c_in, c_out, k, stride=s, padding=p, seed=0)
-        x = rng.standard_normal((batch, c_in, size, size)).astype(np.float32)
-        dy = rng.standard_normal(layer.forward(x).shape).astype(np.float32)
-        layer.backward(dy)
-        times = []
-        for r in range(warmup + reps):
-            t0 = time.perf_counter()
-            layer.forward(x)
+    with trying:
+        for name, kind_, c_in, c_out, k, s, p, size in LAYERS:
+            cls = Conv2d if kind_ == "conv" else ConvTranspose2d
+            layer = cls(c_in, c_out, k, stride=s, padding=p, seed=0).to(backend=backend)
+            x = xp.asarray(rng.standard_normal((batch, c_in, size, size)).astype(np.float32))
+            dy = xp.asarray(rng.standard_normal(layer.forward(x).shape).astype(np.float32))
             layer.backward(dy)
-            if r >= warmup:
-                times.append(time.perf_counter() - t0)
-        out[name] = times
+            synchronize(xp)
+            times = []
+            for r in range(warmup + reps):
+                t0 = time.perf_counter()
+                layer.forward(x)
+                layer.backward(dy)
+                synchronize(xp)  # the GPU's work done, not just queued
+                if r >= warmup:
+                    times.append(time.perf_counter() - t0)
+            out[name] = times
     return out
 
 
-def _time_torch(batch, warmup, reps, threads=None):
+def _time_torch(batch, warmup, reps, threads=None, backend="numpy", tf32=False):
     import torch
 
     torch.set_num_threads(threads or os.cpu_count())
+    device = "cuda" if backend == "cupy" else "cpu"
+    if device == "cuda":  # float32 unless --tf32 (then PyTorch's default for cuDNN, and matmuls too)
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = True  # cuDNN picks its fastest algorithm per shape, in the warm-up
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     torch.manual_seed(0)
     out = {}
     for name, kind, c_in, c_out, k, s, p, size in LAYERS:
         cls = torch.nn.Conv2d if kind == "conv" else torch.nn.ConvTranspose2d
-        layer = cls(c_in, c_out, k, stride=s, padding=p)
-        x = torch.randn(batch, c_in, size, size, requires_grad=True)
+        layer = cls(c_in, c_out, k, stride=s, padding=p).to(device)
+        x = torch.randn(batch, c_in, size, size, device=device, requires_grad=True)
         dy = torch.randn_like(layer(x))
+        sync()
         times = []
         for r in range(warmup + reps):
             t0 = time.perf_counter()
             y = layer(x)
             y.backward(dy)
+            sync()
             if r >= warmup:
                 times.append(time.perf_counter() - t0)
         out[name] = times
@@ -87,10 +117,11 @@ def _time_torch(batch, warmup, reps, threads=None):
 
 
 def _worker(args):
-    if args.worker == "scratchgan":
-        times = _time_scratchgan(args.batch, args.warmup, args.reps)
+    if args.worker == "torch":
+        times = _time_torch(args.batch, args.warmup, args.reps, args.threads, args.backend, args.tf32)
     else:
-        times = _time_torch(args.batch, args.warmup, args.reps, args.threads)
+        times = _time_scratchgan(args.batch, args.warmup, args.reps, args.backend,
+                                 subpixel=args.worker == "subpixel", tf32=args.tf32)
     print(json.dumps(times))
 
 
@@ -99,7 +130,8 @@ def _run_side(side, args):
     env = dict(os.environ)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--batch", str(args.batch),
-           "--warmup", str(args.warmup), "--reps", str(args.reps)]
+           "--warmup", str(args.warmup), "--reps", str(args.reps), "--backend", args.backend] + \
+        (["--tf32"] if args.tf32 else [])
     if args.threads:  # NumPy's BLAS reads its thread count at import: set it for the child process
         env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
         cmd += ["--threads", str(args.threads)]
@@ -119,21 +151,40 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None,
                     help="threads for both sides (default: BLAS's default for NumPy, os.cpu_count() for torch)")
     ap.add_argument("--no-torch", action="store_true", help="time scratchgan only")
-    ap.add_argument("--worker", choices=["scratchgan", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--backend", choices=["numpy", "cupy"], default="numpy",
+                    help="numpy: against PyTorch on the CPU; cupy: against PyTorch CUDA (default: %(default)s)")
+    ap.add_argument("--tf32", action="store_true",
+                    help="with --backend cupy: both sides may use TF32 tensor cores (default: off, float32)")
+    ap.add_argument("--subpixel", action="store_true",
+                    help="also time scratchgan with the sub-pixel ConvTranspose2d switched on (default: off)")
+    ap.add_argument("--worker", choices=["scratchgan", "subpixel", "torch"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:  # one thread too: on a busy machine, BLAS thread pools make tiny runs slow and noisy
         args.batch, args.rounds, args.reps, args.warmup = 2, 1, 2, 1
         args.threads = args.threads or 1
     if args.worker:
         return _worker(args)
+    if args.tf32 and args.backend != "cupy":
+        print("bench_conv.py: error: --tf32 needs --backend cupy (NumPy and PyTorch's CPU kernels have no TF32)",
+              file=sys.stderr)
+        return 2
+    if args.backend == "cupy":  # before any worker starts: one line if it cannot run here
+        from scratchgan.backend import BackendError, get_xp
+        try:
+            get_xp("cupy")
+        except BackendError as e:
+            print(f"bench_conv.py: error: {e}", file=sys.stderr)
+            return 2
 
     try:  # the version without importing torch here: the workers import it
         torch_version = importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:
         torch_version = None
-    sides = ["scratchgan"] + ([] if args.no_torch or torch_version is None else ["torch"])
+    sides = ["scratchgan"] + (["subpixel"] if args.subpixel else []) + \
+        ([] if args.no_torch or torch_version is None else ["torch"])
     import numpy as np
-    print(f"bench_conv: batch {args.batch}, float32, forward+backward, median of "
+    print(f"bench_conv: {args.backend}{' (CUDA)' if args.backend == 'cupy' else ''}, batch {args.batch}, "
+          f"float32{' with TF32 tensor cores' if args.tf32 else ''}, forward+backward, median of "
           f"{args.rounds} rounds x {args.reps} reps (after {args.warmup} warm-up), "
           f"threads {args.threads or 'default'}")
     print(f"numpy {np.__version__}, torch {torch_version or 'not installed'}, python {platform.python_version()}, "
@@ -150,23 +201,33 @@ def main(argv=None):
                 times[side][name].extend(ts)
 
     ms = {side: {name: 1e3 * statistics.median(ts) for name, ts in per.items()} for side, per in times.items()}
-    header = f"{'layer':<26} {'scratchgan ms':>14}" + (f" {'torch ms':>10} {'ratio':>7}" if "torch" in ms else "")
+    torch_on = "torch" in ms
+    header = f"{'layer':<26} {'scratchgan ms':>14}"
+    if "subpixel" in ms:
+        header += f" {'sub-pixel ms':>13} {'sub/ref':>8}"
+    if torch_on:
+        header += f" {'torch ms':>10} {'ratio':>7}"
     print(header)
     print("-" * len(header))
     total = {side: 0.0 for side in ms}
     for name, *_ in LAYERS:
         for side in ms:
             total[side] += ms[side][name]
-        line = f"{name:<26} {ms['scratchgan'][name]:>14.2f}"
-        if "torch" in ms:
-            line += f" {ms['torch'][name]:>10.2f} {ms['scratchgan'][name] / ms['torch'][name]:>7.2f}"
+    for name, *_ in [*LAYERS, ("total",)]:
+        row = total if name == "total" else {side: ms[side][name] for side in ms}
+        line = f"{name:<26} {row['scratchgan']:>14.2f}"
+        if "subpixel" in ms:
+            line += f" {row['subpixel']:>13.2f} {row['subpixel'] / row['scratchgan']:>8.2f}"
+        if torch_on:
+            line += f" {row['torch']:>10.2f} {row['scratchgan'] / row['torch']:>7.2f}"
         print(line)
-    line = f"{'total':<26} {total['scratchgan']:>14.2f}"
-    if "torch" in ms:
-        line += f" {total['torch']:>10.2f} {total['scratchgan'] / total['torch']:>7.2f}"
-    print(line)
-    print("ratio = scratchgan / torch (lower is better for scratchgan)" if "torch" in ms else "")
+    if torch_on:
+        print("ratio = scratchgan / torch (lower is better for scratchgan)")
+    if "subpixel" in ms:
+        print("sub/ref = with the sub-pixel ConvTranspose2d / without (it changes the k4 s2 p1 ConvT rows only: "
+              "G2-G5)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
