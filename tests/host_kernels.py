@@ -8,6 +8,12 @@ several as a tuple. The body runs once per element inside the loop CuPy would ge
 
     for (i = 0; i < n; i++) { const T &x = x_[i]; ...; T &y = y_[i]; ...; <operation> }
 
+A ``raw T a`` parameter is the whole array, indexed by the body (``a[k]``, C-ordered over the array's
+logical shape, as CuPy's CArray reads a strided array: the host passes a C-contiguous copy when the
+array is not one); an ``int32 n`` / ``int64 n`` parameter is an integer scalar passed by value. The
+loop index ``i`` is a ``ptrdiff_t``, as CuPy's. (The gather kernels of scratchgan/fast/conv_kernels.py
+use both.)
+
 compiled with ``-ffp-contract=off`` (no fused multiply-add: the counterpart of nvrtc's
 ``--fmad=false``), so +, -, *, / and sqrt round as NumPy's ufuncs do. The bodies' helpers
 (``add_rn``, ``mul_rn``, ``is_gt``, ...: single PTX instructions on the GPU, see
