@@ -189,14 +189,17 @@ def test_conv_layers_through_the_kernels_equal_numpy(kernels_on_the_fake_device,
 
 
 # ------------------------------------------------------------------ 3. NVRTC and the GPU, where present
+RAW_NDIM = {"x": 4, "cols": 2}
+
+
 def _cupy_style_source(name, ctype):
     """The kernel as cupy.ElementwiseKernel lays it out: raw arrays as strided CArrays, integers by value."""
     inputs, outputs, body = conv_kernels.KERNELS[name]
     params, bindings = [], []
     for const, specs in ((True, host_kernels._params(inputs)), (False, host_kernels._params(outputs))):
         for kind, p in specs:
-            if kind == "raw":
-                params.append(f"CArray<T, 4, false, true> {p}")  # strided, as a transposed view arrives
+            if kind == "raw":  # im2col's x: a strided 4-d view (NCHW seen as NHWC); col2im's cols: a matrix
+                params.append(f"CArray<T, {RAW_NDIM[p]}, {'true' if RAW_NDIM[p] == 2 else 'false'}, true> {p}")
             elif kind in host_kernels.SCALAR_CTYPES:
                 params.append(f"int {p}")
             else:

@@ -154,3 +154,14 @@ def test_a_wrong_tap_is_caught(monkeypatch):
     monkeypatch.setattr(subpixel, "phase_weight", lambda W, r, q: real(W[:, :, ::-1, :], 1 - r, q))
     y = subpixel.conv_transpose2d_forward(*args)[0]
     assert not np.allclose(y, y_ref)
+
+
+def test_the_table_printout_says_why_it_is_inactive():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "scratchgan.fast"], capture_output=True, text=True, check=True)
+    rows = [line for line in out.stdout.splitlines() if line.startswith(f"| {NAME} |")]
+    assert len(rows) == 2 and all("| no: " in row for row in rows), rows
+    assert "measured slower" in rows[0] and "not measured yet" in rows[1]
+    for backend, (replacement, exact, why) in fast.INACTIVE[NAME].items():
+        assert fast._resolve(replacement).replaces == NAME and exact == "close" and why
