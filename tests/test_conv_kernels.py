@@ -255,3 +255,27 @@ def test_kernels_on_cupy_equal_the_reference(x_shape, k, s, p):
             expected = col2im(cols, x_shape, k, s, p)
         got = cupy.asnumpy(conv_kernels.col2im(cupy.asarray(cols), x_shape, k, s, p))
         assert_bitwise(got, expected, "col2im on CuPy")
+
+
+def test_dcgan_step_through_the_kernels_matches_numpy(kernels_on_the_fake_device):
+    """A whole DCGAN step (32x32, width 4) on the fake device with every kernel lent, fused and conv, against
+    the NumPy reference: the same weights after two steps (float64; BCE's exp is CUDA's own, so not bitwise)."""
+    from layer_cases import make_input
+    from scratchgan import cli, models
+
+    def build(backend_xp):
+        config = dict(cli.DCGAN_DEFAULTS, resolution=32, channels=3, g_width=4, d_width=4, batch_size=4,
+                      latent_dim=8, image_size=3 * 32 * 32, image_shape=[3, 32, 32], dtype="float64")
+        return models.build_step(config, backend_xp)
+
+    host, dev = build(np), build(fake_xp)
+    real = make_input((4, 3, 32, 32), "float64", seed=3).clip(-1, 1)
+    for _ in range(2):
+        with fast.disabled():
+            host.step([real])
+        dev.step([fake_xp.asarray(real)])
+    for net in ("G", "D"):
+        expected, got = getattr(host, net).flat_store().data, getattr(dev, net).flat_store().data.get()
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12, err_msg=net)  # float64
+    ran = {name for name, k in kernels_on_the_fake_device.items() if k.calls}
+    assert {"im2col", "col2im", "batchnorm_normalize", "adam_update"} <= ran, ran
