@@ -196,7 +196,8 @@ def main(argv=None):
     sides = [f"{lib}{p}" for p in precisions for lib in ["scratchgan"] + (["torch"] if have_torch else [])]
 
     import numpy
-    print(f"# bench_dcgan_step: {args.backend}, DCGAN {args.size}x{args.size}x3, batch {args.batch}, width {args.width}, "
+    print(f"# bench_dcgan_step: {args.backend}, DCGAN {args.size}x{args.size}x3, batch {args.batch}, "
+          f"width {args.width}, "
           f"median of {args.reps} runs x {args.steps} steps (after {args.warmup} warm-up) per side")
     print(f"# python {platform.python_version()}, numpy {numpy.__version__}, "
           f"{len(os.sched_getaffinity(0))} cores, threads {args.threads or 'default'}, "

@@ -235,5 +235,6 @@ def configure_process(argv=None):
     return process.configure_process(argv)
 
 
-__all__ = ["TABLE", "INACTIVE", "trying", "ENV", "enabled", "set_enabled", "disabled", "reset", "replaceable", "replaces", "replacement_for",
+__all__ = ["TABLE", "INACTIVE", "trying", "ENV",
+           "enabled", "set_enabled", "disabled", "reset", "replaceable", "replaces", "replacement_for",
            "active", "configure_process"]

@@ -11,12 +11,15 @@ oy = 2 iy - 1 + ky (stride 2, padding 1), output row oy = 2a + r takes
 
 i.e. tap t in {0, 1} reads input row a + r + t - 1 through kernel row ky = 3 - r - 2t; the same for
 columns. So each phase (r, q) of y is a stride-1 convolution of x (padded by 1) with a 2x2 slice of
-W, which is a gather of 2x2 windows and one matmul, written straight into its phase of y:
+W, which is a gather of 2x2 windows and one matmul:
 
     y[:, :, r::2, q::2] = windows_rq(x) @ W_rq,   windows_rq (N*H*W, 4*C_in),  W_rq (4*C_in, C_out)
 
-no scatter, no (N*H*W, 16*C_out) temporary. The sums run over the 4*C_in terms in another order than
-the reference's (C_in terms per offset, then 4 offsets), so the result is "close", not bitwise.
+no scatter, no (N*H*W, 16*C_out) temporary. The four phases run together: one copy gathers all the
+windows (4, N*H*W, 4*C_in), one batched matmul (cuBLAS's strided-batched GEMM on CuPy) makes the four
+phases, one copy interleaves them into y: a handful of launches on a GPU, whatever the batch. The
+sums run over the 4*C_in terms in another order than the reference's (C_in terms per offset, then 4
+offsets), so the result is "close", not bitwise.
 
 The backward passes stay the reference's: the adjoint of the four sub-convolutions is one stride-2
 convolution of dy (dx = im2col(dy) @ W_mat.T, dW = x_mat^T im2col(dy)), already a gather and two
@@ -41,14 +44,22 @@ def phase_weight(W, r, q):
     return taps.transpose(2, 3, 0, 1).reshape(4 * C_in, C_out)  # a small copy
 
 
-def phase_windows(x_pad, r, q, H, W):
-    """The 2x2 windows of phase (r, q): (N*H*W, 4*C_in), row (n, a, b) = x_pad[n, a + r + t, b + q + u, :]."""
+def phase_weights(W):
+    """The four W_rq stacked in phase order (r, q) = (0, 0), (0, 1), (1, 0), (1, 1): (4, 4*C_in, C_out)."""
+    xp = array_module(W)
+    return xp.stack([phase_weight(W, r, q) for r in (0, 1) for q in (0, 1)])
+
+
+def phase_windows(x_pad, H, W):
+    """The 2x2 windows of all four phases: (4, N*H*W, 4*C), entry [(r, q), (n, a, b), (t, u, c)] =
+    x_pad[n, a + r + t, b + q + u, c]. One strided view (r and t both step one row, q and u one column)
+    and one copy."""
     xp = array_module(x_pad)
     N, _, _, C = x_pad.shape
     bN, bH, bW, bC = x_pad.strides
-    corner = x_pad[:, r:, q:, :]  # window (a, b) starts at padded pixel (a + r, b + q)
-    windows = xp.lib.stride_tricks.as_strided(corner, shape=(N, H, W, 2, 2, C), strides=(bN, bH, bW, bH, bW, bC))
-    return xp.ascontiguousarray(windows).reshape(N * H * W, 4 * C)
+    windows = xp.lib.stride_tricks.as_strided(x_pad, shape=(2, 2, N, H, W, 2, 2, C),
+                                              strides=(bH, bW, bN, bH, bW, bH, bW, bC))
+    return xp.ascontiguousarray(windows).reshape(4, N * H * W, 4 * C)
 
 
 @replaces("scratchgan.nn.conv.conv_transpose2d_forward", "close")
@@ -62,12 +73,10 @@ def conv_transpose2d_forward(x, W, b, stride, padding, output_padding):
     x_mat = conv._rows(x)  # (N*H*W, C_in): the reference's cache, for the backward
     x_pad = xp.zeros((N, H + 2, W_in + 2, C_in), dtype=x.dtype)  # channels last, a zero border of 1
     x_pad[:, 1:H + 1, 1:W_in + 1, :] = x_mat.reshape(N, H, W_in, C_in)
-    y = xp.empty((N, 2 * H, 2 * W_in, C_out), dtype=x.dtype)  # channels last
-    for r in (0, 1):
-        for q in (0, 1):
-            cols = phase_windows(x_pad, r, q, H, W_in)
-            y_rq = cols @ phase_weight(W, r, q)  # (N*H*W, 4*C_in) @ (4*C_in, C_out) -> (N*H*W, C_out)
-            y[:, r::2, q::2, :] = y_rq.reshape(N, H, W_in, C_out)
+    cols = phase_windows(x_pad, H, W_in)  # (4, N*H*W, 4*C_in)
+    y_phases = cols @ phase_weights(W)  # (4, N*H*W, 4*C_in) @ (4, 4*C_in, C_out) -> (4, N*H*W, C_out): one batched GEMM
+    # interleave: y[n, 2a + r, 2b + q, :] = y_phases[(r, q), (n, a, b), :]  (one copy, channels last)
+    y = y_phases.reshape(2, 2, N, H, W_in, C_out).transpose(2, 3, 0, 4, 1, 5).reshape(N, 2 * H, 2 * W_in, C_out)
     if b is not None:
         y += b  # along the contiguous last axis
     return y.transpose(0, 3, 1, 2), (x_mat, conv._weight_matrix(W), W.shape, x.shape, stride, padding)
