@@ -96,7 +96,7 @@ INACTIVE = {
     "scratchgan.nn.conv.conv_transpose2d_forward": {  # kernel 4, stride 2, padding 1 only (the DCGAN's G)
         "numpy": ("scratchgan.fast.subpixel.conv_transpose2d_forward", "close",
                   "measured slower on 2 shared cores, batch 64 (benchmarks/RESULTS.md, Conv layers): forward + "
-                  "backward G2 0.99x, G3 1.00x, G4 1.33x, G5 2.55x the reference's; forward alone 1.2-2.8x"),
+                  "backward G2 1.07x, G3 1.07x, G4 1.06x, G5 2.75x the reference's time"),
         "cupy": ("scratchgan.fast.subpixel.conv_transpose2d_forward", "close",
                  "not measured yet: no GPU so far (bench_conv.py --backend cupy --subpixel measures it)")},
 }
