@@ -422,3 +422,40 @@ def test_cuda_graph_flag_in_help():
     text = " ".join(result.stdout.split())
     assert "--cuda-graph" in text and "--no-cuda-graph" in text
     assert "experimental: not yet run on a GPU" in text
+
+
+# ------------------------------------------------------------------ 3b. through the Trainer: checkpoints, resume
+def _train(out, graphed, epochs, resume=None):
+    """The Trainer on the fake device (batches copied into the graph's slots), as `--cuda-graph` runs it."""
+    from scratchgan.data.loader import BatchLoader
+    from scratchgan.trainer import Trainer
+    images = np.random.default_rng(0).integers(0, 256, (48, 4, 5), dtype=np.uint8)  # 6 steps an epoch
+    config = _config("bce", out=str(out))
+    step = models.build_step(config, xp)
+    if graphed:
+        step = graph.GraphedStep(step, 1)
+    trainer = Trainer(step, BatchLoader(images, 8, xp=xp, seed=0), out, config, sample_every=0, log_every=1,
+                      image_shape=(4, 5), d_steps=1, progress=False, log=lambda message: None)
+    trainer.fit(epochs, resume_from=resume)
+    return trainer
+
+
+def _assert_same_checkpoints(a, b):
+    from scratchgan.checkpoint import load_checkpoint
+    (arrays_a, meta_a), (arrays_b, meta_b) = load_checkpoint(a), load_checkpoint(b)
+    assert sorted(arrays_a) == sorted(arrays_b)
+    for key in arrays_a:
+        assert_bitwise(arrays_b[key], arrays_a[key], key)
+    for key in ("global_step", "epoch", "batch_in_epoch", "noise", "opt_G_t", "opt_D_t"):
+        assert key in meta_a and meta_b[key] == meta_a[key], key
+
+
+def test_trainer_with_the_graphed_step_saves_and_resumes_as_eager(numpy_gemm, tmp_path):
+    _train(tmp_path / "eager", False, 2)
+    trainer = _train(tmp_path / "graph", True, 2)
+    assert trainer.step.captures == 2  # one graph per epoch (its noise generator)
+    _assert_same_checkpoints(tmp_path / "eager" / "checkpoint.npz", tmp_path / "graph" / "checkpoint.npz")
+    _train(tmp_path / "split", True, 1)
+    resumed = _train(tmp_path / "split", True, 2, resume=tmp_path / "split" / "checkpoint.npz")
+    assert resumed.step.steps_run == 6
+    _assert_same_checkpoints(tmp_path / "eager" / "checkpoint.npz", tmp_path / "split" / "checkpoint.npz")
