@@ -60,7 +60,7 @@ def add_flags(parser, defaults, suppress=False):
                         "scratchgan's own GEMM kernel instead of cuBLAS; what it does not cover is refused in one "
                         "line (default: off)")
     g.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false", default=graph_default,
-                   help="the eager step, one launch per operation (default: on, i.e. no graph)")
+                   help="run the eager step, one launch per operation: the default, and the fallback")
     return parser
 
 

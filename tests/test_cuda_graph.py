@@ -28,7 +28,7 @@ import pytest
 import fake_device
 import host_kernels
 from fake_device import CUDARuntimeError, FakeRawKernel, xp
-from scratchgan import cli, models, objectives
+from scratchgan import cli, models, objectives, train_options
 from scratchgan.fast import gemm, graph
 from tolerances import FLOAT32_EPS, assert_close
 
@@ -459,3 +459,14 @@ def test_trainer_with_the_graphed_step_saves_and_resumes_as_eager(numpy_gemm, tm
     resumed = _train(tmp_path / "split", True, 2, resume=tmp_path / "split" / "checkpoint.npz")
     assert resumed.step.steps_run == 6
     _assert_same_checkpoints(tmp_path / "eager" / "checkpoint.npz", tmp_path / "split" / "checkpoint.npz")
+
+
+def test_the_cli_hook_refuses_in_one_line():
+    from scratchgan.cliutil import UserError
+    step = models.build_step(_config("bce"), np)
+    assert train_options.graphed(step, {"cuda_graph": False}, None) is step  # --no-cuda-graph: the eager step
+    with pytest.raises(UserError, match="one process"):
+        train_options.graphed(step, {"cuda_graph": True, "d_steps": 1}, world=object())
+    on_probs = models.build_step(_config("bce", loss_on="probs"), np)
+    with pytest.raises(UserError, match=r"^--cuda-graph: .*probabilities.*; run without --cuda-graph$"):
+        train_options.graphed(on_probs, {"cuda_graph": True, "d_steps": 1}, None)
