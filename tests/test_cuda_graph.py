@@ -321,13 +321,25 @@ def _compare(loss, steps=3, gather=True, epochs=1, **extra):
     return graphed
 
 
-@pytest.mark.parametrize("loss", ["bce", "wgan", "lsgan", "hinge"])
+@pytest.mark.parametrize("loss", ["bce", "wgan", "wgan-gp", "lsgan", "hinge"])
 def test_graphed_step_equals_eager_bitwise(numpy_gemm, loss):
     graphed = _compare(loss)
     assert graphed.captures == 1 and graphed.runner.graph.launches == 2  # a warm-up, then replays
     assert all(fn.__name__ != "matmul" for fn, *_ in graphed.runner.graph.ops)
     if loss == "wgan":
         assert graphed.d_steps == 5 and graphed.clip == 0.01  # the multi-critic step, with weight clipping
+    if loss == "wgan-gp":
+        assert graphed.d_steps == 5 and "gp" in graphed.penalties  # the multi-critic step, the penalty
+
+
+def test_graphed_step_with_r1_equals_eager_bitwise(numpy_gemm):
+    graphed = _compare("hinge", r1=2.0, epochs=2, steps=2)
+    assert "r1" in graphed.penalties and graphed.captures == 2
+
+
+def test_graphed_wgan_gp_recaptures_for_a_new_epoch(numpy_gemm):
+    graphed = _compare("wgan-gp", steps=2, epochs=2)
+    assert graphed.captures == 2  # a new epoch: new generators for z and for alpha
 
 
 def test_graphed_step_with_copied_batches_equals_eager(numpy_gemm):
@@ -339,15 +351,16 @@ def test_graphed_step_recaptures_for_a_new_epoch(numpy_gemm):
     assert graphed.captures == 2  # each epoch's noise generator is a new one
 
 
-def test_graphed_step_with_the_sgemm_kernel(sgemm_kernel):
+@pytest.mark.parametrize("loss", ["bce", "wgan-gp"])
+def test_graphed_step_with_the_sgemm_kernel(sgemm_kernel, loss):
     """The whole step with the kernel's own arithmetic, under capture: nothing refused, close to eager."""
-    config = _config("bce", batch_size=4)
+    config = _config(loss, batch_size=4, d_steps=2)
     eager, other = models.build_step(config, xp), models.build_step(config, xp)
-    data = _dataset(8)
-    graphed = graph.GraphedStep(other, 1, dataset=xp.asarray(data))
-    graphed.start_epoch(np.arange(8))
+    data = _dataset(16)
+    graphed = graph.GraphedStep(other, 2, dataset=xp.asarray(data))
+    graphed.start_epoch(np.arange(16))
     for s in range(2):
-        expected = eager.step([xp.asarray(data[s * 4:(s + 1) * 4])])
+        expected = eager.step([xp.asarray(data[(2 * s + k) * 4:(2 * s + k + 1) * 4]) for k in range(2)])
         stats = graphed.step()
         for key in expected:  # float32 sums of at most 32 products, in another order than BLAS's
             assert_close(stats[key].get(), expected[key].get(), rtol=64 * FLOAT32_EPS, err_msg=key)
@@ -384,7 +397,6 @@ def _adam_with_host_clock(self):
 
 # ------------------------------------------------------------------ 4. what is refused
 @pytest.mark.parametrize("extra, reason", [
-    (dict(loss="wgan-gp"), "gradient penalty"), (dict(r1=1.0), "gradient penalty"),
     (dict(conditional=True), "conditional"), (dict(dropout=0.3), "Dropout"),
     (dict(loss_on="probs"), "probabilities"), (dict(ema=0.999), "--ema"), (dict(instance_noise=0.1), "--instance"),
     (dict(spectral_norm=True), "SpectralNorm"), (dict(dtype="float64"), "float32"),

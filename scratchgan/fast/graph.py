@@ -19,11 +19,12 @@ one of those buffers (``out=``, in place, a kernel's outputs):
   - the statistics (losses, D(x), D(G(z)), ...) as 0-d device buffers, read only when the trainer logs.
 Matmuls go through fast/gemm.py's kernel: CuPy refuses cuBLAS during a capture.
 
-What is refused (``unsupported``, a one-line reason each; eager ``GANStep`` runs them): DCGAN
-(convolutions), the conditional step, WGAN-GP's gradient penalty and R1 (their double backward is not
-yet written in fixed-buffer form), instance noise, DiffAugment, the generator EMA, Dropout, a Sigmoid
-D (``--loss-on probs``), spectral norm, another dtype than float32, Adam's weight decay. Objectives bce
-(on logits), wgan (with clipping), lsgan and hinge, with any number of D steps, are covered.
+What is covered: the MLP GAN (Linear, LeakyReLU, BatchNorm1d, Tanh) with the objectives bce (on
+logits), wgan (with clipping), wgan-gp (the gradient penalty's double backward, gradient_penalty.py, in
+fixed buffers), lsgan and hinge, R1, any number of D steps, Adam and RMSprop. What is refused
+(``unsupported``, a one-line reason each; the eager ``GANStep`` runs them): DCGAN (convolutions), the
+conditional step, instance noise, DiffAugment, the generator EMA, Dropout, a Sigmoid D (``--loss-on
+probs``), spectral norm, another dtype than float32, weight decay.
 
 The arithmetic is the eager step's (scratchgan/gan.py with the reference layers), operation for
 operation: on the tests' fake device (NumPy arithmetic) a replayed step gives the same bits as GANStep
@@ -48,8 +49,6 @@ def unsupported(step):
     G, D, obj = step.G, step.D, step.objective
     if getattr(step, "conditional", False):
         return "the conditional step (class labels) has no CUDA graph yet"
-    if step.penalty is not None or step.r1 is not None:
-        return "the gradient penalty (WGAN-GP, R1) needs a double backward that has no fixed-buffer form yet"
     if step.instance_noise or step.augment is not None or step.ema is not None:
         return "--instance-noise, --diffaugment and --ema have no CUDA graph yet"
     if not isinstance(obj, (objectives.BCEObjective, objectives.WGANObjective, objectives.LSGANObjective,
@@ -337,6 +336,96 @@ class _StatisticPlan:
         return xp.mean(self.y, out=into)
 
 
+# --------------------------------------------------------------------------- the penalties, fixed
+class _PenaltyPlan:
+    """GradientPenalty.__call__ (WGAN-GP, ``kind`` "gp") or R1Penalty.__call__ ("r1") with fixed buffers, on
+    a critic of Linear and LeakyReLU layers (gradient_penalty.py, docs/derivations/wgan_gp.md):
+
+        forward, keeping each pre-activation's sign;  first backward from 1: g = dD/dx, gz_l per Linear;
+        P and dP/dg (penalty_of_gradients / r1_of_gradients);  tangent pass: dW_l += u_{l-1}^T gz_l.
+    ``__call__(x)`` adds dP/dW into the Linears' W.grad and writes P and the mean ||g_n|| into ``stats``."""
+
+    def __init__(self, penalty, kind, N, xp, dtype):
+        from .. import nn
+        self.kind, self.lam, self.eps, self.N = kind, penalty.lam, penalty.eps, N
+        self.ops = []
+        width = None
+        for layer in penalty.layers:
+            if isinstance(layer, nn.Linear):
+                width = layer.out_features
+                self.ops.append(("linear", layer, xp.empty((N, layer.out_features), dtype),  # forward output
+                                 xp.empty((N, layer.in_features), dtype),  # g through it
+                                 xp.empty((N, layer.out_features), dtype)))  # u through it
+            elif isinstance(layer, nn.LeakyReLU):
+                self.ops.append(("mask", layer.negative_slope, xp.empty((N, width), bool),
+                                 *(xp.empty((N, width), dtype) for _ in range(3))))  # output, g, u
+            else:
+                raise ValueError(f"the CUDA graph's penalty covers Linear and LeakyReLU critics, not {layer!r}")
+        d_in = self.ops[0][1].in_features
+        self.ones = xp.ones((N, 1), dtype)  # the first backward's upstream gradient
+        self.squares, self.dg = xp.empty((N, d_in), dtype), xp.empty((N, d_in), dtype)
+        self.r, self.q, self.q2, self.scale = (xp.empty((N,), dtype) for _ in range(4))
+        self.mean = xp.empty((), dtype)
+
+    def __call__(self, x, P, norm):
+        xp, N = array_module(x), self.N
+        h = x  # 1. forward
+        for op in self.ops:
+            if op[0] == "linear":
+                layer, y = op[1], op[2]
+                gemm_kernel.gemm(h, layer.W.data, y)  # (N, D_in) @ (D_in, D_out) -> (N, D_out)
+                if layer.has_bias:
+                    xp.add(y, layer.b.data, out=y)
+                h = y
+            else:
+                slope, positive, out = op[1], op[2], op[3]
+                xp.greater(h, 0, out=positive)
+                xp.multiply(h, slope, out=out)
+                xp.copyto(out, h, where=positive)
+                h = out
+        g, gz = self.ones, {}  # 2. first backward with upstream 1
+        for op in reversed(self.ops):
+            if op[0] == "linear":
+                gz[id(op[1])] = g
+                g = gemm_kernel.gemm(g, op[1].W.data.T, op[3])  # (N, D_out) @ (D_out, D_in) -> (N, D_in)
+            else:
+                xp.multiply(g, op[1], out=op[4])  # where(pre > 0, g, g slope)
+                xp.copyto(op[4], g, where=op[2])
+                g = op[4]
+        xp.multiply(g, g, out=self.squares)  # 3. the penalty of g and dP/dg
+        if self.kind == "gp":  # P = lam mean (r - 1)^2, r = sqrt(||g||^2 + eps); dg = g (2 lam / N)(r - 1) / r
+            xp.sum(self.squares, axis=1, out=self.r)
+            xp.add(self.r, self.eps, out=self.r)
+            xp.sqrt(self.r, out=self.r)
+            xp.subtract(self.r, 1.0, out=self.q)
+            xp.square(self.q, out=self.q2)
+            xp.mean(self.q2, out=self.mean)
+            xp.multiply(self.mean, self.lam, out=P)
+            xp.multiply(self.q, 2.0 * self.lam / N, out=self.scale)
+            xp.divide(self.scale, self.r, out=self.scale)
+            xp.multiply(g, self.scale.reshape(N, 1), out=self.dg)
+        else:  # R1: P = (gamma / 2) mean ||g||^2, dg = g gamma / N, the norms sqrt(||g||^2)
+            xp.sum(self.squares, axis=1, out=self.q)
+            xp.mean(self.q, out=self.mean)
+            xp.multiply(self.mean, 0.5 * self.lam, out=P)
+            xp.multiply(g, self.lam / N, out=self.dg)
+            xp.sqrt(self.q, out=self.r)
+        xp.mean(self.r, out=norm)
+        u = self.dg  # 4. tangent pass: dP/dW_l = u_{l-1}^T gz_l
+        last = max(i for i, op in enumerate(self.ops) if op[0] == "linear")
+        for i, op in enumerate(self.ops[:last + 1]):
+            if op[0] == "linear":
+                layer = op[1]
+                if layer.requires_grad:
+                    gemm_kernel.gemm(u.T, gz[id(layer)], layer.W.grad, beta=1.0)  # (D_in, N) @ (N, D_out)
+                if i < last:
+                    u = gemm_kernel.gemm(u, layer.W.data, op[4])  # (N, D_in) @ (D_in, D_out) -> (N, D_out)
+            else:
+                xp.multiply(u, op[1], out=op[5])
+                xp.copyto(op[5], u, where=op[2])
+                u = op[5]
+
+
 # --------------------------------------------------------------------------------- optimizers, fixed
 class _AdamPlan:
     """optim.adam_update over the flat store, with the step number t on the device (float64, as Python's)."""
@@ -513,7 +602,15 @@ class GraphedStep:
         self.statistic = _StatisticPlan(step.objective, out, xp, dt)
         self.opt_plans = {"G": _optimizer_plan(step.opt_G, xp), "D": _optimizer_plan(step.opt_D, xp)}
         k_x, k_fake, k_after = self.keys
-        names = ["loss_D", k_x, k_fake] + (["wasserstein"] if getattr(step.objective, "wasserstein", False) else [])
+        self.penalties = {}  # "gp": (plan, alpha slot, the real - fake buffer, xhat), "r1": (plan,)
+        if step.penalty is not None:
+            self.penalties["gp"] = (_PenaltyPlan(step.penalty, "gp", N, xp, dt), xp.empty((N, 1), dt),
+                                    xp.empty((N, d_in), dt), xp.empty((N, d_in), dt))
+        if step.r1 is not None:
+            self.penalties["r1"] = (_PenaltyPlan(step.r1, "r1", N, xp, dt),)
+        names = ["loss_D", k_x, k_fake] + (["gp", "grad_norm_xhat"] if "gp" in self.penalties else []) + (
+            ["r1", "grad_norm_x"] if "r1" in self.penalties else []) + (
+            ["wasserstein"] if getattr(step.objective, "wasserstein", False) else [])
         self.stats = {name: xp.zeros((), dt) for name in names + ["loss_G", k_after]}  # GANStep.step's keys
         self.mean_real, self.mean_fake = xp.zeros((), dt), xp.zeros((), dt)
         self.steps_run, self.captures, self._captured_for = 0, 0, None
@@ -536,8 +633,10 @@ class GraphedStep:
                 raise ValueError(f"step() takes the {self.d_steps} real batch(es) of one iteration")
             for slot, real in zip(self.real, real_batches):
                 slot[...] = self.eager._real_batch(real)[0]  # device to device, before the launch
-        # the graph froze the noise generator and expects the optimizers' clocks where it left them
-        key = (self.noise.rng, self.opt_G.t, self.opt_D.t)
+        # the graph froze the noise generators and expects the optimizers' clocks where it left them
+        self.alpha_stream = self.noise.stream("gp_alpha", self.penalties["gp"][1].shape, "uniform") \
+            if "gp" in self.penalties else [None]  # GANStep's stream of alpha ~ U[0, 1), one per sample
+        key = (self.noise.rng, self.alpha_stream[0], self.opt_G.t, self.opt_D.t)
         if self.steps_run == 0:
             self._sync_from_host()
             self.runner.run_eagerly(self._body)  # compiles the kernels; the pool learns the sizes
@@ -551,12 +650,14 @@ class GraphedStep:
         for opt in (self.opt_G, self.opt_D):  # the host's count, for checkpoints: the device moved on too
             opt.t += self.d_steps if opt is self.opt_D else 1
         self.noise.draws += self.d_steps
-        self._captured_for = (self.noise.rng, self.opt_G.t, self.opt_D.t)
+        if "gp" in self.penalties:
+            self.alpha_stream[3] += self.d_steps
+        self._captured_for = key[:2] + (self.opt_G.t, self.opt_D.t)
         return dict(self.stats)
 
     def _expects(self, key):
-        rng, t_G, t_D = self._captured_for
-        return key[0] is rng and key[1:] == (t_G, t_D)
+        rng, alpha_rng, t_G, t_D = self._captured_for
+        return key[0] is rng and key[1] is alpha_rng and key[2:] == (t_G, t_D)
 
     def __getattr__(self, name):  # what the trainer asks of a step beyond the above (ema, penalty, ...)
         if name == "eager":
@@ -605,11 +706,23 @@ class GraphedStep:
             xp.mean(self.D_plan.plans[-1].y, out=self.mean_fake)
             xp.subtract(self.mean_real, self.mean_fake, out=s["wasserstein"])
         self.D_plan.backward(dout, need_dx=False)
+        if "gp" in self.penalties:  # WGAN-GP at xhat = alpha x + (1 - alpha) G(z)
+            plan, alpha, diff, xhat = self.penalties["gp"]
+            self.alpha_stream[0].random(dtype=alpha.dtype, out=alpha)
+            xp.subtract(real, fake, out=diff)
+            xp.multiply(alpha, diff, out=diff)
+            xp.add(fake, diff, out=xhat)
+            plan(xhat, s["gp"], s["grad_norm_xhat"])
+        if "r1" in self.penalties:  # R1 on the real batch
+            self.penalties["r1"][0](real, s["r1"], s["grad_norm_x"])
         self.opt_plans["D"].step()
         if self.clip is not None:
             data = self.opt_D.store.data
             xp.clip(data, -self.clip, self.clip, out=data)
         xp.add(loss_real, loss_fake, out=s["loss_D"])
+        for key in ("gp", "r1"):  # the penalties are part of D's loss
+            if key in self.penalties:
+                xp.add(s["loss_D"], s[key], out=s["loss_D"])
 
     def _g_step(self):
         """GANStep.g_step: L_G through the updated D, backward through D (no weight gradients) into G."""
