@@ -298,7 +298,9 @@ def _compare(loss, steps=3, gather=True, epochs=1, **extra):
     d_steps = config["d_steps"]
     eager, graphed_eager = models.build_step(config, xp), models.build_step(config, xp)
     data = _dataset(config["batch_size"] * d_steps * steps)
-    device_data = xp.asarray(data)
+    labels = np.random.default_rng(12).integers(0, 10, len(data)).astype(np.int64)
+    conditional = config.get("conditional", False)
+    device_data = (xp.asarray(data), xp.asarray(labels)) if conditional else xp.asarray(data)
     graphed = graph.GraphedStep(graphed_eager, d_steps, dataset=device_data if gather else None)
     N = config["batch_size"]
     for epoch in range(epochs):
@@ -308,7 +310,9 @@ def _compare(loss, steps=3, gather=True, epochs=1, **extra):
         if gather:
             graphed.start_epoch(order)
         for s in range(steps):
-            batches = [xp.asarray(data[order[(s * d_steps + k) * N:(s * d_steps + k + 1) * N]]) for k in range(d_steps)]
+            picks = [order[(s * d_steps + k) * N:(s * d_steps + k + 1) * N] for k in range(d_steps)]
+            batches = [(xp.asarray(data[p]), xp.asarray(labels[p])) if conditional else xp.asarray(data[p])
+                       for p in picks]
             expected = eager.step(batches)
             stats = graphed.step() if gather else graphed.step(batches)
             assert list(stats) == list(expected)
@@ -346,21 +350,31 @@ def test_graphed_step_with_copied_batches_equals_eager(numpy_gemm):
     _compare("bce", gather=False, d_steps=2)
 
 
+@pytest.mark.parametrize("embedding_dim", [0, 5], ids=["one-hot", "embedding"])
+@pytest.mark.parametrize("gather", [True, False], ids=["gathered", "copied"])
+def test_conditional_graphed_step_equals_eager_bitwise(numpy_gemm, embedding_dim, gather):
+    graphed = _compare("bce", gather=gather, conditional=True, embedding_dim=embedding_dim, d_steps=2)
+    assert graphed.conditional and graphed.captures == 1
+
+
 def test_graphed_step_recaptures_for_a_new_epoch(numpy_gemm):
     graphed = _compare("lsgan", steps=2, epochs=2, label_smoothing=0.1)
     assert graphed.captures == 2  # each epoch's noise generator is a new one
 
 
-@pytest.mark.parametrize("loss", ["bce", "wgan-gp"])
-def test_graphed_step_with_the_sgemm_kernel(sgemm_kernel, loss):
+@pytest.mark.parametrize("loss, conditional", [("bce", False), ("wgan-gp", False), ("hinge", True)])
+def test_graphed_step_with_the_sgemm_kernel(sgemm_kernel, loss, conditional):
     """The whole step with the kernel's own arithmetic, under capture: nothing refused, close to eager."""
-    config = _config(loss, batch_size=4, d_steps=2)
+    config = _config(loss, batch_size=4, d_steps=2, conditional=conditional)
     eager, other = models.build_step(config, xp), models.build_step(config, xp)
-    data = _dataset(16)
-    graphed = graph.GraphedStep(other, 2, dataset=xp.asarray(data))
+    data, labels = _dataset(16), np.arange(16) % 10
+    graphed = graph.GraphedStep(other, 2, dataset=(xp.asarray(data), xp.asarray(labels)) if conditional
+                                else xp.asarray(data))
     graphed.start_epoch(np.arange(16))
     for s in range(2):
-        expected = eager.step([xp.asarray(data[(2 * s + k) * 4:(2 * s + k + 1) * 4]) for k in range(2)])
+        picks = [slice((2 * s + k) * 4, (2 * s + k + 1) * 4) for k in range(2)]
+        expected = eager.step([(xp.asarray(data[p]), xp.asarray(labels[p])) if conditional else xp.asarray(data[p])
+                               for p in picks])
         stats = graphed.step()
         for key in expected:  # float32 sums of at most 32 products, in another order than BLAS's
             assert_close(stats[key].get(), expected[key].get(), rtol=64 * FLOAT32_EPS, err_msg=key)
@@ -397,7 +411,7 @@ def _adam_with_host_clock(self):
 
 # ------------------------------------------------------------------ 4. what is refused
 @pytest.mark.parametrize("extra, reason", [
-    (dict(conditional=True), "conditional"), (dict(dropout=0.3), "Dropout"),
+    (dict(conditional=True, loss="wgan-gp"), "conditional critic"), (dict(dropout=0.3), "Dropout"),
     (dict(loss_on="probs"), "probabilities"), (dict(ema=0.999), "--ema"), (dict(instance_noise=0.1), "--instance"),
     (dict(spectral_norm=True), "SpectralNorm"), (dict(dtype="float64"), "float32"),
 ])

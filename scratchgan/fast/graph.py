@@ -21,9 +21,10 @@ Matmuls go through fast/gemm.py's kernel: CuPy refuses cuBLAS during a capture.
 
 What is covered: the MLP GAN (Linear, LeakyReLU, BatchNorm1d, Tanh) with the objectives bce (on
 logits), wgan (with clipping), wgan-gp (the gradient penalty's double backward, gradient_penalty.py, in
-fixed buffers), lsgan and hinge, R1, any number of D steps, Adam and RMSprop. What is refused
+fixed buffers), lsgan and hinge, R1, any number of D steps, Adam and RMSprop, and the conditional
+step (one-hot or learned label codes, labels gathered with the images). What is refused
 (``unsupported``, a one-line reason each; the eager ``GANStep`` runs them): DCGAN (convolutions), the
-conditional step, instance noise, DiffAugment, the generator EMA, Dropout, a Sigmoid D (``--loss-on
+gradient penalty of a conditional critic, instance noise, DiffAugment, the generator EMA, Dropout, a Sigmoid D (``--loss-on
 probs``), spectral norm, another dtype than float32, weight decay.
 
 The arithmetic is the eager step's (scratchgan/gan.py with the reference layers), operation for
@@ -47,8 +48,8 @@ def unsupported(step):
     """Why GANStep ``step`` cannot be graphed (one line), or None when it can."""
     from .. import nn, objectives, optim
     G, D, obj = step.G, step.D, step.objective
-    if getattr(step, "conditional", False):
-        return "the conditional step (class labels) has no CUDA graph yet"
+    if getattr(step, "conditional", False) and (step.penalty is not None or step.r1 is not None):
+        return "the gradient penalty of a conditional critic has no CUDA graph yet"
     if step.instance_noise or step.augment is not None or step.ema is not None:
         return "--instance-noise, --diffaugment and --ema have no CUDA graph yet"
     if not isinstance(obj, (objectives.BCEObjective, objectives.WGANObjective, objectives.LSGANObjective,
@@ -56,6 +57,8 @@ def unsupported(step):
                                                             and not obj.on_logits):
         return f"the objective {getattr(obj, 'name', type(obj).__name__)} (on D's probabilities) has no CUDA graph yet"
     for net, name in ((G, "G"), (D, "D")):
+        if isinstance(net, nn.Conditional):
+            net = net.net  # the label's code joined to the input, then an MLP
         if not isinstance(net, nn.Sequential):
             return f"{name} is not an nn.Sequential"
         for layer in net:  # (spectral norm wraps the Linears in nn.SpectralNorm: refused here too)
@@ -206,6 +209,66 @@ def _plans():
             nn.BatchNorm1d: _BatchNorm1dPlan}
 
 
+class _ConditionalPlan:
+    """nn.Conditional with fixed buffers: h = [x, code(labels)], out = net(h); backward splits dh.
+
+    code: one_hot(labels) = (labels[:, None] == arange(K)), or a learned Embedding W[labels], whose
+    backward is embedding_backward's scatter-add of dcode into a zeroed (K, E) buffer, added to W.grad."""
+
+    def __init__(self, cond, N, xp):
+        dtype = cond.dtype
+        self.cond, self.net = cond, _NetworkPlan(cond.net, N, xp)
+        self.d_x = next(iter(cond.net)).in_features - cond.code_dim
+        self.code, self.h = xp.empty((N, cond.code_dim), dtype), xp.empty((N, self.d_x + cond.code_dim), dtype)
+        if cond.embedding is None:
+            self.arange, self.hot = xp.arange(cond.num_classes), xp.empty((N, cond.num_classes), bool)
+        else:
+            self.dW = xp.empty(cond.embedding.W.data.shape, dtype)
+
+    def forward(self, x, labels):
+        xp, cond = array_module(x), self.cond
+        self.labels = labels
+        if cond.embedding is None:
+            xp.equal(labels[:, None], self.arange, out=self.hot)  # (N, 1) == (K,) -> (N, K)
+            xp.copyto(self.code, self.hot)
+        else:
+            xp.take(cond.embedding.W.data, labels, axis=0, out=self.code)  # W[labels]: (N, E)
+        xp.concatenate([x, self.code], axis=1, out=self.h)
+        return self.net.forward(self.h)
+
+    def backward(self, dy, param_grads=True, need_dx=True):
+        from ..backend import scatter_add
+        emb = self.cond.embedding
+        wants_dcode = emb is not None and param_grads and emb.requires_grad
+        if not (need_dx or wants_dcode):
+            self.net.backward(dy, param_grads, need_dx=False)
+            return None
+        dh = self.net.backward(dy, param_grads)
+        dx, dcode = dh[:, :self.d_x], dh[:, self.d_x:]
+        if emb is not None and param_grads and emb.requires_grad:
+            self.dW.fill(0)
+            scatter_add(self.dW, self.labels, dcode)  # every repeat of a label adds
+            array_module(dh).add(emb.W.grad, self.dW, out=emb.W.grad)
+        return dx if need_dx else None
+
+    @property
+    def plans(self):
+        return self.net.plans
+
+
+def _network_plan(net, N, xp):
+    from .. import nn
+    return _ConditionalPlan(net, N, xp) if isinstance(net, nn.Conditional) else _NetworkPlan(net, N, xp)
+
+
+def _input_width(net):
+    """The features a network takes (without a conditional one's label code)."""
+    from .. import nn
+    if isinstance(net, nn.Conditional):
+        return next(iter(net.net)).in_features - net.code_dim
+    return next(iter(net)).in_features
+
+
 class _NetworkPlan:
     """nn.Sequential with fixed buffers: forward in order, backward in reverse, as Sequential.backward."""
 
@@ -221,7 +284,7 @@ class _NetworkPlan:
                 plan = make(layer, shape, xp, dtype)
             self.plans.append(plan)
 
-    def forward(self, x):
+    def forward(self, x, labels=None):
         for plan in self.plans:
             x = plan.forward(x)
         return x
@@ -587,16 +650,22 @@ class GraphedStep:
         self.latent_dim, self.clip = step.latent_dim, step.clip
         xp, dt, N = step.noise.xp, step.G.dtype, step.noise.batch_size
         self.xp, self.runner = xp, graph_runner(xp)
-        d_in = next(iter(step.D)).in_features
+        d_in = _input_width(step.D)
         self.real = [xp.empty((N, d_in), dt) for _ in range(self.d_steps)]  # the batch slots
+        self.conditional = step.conditional
+        self.labels = [xp.empty((N,), np.int64) for _ in range(self.d_steps)] if self.conditional else [None] * self.d_steps
         self.z = xp.empty((N, step.latent_dim), dt)  # the noise slot
-        self.dataset = dataset
+        self.dataset, self.dataset_labels = dataset, None
+        if self.conditional and dataset is not None:
+            if not isinstance(dataset, (tuple, list)):
+                raise ValueError("a conditional GraphedStep gathers (images, labels): pass dataset=(images, labels)")
+            self.dataset, self.dataset_labels = dataset
         if dataset is not None:
-            self.order = xp.zeros((len(dataset),), np.int64)
+            self.order = xp.zeros((len(self.dataset),), np.int64)
             self.pos = xp.zeros((), np.int64)
             self.arange = xp.arange(N, dtype=np.int64)
             self.idx_pos, self.idx = xp.empty((N,), np.int64), xp.empty((N,), np.int64)
-        self.G_plan, self.D_plan = _NetworkPlan(step.G, N, xp), _NetworkPlan(step.D, N, xp)
+        self.G_plan, self.D_plan = _network_plan(step.G, N, xp), _network_plan(step.D, N, xp)
         out = (N, 1)
         self.losses = {w: _ObjectivePlan(step.objective, w, out, xp, dt) for w in ("real", "fake", "g")}
         self.statistic = _StatisticPlan(step.objective, out, xp, dt)
@@ -631,8 +700,11 @@ class GraphedStep:
         if self.dataset is None:
             if real_batches is None or len(real_batches) != self.d_steps:
                 raise ValueError(f"step() takes the {self.d_steps} real batch(es) of one iteration")
-            for slot, real in zip(self.real, real_batches):
-                slot[...] = self.eager._real_batch(real)[0]  # device to device, before the launch
+            for slot, label_slot, real in zip(self.real, self.labels, real_batches):
+                images, labels = self.eager._real_batch(real)  # device to device, before the launch
+                slot[...] = images
+                if label_slot is not None:
+                    label_slot[...] = labels
         # the graph froze the noise generators and expects the optimizers' clocks where it left them
         self.alpha_stream = self.noise.stream("gp_alpha", self.penalties["gp"][1].shape, "uniform") \
             if "gp" in self.penalties else [None]  # GANStep's stream of alpha ~ U[0, 1), one per sample
@@ -674,33 +746,35 @@ class GraphedStep:
     # ----------------------------------------------------------------------- what the graph records
     def _body(self):
         """The fixed-buffer step: GANStep.step's operations, every one into a buffer allocated above."""
-        for real in self.real:
+        for real, labels in zip(self.real, self.labels):
             if self.dataset is not None:
-                self._gather(real)
-            self._d_step(real)
-        self._g_step()
+                self._gather(real, labels)
+            self._d_step(real, labels)
+        self._g_step(labels)
 
-    def _gather(self, slot):
-        """slot <- dataset[order[pos : pos + N]]; pos += N. All on the device."""
+    def _gather(self, slot, label_slot):
+        """slot <- dataset[order[pos : pos + N]] (and the labels); pos += N. All on the device."""
         xp, N = self.xp, slot.shape[0]
         xp.add(self.arange, self.pos, out=self.idx_pos)
         xp.take(self.order, self.idx_pos, out=self.idx)
         xp.take(self.dataset, self.idx, axis=0, out=slot)
+        if label_slot is not None:
+            xp.take(self.dataset_labels, self.idx, out=label_slot)
         xp.add(self.pos, N, out=self.pos)
 
-    def _d_step(self, real):
+    def _d_step(self, real, labels):
         """GANStep.d_step: D on x and on G(z) (a constant here), then D's update and the clipping."""
         xp, s = self.xp, self.stats
         k_x, k_fake, _ = self.keys
         self.noise.rng.standard_normal(dtype=self.z.dtype, out=self.z)  # z ~ N(0, I), drawn on the device
-        fake = self.G_plan.forward(self.z)  # G's buffers keep what the G step's backward needs
+        fake = self.G_plan.forward(self.z, labels)  # G's buffers keep what the G step's backward needs
         self.opt_D.store.grad.fill(0)  # opt_D.zero_grad()
-        loss_real, dout = self.losses["real"](self.D_plan.forward(real))
+        loss_real, dout = self.losses["real"](self.D_plan.forward(real, labels))
         self.statistic(self.D_plan.plans[-1].y, s[k_x])
         if "wasserstein" in s:
             xp.mean(self.D_plan.plans[-1].y, out=self.mean_real)
         self.D_plan.backward(dout, need_dx=False)
-        loss_fake, dout = self.losses["fake"](self.D_plan.forward(fake))
+        loss_fake, dout = self.losses["fake"](self.D_plan.forward(fake, labels))
         self.statistic(self.D_plan.plans[-1].y, s[k_fake])
         if "wasserstein" in s:
             xp.mean(self.D_plan.plans[-1].y, out=self.mean_fake)
@@ -724,11 +798,11 @@ class GraphedStep:
             if key in self.penalties:
                 xp.add(s["loss_D"], s[key], out=s["loss_D"])
 
-    def _g_step(self):
+    def _g_step(self, labels):
         """GANStep.g_step: L_G through the updated D, backward through D (no weight gradients) into G."""
         s = self.stats
         self.opt_G.store.grad.fill(0)
-        out = self.D_plan.forward(self.G_plan.plans[-1].y)
+        out = self.D_plan.forward(self.G_plan.plans[-1].y, labels)
         loss_G, dout = self.losses["g"](out)
         dfake = self.D_plan.backward(dout, param_grads=False)
         self.G_plan.backward(dfake, need_dx=False)
