@@ -13,6 +13,7 @@
      interface; with the real kernel body (the host-compiled SGEMM) the step runs under capture as
      well and agrees to rounding.
   4. What has no graph yet is refused in one line; ``--cuda-graph`` on NumPy is refused, exit 2.
+  5. On a GPU (skipped here): the kernel against CuPy, the graphed step against the eager one.
 No GPU was available: nothing here ran on one.
 """
 from __future__ import annotations
@@ -496,3 +497,47 @@ def test_the_cli_hook_refuses_in_one_line():
     on_probs = models.build_step(_config("bce", loss_on="probs"), np)
     with pytest.raises(UserError, match=r"^--cuda-graph: .*probabilities.*; run without --cuda-graph$"):
         train_options.graphed(on_probs, {"cuda_graph": True, "d_steps": 1}, None)
+
+
+# ------------------------------------------------------------------ 5. on a GPU (skipped without one; NEVER RUN yet)
+def test_sgemm_kernel_on_the_gpu_equals_matmul():
+    from layer_cases import skip_unless_cupy
+    skip_unless_cupy()
+    import cupy
+    for M, N, K, ta, tb, beta in GEMM_CASES:
+        rng = np.random.default_rng(M + N + K)
+        A = rng.standard_normal((K, M) if ta else (M, K)).astype(np.float32)
+        B = rng.standard_normal((N, K) if tb else (K, N)).astype(np.float32)
+        c = rng.standard_normal((M, N)).astype(np.float32)
+        a, b = cupy.asarray(A), cupy.asarray(B)
+        out = cupy.asarray(c)
+        gemm.gemm(a.T if ta else a, b.T if tb else b, out, beta=beta)
+        expected = (A.T if ta else A).astype(np.float64) @ (B.T if tb else B) + beta * c
+        assert_close(out.get(), expected, rtol=2 * (K + 1) * FLOAT32_EPS)
+
+
+@pytest.mark.parametrize("loss", ["bce", "wgan-gp"])
+def test_graphed_step_on_the_gpu_follows_eager(loss):
+    """On CuPy: a warm-up, a capture and launches; the first step's statistics agree with the eager step's
+    to rounding (the GPU's sums run in other orders), and the weights after 3 steps to Adam's step size."""
+    from layer_cases import skip_unless_cupy
+    skip_unless_cupy()
+    import cupy
+    config = _config(loss, image_size=784, batch_size=64, g_hidden="128,512,1024", d_hidden="512,256,128",
+                     latent_dim=100)
+    d_steps = config["d_steps"]
+    eager, other = models.build_step(config, cupy), models.build_step(config, cupy)
+    data = np.random.default_rng(0).uniform(-1, 1, (64 * d_steps * 3, 784)).astype(np.float32)
+    graphed = graph.GraphedStep(other, d_steps, dataset=cupy.asarray(data))
+    graphed.start_epoch(np.arange(len(data)))
+    for s in range(3):
+        batches = [cupy.asarray(data[(s * d_steps + k) * 64:(s * d_steps + k + 1) * 64]) for k in range(d_steps)]
+        expected, stats = eager.step(batches), graphed.step()
+        if s == 0:
+            for key in expected:
+                assert_close(stats[key].get(), expected[key].get(), rtol=1e-4, err_msg=key)
+    assert graphed.captures == 1 and graphed.steps_run == 3
+    for net in ("G", "D"):
+        a, b = getattr(other, f"opt_{net}").store.data.get(), getattr(eager, f"opt_{net}").store.data.get()
+        assert np.isfinite(a).all()
+        np.testing.assert_allclose(a, b, rtol=0, atol=6 * config["lr"], err_msg=net)  # Adam moves a weight ~lr a step, either way
