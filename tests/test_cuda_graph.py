@@ -7,8 +7,10 @@
      while capturing: cuBLAS and cuRAND calls, host transfers and syncs, and here every allocation;
      a capture records without computing, and a launch replays.
   3. The graphed step on the fake device equals the eager GANStep bit for bit after 3 steps (a warm-up,
-     a capture and launch, a launch), for bce, wgan (clipping, 2 critic steps), lsgan and hinge, with the
-     batch gathered on the device or copied in; across an epoch's new noise generator too. For bit
+     a capture and launch, a launch), for bce, wgan (clipping, 5 critic steps), wgan-gp (the penalty's
+     double backward), lsgan, hinge, R1 and the conditional step (one-hot and learned codes), with the
+     batch gathered on the device or copied in; across an epoch's new noise generator too; and through
+     the Trainer, whose checkpoint is the eager run's, resumed or not. For bit
      equality its matmuls run on NumPy's arithmetic (the eager step's ``@``) through the RawKernel
      interface; with the real kernel body (the host-compiled SGEMM) the step runs under capture as
      well and agrees to rounding.
