@@ -56,7 +56,7 @@ def add_flags(parser, defaults, suppress=False):
     graph_default = argparse.SUPPRESS if suppress else defaults.get("cuda_graph", False)
     g.add_argument("--cuda-graph", dest="cuda_graph", action="store_true", default=graph_default,
                    help="experimental: not yet run on a GPU. With --backend cupy, replay the whole training step "
-                        "(the MLP GAN; objectives bce, wgan, lsgan, hinge) from one CUDA graph, matmuls by "
+                        "(the MLP GAN: every --loss, --r1, --conditional) from one CUDA graph, matmuls by "
                         "scratchgan's own GEMM kernel instead of cuBLAS; what it does not cover is refused in one "
                         "line (default: off)")
     g.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false", default=graph_default,

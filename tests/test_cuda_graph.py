@@ -32,7 +32,7 @@ import fake_device
 import host_kernels
 from fake_device import CUDARuntimeError, FakeRawKernel, xp
 from scratchgan import cli, models, objectives, train_options
-from scratchgan.fast import gemm, graph
+from scratchgan.fast import fixed, gemm, graph
 from tolerances import FLOAT32_EPS, assert_close
 
 REPO = Path(__file__).resolve().parents[1]
@@ -387,7 +387,7 @@ def test_graphed_step_with_the_sgemm_kernel(sgemm_kernel, loss, conditional):
 
 def test_graphed_step_is_not_silent_about_host_values(numpy_gemm, monkeypatch):
     """The check can fail: a host-side Adam clock frozen into the graph gives other bits than eager."""
-    monkeypatch.setattr(graph._AdamPlan, "step", _adam_with_host_clock)
+    monkeypatch.setattr(fixed.AdamPlan, "step", _adam_with_host_clock)
     with pytest.raises(AssertionError, match="differ"):
         _compare("bce")
 
