@@ -388,6 +388,7 @@ def _train_main(argv, prog, description, defaults):
                                             for m in net.modules()):
             raise UserError(f"--batch-size {config['batch_size']}: BatchNorm needs at least 2 images per batch "
                             "for its batch statistics; use --batch-size 2 or more, or --no-batchnorm")
+        step = train_options.graphed(step, config, world)  # --cuda-graph (experimental; fast/graph.py)
         conv = config.get("arch") == "dcgan"
         loader = BatchLoader(images, config["batch_size"], xp=xp, dtype=config["dtype"], seed=config["seed"],
                              flatten=not conv, labels=labels)

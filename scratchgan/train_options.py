@@ -52,7 +52,29 @@ def add_flags(parser, defaults, suppress=False):
                         "object per logged step) is written beside metrics.csv either way (default: off)")
     g.add_argument("--version", action="version", version=f"scratchgan {__version__}",
                    help="print the version and exit")
+    # --cuda-graph (scratchgan/fast/graph.py): opt-in until it has run on a GPU
+    graph_default = argparse.SUPPRESS if suppress else defaults.get("cuda_graph", False)
+    g.add_argument("--cuda-graph", dest="cuda_graph", action="store_true", default=graph_default,
+                   help="experimental: not yet run on a GPU. With --backend cupy, replay the whole training step "
+                        "(the MLP GAN: every --loss, --r1, --conditional) from one CUDA graph, matmuls by "
+                        "scratchgan's own GEMM kernel instead of cuBLAS; what it does not cover is refused in one "
+                        "line (default: off)")
+    g.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false", default=graph_default,
+                   help="run the eager step, one launch per operation: the default, and the fallback")
     return parser
+
+
+def graphed(step, config, world):
+    """--cuda-graph: the run's GANStep replayed from a CUDA graph (fast/graph.py), or one line why not."""
+    if not config.get("cuda_graph"):
+        return step
+    if world is not None:
+        raise UserError("--cuda-graph runs in one process; start it without mpiexec, or drop --cuda-graph")
+    from .fast import graph
+    reason = graph.unsupported(step)
+    if reason is not None:
+        raise UserError(f"--cuda-graph: {reason}; run without --cuda-graph")
+    return graph.GraphedStep(step, config["d_steps"])
 
 
 def arch_of(argv):
@@ -133,6 +155,9 @@ def check_flags(config, explicit, arch_choosable):
                         "data, cifar10 or a .npy array")
     if config["dataset"] == "npy" and not config.get("dry_run") and not config.get("data_dir"):
         raise UserError("--dataset npy needs --data-dir FILE.npy, your array of images")
+    if config.get("cuda_graph") and config.get("backend") != "cupy":
+        raise UserError("--cuda-graph needs --backend cupy (a CUDA graph is a GPU feature; NumPy runs the eager "
+                        "step): add --backend cupy or drop --cuda-graph")
     if config.get("tensorboard") and not runlog.tensorboard_available():
         raise UserError(f"--tensorboard needs tensorboardX, which is not installed: {runlog.INSTALL_HINT}")
 
