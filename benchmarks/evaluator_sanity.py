@@ -8,7 +8,8 @@ test split: N real images are the reference, N other real images the "fresh real
 each corruption (scratchgan.corruptions) is applied to that fresh subset at increasing levels. Class
 subsets: M images (M: the size of the fresh subset's smallest class) from its first k classes, against
 the same reference, next to all 10 classes at the same M (the Frechet distance's bias depends on N). Then the precision of
-uniform noise and the coverage of a one-class sample. No GAN is involved: nothing here is tuned to one.
+uniform noise and the coverage of a one-class sample, and how precision depends on the share of the largest
+real k-NN balls it leaves out (metrics.OUTLIER_SHARE). No GAN is involved: nothing here is tuned to one.
 ``--quick`` is a smoke run (bundled digits, a small quickly trained evaluator, N = 300).
 """
 from __future__ import annotations
@@ -44,6 +45,25 @@ def curves(evaluator, ref_images, fresh, fresh_labels, seed=0):
     return rows
 
 
+OUTLIER_SHARES = (0.0, 0.05, 0.1, 0.25, 0.5)
+
+
+def outlier_sweep(evaluator, ref_images, fresh, seed=0):
+    """{name: [precision at each OUTLIER_SHARES]} for the fresh real subset, uniform noise, and each
+    corruption at its mildest and strongest level: what leaving out the largest real balls does."""
+    ref = evaluator.features(ref_images)
+    radii = metrics.knn_sq_radii(ref, metrics.DEFAULT_K)
+    sets = {"fresh real": fresh,
+            "uniform noise": np.random.default_rng([seed, 0x0153]).uniform(-1.0, 1.0, (len(fresh), 784))
+                                                                  .astype(np.float32)}
+    for name, (corrupt, levels) in corruptions.CORRUPTIONS.items():
+        for level in (levels[0], levels[-1]):
+            sets[f"{name.split(' (')[0]} {level:g}"] = corrupt(fresh, level, **_seed(corrupt, seed))
+    return {name: [metrics.precision_recall(ref, evaluator.features(images), real_radii=radii,
+                                            outlier_share=share)[0] for share in OUTLIER_SHARES]
+            for name, images in sets.items()}
+
+
 def _seed(fn, seed):
     return {"seed": seed} if fn in (corruptions.additive_noise, corruptions.salt_and_pepper) else {}
 
@@ -73,9 +93,10 @@ def main(argv=None):
     order = np.random.default_rng(0).permutation(len(images))
     ref, fresh, fresh_labels = images[order[:n]], images[order[n:2 * n]], labels[order[n:2 * n]]
 
-    table = {}
+    table, evaluators = {}, {}
     for kind in kinds:
-        ev = get_evaluator(dataset, data_dir, kind=kind, log=lambda m: print(m, file=sys.stderr), **quick)
+        ev = evaluators[kind] = get_evaluator(dataset, data_dir, kind=kind, log=lambda m: print(m, file=sys.stderr),
+                                              **quick)
         print(ev.describe())
         t0 = time.perf_counter()
         table[kind] = curves(ev, ref, fresh, fresh_labels)
@@ -95,7 +116,8 @@ def main(argv=None):
     noise = {k: table[k][-1][2] for k in kinds}
     one = {k: next(r[2] for r in table[k] if r[0].startswith("classes kept") and r[1] == "1") for k in kinds}
     floor = {k: table[k][0][2] for k in kinds}
-    print("| precision of uniform noise | " + " | ".join(f"{noise[k]['precision']:.3f}" for k in kinds) + " |")
+    print("| precision: uniform noise / fresh real | "
+          + " | ".join(f"{noise[k]['precision']:.3f} / {floor[k]['precision']:.3f}" for k in kinds) + " |")
     print("| classes covered: fresh real / one class | "
           + " | ".join(f"{floor[k]['classes_covered']} / {one[k]['classes_covered']}" for k in kinds) + " |")
     print("| recall: fresh real / one class | "
@@ -109,6 +131,14 @@ def main(argv=None):
             ok &= all(b > a for a, b in zip(fds, fds[1:]))
         monotone[k] = "yes" if ok else "NO"
     print("| every curve strictly increasing | " + " | ".join(monotone[k] for k in kinds) + " |")
+    for kind, ev in evaluators.items():
+        sweep = outlier_sweep(ev, ref, fresh)
+        print(f"\nprecision ({kind}) against the share of real k-NN balls left out, the largest first "
+              f"(the evaluator uses {metrics.OUTLIER_SHARE:g}):\n")
+        print("| images | " + " | ".join(f"{share:g}" for share in OUTLIER_SHARES) + " |")
+        print("|---|" + "---|" * len(OUTLIER_SHARES))
+        for name, values in sweep.items():
+            print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
     return 0
 
 

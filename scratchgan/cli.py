@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import distributed, fast, models, nn, objectives, rundir, train_options
+from . import distributed, fast, models, nn, objectives, presets, rundir, train_options
 from .backend import BackendError, backend_name, get_xp
 from .checkpoint import CheckpointError, load_checkpoint
 from .cliutil import (EXIT_USAGE, Parser, UserError, non_negative_float, non_negative_int, positive_float,
@@ -50,6 +50,7 @@ MLP_DEFAULTS = {
     "spectral_norm": False, "r1": 0.0, "ema": 0.0, "diffaugment": "",
     "tensorboard": None, "dry_run": False,  # train_options.add_flags
     "evaluator": "cnn",  # the classifier --eval-every measures in (scratchgan.evaluator.KINDS)
+    "preset": None,  # scratchgan.presets: flags not given take a measured recipe's values
 }
 
 
@@ -107,6 +108,11 @@ def add_training_flags(parser, defaults, suppress=False, both=False):
                    help="GAN objective: bce (the standard, non-saturating), wgan (weight clipping), wgan-gp "
                         "(gradient penalty), lsgan (least squares), hinge; wgan and wgan-gp bring their "
                         "papers' defaults for the flags below that you do not give (default: %(default)s)")
+    g.add_argument("--preset", choices=list(presets.PRESETS), default=d("preset"),
+                   help="a measured recipe for the flags you do not give: " +
+                        "; ".join(f"{name}: {presets.describe(name)}" for name in presets.PRESETS) +
+                        " (the lowest distance per CPU minute of the quality table in README.md; MLP only) "
+                        "(default: none)")
     g.add_argument("--optimizer", choices=["adam", "rmsprop"], default=d("optimizer"),
                    help="optimizer of both networks; RMSprop uses --lr only; --loss wgan makes it rmsprop "
                         "(default: %(default)s)")
@@ -298,13 +304,20 @@ def resolve_config(args, explicit, defaults, log):
         kept = {k: v for k, v in saved.items() if k in defaults and k not in ("out", "resume", "overwrite")}
         if saved.get("eval_every") and "evaluator" not in saved:  # its metrics.csv holds the MLP's numbers
             kept["evaluator"] = "mlp"
+        if "preset" in explicit and explicit["preset"] != saved.get("preset"):
+            raise UserError(f"--preset {explicit['preset']}: a run's recipe is set when it starts ({resume} was "
+                            f"started with {'--preset ' + saved['preset'] if saved.get('preset') else 'no preset'}); "
+                            "drop --preset when resuming")
         config = {**defaults, **kept, **explicit}
         config["resume"] = str(resume)
         if "out" not in explicit:  # --resume FILE continues in FILE's folder
             config["out"] = str(resume.parent) if args.resume else args.out
-    else:  # a flag the user did not give takes the objective's default (--loss wgan: RMSprop 5e-5, ...)
+    else:  # a flag the user did not give takes the preset's value, then the objective's default
+        chosen = presets.apply(config, explicit)  # (--loss wgan: RMSprop 5e-5, ...)
+        if config.get("preset"):
+            log(f"--preset {config['preset']}: {presets.describe(config['preset'])} where not given")
         for key, value in objectives.DEFAULTS.get(config.get("loss", "bce"), {}).items():
-            if key not in explicit and key in config:
+            if key not in chosen and key in config:
                 config[key] = value
     return config, resume
 
@@ -376,6 +389,7 @@ def _train_main(argv, prog, description, defaults):
                                             for m in net.modules()):
             raise UserError(f"--batch-size {config['batch_size']}: BatchNorm needs at least 2 images per batch "
                             "for its batch statistics; use --batch-size 2 or more, or --no-batchnorm")
+        step = train_options.graphed(step, config, world)  # --cuda-graph (experimental; fast/graph.py)
         conv = config.get("arch") == "dcgan"
         loader = BatchLoader(images, config["batch_size"], xp=xp, dtype=config["dtype"], seed=config["seed"],
                              flatten=not conv, labels=labels)

@@ -56,16 +56,22 @@ class NoiseSource:
         Each stream has its own generator seeded by (seed, epoch, name), so z stays the same whether
         or not a run uses them, and counts its draws for exact resume (one shape per stream).
         """
-        entry = self._extra.get(name)
-        if entry is None:
-            tag = int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "little")
-            mixed = int(np.random.SeedSequence([self.seed, self.epoch, tag]).generate_state(1)[0])
-            entry = self._extra[name] = [self.xp.random.default_rng(mixed), kind, tuple(shape), 0]
+        entry = self.stream(name, shape, kind)
         entry[3] += 1
         rng = entry[0]
         if kind == "uniform":
             return rng.random(shape, dtype=self.dtype)
         return rng.standard_normal(shape, dtype=self.dtype)
+
+    def stream(self, name, shape, kind="normal"):
+        """The named extra stream's [generator, kind, shape, draws], made at its first use; no draw (the
+        CUDA graph, fast/graph.py, draws from the generator into a fixed buffer and counts the draws)."""
+        entry = self._extra.get(name)
+        if entry is None:
+            tag = int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "little")
+            mixed = int(np.random.SeedSequence([self.seed, self.epoch, tag]).generate_state(1)[0])
+            entry = self._extra[name] = [self.xp.random.default_rng(mixed), kind, tuple(shape), 0]
+        return entry
 
     def state(self):
         state = {"epoch": self.epoch, "draws": self.draws}

@@ -52,6 +52,15 @@ def add_flags(parser, defaults, suppress=False):
                         "object per logged step) is written beside metrics.csv either way (default: off)")
     g.add_argument("--version", action="version", version=f"scratchgan {__version__}",
                    help="print the version and exit")
+    # --cuda-graph (scratchgan/fast/graph.py): opt-in until it has run on a GPU
+    graph_default = argparse.SUPPRESS if suppress else defaults.get("cuda_graph", False)
+    g.add_argument("--cuda-graph", dest="cuda_graph", action="store_true", default=graph_default,
+                   help="experimental: not yet run on a GPU. With --backend cupy, replay the whole training step "
+                        "(the MLP GAN: every --loss, --r1, --conditional) from one CUDA graph, matmuls by "
+                        "scratchgan's own GEMM kernel instead of cuBLAS; what it does not cover is refused in one "
+                        "line (default: off)")
+    g.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false", default=graph_default,
+                   help="run the eager step, one launch per operation: the default, and the fallback")
     # --tf32 (scratchgan/fast/precision.py)
     g = parser.add_argument_group("precision")
     g.add_argument("--tf32", action="store_true", default=argparse.SUPPRESS if suppress else False,
@@ -62,6 +71,19 @@ def add_flags(parser, defaults, suppress=False):
                         "by ~1e-3 relative instead of ~1e-7; weights, activations and Adam stay float32. Refused "
                         "with --backend numpy, which has no TF32 (default: off, full float32)")
     return parser
+
+
+def graphed(step, config, world):
+    """--cuda-graph: the run's GANStep replayed from a CUDA graph (fast/graph.py), or one line why not."""
+    if not config.get("cuda_graph"):
+        return step
+    if world is not None:
+        raise UserError("--cuda-graph runs in one process; start it without mpiexec, or drop --cuda-graph")
+    from .fast import graph
+    reason = graph.unsupported(step)
+    if reason is not None:
+        raise UserError(f"--cuda-graph: {reason}; run without --cuda-graph")
+    return graph.GraphedStep(step, config["d_steps"])
 
 
 def arch_of(argv):
@@ -142,11 +164,17 @@ def check_flags(config, explicit, arch_choosable):
                         "data, cifar10 or a .npy array")
     if config["dataset"] == "npy" and not config.get("dry_run") and not config.get("data_dir"):
         raise UserError("--dataset npy needs --data-dir FILE.npy, your array of images")
+    if config.get("cuda_graph") and config.get("backend") != "cupy":
+        raise UserError("--cuda-graph needs --backend cupy (a CUDA graph is a GPU feature; NumPy runs the eager "
+                        "step): add --backend cupy or drop --cuda-graph")
     if config.get("tensorboard") and not runlog.tensorboard_available():
         raise UserError(f"--tensorboard needs tensorboardX, which is not installed: {runlog.INSTALL_HINT}")
     if config.get("tf32") and config.get("backend") != "cupy":
         raise UserError("--tf32 needs --backend cupy: TF32 is a mode of NVIDIA GPUs' tensor cores, and NumPy "
                         "computes in full float32 (drop --tf32, or add --backend cupy)")
+    if config.get("tf32") and config.get("cuda_graph"):
+        raise UserError("--tf32 does not reach --cuda-graph's matmuls: the graph's own GEMM kernel (fast/gemm.py) has "
+                        "no tensor-core path yet; drop --tf32 or --cuda-graph")
 
 
 def apply_precision(config, xp):

@@ -20,7 +20,8 @@ import numpy as np
 
 from host_kernels import HostElementwiseKernel
 
-__all__ = ["DeviceArray", "FakeElementwiseKernel", "xp", "to_device", "unwrap", "wrap"]
+__all__ = ["DeviceArray", "FakeElementwiseKernel", "FakeRawKernel", "FakeGraph", "CUDARuntimeError", "xp", "to_device",
+           "unwrap", "wrap"]
 
 
 def _unsupported(value, where):
@@ -63,6 +64,8 @@ class _Wrapped:
     def __call__(self, *args, **kwargs):
         args = unwrap(args, self._where)
         kwargs = {k: unwrap(v, self._where) for k, v in kwargs.items()}
+        if _capturing is not None:  # capture mode (below): recorded, refused, or a view
+            return _captured_call(self._fn, self._where, args, kwargs)
         return wrap(self._fn(*args, **kwargs))
 
     def __getattr__(self, name):  # ufunc methods (xp.add.at, xp.maximum.reduce) and attributes
@@ -75,6 +78,8 @@ class _Wrapped:
 
 def _binary(op, name):
     def method(self, other):
+        if _capturing is not None:
+            _refuse_in_capture(name)
         return wrap(op(self._a, unwrap(other, f"DeviceArray.{name}")))
     method.__name__ = name
     return method
@@ -82,6 +87,8 @@ def _binary(op, name):
 
 def _reflected(op, name):
     def method(self, other):
+        if _capturing is not None:
+            _refuse_in_capture(name)
         return wrap(op(unwrap(other, f"DeviceArray.{name}"), self._a))
     method.__name__ = name
     return method
@@ -89,6 +96,9 @@ def _reflected(op, name):
 
 def _inplace(op, name):
     def method(self, other):
+        if _capturing is not None:  # recorded as one kernel launch, run at each replay
+            _capturing.record(op, (self._a, unwrap(other, f"DeviceArray.{name}")), {}, name)
+            return self
         result = op(self._a, unwrap(other, f"DeviceArray.{name}"))
         if result is not self._a:  # numpy's in-place operators always write into self._a
             raise AssertionError(f"{name} did not work in place")
@@ -99,6 +109,8 @@ def _inplace(op, name):
 
 def _unary(op, name):
     def method(self):
+        if _capturing is not None:
+            _refuse_in_capture(name)
         return wrap(op(self._a))
     method.__name__ = name
     return method
@@ -136,27 +148,35 @@ class DeviceArray:
     # ------------------------------------------------------------- explicit transfers
     def get(self, stream=None, order="C", out=None):
         """Device -> host copy, as ``cupy.ndarray.get``."""
+        _refuse_sync("DeviceArray.get")
         return self._a.copy()
 
     def item(self):
+        _refuse_sync("DeviceArray.item")
         return self._a.item()
 
     def tolist(self):
+        _refuse_sync("DeviceArray.tolist")
         return self._a.tolist()
 
     def __float__(self):
+        _refuse_sync("float(device array)")
         return float(self._a)
 
     def __int__(self):
+        _refuse_sync("int(device array)")
         return int(self._a)
 
     def __index__(self):
+        _refuse_sync("operator.index(device array)")
         return operator.index(self._a)
 
     def __bool__(self):
+        _refuse_sync("bool(device array)")
         return bool(self._a)
 
     def __format__(self, spec):
+        _refuse_sync("format(device array)")
         return format(self._a, spec) if self._a.ndim == 0 else format(str(self), spec)
 
     def __repr__(self):
@@ -173,9 +193,16 @@ class DeviceArray:
         return (wrap(v) for v in self._a)
 
     def __getitem__(self, key):
-        return wrap(self._a[unwrap(key, "DeviceArray.__getitem__")])
+        key = unwrap(key, "DeviceArray.__getitem__")
+        if _capturing is not None:  # a view is free; a copy (advanced indexing) is an allocation
+            return _captured_view(self._a, key)
+        return wrap(self._a[key])
 
     def __setitem__(self, key, value):
+        if _capturing is not None:  # a fill or copy kernel: recorded
+            _capturing.record(operator.setitem, (self._a, unwrap(key, "DeviceArray.__setitem__"),
+                                                 unwrap(value, "DeviceArray.__setitem__")), {}, "__setitem__")
+            return
         self._a[unwrap(key, "DeviceArray.__setitem__")] = unwrap(value, "DeviceArray.__setitem__")
 
     def __setattr__(self, name, value):
@@ -267,6 +294,8 @@ class _FakeNamespace(types.ModuleType):
 
 class _FakeRandom(_FakeNamespace):
     def default_rng(self, seed=None):
+        if _capturing is not None:  # a generator's state is a new device allocation
+            _refuse_in_capture("random.default_rng")
         return _FakeGenerator(np.random.default_rng(seed))
 
 
@@ -292,12 +321,18 @@ class FakeDeviceModule(_FakeNamespace):
 
     def asarray(self, a, dtype=None, order=None, copy=None):
         """Host -> device copy (a host array is always copied); a device array passes through."""
+        if _capturing is not None:
+            if not isinstance(a, DeviceArray):
+                _refuse_sync("xp.asarray(host data)")
+            return _captured_call(_asarray, "asarray", (a._a, dtype, order, copy), {})
         if isinstance(a, DeviceArray):
             return DeviceArray(_asarray(a._a, dtype, order, copy))
         return DeviceArray(np.array(unwrap_host(a), dtype=dtype, order=order, copy=True))
 
     def array(self, a, dtype=None, copy=True, order="K", ndmin=0):
         """Host or device -> a new device array (``cupy.array``)."""
+        if _capturing is not None:
+            _refuse_sync("xp.array") if not isinstance(a, DeviceArray) else _refuse_in_capture("xp.array")
         if isinstance(a, DeviceArray):
             return DeviceArray(np.array(a._a, dtype=dtype, copy=copy, order=order, ndmin=ndmin))
         return DeviceArray(np.array(unwrap_host(a), dtype=dtype, copy=True, order=order, ndmin=ndmin))
@@ -324,8 +359,18 @@ class FakeElementwiseKernel:
         self.calls = 0
 
     def __call__(self, *args):
+        args = unwrap(args, f"ElementwiseKernel {self.kernel.name}")
+        if _capturing is not None:  # recorded when its outputs are given; else it would allocate them
+            if len(args) != len(self.kernel.inputs) + len(self.kernel.outputs):
+                _refuse_in_capture(f"ElementwiseKernel {self.kernel.name} without its outputs")
+            _capturing.record(self._launch, args, {}, self.kernel.name)
+            return wrap(args[len(self.kernel.inputs)] if len(self.kernel.outputs) == 1
+                        else tuple(args[len(self.kernel.inputs):]))
+        return wrap(self._launch(*args))
+
+    def _launch(self, *args):
         self.calls += 1
-        return wrap(self.kernel(*unwrap(args, f"ElementwiseKernel {self.kernel.name}")))
+        return self.kernel(*args)
 
 
 xp = FakeDeviceModule()
@@ -334,3 +379,155 @@ xp = FakeDeviceModule()
 def to_device(a, dtype=None):
     """Shorthand for ``xp.asarray(a, dtype)``: a host array copied onto the fake device."""
     return xp.asarray(a, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- capture mode
+# What CuPy refuses while a stream is being captured into a CUDA graph (fast/graph.py), refused here
+# on the CPU, with CuPy's errors:
+#   - any cuBLAS call (matmul, dot, tensordot, einsum, @, linalg): NotImplementedError, as CuPy's guard in
+#     cupy_backends/cuda/libs/cublas.pyx (cupy/cupy#6290); any cuRAND call (the legacy xp.random.* functions;
+#     a default_rng Generator runs its own kernels and is allowed, with out=): the same from curand.pyx;
+#   - any host transfer or synchronisation (.get(), float(d), .item(), bool(d), xp.asarray(host)) and any
+#     allocation: CUDA's cudaErrorStreamCaptureUnsupported. Stricter than CuPy, which may hand out a block
+#     already cached in the capturing pool: here EVERY new array is refused, so a step that passes runs
+#     on buffers allocated before the capture, every operation writing into one (out=, in place, a kernel's
+#     outputs) -- "fixed buffers", enforced.
+# Inside ``with xp.stream_capture() as graph:`` nothing is computed (as in a real capture): each launch
+# is recorded with the arrays and scalars it was given, and ``graph.launch()`` replays the record. So
+# a value computed on the host at capture time is replayed frozen, as a CUDA graph would freeze it; views
+# (reshape, .T, basic slicing) are free and allowed.
+
+class CUDARuntimeError(RuntimeError):
+    """cupy_backends.cuda.api.runtime.CUDARuntimeError, as raised during a capture."""
+
+
+_capturing = None  # the FakeGraph being recorded, or None
+_CUBLAS = {"matmul", "dot", "vdot", "inner", "tensordot", "einsum", "__matmul__", "__rmatmul__", "__imatmul__"}
+_MUTATORS = {"copyto", "fill", "put", "putmask", "place", "at"}  # write in place without an out= argument
+_CAPTURE_UNSUPPORTED = "cudaErrorStreamCaptureUnsupported: operation not permitted when stream is capturing"
+
+
+def _refuse_sync(what):
+    if _capturing is not None:
+        raise CUDARuntimeError(f"{_CAPTURE_UNSUPPORTED} (fake device: {what} is a host transfer or sync)")
+
+
+def _refuse_in_capture(what):
+    name = what.rsplit(".", 1)[-1]
+    if name in _CUBLAS or ".linalg." in what:
+        raise NotImplementedError("calling cuBLAS API during stream capture is currently unsupported")
+    raise CUDARuntimeError(f"{_CAPTURE_UNSUPPORTED} (fake device: {what} allocates a new array)")
+
+
+def _root(a):
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def _arrays_in(values):
+    for v in values:
+        if isinstance(v, np.ndarray):
+            yield v
+        elif isinstance(v, (tuple, list)):
+            yield from _arrays_in(v)
+
+
+def _check_no_allocation(result, args, kwargs, where):
+    """A result of a call run during the capture must be one of its inputs or a view of one."""
+    if isinstance(result, np.generic):
+        _refuse_in_capture(where)
+    results = result if isinstance(result, (tuple, list)) else (result,)
+    inputs = list(_arrays_in(args)) + list(_arrays_in(kwargs.values()))
+    roots = {id(_root(a)) for a in inputs}
+    for r in results:
+        if isinstance(r, np.generic) or (isinstance(r, np.ndarray) and id(_root(r)) not in roots):
+            _refuse_in_capture(where)
+
+
+def _captured_call(fn, where, args, kwargs):
+    name = where.rsplit(".", 1)[-1]
+    if name in _CUBLAS or ".linalg." in where:
+        _refuse_in_capture(where)
+    if where.startswith("fake_device.random."):
+        raise NotImplementedError("calling cuRAND API during stream capture is currently unsupported")
+    positional_out = isinstance(fn, np.ufunc) and len(args) > fn.nin
+    if kwargs.get("out") is not None or positional_out or name in _MUTATORS:
+        _capturing.record(fn, args, kwargs, where)
+        return wrap(kwargs["out"] if kwargs.get("out") is not None else (args[fn.nin] if positional_out else None))
+    result = fn(*args, **kwargs)  # views, metadata: nothing is computed
+    owner = getattr(fn, "__self__", None)  # a method's array (x.reshape): its views are free too
+    _check_no_allocation(result, args + ((owner,) if isinstance(owner, np.ndarray) else ()), kwargs, where)
+    return wrap(result)
+
+
+def _captured_view(a, key):
+    result = a[key]
+    if isinstance(result, np.generic):  # a[i, j] is a NumPy scalar but a 0-d view on CuPy
+        result = a[(key if isinstance(key, tuple) else (key,)) + (Ellipsis,)]
+    _check_no_allocation(result, (a,), {}, "DeviceArray.__getitem__ (advanced indexing copies)")
+    return wrap(result)
+
+
+class FakeGraph:
+    """The launches recorded by a capture; ``launch()`` replays them in order (``cupy.cuda.Graph.launch``)."""
+
+    def __init__(self):
+        self.ops, self.launches = [], 0
+
+    def record(self, fn, args, kwargs, where):
+        self.ops.append((fn, args, kwargs, where))
+
+    def launch(self, stream=None):
+        for fn, args, kwargs, _ in self.ops:
+            fn(*args, **kwargs)
+        self.launches += 1
+
+
+class _Capture:
+    """``with xp.stream_capture() as graph:`` records instead of running; refuses what CuPy refuses."""
+
+    def __enter__(self):
+        global _capturing
+        if _capturing is not None:
+            raise CUDARuntimeError("cudaErrorIllegalState: the stream is already capturing")
+        self.graph = _capturing = FakeGraph()
+        return self.graph
+
+    def __exit__(self, *exc):
+        global _capturing
+        _capturing = None
+        return False
+
+
+def stream_capture():
+    return _Capture()
+
+
+def capturing():
+    """True inside ``xp.stream_capture()``."""
+    return _capturing is not None
+
+
+FakeDeviceModule.stream_capture = staticmethod(stream_capture)
+
+
+class FakeRawKernel:
+    """``cupy.RawKernel`` on the fake device: the CUDA source compiled for the host (tests/host_raw_kernels.py),
+    run on the arrays' payloads; recorded during a capture. Tests lend it as ``xp.RawKernel``."""
+
+    def __init__(self, code, name, **kwargs):
+        from host_raw_kernels import HostRawKernel
+        self.kernel = HostRawKernel(code, name, **kwargs)
+        self.calls = 0
+
+    def __call__(self, grid, block, args, shared_mem=0):
+        args = tuple(unwrap(tuple(args), f"RawKernel {self.kernel.name}"))
+        if _capturing is not None:
+            _capturing.record(self._launch, (grid, block, args), {}, f"RawKernel {self.kernel.name}")
+            return
+        self._launch(grid, block, args)
+
+    def _launch(self, grid, block, args):
+        self.calls += 1
+        self.kernel(grid, block, args)

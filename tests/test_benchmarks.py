@@ -53,9 +53,14 @@ def test_evaluator_sanity_quick_prints_its_curves(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "evaluator_sanity.py"), "--quick"],
                          capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr
-    assert "| corruption | level | FD (cnn) |" in out.stdout and "| precision of uniform noise |" in out.stdout
-    rows = [line for line in out.stdout.splitlines() if line.startswith("| gaussian blur")]
+    assert "| corruption | level | FD (cnn) |" in out.stdout and "| precision: uniform noise / fresh real |" in out.stdout
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| gaussian blur (")]
     assert len(rows) == 4 and all(float(r.strip("|").split("|")[2]) > 0 for r in rows)
+    # the outlier sweep: precision can only fall as more real balls are left out
+    sweep = [line for line in out.stdout.splitlines() if line.startswith("| fresh real |")]
+    assert len(sweep) == 1
+    values = [float(c) for c in sweep[0].strip("|").split("|")[1:]]
+    assert len(values) == 5 and all(b <= a for a, b in zip(values, values[1:])) and values[0] > 0
 
 
 def test_readme_sanity_command_parses_with_the_script():

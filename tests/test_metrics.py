@@ -302,3 +302,24 @@ def test_make_eval_hook_from_a_run_config(small_evaluator, digits, tmp_path, mon
     hook = metrics.make_eval_hook(config, digits[0][:400], n=100)
     assert calls[0][0] == ("mnist-bundled", None) and hook.every == 500 and hook.n == 100
     assert hook.latent_dim == 8
+
+
+def test_precision_leaves_out_the_largest_real_balls():
+    """One real outlier far from the rest has a ball that holds every fake near the cluster's edge;
+    the paper's precision counts those fakes, the evaluator's (OUTLIER_SHARE) does not."""
+    rng = np.random.default_rng(7)
+    cluster = rng.standard_normal((95, 2)) * 0.1
+    outliers = np.array([[50.0, 0.0], [-50.0, 0.0], [0.0, 50.0], [0.0, -50.0], [35.0, 35.0]])
+    real = np.concatenate([cluster, outliers])             # 5 of 100 balls are huge (radius ~50-70)
+    fake = rng.uniform(-20.0, 20.0, (300, 2))               # "noise" between the cluster and the outliers
+    fake = fake[np.abs(fake).max(axis=1) > 2.0]             # none near the cluster
+    p_paper, r_paper = metrics.precision_recall(real, fake)
+    p_kept, r_kept = metrics.precision_recall(real, fake, outlier_share=0.05)
+    assert p_paper > 0.9 and p_kept == 0.0
+    assert r_kept == r_paper                                 # recall uses the fakes' balls only
+    kept = metrics.kept_balls(metrics.knn_sq_radii(real), 0.05)
+    assert kept.sum() == 95 and not kept[95:].any()
+    # real against itself: all kept balls' centres are inside their own balls
+    assert metrics.precision_recall(real, cluster, outlier_share=0.05)[0] == 1.0
+    with pytest.raises(ValueError, match="outlier_share"):
+        metrics.precision_recall(real, fake, outlier_share=1.0)

@@ -41,6 +41,20 @@ def test_tf32_on_numpy_is_refused_in_one_line_before_anything_is_written(tmp_pat
     assert not out.exists()
 
 
+def test_tf32_with_the_cuda_graph_is_refused_in_one_line(tmp_path):
+    """The graph's matmuls are scratchgan's own GEMM kernel, not cuBLAS: TF32 would silently not reach them.
+    Refused before the backend is loaded, so with or without CuPy."""
+    from scratchgan import train_options
+    from scratchgan.cliutil import UserError
+    config = {"arch": "mlp", "dataset": "mnist", "backend": "cupy", "tf32": True, "cuda_graph": True}
+    with pytest.raises(UserError, match="--tf32 does not reach --cuda-graph's matmuls"):
+        train_options.check_flags(config, explicit={"tf32", "cuda_graph"}, arch_choosable=False)
+    code, _, stderr = run(["--tf32", "--cuda-graph", "--backend", "cupy", "--out", str(tmp_path / "run")], tmp_path)
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "drop --tf32 or --cuda-graph" in lines[0], stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_tf32_with_cupy_missing_says_how_to_install_it(tmp_path):
     import importlib.util
     if importlib.util.find_spec("cupy") is not None:

@@ -10,8 +10,9 @@ the same arguments and results as the reference function it replaces (llm.c keep
     fast/kernels.py  CuPy: fused elementwise CUDA kernels, one launch instead of several passes
     fast/conv_kernels.py  CuPy: im2col and col2im as one gather kernel each
     fast/process.py  process-wide settings (OpenBLAS's thread wait, glibc's heap): one explicit call
-
-(The next GPU step, capturing the whole training step as a CUDA graph, belongs here too.)
+    fast/graph.py    CuPy: the whole MLP GAN step (GANStep.step) as one CUDA graph, ``--cuda-graph``
+                     (experimental: never run on a GPU); fast/fixed.py the maths in fixed buffers, fast/gemm.py
+                     an SGEMM kernel instead of cuBLAS
 
 A reference function marked ``@replaceable`` looks, when called, for a replacement registered in
 ``TABLE`` for the backend of its first argument; if one is active it runs instead. ``TABLE`` is

@@ -1,0 +1,332 @@
+"""The whole MLP GAN training step as one CUDA graph: fixed buffers, our own GEMM, no host traffic.
+
+Why. On a GPU the MLP GAN step is about 200 small device operations, and each costs about 25 us of
+Python and CuPy dispatch whatever the batch: 5 ms a step at batch 64 and at batch 4096 alike (issue
+16). A CUDA graph records the step's kernel launches once and replays them with one call, so the
+step costs the GPU's work plus one launch.
+
+What is fixed. A graph replays the same kernels on the same addresses with the same scalar arguments,
+so everything the step touches is allocated once, before the capture, and every operation writes into
+one of those buffers (``out=``, in place, a kernel's outputs):
+  - activations, gradients and the layers' temporaries (one set per layer, reused by every pass);
+  - the optimizers' state (the networks' own flat stores and Adam's m, v), and Adam's step counter t
+    as a device scalar, so that the bias corrections 1 - beta^t move on at each replay;
+  - the batch slots (one per D step), filled by a device gather ``take(dataset, order[pos + i])`` from
+    the dataset the loader already holds on the device, ``pos`` a device counter; or, from the trainer,
+    by a device-to-device copy just before the launch;
+  - the noise slot, filled by ``rng.standard_normal(out=z)``: a ``default_rng`` generator keeps its state
+    on the device and moves on at each replay;
+  - the statistics (losses, D(x), D(G(z)), ...) as 0-d device buffers, read only when the trainer logs.
+The layers, objectives, penalties and optimizers in that form are fast/fixed.py's plans; matmuls go
+through fast/gemm.py's kernel: CuPy refuses cuBLAS during a capture.
+
+What is covered: the MLP GAN (Linear, LeakyReLU, BatchNorm1d, Tanh) with the objectives bce (on
+logits), wgan (with clipping), wgan-gp (the gradient penalty's double backward, gradient_penalty.py, in
+fixed buffers), lsgan and hinge, R1, any number of D steps, Adam and RMSprop, and the conditional
+step (one-hot or learned label codes, labels gathered with the images). What is refused
+(``unsupported``, a one-line reason each; the eager ``GANStep`` runs them): DCGAN (convolutions), the
+gradient penalty of a conditional critic, instance noise, DiffAugment, the generator EMA, Dropout, a
+Sigmoid D (``--loss-on probs``), spectral norm, another dtype than float32, weight decay.
+
+The graph holds one launch per operation of the reference maths (the fused kernels of kernels.py are
+not used inside it yet): 323 launches for the default bce step at batch 64, 41 of them GEMMs, counted
+on the fake device. Replayed by one call, their number costs no Python; fusing them is the next step.
+
+The arithmetic is the eager step's (scratchgan/gan.py with the reference layers), operation for
+operation: on the tests' fake device (NumPy arithmetic) a replayed step gives the same bits as GANStep
+(tests/test_cuda_graph.py), and the fake device's capture mode refuses what CuPy refuses.
+
+STATUS: the CuPy path (``_CupyGraph``: a non-blocking stream, ``begin_capture`` / ``end_capture``,
+``graph.launch()``, memory from a pool nothing else uses) has NEVER RUN: no GPU was available to write
+it. It follows CuPy 14's documented API; expect to debug it on the first GPU.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .fixed import ObjectivePlan, PenaltyPlan, StatisticPlan, input_width, layer_plans, network_plan, optimizer_plan
+
+
+# ------------------------------------------------------------------------------------------ what is refused
+def unsupported(step):
+    """Why GANStep ``step`` cannot be graphed (one line), or None when it can."""
+    from .. import nn, objectives, optim
+    G, D, obj = step.G, step.D, step.objective
+    if getattr(step, "conditional", False) and (step.penalty is not None or step.r1 is not None):
+        return "the gradient penalty of a conditional critic has no CUDA graph yet"
+    if step.instance_noise or step.augment is not None or step.ema is not None:
+        return "--instance-noise, --diffaugment and --ema have no CUDA graph yet"
+    if not isinstance(obj, (objectives.BCEObjective, objectives.WGANObjective, objectives.LSGANObjective,
+                            objectives.HingeObjective)) or (isinstance(obj, objectives.BCEObjective)
+                                                            and not obj.on_logits):
+        return f"the objective {getattr(obj, 'name', type(obj).__name__)} (on D's probabilities) has no CUDA graph yet"
+    for net, name in ((G, "G"), (D, "D")):
+        if isinstance(net, nn.Conditional):
+            net = net.net  # the label's code joined to the input, then an MLP
+        if not isinstance(net, nn.Sequential):
+            return f"{name} is not an nn.Sequential"
+        for layer in net:  # (spectral norm wraps the Linears in nn.SpectralNorm: refused here too)
+            if type(layer) not in layer_plans():
+                return f"{name}'s layer {layer!r} has no fixed-buffer form yet (the CUDA graph covers the MLP GAN)"
+        if net.dtype != np.float32:
+            return f"the CUDA graph's GEMM is float32; {name} is {net.dtype}"
+    for opt in (step.opt_G, step.opt_D):
+        if not isinstance(opt, (optim.Adam, optim.RMSprop)):
+            return f"the optimizer {type(opt).__name__} has no CUDA graph yet (Adam and RMSprop have)"
+        if opt.weight_decay or (isinstance(opt, optim.RMSprop) and (opt.centered or opt.momentum)):
+            return "weight decay, a centred RMSprop and RMSprop's momentum have no CUDA graph yet"
+    return None
+
+
+# ------------------------------------------------------------------------------------ running a graph
+class _CupyGraph:
+    """A CUDA graph on CuPy. NEVER RUN (no GPU was available); written to CuPy 14's documented API.
+
+    The step runs on its own non-blocking stream; every temporary CuPy makes inside it (a reduction's
+    scratch space) comes from a memory pool that nothing else uses, so the addresses the graph recorded
+    stay the graph's. The warm-up (the first step, run eagerly) compiles the kernels and fills the pool
+    with the blocks the capture will ask for again: during a capture the pool must not call cudaMalloc.
+    """
+
+    def __init__(self, cupy):
+        self.cupy = cupy
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.pool = cupy.cuda.MemoryPool()
+        self.graph = None
+
+    def _on_stream(self, body):
+        cuda = self.cupy.cuda
+        outside = cuda.get_current_stream()
+        self.stream.wait_event(outside.record())  # the copies into the batch slots happen first
+        with cuda.using_allocator(self.pool.malloc), self.stream:
+            result = body()
+        outside.wait_event(self.stream.record())  # the trainer's next reads wait for the step
+        return result
+
+    def run_eagerly(self, body):
+        self._on_stream(body)
+
+    def capture(self, body):
+        def record():
+            self.stream.begin_capture()
+            try:
+                body()
+            finally:
+                self.graph = self.stream.end_capture()
+        self._on_stream(record)
+
+    def launch(self):
+        self._on_stream(lambda: self.graph.launch(stream=self.stream))
+
+
+class _RecordedGraph:
+    """The tests' fake device: ``xp.stream_capture()`` records the launches (refusing what CuPy refuses),
+    ``launch()`` replays them."""
+
+    def __init__(self, xp):
+        self.xp, self.graph = xp, None
+
+    def run_eagerly(self, body):
+        body()
+
+    def capture(self, body):
+        with self.xp.stream_capture() as graph:
+            body()
+        self.graph = graph
+
+    def launch(self):
+        self.graph.launch()
+
+
+def graph_runner(xp):
+    """How graphs are made on array module ``xp``: CuPy's streams, or the fake device's recorder."""
+    if getattr(xp, "__name__", "") == "cupy":
+        return _CupyGraph(xp)
+    if getattr(xp, "stream_capture", None) is not None:
+        return _RecordedGraph(xp)
+    raise ValueError("a CUDA graph needs CuPy (--backend cupy)")
+
+
+# ---------------------------------------------------------------------------------------- the step
+class GraphedStep:
+    """GANStep ``step``'s training step, replayed from a CUDA graph; the networks, optimizers, noise
+    source and statistics' keys are ``step``'s own (checkpoints, grids and evaluation use them as before).
+
+    ``GraphedStep(step, d_steps, dataset=None)``. With ``dataset`` (the images on the device, as the
+    batches are shaped), the batches are gathered inside the graph: ``start_epoch(order)`` gives the
+    epoch's order of images and ``step()`` runs one iteration. Without it, ``step(real_batches)`` takes
+    the trainer's batches (one per D step) and copies them into the slots before the launch.
+    The first step runs eagerly (the warm-up), the next captures the graph and launches it, the rest
+    launch it; a new noise generator (a new epoch, a resume) or a moved optimizer clock captures anew.
+    Statistics are 0-d device buffers, overwritten by the next step: read them before it.
+    """
+
+    def __init__(self, step, d_steps=1, dataset=None):
+        reason = unsupported(step)
+        if reason is not None:
+            raise ValueError(f"--cuda-graph: {reason}; run without --cuda-graph")
+        self.eager, self.d_steps = step, int(d_steps)
+        self.G, self.D, self.opt_G, self.opt_D = step.G, step.D, step.opt_G, step.opt_D
+        self.objective, self.noise, self.keys = step.objective, step.noise, step.keys
+        self.latent_dim, self.clip = step.latent_dim, step.clip
+        xp, dt, N = step.noise.xp, step.G.dtype, step.noise.batch_size
+        self.xp, self.runner = xp, graph_runner(xp)
+        d_in = input_width(step.D)
+        self.real = [xp.empty((N, d_in), dt) for _ in range(self.d_steps)]  # the batch slots
+        self.conditional = step.conditional
+        self.labels = [xp.empty((N,), np.int64) for _ in range(self.d_steps)] if self.conditional else [None] * self.d_steps
+        self.z = xp.empty((N, step.latent_dim), dt)  # the noise slot
+        self.dataset, self.dataset_labels = dataset, None
+        if self.conditional and dataset is not None:
+            if not isinstance(dataset, (tuple, list)):
+                raise ValueError("a conditional GraphedStep gathers (images, labels): pass dataset=(images, labels)")
+            self.dataset, self.dataset_labels = dataset
+        if dataset is not None:
+            self.order = xp.zeros((len(self.dataset),), np.int64)
+            self.pos = xp.zeros((), np.int64)
+            self.arange = xp.arange(N, dtype=np.int64)
+            self.idx_pos, self.idx = xp.empty((N,), np.int64), xp.empty((N,), np.int64)
+        self.G_plan, self.D_plan = network_plan(step.G, N, xp), network_plan(step.D, N, xp)
+        out = (N, 1)
+        self.losses = {w: ObjectivePlan(step.objective, w, out, xp, dt) for w in ("real", "fake", "g")}
+        self.statistic = StatisticPlan(step.objective, out, xp, dt)
+        self.opt_plans = {"G": optimizer_plan(step.opt_G, xp), "D": optimizer_plan(step.opt_D, xp)}
+        k_x, k_fake, k_after = self.keys
+        self.penalties = {}  # "gp": (plan, alpha slot, the real - fake buffer, xhat), "r1": (plan,)
+        if step.penalty is not None:
+            self.penalties["gp"] = (PenaltyPlan(step.penalty, "gp", N, xp, dt), xp.empty((N, 1), dt),
+                                    xp.empty((N, d_in), dt), xp.empty((N, d_in), dt))
+        if step.r1 is not None:
+            self.penalties["r1"] = (PenaltyPlan(step.r1, "r1", N, xp, dt),)
+        names = ["loss_D", k_x, k_fake] + (["gp", "grad_norm_xhat"] if "gp" in self.penalties else []) + (
+            ["r1", "grad_norm_x"] if "r1" in self.penalties else []) + (
+            ["wasserstein"] if getattr(step.objective, "wasserstein", False) else [])
+        self.stats = {name: xp.zeros((), dt) for name in names + ["loss_G", k_after]}  # GANStep.step's keys
+        self.mean_real, self.mean_fake = xp.zeros((), dt), xp.zeros((), dt)
+        self.steps_run, self.captures, self._captured_for = 0, 0, None
+
+    # ----------------------------------------------------------------------- the host side
+    def start_epoch(self, order):
+        """The epoch's order of images (host integers): copied into the device buffer, position 0."""
+        if self.dataset is None:
+            raise ValueError("this GraphedStep takes the trainer's batches; it has no dataset to gather from")
+        order = np.asarray(order, dtype=np.int64)
+        if order.shape != (len(self.dataset),):
+            raise ValueError(f"the order must list each of the {len(self.dataset)} images once")
+        self.order[...] = self.xp.asarray(order)
+        self.pos[...] = 0
+
+    def step(self, real_batches=None):
+        """One iteration (d_steps D steps, one G step): the warm-up, a capture and launch, or a launch."""
+        if self.dataset is None:
+            if real_batches is None or len(real_batches) != self.d_steps:
+                raise ValueError(f"step() takes the {self.d_steps} real batch(es) of one iteration")
+            for slot, label_slot, real in zip(self.real, self.labels, real_batches):
+                images, labels = self.eager._real_batch(real)  # device to device, before the launch
+                slot[...] = images
+                if label_slot is not None:
+                    label_slot[...] = labels
+        # the graph froze the noise generators and expects the optimizers' clocks where it left them
+        self.alpha_stream = self.noise.stream("gp_alpha", self.penalties["gp"][1].shape, "uniform") \
+            if "gp" in self.penalties else [None]  # GANStep's stream of alpha ~ U[0, 1), one per sample
+        key = (self.noise.rng, self.alpha_stream[0], self.opt_G.t, self.opt_D.t)
+        if self.steps_run == 0:
+            self._sync_from_host()
+            self.runner.run_eagerly(self._body)  # compiles the kernels; the pool learns the sizes
+        else:
+            if self.runner.graph is None or not self._expects(key):  # a new epoch's generator, a resume
+                self._sync_from_host()
+                self.runner.capture(self._body)
+                self.captures += 1
+            self.runner.launch()
+        self.steps_run += 1
+        for opt in (self.opt_G, self.opt_D):  # the host's count, for checkpoints: the device moved on too
+            opt.t += self.d_steps if opt is self.opt_D else 1
+        self.noise.draws += self.d_steps
+        if "gp" in self.penalties:
+            self.alpha_stream[3] += self.d_steps
+        self._captured_for = key[:2] + (self.opt_G.t, self.opt_D.t)
+        return dict(self.stats)
+
+    def _expects(self, key):
+        rng, alpha_rng, t_G, t_D = self._captured_for
+        return key[0] is rng and key[1] is alpha_rng and key[2:] == (t_G, t_D)
+
+    def __getattr__(self, name):  # what the trainer asks of a step beyond the above (ema, penalty, ...)
+        if name == "eager":
+            raise AttributeError(name)
+        return getattr(self.eager, name)
+
+    def _sync_from_host(self):
+        for plan in self.opt_plans.values():
+            plan.sync_from_host()
+
+    def sampling(self):
+        return self.eager.sampling()
+
+    # ----------------------------------------------------------------------- what the graph records
+    def _body(self):
+        """The fixed-buffer step: GANStep.step's operations, every one into a buffer allocated above."""
+        for real, labels in zip(self.real, self.labels):
+            if self.dataset is not None:
+                self._gather(real, labels)
+            self._d_step(real, labels)
+        self._g_step(labels)
+
+    def _gather(self, slot, label_slot):
+        """slot <- dataset[order[pos : pos + N]] (and the labels); pos += N. All on the device."""
+        xp, N = self.xp, slot.shape[0]
+        xp.add(self.arange, self.pos, out=self.idx_pos)
+        xp.take(self.order, self.idx_pos, out=self.idx)
+        xp.take(self.dataset, self.idx, axis=0, out=slot)
+        if label_slot is not None:
+            xp.take(self.dataset_labels, self.idx, out=label_slot)
+        xp.add(self.pos, N, out=self.pos)
+
+    def _d_step(self, real, labels):
+        """GANStep.d_step: D on x and on G(z) (a constant here), then D's update and the clipping."""
+        xp, s = self.xp, self.stats
+        k_x, k_fake, _ = self.keys
+        self.noise.rng.standard_normal(dtype=self.z.dtype, out=self.z)  # z ~ N(0, I), drawn on the device
+        fake = self.G_plan.forward(self.z, labels)  # G's buffers keep what the G step's backward needs
+        self.opt_D.store.grad.fill(0)  # opt_D.zero_grad()
+        loss_real, dout = self.losses["real"](self.D_plan.forward(real, labels))
+        self.statistic(self.D_plan.plans[-1].y, s[k_x])
+        if "wasserstein" in s:
+            xp.mean(self.D_plan.plans[-1].y, out=self.mean_real)
+        self.D_plan.backward(dout, need_dx=False)
+        loss_fake, dout = self.losses["fake"](self.D_plan.forward(fake, labels))
+        self.statistic(self.D_plan.plans[-1].y, s[k_fake])
+        if "wasserstein" in s:
+            xp.mean(self.D_plan.plans[-1].y, out=self.mean_fake)
+            xp.subtract(self.mean_real, self.mean_fake, out=s["wasserstein"])
+        self.D_plan.backward(dout, need_dx=False)
+        if "gp" in self.penalties:  # WGAN-GP at xhat = alpha x + (1 - alpha) G(z)
+            plan, alpha, diff, xhat = self.penalties["gp"]
+            self.alpha_stream[0].random(dtype=alpha.dtype, out=alpha)
+            xp.subtract(real, fake, out=diff)
+            xp.multiply(alpha, diff, out=diff)
+            xp.add(fake, diff, out=xhat)
+            plan(xhat, s["gp"], s["grad_norm_xhat"])
+        if "r1" in self.penalties:  # R1 on the real batch
+            self.penalties["r1"][0](real, s["r1"], s["grad_norm_x"])
+        self.opt_plans["D"].step()
+        if self.clip is not None:
+            data = self.opt_D.store.data
+            xp.clip(data, -self.clip, self.clip, out=data)
+        xp.add(loss_real, loss_fake, out=s["loss_D"])
+        for key in ("gp", "r1"):  # the penalties are part of D's loss
+            if key in self.penalties:
+                xp.add(s["loss_D"], s[key], out=s["loss_D"])
+
+    def _g_step(self, labels):
+        """GANStep.g_step: L_G through the updated D, backward through D (no weight gradients) into G."""
+        s = self.stats
+        self.opt_G.store.grad.fill(0)
+        out = self.D_plan.forward(self.G_plan.plans[-1].y, labels)
+        loss_G, dout = self.losses["g"](out)
+        dfake = self.D_plan.backward(dout, param_grads=False)
+        self.G_plan.backward(dfake, need_dx=False)
+        self.opt_plans["G"].step()
+        s["loss_G"][...] = loss_G
+        self.statistic(out, s[self.keys[2]])
