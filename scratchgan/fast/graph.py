@@ -30,7 +30,8 @@ Sigmoid D (``--loss-on probs``), spectral norm, another dtype than float32, weig
 
 The graph holds one launch per operation of the reference maths (the fused kernels of kernels.py are
 not used inside it yet): 327 launches for the default bce step at batch 64, 41 of them GEMMs and 4 the
-batch's gather, counted on the fake device (tests/test_cuda_graph.py). Replayed by one call, their number costs no Python; fusing them is the next step.
+batch's gather, counted on the fake device (tests/test_cuda_graph.py). Replayed by one call, their
+number costs no Python; fusing them is the next step.
 
 The arithmetic is the eager step's (scratchgan/gan.py with the reference layers), operation for
 operation: on the tests' fake device (NumPy arithmetic) a replayed step gives the same bits as GANStep
@@ -148,6 +149,9 @@ def graph_runner(xp):
 
 
 # ---------------------------------------------------------------------------------------- the step
+_NO_DATASET = "this GraphedStep has no dataset to gather from: pass dataset= or call gather_from(loader)"
+
+
 class GraphedStep:
     """GANStep ``step``'s training step, replayed from a CUDA graph; the networks, optimizers, noise
     source and statistics' keys are ``step``'s own (checkpoints, grids and evaluation use them as before).
@@ -246,7 +250,7 @@ class GraphedStep:
         and one upload per epoch is what the eager loader does too; within the epoch the graph reads it from
         the device buffer, and ``pos`` moves on in the graph, so no step sends the device anything."""
         if self.dataset is None:
-            raise ValueError("this GraphedStep has no dataset to gather from: pass dataset= or call gather_from(loader)")
+            raise ValueError(_NO_DATASET)
         order = np.asarray(order, dtype=np.int64)
         n, N = len(self.dataset), self.z.shape[0]
         if order.shape != (n,):
@@ -260,7 +264,7 @@ class GraphedStep:
     def step(self):
         """One iteration (d_steps D steps, one G step): the warm-up, a capture and launch, or a launch."""
         if self.dataset is None:
-            raise ValueError("this GraphedStep has no dataset to gather from: pass dataset= or call gather_from(loader)")
+            raise ValueError(_NO_DATASET)
         # the graph froze the noise generators and expects the optimizers' clocks where it left them
         self.alpha_stream = self.noise.stream("gp_alpha", self.penalties["gp"][1].shape, "uniform") \
             if "gp" in self.penalties else [None]  # GANStep's stream of alpha ~ U[0, 1), one per sample
