@@ -11,7 +11,8 @@
      double backward), lsgan, hinge, R1 and the conditional step (one-hot and learned codes), the batch
      gathered on the device; across an epoch's new noise generator too; and through the Trainer, which
      hands the graph the loader's device copy of the data and each epoch's order: its checkpoint is the
-     eager run's, resumed at an epoch's end or in its middle, for bce and the conditional hinge. For bit
+     eager run's, resumed at an epoch's end or in its middle, for bce and the conditional hinge; a launched
+     step moves nothing between host and device. For bit
      equality its matmuls run on NumPy's arithmetic (the eager step's ``@``) through the RawKernel
      interface; with the real kernel body (the host-compiled SGEMM) the step runs under capture as
      well and agrees to rounding.
@@ -564,6 +565,28 @@ def test_a_short_last_batch_is_refused_as_the_eager_step_refuses_it(tmp_path):
     kept = graph.GraphedStep(models.build_step(config, xp), 1)
     kept.gather_from(BatchLoader(images, 8, xp=xp))  # drop_last=True: the 2 left over are never gathered
     assert len(kept.order) == 50
+
+
+def test_a_launch_moves_nothing_between_host_and_device(numpy_gemm, monkeypatch):
+    """Within an epoch a step is one launch: no upload (the order is on the device, pos moves on in the graph),
+    no read back, no sync; the statistics stay on the device until the trainer logs."""
+    conditional = _config("hinge", conditional=True, d_steps=2)
+    step = graph.GraphedStep(models.build_step(conditional, xp), 2,
+                             dataset=(xp.asarray(_dataset(48)), xp.asarray(np.arange(48) % 10)))
+    step.noise.start_epoch(0)
+    step.start_epoch(np.random.default_rng(0).permutation(48))  # the epoch's one upload
+    step.step()  # the warm-up
+    step.step()  # the capture and its launch
+
+    def transfer(*args, **kwargs):
+        raise AssertionError("a host transfer or sync in a launched step")
+    with monkeypatch.context() as forbid:
+        forbid.setattr(fake_device, "_refuse_sync", transfer)  # every read back and sync of a DeviceArray
+        forbid.setattr(xp, "asarray", transfer)  # every upload
+        forbid.setattr(xp, "array", transfer)
+        stats = step.step()
+    assert step.captures == 1 and step.runner.graph.launches == 2 and set(stats) >= {"loss_D", "loss_G"}
+    assert int(step.pos.get()) == 3 * 2 * 8  # three iterations of two batches of 8, counted on the device
 
 
 def test_what_the_gather_cannot_take_is_refused():
