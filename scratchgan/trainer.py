@@ -83,6 +83,8 @@ class Trainer:
             raise ValueError(f"an epoch has {len(loader)} batches, fewer than the {self.d_steps} "
                              "D steps of one iteration; use a smaller batch size or --d-steps")
         self.steps_per_epoch = len(loader) // self.d_steps
+        if getattr(step, "gathers", False):  # --cuda-graph: the graph gathers its batches from the loader's
+            step.gather_from(loader)         # device copy of the dataset (fast/graph.py); none pass through here
         self.xp, self.dtype = step.G.xp, step.G.dtype
         # the fixed noise for sample grids: from the host, so every backend shows the same z
         seed = int(config.get("seed", 0))
@@ -326,7 +328,11 @@ class Trainer:
         if self.batch_in_epoch == 0:
             s.noise.start_epoch(self.epoch)
             self._reseed_dropout()
-        batches = self.loader.epoch(self.epoch, start_batch=self.batch_in_epoch)
+        if getattr(s, "gathers", False):  # the same order as loader.epoch's, from the same batch on
+            s.start_epoch(self.loader.permutation(self.epoch), self.batch_in_epoch)
+            batches = None
+        else:
+            batches = self.loader.epoch(self.epoch, start_batch=self.batch_in_epoch)
         bar = tqdm(total=self.steps_per_epoch, initial=start_iter, desc=f"epoch {self.epoch + 1}/{epochs}",
                    unit="step", disable=not self.progress, dynamic_ncols=True, leave=True)
         t0, stats = time.perf_counter(), None
@@ -334,7 +340,7 @@ class Trainer:
             for _ in range(start_iter, self.steps_per_epoch):
                 if self.instance_noise:  # sigma_t = sigma_0 (1 - t / T), T = all steps of the run
                     s.instance_noise = self.instance_noise * max(0.0, 1.0 - self.global_step / self._total_steps)
-                stats = s.step([next(batches) for _ in range(d)])
+                stats = s.step() if batches is None else s.step([next(batches) for _ in range(d)])
                 self.global_step += 1
                 self.batch_in_epoch += d
                 row = None

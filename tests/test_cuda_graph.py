@@ -8,9 +8,11 @@
      a capture records without computing, and a launch replays.
   3. The graphed step on the fake device equals the eager GANStep bit for bit after 3 steps (a warm-up,
      a capture and launch, a launch), for bce, wgan (clipping, 5 critic steps), wgan-gp (the penalty's
-     double backward), lsgan, hinge, R1 and the conditional step (one-hot and learned codes), with the
-     batch gathered on the device or copied in; across an epoch's new noise generator too; and through
-     the Trainer, whose checkpoint is the eager run's, resumed or not. For bit
+     double backward), lsgan, hinge, R1 and the conditional step (one-hot and learned codes), the batch
+     gathered on the device; across an epoch's new noise generator too; and through the Trainer, which
+     hands the graph the loader's device copy of the data and each epoch's order: its checkpoint is the
+     eager run's, resumed at an epoch's end or in its middle, for bce and the conditional hinge; a launched
+     step moves nothing between host and device. For bit
      equality its matmuls run on NumPy's arithmetic (the eager step's ``@``) through the RawKernel
      interface; with the real kernel body (the host-compiled SGEMM) the step runs under capture as
      well and agrees to rounding.
@@ -295,7 +297,7 @@ def _state(step):
     return out
 
 
-def _compare(loss, steps=3, gather=True, epochs=1, **extra):
+def _compare(loss, steps=3, epochs=1, **extra):
     """Eager GANStep and GraphedStep from the same config on the fake device: same bits after each epoch."""
     config = _config(loss, **extra)
     d_steps = config["d_steps"]
@@ -304,20 +306,19 @@ def _compare(loss, steps=3, gather=True, epochs=1, **extra):
     labels = np.random.default_rng(12).integers(0, 10, len(data)).astype(np.int64)
     conditional = config.get("conditional", False)
     device_data = (xp.asarray(data), xp.asarray(labels)) if conditional else xp.asarray(data)
-    graphed = graph.GraphedStep(graphed_eager, d_steps, dataset=device_data if gather else None)
+    graphed = graph.GraphedStep(graphed_eager, d_steps, dataset=device_data)
     N = config["batch_size"]
     for epoch in range(epochs):
         order = np.random.default_rng([5, epoch]).permutation(len(data))
         eager.noise.start_epoch(epoch)
         graphed.noise.start_epoch(epoch)
-        if gather:
-            graphed.start_epoch(order)
+        graphed.start_epoch(order)
         for s in range(steps):
             picks = [order[(s * d_steps + k) * N:(s * d_steps + k + 1) * N] for k in range(d_steps)]
             batches = [(xp.asarray(data[p]), xp.asarray(labels[p])) if conditional else xp.asarray(data[p])
                        for p in picks]
             expected = eager.step(batches)
-            stats = graphed.step() if gather else graphed.step(batches)
+            stats = graphed.step()
             assert list(stats) == list(expected)
             for key in expected:
                 assert_bitwise(stats[key].get(), expected[key].get(), f"epoch {epoch} step {s} {key}")
@@ -339,6 +340,21 @@ def test_graphed_step_equals_eager_bitwise(numpy_gemm, loss):
         assert graphed.d_steps == 5 and "gp" in graphed.penalties  # the multi-critic step, the penalty
 
 
+def test_the_default_step_holds_the_launches_graph_py_counts(numpy_gemm):
+    """fast/graph.py's figure: the default MLP bce step at batch 64, gather included, is 327 launches, 41 GEMMs."""
+    config = dict(cli.MLP_DEFAULTS, loss="bce", image_size=784)
+    config.update(objectives.DEFAULTS["bce"])
+    step = graph.GraphedStep(models.build_step(config, xp), 1, dataset=xp.asarray(_dataset(64, 784)))
+    step.start_epoch(np.arange(64))
+    step.step()  # the warm-up
+    step.start_epoch(np.arange(64))
+    step.step()  # the capture, and one launch
+    ops = step.runner.graph.ops
+    assert (len(ops), sum(where.startswith("RawKernel") for *_, where in ops)) == (327, 41)
+    assert [where for *_, where in ops[:4]] == ["fake_device.add", "fake_device.take", "fake_device.take",
+                                                "fake_device.add"]  # the gather comes first
+
+
 def test_graphed_step_with_r1_equals_eager_bitwise(numpy_gemm):
     graphed = _compare("hinge", r1=2.0, epochs=2, steps=2)
     assert "r1" in graphed.penalties and graphed.captures == 2
@@ -349,14 +365,13 @@ def test_graphed_wgan_gp_recaptures_for_a_new_epoch(numpy_gemm):
     assert graphed.captures == 2  # a new epoch: new generators for z and for alpha
 
 
-def test_graphed_step_with_copied_batches_equals_eager(numpy_gemm):
-    _compare("bce", gather=False, d_steps=2)
+def test_graphed_step_with_two_d_steps_equals_eager(numpy_gemm):
+    _compare("bce", d_steps=2)
 
 
 @pytest.mark.parametrize("embedding_dim", [0, 5], ids=["one-hot", "embedding"])
-@pytest.mark.parametrize("gather", [True, False], ids=["gathered", "copied"])
-def test_conditional_graphed_step_equals_eager_bitwise(numpy_gemm, embedding_dim, gather):
-    graphed = _compare("bce", gather=gather, conditional=True, embedding_dim=embedding_dim, d_steps=2)
+def test_conditional_graphed_step_equals_eager_bitwise(numpy_gemm, embedding_dim):
+    graphed = _compare("bce", conditional=True, embedding_dim=embedding_dim, d_steps=2)
     assert graphed.conditional and graphed.captures == 1
 
 
@@ -454,19 +469,42 @@ def test_cuda_graph_flag_in_help():
 
 
 # ------------------------------------------------------------------ 3b. through the Trainer: checkpoints, resume
-def _train(out, graphed, epochs, resume=None):
-    """The Trainer on the fake device (batches copied into the graph's slots), as `--cuda-graph` runs it."""
+TRAIN_IMAGES = 48  # 6 batches of 8 an epoch
+
+
+def _train(out, graphed, epochs, resume=None, loss="bce", conditional=False, d_steps=1, stop_after=None,
+           resident="auto"):
+    """The Trainer on the fake device, as `--cuda-graph` runs it: the graphed step gathers its batches from
+    the loader's device copy, in the loader's order (the loader hands it no batch: its epoch() refuses)."""
     from scratchgan.data.loader import BatchLoader
     from scratchgan.trainer import Trainer
-    images = np.random.default_rng(0).integers(0, 256, (48, 4, 5), dtype=np.uint8)  # 6 steps an epoch
-    config = _config("bce", out=str(out))
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (TRAIN_IMAGES, 4, 5), dtype=np.uint8)
+    labels = np.arange(TRAIN_IMAGES) % 10 if conditional else None
+    config = _config(loss, out=str(out), conditional=conditional, d_steps=d_steps)
     step = models.build_step(config, xp)
+    loader = BatchLoader(images, 8, xp=xp, seed=0, labels=labels, resident=resident)
     if graphed:
-        step = graph.GraphedStep(step, 1)
-    trainer = Trainer(step, BatchLoader(images, 8, xp=xp, seed=0), out, config, sample_every=0, log_every=1,
-                      image_shape=(4, 5), d_steps=1, progress=False, log=lambda message: None)
+        step = graph.GraphedStep(step, d_steps)
+        loader.epoch = _no_batches
+    trainer = Trainer(step, loader, out, config, sample_every=0, log_every=1, image_shape=(4, 5), d_steps=d_steps,
+                      progress=False, log=lambda message: None)
+    if stop_after is not None:  # Ctrl-C after that many steps: the trainer saves mid-epoch and stops
+        original, calls = trainer.step.step, []
+
+        def step_then_stop(*batches):
+            stats = original(*batches)
+            calls.append(1)
+            if len(calls) == stop_after:
+                trainer._stop_requested = True
+            return stats
+        trainer.step.step = step_then_stop
     trainer.fit(epochs, resume_from=resume)
     return trainer
+
+
+def _no_batches(*args, **kwargs):
+    raise AssertionError("the graphed trainer asked the loader for a batch: the graph gathers its own")
 
 
 def _assert_same_checkpoints(a, b):
@@ -479,15 +517,99 @@ def _assert_same_checkpoints(a, b):
         assert key in meta_a and meta_b[key] == meta_a[key], key
 
 
-def test_trainer_with_the_graphed_step_saves_and_resumes_as_eager(numpy_gemm, tmp_path):
-    _train(tmp_path / "eager", False, 2)
-    trainer = _train(tmp_path / "graph", True, 2)
-    assert trainer.step.captures == 2  # one graph per epoch (its noise generator)
+@pytest.mark.parametrize("loss, conditional, d_steps", [("bce", False, 1), ("hinge", True, 2)],
+                         ids=["bce", "conditional-hinge"])
+def test_trainer_gathering_in_the_graph_saves_and_resumes_as_eager(numpy_gemm, tmp_path, loss, conditional, d_steps):
+    from scratchgan.trainer import TrainingInterrupted
+    run = dict(loss=loss, conditional=conditional, d_steps=d_steps)
+    iters = TRAIN_IMAGES // 8 // d_steps
+    _train(tmp_path / "eager", False, 2, **run)
+    trainer = _train(tmp_path / "graph", True, 2, **run)
+    assert trainer.step.captures == 2 and trainer.step.steps_run == 2 * iters  # one graph per epoch (its noise)
     _assert_same_checkpoints(tmp_path / "eager" / "checkpoint.npz", tmp_path / "graph" / "checkpoint.npz")
-    _train(tmp_path / "split", True, 1)
-    resumed = _train(tmp_path / "split", True, 2, resume=tmp_path / "split" / "checkpoint.npz")
-    assert resumed.step.steps_run == 6
+    assert (tmp_path / "graph" / "metrics.csv").read_text() == (tmp_path / "eager" / "metrics.csv").read_text()
+    # stopped in the middle of the second epoch, resumed from there: the uninterrupted run's bits
+    with pytest.raises(TrainingInterrupted):
+        _train(tmp_path / "split", True, 2, stop_after=iters + 1, **run)
+    from scratchgan.checkpoint import load_checkpoint
+    meta = load_checkpoint(tmp_path / "split" / "checkpoint.npz")[1]
+    assert (meta["epoch"], meta["batch_in_epoch"]) == (1, d_steps)  # mid-epoch: the gather resumes at batch d_steps
+    resumed = _train(tmp_path / "split", True, 2, resume=tmp_path / "split" / "checkpoint.npz", **run)
+    assert resumed.step.steps_run == iters - 1
     _assert_same_checkpoints(tmp_path / "eager" / "checkpoint.npz", tmp_path / "split" / "checkpoint.npz")
+
+
+def test_trainer_gathering_uint8_resident_data_scales_as_the_loader(numpy_gemm, tmp_path):
+    """A loader that keeps the raw bytes on the device (resident="uint8"): the graph scales each gathered batch
+    to [-1, 1] as the loader does, bit for bit."""
+    _train(tmp_path / "eager", False, 1, resident="uint8")
+    trainer = _train(tmp_path / "graph", True, 1, resident="uint8")
+    assert trainer.step.raw is not None and trainer.step.dataset.dtype == np.uint8
+    _assert_same_checkpoints(tmp_path / "eager" / "checkpoint.npz", tmp_path / "graph" / "checkpoint.npz")
+
+
+def test_a_short_last_batch_is_refused_as_the_eager_step_refuses_it(tmp_path):
+    """drop_last=False keeps a short last batch, which GANStep refuses when the trainer reaches it; the graph
+    (fixed slots) refuses the loader at once, with GANStep's words. drop_last=True (the CLI's) drops it in both."""
+    from scratchgan.data.loader import BatchLoader
+    from scratchgan.trainer import Trainer
+    images = np.random.default_rng(0).integers(0, 256, (50, 4, 5), dtype=np.uint8)  # 6 batches of 8, then 2
+    config = _config("bce", out=str(tmp_path))
+    eager = Trainer(models.build_step(config, xp), BatchLoader(images, 8, xp=xp, drop_last=False), tmp_path / "e",
+                    config, sample_every=0, progress=False, log=lambda message: None)
+    with pytest.raises(ValueError, match="real batch of 2 images, but the step was built for batches of 8"):
+        eager.fit(1)
+    with pytest.raises(ValueError, match="real batch of 2 images .*but the step was built for batches of 8"):
+        Trainer(graph.GraphedStep(models.build_step(config, xp), 1), BatchLoader(images, 8, xp=xp, drop_last=False),
+                tmp_path / "g", config, sample_every=0, progress=False)
+    kept = graph.GraphedStep(models.build_step(config, xp), 1)
+    kept.gather_from(BatchLoader(images, 8, xp=xp))  # drop_last=True: the 2 left over are never gathered
+    assert len(kept.order) == 50
+
+
+def test_a_launch_moves_nothing_between_host_and_device(numpy_gemm, monkeypatch):
+    """Within an epoch a step is one launch: no upload (the order is on the device, pos moves on in the graph),
+    no read back, no sync; the statistics stay on the device until the trainer logs."""
+    conditional = _config("hinge", conditional=True, d_steps=2)
+    step = graph.GraphedStep(models.build_step(conditional, xp), 2,
+                             dataset=(xp.asarray(_dataset(48)), xp.asarray(np.arange(48) % 10)))
+    step.noise.start_epoch(0)
+    step.start_epoch(np.random.default_rng(0).permutation(48))  # the epoch's one upload
+    step.step()  # the warm-up
+    step.step()  # the capture and its launch
+
+    def transfer(*args, **kwargs):
+        raise AssertionError("a host transfer or sync in a launched step")
+    with monkeypatch.context() as forbid:
+        forbid.setattr(fake_device, "_refuse_sync", transfer)  # every read back and sync of a DeviceArray
+        forbid.setattr(xp, "asarray", transfer)  # every upload
+        forbid.setattr(xp, "array", transfer)
+        stats = step.step()
+    assert step.captures == 1 and step.runner.graph.launches == 2 and set(stats) >= {"loss_D", "loss_G"}
+    assert int(step.pos.get()) == 3 * 2 * 8  # three iterations of two batches of 8, counted on the device
+
+
+def test_what_the_gather_cannot_take_is_refused():
+    from scratchgan.data.loader import BatchLoader
+    images = np.random.default_rng(0).integers(0, 256, (48, 4, 5), dtype=np.uint8)
+    step = graph.GraphedStep(models.build_step(_config("bce"), xp), 1)
+    with pytest.raises(ValueError, match="no dataset to gather from"):
+        step.step()
+    with pytest.raises(ValueError, match="no dataset to gather from"):
+        step.start_epoch(np.arange(48))
+    with pytest.raises(ValueError, match="loader's batches have 16 images, but the step was built for batches of 8"):
+        step.gather_from(BatchLoader(images, 16, xp=xp))
+    with pytest.raises(ValueError, match=r"batches of shape \(N, 20\)"):
+        step.gather_from(BatchLoader(images, 8, xp=xp, flatten=False))
+    step.gather_from(BatchLoader(images, 8, xp=xp))
+    for bad in (7, -1, 2.0, True):  # 6 batches: start at 0..6
+        with pytest.raises(ValueError, match=r"start_batch must be an integer in \[0, 6\]"):
+            step.start_epoch(np.arange(48), bad)
+    with pytest.raises(ValueError, match="each of the 48 images once"):
+        step.start_epoch(np.arange(47))
+    conditional = graph.GraphedStep(models.build_step(_config("bce", conditional=True), xp), 1)
+    with pytest.raises(ValueError, match="give the BatchLoader labels="):
+        conditional.gather_from(BatchLoader(images, 8, xp=xp))
 
 
 def test_the_cli_hook_refuses_in_one_line():

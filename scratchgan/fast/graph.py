@@ -12,8 +12,8 @@ one of those buffers (``out=``, in place, a kernel's outputs):
   - the optimizers' state (the networks' own flat stores and Adam's m, v), and Adam's step counter t
     as a device scalar, so that the bias corrections 1 - beta^t move on at each replay;
   - the batch slots (one per D step), filled by a device gather ``take(dataset, order[pos + i])`` from
-    the dataset the loader already holds on the device, ``pos`` a device counter; or, from the trainer,
-    by a device-to-device copy just before the launch;
+    the dataset the loader already holds on the device (``gather_from(loader)``), ``order`` the epoch's
+    permutation (uploaded once per epoch) and ``pos`` a device counter that the graph itself moves on;
   - the noise slot, filled by ``rng.standard_normal(out=z)``: a ``default_rng`` generator keeps its state
     on the device and moves on at each replay;
   - the statistics (losses, D(x), D(G(z)), ...) as 0-d device buffers, read only when the trainer logs.
@@ -29,8 +29,9 @@ gradient penalty of a conditional critic, instance noise, DiffAugment, the gener
 Sigmoid D (``--loss-on probs``), spectral norm, another dtype than float32, weight decay.
 
 The graph holds one launch per operation of the reference maths (the fused kernels of kernels.py are
-not used inside it yet): 323 launches for the default bce step at batch 64, 41 of them GEMMs, counted
-on the fake device. Replayed by one call, their number costs no Python; fusing them is the next step.
+not used inside it yet): 327 launches for the default bce step at batch 64, 41 of them GEMMs and 4 the
+batch's gather, counted on the fake device (tests/test_cuda_graph.py). Replayed by one call, their
+number costs no Python; fusing them is the next step.
 
 The arithmetic is the eager step's (scratchgan/gan.py with the reference layers), operation for
 operation: on the tests' fake device (NumPy arithmetic) a replayed step gives the same bits as GANStep
@@ -97,7 +98,7 @@ class _CupyGraph:
     def _on_stream(self, body):
         cuda = self.cupy.cuda
         outside = cuda.get_current_stream()
-        self.stream.wait_event(outside.record())  # the copies into the batch slots happen first
+        self.stream.wait_event(outside.record())  # the epoch's order, uploaded on it, lands first
         with cuda.using_allocator(self.pool.malloc), self.stream:
             result = body()
         outside.wait_event(self.stream.record())  # the trainer's next reads wait for the step
@@ -148,14 +149,18 @@ def graph_runner(xp):
 
 
 # ---------------------------------------------------------------------------------------- the step
+_NO_DATASET = "this GraphedStep has no dataset to gather from: pass dataset= or call gather_from(loader)"
+
+
 class GraphedStep:
     """GANStep ``step``'s training step, replayed from a CUDA graph; the networks, optimizers, noise
     source and statistics' keys are ``step``'s own (checkpoints, grids and evaluation use them as before).
 
-    ``GraphedStep(step, d_steps, dataset=None)``. With ``dataset`` (the images on the device, as the
-    batches are shaped), the batches are gathered inside the graph: ``start_epoch(order)`` gives the
-    epoch's order of images and ``step()`` runs one iteration. Without it, ``step(real_batches)`` takes
-    the trainer's batches (one per D step) and copies them into the slots before the launch.
+    ``GraphedStep(step, d_steps, dataset=None)``. The batches are gathered inside the graph from the
+    images on the device: ``dataset`` (shaped as the batches; ``(images, labels)`` for a conditional
+    step), or a BatchLoader's own device copy bound by ``gather_from(loader)`` (what the Trainer does).
+    ``start_epoch(order, start_batch)`` gives the epoch's order of images and where it resumes, and
+    ``step()`` runs one iteration (d_steps batches in that order, then the next).
     The first step runs eagerly (the warm-up), the next captures the graph and launches it, the rest
     launch it; a new noise generator (a new epoch, a resume) or a moved optimizer clock captures anew.
     Statistics are 0-d device buffers, overwritten by the next step: read them before it.
@@ -176,16 +181,6 @@ class GraphedStep:
         self.conditional = step.conditional
         self.labels = [xp.empty((N,), np.int64) for _ in range(self.d_steps)] if self.conditional else [None] * self.d_steps
         self.z = xp.empty((N, step.latent_dim), dt)  # the noise slot
-        self.dataset, self.dataset_labels = dataset, None
-        if self.conditional and dataset is not None:
-            if not isinstance(dataset, (tuple, list)):
-                raise ValueError("a conditional GraphedStep gathers (images, labels): pass dataset=(images, labels)")
-            self.dataset, self.dataset_labels = dataset
-        if dataset is not None:
-            self.order = xp.zeros((len(self.dataset),), np.int64)
-            self.pos = xp.zeros((), np.int64)
-            self.arange = xp.arange(N, dtype=np.int64)
-            self.idx_pos, self.idx = xp.empty((N,), np.int64), xp.empty((N,), np.int64)
         self.G_plan, self.D_plan = network_plan(step.G, N, xp), network_plan(step.D, N, xp)
         out = (N, 1)
         self.losses = {w: ObjectivePlan(step.objective, w, out, xp, dt) for w in ("real", "fake", "g")}
@@ -204,28 +199,72 @@ class GraphedStep:
         self.stats = {name: xp.zeros((), dt) for name in names + ["loss_G", k_after]}  # GANStep.step's keys
         self.mean_real, self.mean_fake = xp.zeros((), dt), xp.zeros((), dt)
         self.steps_run, self.captures, self._captured_for = 0, 0, None
+        self.dataset = self.dataset_labels = self.raw = None  # what the batches are gathered from
+        if dataset is not None:
+            if self.conditional and not isinstance(dataset, (tuple, list)):
+                raise ValueError("a conditional GraphedStep gathers (images, labels): pass dataset=(images, labels)")
+            self._bind(*(dataset if self.conditional else (dataset, None)))
 
     # ----------------------------------------------------------------------- the host side
-    def start_epoch(self, order):
-        """The epoch's order of images (host integers): copied into the device buffer, position 0."""
-        if self.dataset is None:
-            raise ValueError("this GraphedStep takes the trainer's batches; it has no dataset to gather from")
-        order = np.asarray(order, dtype=np.int64)
-        if order.shape != (len(self.dataset),):
-            raise ValueError(f"the order must list each of the {len(self.dataset)} images once")
-        self.order[...] = self.xp.asarray(order)
-        self.pos[...] = 0
+    gathers = True  # the Trainer gives this step no batches: it gathers its own (Trainer._run_epoch)
 
-    def step(self, real_batches=None):
+    def _bind(self, images, labels):
+        """The device arrays the batches are gathered from, and the gather's index buffers. uint8 images
+        (a BatchLoader's resident="uint8") are scaled to [-1, 1] after each gather, as the loader does."""
+        xp, N, d_in = self.xp, self.z.shape[0], self.real[0].shape[1]
+        if self.steps_run:
+            raise ValueError("bind the dataset before the first step: the graph records its address")
+        if images.ndim != 2 or images.shape[1] != d_in:
+            raise ValueError(f"the graph gathers batches of shape (N, {d_in}); the dataset has {tuple(images.shape)} "
+                             "(a flattened BatchLoader: flatten=True)")
+        raw = images.dtype == np.uint8
+        if not raw and images.dtype != self.real[0].dtype:
+            raise ValueError(f"the graph's batches are {self.real[0].dtype}; the dataset is {images.dtype}")
+        if self.conditional and labels is None:
+            raise ValueError("a conditional GAN trains on (images, labels) batches: give the BatchLoader labels=")
+        self.dataset, self.dataset_labels = images, (labels if self.conditional else None)
+        self.raw = [xp.empty((N, d_in), np.uint8) for _ in range(self.d_steps)] if raw else None
+        self.order = xp.zeros((len(images),), np.int64)  # the epoch's permutation: start_epoch fills it
+        self.pos = xp.zeros((), np.int64)  # the next batch's first place in it: the graph moves it on
+        self.arange = xp.arange(N, dtype=np.int64)
+        self.idx_pos, self.idx = xp.empty((N,), np.int64), xp.empty((N,), np.int64)
+
+    def gather_from(self, loader):
+        """Gather the batches from BatchLoader ``loader``'s device copy of the dataset, in its order
+        (``loader.permutation(epoch)``), as ``loader.epoch`` would hand them to the eager step."""
+        N = self.z.shape[0]
+        if loader.batch_size != N:
+            raise ValueError(f"the loader's batches have {loader.batch_size} images, but the step was built for "
+                             f"batches of {N}")
+        if not loader.drop_last and loader.num_samples % N and len(loader) % self.d_steps == 0:
+            # the trainer would hand the eager step the short last batch, which it refuses as GANStep does
+            raise ValueError(f"real batch of {loader.num_samples % N} images (the loader's last, drop_last=False), "
+                             f"but the step was built for batches of {N}")
+        self._bind(loader.x, loader.y)
+
+    def start_epoch(self, order, start_batch=0):
+        """The epoch's order of images (host integers) copied to the device, and the gather's position set
+        to batch ``start_batch`` (a resumed run's ``batch_in_epoch``).
+
+        Once per epoch, not once per run: the order is a new permutation each epoch (BatchLoader.permutation),
+        and one upload per epoch is what the eager loader does too; within the epoch the graph reads it from
+        the device buffer, and ``pos`` moves on in the graph, so no step sends the device anything."""
+        if self.dataset is None:
+            raise ValueError(_NO_DATASET)
+        order = np.asarray(order, dtype=np.int64)
+        n, N = len(self.dataset), self.z.shape[0]
+        if order.shape != (n,):
+            raise ValueError(f"the order must list each of the {n} images once")
+        if isinstance(start_batch, bool) or not isinstance(start_batch, (int, np.integer)) \
+                or not 0 <= start_batch * N <= n:
+            raise ValueError(f"start_batch must be an integer in [0, {n // N}], got {start_batch!r}")
+        self.order[...] = self.xp.asarray(order)
+        self.pos[...] = int(start_batch) * N
+
+    def step(self):
         """One iteration (d_steps D steps, one G step): the warm-up, a capture and launch, or a launch."""
         if self.dataset is None:
-            if real_batches is None or len(real_batches) != self.d_steps:
-                raise ValueError(f"step() takes the {self.d_steps} real batch(es) of one iteration")
-            for slot, label_slot, real in zip(self.real, self.labels, real_batches):
-                images, labels = self.eager._real_batch(real)  # device to device, before the launch
-                slot[...] = images
-                if label_slot is not None:
-                    label_slot[...] = labels
+            raise ValueError(_NO_DATASET)
         # the graph froze the noise generators and expects the optimizers' clocks where it left them
         self.alpha_stream = self.noise.stream("gp_alpha", self.penalties["gp"][1].shape, "uniform") \
             if "gp" in self.penalties else [None]  # GANStep's stream of alpha ~ U[0, 1), one per sample
@@ -267,18 +306,22 @@ class GraphedStep:
     # ----------------------------------------------------------------------- what the graph records
     def _body(self):
         """The fixed-buffer step: GANStep.step's operations, every one into a buffer allocated above."""
-        for real, labels in zip(self.real, self.labels):
-            if self.dataset is not None:
-                self._gather(real, labels)
+        for k, (real, labels) in enumerate(zip(self.real, self.labels)):
+            self._gather(real, labels, None if self.raw is None else self.raw[k])
             self._d_step(real, labels)
         self._g_step(labels)
 
-    def _gather(self, slot, label_slot):
-        """slot <- dataset[order[pos : pos + N]] (and the labels); pos += N. All on the device."""
+    def _gather(self, slot, label_slot, raw):
+        """slot <- dataset[order[pos : pos + N]] (and the labels); pos += N. All on the device: the same
+        batch as BatchLoader.epoch's ``x[order[b N : (b + 1) N]]``, with b = pos / N."""
         xp, N = self.xp, slot.shape[0]
         xp.add(self.arange, self.pos, out=self.idx_pos)
         xp.take(self.order, self.idx_pos, out=self.idx)
-        xp.take(self.dataset, self.idx, axis=0, out=slot)
+        xp.take(self.dataset, self.idx, axis=0, out=slot if raw is None else raw)
+        if raw is not None:  # uint8 resident: BatchLoader._scale's x / 127.5 - 1, in float32, into the slot
+            xp.copyto(slot, raw)
+            xp.divide(slot, 127.5, out=slot)
+            xp.subtract(slot, 1.0, out=slot)
         if label_slot is not None:
             xp.take(self.dataset_labels, self.idx, out=label_slot)
         xp.add(self.pos, N, out=self.pos)
