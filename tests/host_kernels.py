@@ -94,9 +94,9 @@ def _source(name, inputs, outputs, operation, ctype):
             f"  for (ptrdiff_t i = 0; i < n; ++i) {{ {bindings}\n    {operation}\n  }}\n}}\n")
 
 
-def _build(source, symbol):
-    """Compile ``source`` into a cached shared library; return its function ``symbol``."""
-    digest = hashlib.sha256((" ".join(FLAGS) + source).encode()).hexdigest()[:20]
+def _build(source, symbol, flags=FLAGS):
+    """Compile ``source`` with ``flags`` into a cached shared library; return its function ``symbol``."""
+    digest = hashlib.sha256((" ".join(flags) + source).encode()).hexdigest()[:20]
     folder = os.path.join(tempfile.gettempdir(), f"scratchgan-host-kernels-{os.getuid()}")
     os.makedirs(folder, exist_ok=True)
     library = os.path.join(folder, f"{symbol}-{digest}.so")
@@ -108,7 +108,7 @@ def _build(source, symbol):
         with open(src, "w") as f:
             f.write(source)
         partial = f"{library}.{os.getpid()}.tmp"
-        result = subprocess.run([cxx, *FLAGS, "-o", partial, src], capture_output=True, text=True)
+        result = subprocess.run([cxx, *flags, "-o", partial, src], capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"kernel {symbol} did not compile:\n{result.stderr}")
         os.replace(partial, library)  # atomic: a parallel test run sees the whole library or none

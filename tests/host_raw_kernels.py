@@ -20,15 +20,12 @@ small test shapes only.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
 import re
-import subprocess
-import tempfile
 
 import numpy as np
 
-from host_kernels import FLAGS, compiler
+import host_kernels
+from host_kernels import FLAGS
 
 HOST_CUDA = r"""
 #include <pthread.h>
@@ -48,24 +45,7 @@ static inline void __syncthreads() { pthread_barrier_wait(&block_barrier); }
 
 def _build(source, symbol):
     """Compile ``source`` (with threads) into a cached shared library; return its function ``symbol``."""
-    flags = [*FLAGS, "-pthread", "-std=c++17"]
-    digest = hashlib.sha256((" ".join(flags) + source).encode()).hexdigest()[:20]
-    folder = os.path.join(tempfile.gettempdir(), f"scratchgan-host-kernels-{os.getuid()}")
-    os.makedirs(folder, exist_ok=True)
-    library = os.path.join(folder, f"{symbol}-{digest}.so")
-    if not os.path.exists(library):
-        cxx = compiler()
-        if cxx is None:
-            raise RuntimeError("no C++ compiler (g++ or c++) found: host kernels cannot be built")
-        src = os.path.join(folder, f"{symbol}-{digest}.cpp")
-        with open(src, "w") as f:
-            f.write(source)
-        partial = f"{library}.{os.getpid()}.tmp"
-        result = subprocess.run([cxx, *flags, "-o", partial, src], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"kernel {symbol} did not compile:\n{result.stderr}")
-        os.replace(partial, library)  # atomic: a parallel test run sees the whole library or none
-    return getattr(ctypes.CDLL(library), symbol)
+    return host_kernels._build(source, symbol, flags=[*FLAGS, "-pthread", "-std=c++17"])
 
 
 _CTYPES = {"int": ctypes.c_int, "float": ctypes.c_float, "double": ctypes.c_double, "long": ctypes.c_long}
