@@ -65,7 +65,7 @@ def shown(name) -> str:
 
 def _file_kind(mode) -> str:
     """What a file that is not a regular file is, in words."""
-    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
                        (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
                        (stat.S_ISBLK, "a block device")):
         if test(mode):
@@ -85,9 +85,13 @@ def open_regular(path):
     """Open ``path`` for reading (binary) only when it is a regular file (symlinks followed).
 
     Reading a FIFO blocks until something writes to it, and a device can be endless: both would hang
-    a run. The check is made on the open file itself (``fstat``), opened without blocking, so a file
-    swapped for a FIFO after a scan is still caught. Raises NotRegularFile (an OSError) otherwise.
+    a run. Checked before opening (opening a socket fails, opening some devices acts), and again on
+    the open file itself, opened without blocking, so a file swapped for a FIFO in between is still
+    caught. Raises NotRegularFile (an OSError) otherwise.
     """
+    mode = os.stat(path).st_mode  # before opening: opening a socket fails, opening a device may act
+    if not stat.S_ISREG(mode):
+        raise NotRegularFile(path, mode)
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
                  | getattr(os, "O_CLOEXEC", 0))
     try:
