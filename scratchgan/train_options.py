@@ -216,13 +216,14 @@ def load_images(config, log):
         images = images[: config["limit"]]
         labels = None if labels is None else labels[: config["limit"]]
     if dcgan:
+        from .data.idx import shown  # a data file's name, repr-escaped when it holds control characters
         from .data.transforms import fit_images
         from .models import DCGAN_SIZES
         own = images.shape[-1]
         config["channels"] = config.get("channels") or (images.shape[1] if images.ndim == 4 else 1)
         config["resolution"] = config.get("resolution") or (DCGAN_SHAPES.get(name, (own,))[0])
         if config["resolution"] not in DCGAN_SIZES:
-            raise UserError(f"{config['data_dir']}: images of {own}x{own} pixels; the DCGAN makes "
+            raise UserError(f"{shown(config['data_dir'])}: images of {own}x{own} pixels; the DCGAN makes "
                             f"{', '.join(map(str, DCGAN_SIZES))}: pass --image-size to resize them to one of those")
         images = fit_images(images, config["resolution"], config["channels"])
     return images, labels

@@ -201,15 +201,17 @@ def test_a_0x0_image_is_refused_as_empty():
 
 @pytest.mark.skipif(os.name != "posix", reason="newlines and escape codes in file names: POSIX file systems")
 def test_file_names_with_escape_codes_are_printed_escaped(tmp_path):
-    """A junk image whose name clears the screen and prints a fake line, and a .npy whose name turns the
-    terminal red: both names come out repr-escaped, in the log and in the one-line error."""
+    """A junk image whose name clears the screen and prints a fake line, .npy files whose names turn the
+    terminal red or break the line: every name comes out repr-escaped, in the log and in the one-line errors."""
     folder = image_folder(tmp_path / "imgs")
     (folder / ESCAPES).write_bytes(b"not an image")
-    bad_npy = "bad\x1b[31m.npy"
+    bad_npy, odd_npy = "bad\x1b[31m.npy", "odd\x1b[0m\n.npy"
     (tmp_path / bad_npy).write_bytes(b"not numpy at all")
+    np.save(tmp_path / odd_npy, np.zeros((8, 20, 20), np.uint8))  # 20x20: no DCGAN size, and no --image-size
     run = launch(["--dataset", "folder", "--data-dir", "imgs", "--image-size", "28", *DCGAN, "--out", "run"],
                  tmp_path)
     fail = launch(["--dataset", "npy", "--data-dir", bad_npy, *DCGAN, "--out", "run-npy"], tmp_path)
+    odd = launch(["--dataset", "npy", "--data-dir", odd_npy, *DCGAN, "--out", "run-odd"], tmp_path)
     rc, out, err = finish(run)
     assert rc == 0, err
     assert "\x1b" not in out + err and not any(line.startswith("FAKE") for line in (out + err).splitlines())
@@ -217,6 +219,9 @@ def test_file_names_with_escape_codes_are_printed_escaped(tmp_path):
     assert len(skipped) == 1 and f"{ESCAPES!r} (not an image Pillow can read)" in skipped[0], out
     rc, out, err = finish(fail)
     line = assert_one_line_error(rc, err, repr(bad_npy), "not a .npy file")
+    assert "\x1b" not in out + line
+    rc, out, err = finish(odd)
+    line = assert_one_line_error(rc, err, repr(odd_npy), "images of 20x20 pixels")
     assert "\x1b" not in out + line
 
 
