@@ -108,8 +108,8 @@ def _read_tar(path, split, exact=False):
                 if exact:
                     _check_batch_size(member.size, f"{path}:{name}")
                 if member.size % RECORD or member.size > BATCH_RECORDS * RECORD * 5:
-                    raise DataError(f"{shown(path)}: {name} has {member.size:,} bytes, not a whole number of {RECORD}-byte "
-                                    "records; not a CIFAR-10 batch file")
+                    raise DataError(f"{shown(path)}: {name} has {member.size:,} bytes, not a whole number of "
+                                    f"{RECORD}-byte records; not a CIFAR-10 batch file")
                 raw = tar.extractfile(member).read(member.size)
                 if len(raw) != member.size:
                     raise EOFError(f"{name} ends after {len(raw):,} of its {member.size:,} bytes")
@@ -118,11 +118,12 @@ def _read_tar(path, split, exact=False):
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise DataError(f"{shown(path)}: cannot read ({e.strerror or e})") from None
-        raise DataError(f"{shown(path)}: truncated or corrupt tarball ({' '.join(str(e).split()) or type(e).__name__}); "
-                        "delete it and fetch it again") from None
+        why = " ".join(str(e).split()) or type(e).__name__
+        raise DataError(f"{shown(path)}: truncated or corrupt tarball ({why}); delete it and fetch it again") from None
     missing = [n for n in names if n not in found]
     if missing:
-        raise DataError(f"{shown(path)}: no {', '.join(missing)} in the tarball; not the CIFAR-10 binary version ({ARCHIVE})")
+        raise DataError(f"{shown(path)}: no {', '.join(missing)} in the tarball; not the CIFAR-10 binary version "
+                        f"({ARCHIVE})")
     parts = [found[n] for n in names]
     return _concat(parts)
 
@@ -239,11 +240,13 @@ def load_cifar10(split="train", data_dir=None, download=True, *, mirrors=None, t
         if tarball.stat().st_size == SIZE and _sha256_file(tarball) == SHA256:
             return _read_tar(tarball, split)
         if not download:
-            raise DataError(f"{shown(tarball)}: SHA-256 does not match the official {ARCHIVE}; delete it to download it again")
+            raise DataError(f"{shown(tarball)}: SHA-256 does not match the official {ARCHIVE}; delete it to download "
+                            "it again")
         if log:
             log(f"{shown(tarball)}: SHA-256 does not match the official {ARCHIVE}; downloading it again")
     elif not download:
-        raise DownloadError(f"{ARCHIVE} not found in {shown(cache)} and downloading is off; pass --data-dir DIR with it",
+        raise DownloadError(f"{ARCHIVE} not found in {shown(cache)} and downloading is off; pass --data-dir DIR "
+                            "with it",
                             reason="not on this machine and downloading is off")
     path = _fetch(cache, MIRRORS if mirrors is None else tuple(mirrors), timeout, log)
     return _read_tar(path, split)

@@ -41,9 +41,10 @@ from a killed run is ignored, and reported through ``log``).
 
 Unreadable images (not an image, truncated, empty, 0x0 pixels, not a regular file, an unsupported
 mode) are skipped and counted, and reported ONCE at the end through ``log`` (how many, the first few
-names and why); they never stop a run halfway. Names are printed as ``idx.shown`` writes them: a name
-with an escape code or a newline in it appears as Python's repr, never raw. A missing folder, a folder without image files, or one where no image can be
-read is a ``DataError`` with one line that names the folder and what was found.
+names and why); they never stop a run halfway. A missing folder, a folder without image files, or one
+where no image can be read is a ``DataError`` with one line that names the folder and what was found.
+Names are printed as ``idx.shown`` writes them: a name with an escape code or a newline in it appears
+as Python's repr, never raw.
 """
 from __future__ import annotations
 
@@ -522,7 +523,8 @@ def make_demo_folder(out_dir, images, size=64, n=2048, seed=0, *, format="png", 
         raise ValueError(f"format must be 'png' or 'jpeg', got {format!r}")
     out_dir = Path(out_dir).expanduser()
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise DataError(f"demo folder {shown(out_dir)} already exists and is not empty; choose a new folder or delete it")
+        raise DataError(f"demo folder {shown(out_dir)} already exists and is not empty; choose a new folder or "
+                        "delete it")
 
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(images), size=n, replace=False)) if n < len(images) else np.arange(n)

@@ -116,7 +116,7 @@ def read_file(path, what="a data file") -> bytes:
                 return f.read()
             except MemoryError:
                 raise DataError(f"{shown(path)}: {size:,} bytes, more than this machine can hold in memory; "
-                                f"not {what}, or too large") from None
+                                f"expected {what}") from None
     except NotRegularFile as e:
         raise DataError(f"{e}; expected {what}") from None
     except OSError as e:
@@ -145,7 +145,7 @@ def decode_bytes(raw: bytes, source="<bytes>", max_bytes=None) -> bytes:
             content = f.read(max_bytes + 1)
         if len(content) > max_bytes:
             raise TooLarge(f"{source}: decompresses to more than {max_bytes:,} bytes, the size of the file it "
-                            "should be; not the dataset file")
+                           "should be; not the dataset file")
         return content
     except EOFError:
         raise DataError(f"{source}: truncated gzip stream (the file ends before the compressed data does; "
@@ -185,8 +185,7 @@ def _short_payload(source, shape, dtype, expected, found):
 
 def _long_payload(source, shape, dtype, expected, extra):
     return DataError(f"{source}: {extra} extra bytes after the IDX payload, longer than its header says (shape "
-                     f"{shape} of {dtype.name} needs exactly {expected}); the file is corrupt or not what its "
-                     "header says")
+                     f"{shape} of {dtype.name} needs exactly {expected}); the file is corrupt or its header wrong")
 
 
 def parse_idx(data: bytes, source="<bytes>") -> np.ndarray:
@@ -239,7 +238,8 @@ def _read_gzip_stream(f, source):
     # checked), never more than _PROBE bytes of one that does not
     extra = len(f.read(_PROBE + 1))
     if extra:
-        raise _long_payload(source, shape, dtype, expected, f"{extra:,}" if extra <= _PROBE else f"more than {_PROBE:,}")
+        counted = f"{extra:,}" if extra <= _PROBE else f"more than {_PROBE:,}"
+        raise _long_payload(source, shape, dtype, expected, counted)
     if not dtype.isnative:
         array.byteswap(inplace=True)
     return array.view(dtype.newbyteorder("=")).reshape(shape)

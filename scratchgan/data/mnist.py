@@ -378,7 +378,8 @@ def _from_data_dir(spec, split, data_dir, verify, on_foreign=None):
             arrays.append((_read_verified(path, spec, stem, verify=False), path))
             foreign.append(shown(path.name))
     if foreign:
-        on_foreign(f"{', '.join(foreign)} in {shown(folder)} are not the official {spec.title} files (SHA-256 differs); "
+        on_foreign(f"{', '.join(foreign)} in {shown(folder)} are not the official {spec.title} files "
+                   "(SHA-256 differs); "
                    "training on them as given")
     return arrays
 
