@@ -199,3 +199,44 @@ def test_sigterm_in_interpolate_writes_nothing_and_a_rerun_completes(runs, tmp_p
     with Image.open(tmp_path / "walk.gif") as gif:
         assert gif.n_frames == 300
     assert (tmp_path / "walk.png").is_file()
+
+
+# ---------------------------------------------------------------------------------- in-process: export, sample --out
+class NotHandled(Exception):
+    """Raised by the test's own SIGTERM handler: the command did not install its handler."""
+
+
+@pytest.fixture
+def guarded_sigterm():
+    """A SIGTERM handler of the test's own while it runs (so that a command that ignores the promise fails the
+    test instead of killing pytest); yields it, to check that the command puts it back."""
+    def guard(signum, frame):
+        raise NotHandled("SIGTERM reached the test's handler: the command installed none")
+    previous = signal.signal(signal.SIGTERM, guard)
+    yield guard
+    signal.signal(signal.SIGTERM, previous)
+
+
+def kill_self_then(real):
+    def call(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered at the next bytecode: inside the write below
+        return real(*args, **kwargs)
+    return call
+
+
+def test_sigterm_while_export_writes(runs, tmp_path, capsys, monkeypatch, guarded_sigterm):
+    from scratchgan import export
+    monkeypatch.setattr(export, "save_checkpoint", kill_self_then(export.save_checkpoint))
+    assert export.export_main(["--checkpoint", str(runs["mlp"]), "--out", str(tmp_path / "G.npz")]) == 143
+    assert capsys.readouterr().err == ("scratchgan export: interrupted by SIGTERM; nothing was written "
+                                       f"({tmp_path / 'G.npz'} is written whole or not at all)\n")
+    assert list(tmp_path.iterdir()) == [] and signal.getsignal(signal.SIGTERM) is guarded_sigterm
+
+
+def test_sigterm_while_sample_writes_its_grid_leaves_neither_file(runs, tmp_path, capsys, monkeypatch,
+                                                                  guarded_sigterm):
+    monkeypatch.setattr(sample_cli.viz, "save_image_grid", kill_self_then(sample_cli.viz.save_image_grid))
+    assert sample_cli.sample_main(["--checkpoint", str(runs["mlp"]), "--n", "8", "--out", str(tmp_path / "s")]) == 143
+    assert capsys.readouterr().err == "scratchgan sample: interrupted by SIGTERM; nothing was written\n"
+    assert list(tmp_path.iterdir()) == []  # s.npy was complete in its temporary file, and is not left half-done
+    assert signal.getsignal(signal.SIGTERM) is guarded_sigterm
