@@ -7,6 +7,12 @@
 C is a training checkpoint or a generator exported from one (`scratchgan export`). The noise comes from
 scratchgan.latent: one vector per seed with --seeds, the truncation trick with --truncation, slerp
 between the seeds for the walk. Every user mistake ends in one line on stderr and exit code 2.
+
+Users' files are never replaced without --overwrite: FILE.npy and FILE.png (FILE.gif and FILE.png) are
+written together at the end, to temporary files renamed into place, so Ctrl-C or SIGTERM leaves neither.
+An --outdir holds MARKER while it is being written, recording what it was asked for; an interrupted
+folder keeps its PNGs (each written whole), and `sample ... --resume` with the same flags writes the
+rest, then removes the marker. FID tools skip the marker (not an image); its name says what it is.
 """
 from __future__ import annotations
 
