@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -187,9 +188,9 @@ def to_picture(image):
     return viz.make_grid(image[None], nrow=1, padding=0)
 
 
-def write_pngs(images, folder, names, skip=(), progress=None):
+def write_pngs(images, folder, names, skip=()):
     """One PNG per image into ``folder`` (created), each written atomically; names in ``skip`` (already
-    written) are left as they are. ``progress``: a list that gets each name once its file is in place."""
+    written) are left as they are."""
     from PIL import Image
     folder.mkdir(parents=True, exist_ok=True)
     for image, name in zip(images, names):
@@ -197,8 +198,6 @@ def write_pngs(images, folder, names, skip=(), progress=None):
             continue
         with atomic_write(folder / name, durable=False) as f:
             Image.fromarray(to_picture(image)).save(f, format="PNG")
-        if progress is not None:
-            progress.append(name)
 
 
 # ------------------------------------------------------------ an --outdir being written: its marker
@@ -293,7 +292,6 @@ def sample_main(argv=None, prog="scratchgan sample"):
 
 
 def _sample(args, prog):
-    written = []  # the PNGs this call has put in place: what an interruption leaves, said in its line
     outdir = marked = None
     try:
         if args.out is None and args.outdir is None:
@@ -337,14 +335,15 @@ def _sample(args, prog):
             marked = outdir / MARKER
             _log(f"writing {n - len(done):,} images into {outdir}/" +
                  (f" ({len(done):,} of {n:,} already there)" if done else ""))
-            write_pngs(images, outdir, files, skip=done, progress=written)
+            write_pngs(images, outdir, files, skip=done)
         write_together([(npy, _save_npy(images)), (png, _save_grid(images, nrow))])
         if marked is not None:
             marked.unlink()  # the folder is whole
     except KeyboardInterrupt as e:
         if marked is None:
             raise interruption(e, "nothing was written") from None
-        there = len(done) + len(written)
+        # counted in the folder: the signal may have come between a PNG's rename and the loop's next step
+        there = len(set(files).intersection(entry.name for entry in os.scandir(outdir)))
         raise interruption(e, f"{there:,} of {n:,} images are in {outdir}/, which {marked} marks as incomplete; "
                               "run the same command with --resume to finish it") from None
     except (UserError, CheckpointError, BackendError, ValueError) as e:

@@ -240,3 +240,27 @@ def test_sigterm_while_sample_writes_its_grid_leaves_neither_file(runs, tmp_path
     assert capsys.readouterr().err == "scratchgan sample: interrupted by SIGTERM; nothing was written\n"
     assert list(tmp_path.iterdir()) == []  # s.npy was complete in its temporary file, and is not left half-done
     assert signal.getsignal(signal.SIGTERM) is guarded_sigterm
+
+
+def test_a_signal_as_a_temporary_file_is_created_leaves_no_file(tmp_path, monkeypatch):
+    """Python runs a signal's handler as the system call returns: as os.open has just created the temporary
+    file of an atomic write (where `sample --outdir` left `.seed0015_0000.png.<pid>.<hex>.tmp` behind)."""
+    from scratchgan import cliutil, fileio
+    real_open = os.open
+
+    def open_then_sigterm(path, flags, *args, **kwargs):
+        fd = real_open(path, flags, *args, **kwargs)
+        if flags & os.O_EXCL:  # the temporary file, just created
+            os.close(fd)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return fd
+    previous = cliutil.stop_on_sigterm()
+    try:
+        monkeypatch.setattr(fileio.os, "open", open_then_sigterm)
+        with pytest.raises(cliutil.Terminated):
+            with fileio.atomic_write(tmp_path / "seed0015_0000.png", durable=False) as f:
+                f.write(b"never reached")
+    finally:
+        monkeypatch.undo()
+        signal.signal(signal.SIGTERM, previous)
+    assert list(tmp_path.iterdir()) == []
