@@ -23,6 +23,7 @@ from .cliutil import (EXIT_USAGE, Parser, UserError, non_negative_float, non_neg
                       positive_int, unit_interval)
 from .cliutil import fail as _fail, log as _log
 from .cliutil import os_error_message as _os_error_message
+from .cliutil import Terminated, say, stop_on_sigterm
 from .data import BatchLoader, DataError, load_dataset_or_bundled, load_image_folder, resize_square
 from .evaluate_cli import evaluate_main
 from .export import export_main
@@ -457,23 +458,23 @@ def main(argv=None):
                 "evaluate": evaluate_main, "export": export_main, "interpolate": interpolate_main}
     if argv and argv[0] in ("--version", "-V"):
         from . import __version__
-        print(f"scratchgan {__version__}")
+        say(f"scratchgan {__version__}")
         return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         asked = bool(argv) and argv[0] in ("-h", "--help")
         stream = sys.stdout if asked else sys.stderr  # as argparse: help on stdout, a usage error on stderr
-        print("usage: python -m scratchgan {train,sample,evaluate,export,interpolate} [--help]\n"
-              "  train     train the MLP GAN or, with --arch dcgan, the DCGAN (the flags of examples/mnist_mlp.py "
-              "and examples/dcgan.py)\n"
-              "  sample    generate images from a checkpoint\n"
-              "  evaluate  measure a checkpoint's samples: Frechet distance (classifier features), coverage, "
-              "precision/recall\n"
-              "  export       write a checkpoint's generator alone (weights, BatchNorm buffers, config)\n"
-              "  interpolate  a latent walk between seeds (slerp) as a GIF and a strip PNG", file=stream)
+        say("usage: python -m scratchgan {train,sample,evaluate,export,interpolate} [--help]\n"
+            "  train     train the MLP GAN or, with --arch dcgan, the DCGAN (the flags of examples/mnist_mlp.py "
+            "and examples/dcgan.py)\n"
+            "  sample    generate images from a checkpoint\n"
+            "  evaluate  measure a checkpoint's samples: Frechet distance (classifier features), coverage, "
+            "precision/recall\n"
+            "  export       write a checkpoint's generator alone (weights, BatchNorm buffers, config)\n"
+            "  interpolate  a latent walk between seeds (slerp) as a GIF and a strip PNG", file=stream)
         if asked:
             return 0
         problem = f"unknown command {argv[0]!r}" if argv else "a command is required"
-        print(f"scratchgan: error: {problem}; choose one of: {', '.join(commands)}", file=sys.stderr)
+        say(f"scratchgan: error: {problem}; choose one of: {', '.join(commands)}", file=sys.stderr)
         return EXIT_USAGE
     return commands[argv[0]](argv[1:])
 
@@ -482,18 +483,8 @@ def _quiet(message):
     """The log of the ranks other than 0 in a data-parallel run: rank 0 says it."""
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM outside the training loop (loading data, building the networks): stop as Ctrl-C does."""
-
-
-def _stop_on_sigterm():
-    """Make SIGTERM raise _Terminated; returns the previous handler (None where it cannot be set)."""
-    def handler(signum, frame):
-        raise _Terminated()
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except (ValueError, AttributeError):  # not the main thread, or no SIGTERM here
-        return None
+# SIGTERM outside the training loop stops as Ctrl-C does: the mechanism every command shares (cliutil)
+_Terminated, _stop_on_sigterm = Terminated, stop_on_sigterm
 
 
 def _memory_message(error, explicit, keys):
