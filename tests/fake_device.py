@@ -14,6 +14,7 @@ device therefore gives bit-identical results to the NumPy run, or raises where C
 from __future__ import annotations
 
 import operator
+import os
 import types
 
 import numpy as np
@@ -475,12 +476,13 @@ class FakeDeviceModule(_FakeNamespace):
 
 
 class _FakeCore:
-    """The accelerator switches of ``cupy._core`` (cupy/_core/_accelerator.pyx): lists of names, "cub" by default
-    (CuPy's default when CUPY_ACCELERATORS is unset). The fake computes nothing differently with them; during a
-    capture, a reduction that CUB would run is refused (see ``_cub_reduction``)."""
+    """The accelerator switches of ``cupy._core`` (cupy/_core/_accelerator.pyx): lists of names, from
+    CUPY_ACCELERATORS as CuPy reads it ("cub" when unset). The fake computes nothing differently with them;
+    during a capture, a reduction that CUB would run is refused (see ``_cub_reduction``)."""
 
     def __init__(self):
-        self.accelerators = {"elementwise": ["cub"], "reduction": ["cub"], "routine": ["cub"]}
+        names = [name for name in os.environ.get("CUPY_ACCELERATORS", "cub").split(",") if name]
+        self.accelerators = {kind: list(names) for kind in ("elementwise", "reduction", "routine")}
 
     def _get(kind):
         return lambda self: list(self.accelerators[kind])
