@@ -211,6 +211,10 @@ class DeviceArray:
         """``cupy.ndarray.take``: out-of-range indices wrap (see ``xp.take``)."""
         return xp.take(self, indices, axis=axis, out=out)
 
+    def put(self, indices, values, mode="wrap"):
+        """``cupy.ndarray.put``: out-of-range indices wrap by default (NumPy's default raises)."""
+        return xp.put(self, indices, values, mode=mode)
+
     def __setattr__(self, name, value):
         if name == "shape":  # a.shape = ... reshapes in place, as on NumPy and CuPy
             self._a.shape = value
@@ -455,6 +459,10 @@ class FakeDeviceModule(_FakeNamespace):
 
     def take(self, a, indices, axis=None, out=None):
         return _Wrapped(_take, "fake_device.take")(a, indices, axis=axis, out=out)
+
+    def put(self, a, ind, v, mode="wrap"):
+        """``cupy.put``: its default mode is "wrap" (NumPy's is "raise")."""
+        return _Wrapped(np.put, "fake_device.put")(a, ind, v, mode=mode)
 
     def asarray(self, a, dtype=None, order=None, copy=None):
         """Host -> device copy (a host array is always copied); a device array passes through."""

@@ -200,6 +200,9 @@ def test_take_wraps_out_of_range_indices_as_cupy(d):
     np.testing.assert_array_equal(d.take(idx, axis=0).get(), h[[1, 1, 0]])
     with pytest.raises(TypeError):
         xp.take(d, idx, mode="raise")  # CuPy's take has no mode
+    xp.put(d, xp.asarray(np.array([6])), -2.0)  # put's default mode is "wrap" on CuPy: 6 of 6 is 0
+    d.put(xp.asarray(np.array([-1])), -3.0)
+    assert float(d[0, 0]) == -2.0 and float(d[1, 2]) == -3.0
 
 
 def test_integer_array_indexing_wraps_as_cupy(d):
