@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, read_meta, save_checkpoint
 from .cliutil import Parser, UserError
 from .cliutil import fail as _fail, log as _log
 from .cliutil import os_error_message as _os_error_message
@@ -35,7 +35,7 @@ def export_generator(checkpoint, out):
     non-finite generator, or an ``out`` that would replace another file than an earlier export.
     """
     checkpoint, out = Path(checkpoint), Path(out)
-    _, meta = load_checkpoint(checkpoint)
+    meta = read_meta(checkpoint)  # load_generator checks the whole file
     if is_export(meta):
         raise UserError(f"{checkpoint} is already an exported generator (scratchgan export); export from the "
                         "training checkpoint")
@@ -62,7 +62,7 @@ def _check_target(checkpoint, out):
     if out.resolve() == checkpoint.resolve():
         raise UserError(f"--out {out} is the checkpoint being exported; choose another --out")
     try:
-        _, old = load_checkpoint(out)
+        old = read_meta(out)
     except CheckpointError:
         old = {}
     if not is_export(old):
