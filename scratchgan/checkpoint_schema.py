@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-from . import objectives, presets
+from . import diffaugment, objectives, presets
 from .checkpoint import CheckpointError, load_checkpoint
 from .models import DCGAN_SIZES, _dcgan_plan
 
@@ -123,6 +123,20 @@ class Sizes:
             raise _Bad(where, value, self.expected)
         parts = [p.strip() for p in value.split(",") if p.strip()]
         if not 1 <= len(parts) <= MAX_LAYERS or not all(p.isdigit() and 1 <= int(p) <= MAX_WIDTH for p in parts):
+            raise _Bad(where, value, self.expected)
+
+
+class Words:
+    """A comma-separated list of distinct ``choices``, or "" (none), as --diffaugment writes it."""
+
+    def __init__(self, choices):
+        self.choices = choices
+        self.expected = f"'' or comma-separated, each at most once, of {', '.join(choices)}"
+
+    def __call__(self, value, where):
+        words = [w.strip() for w in value.split(",") if w.strip()] if isinstance(value, str) else None
+        if words is None or len(value) > 256 or any(w not in self.choices for w in words) or \
+                len(set(words)) != len(words):
             raise _Bad(where, value, self.expected)
 
 
@@ -257,7 +271,7 @@ CONFIG = {
     "instance_noise":  Number(0),
     "r1":              Number(0),
     "ema":             Number(0, 1, high_open=True),
-    "diffaugment":     Text(max_len=256),
+    "diffaugment":     Words(diffaugment.OPS),
     "seed":            Int(0, MAX_SEED),
     # outputs and logs
     "out":             Text(null=True),
@@ -377,7 +391,8 @@ def network_weights(config, net):
         classes, embedding = config.get("num_classes", 10), config.get("embedding_dim", 0)
         code = (embedding or classes) if conditional else 0
         hidden = [int(s) for s in config["g_hidden" if net == "G" else "d_hidden"].split(",") if s.strip()]
-        sizes = [latent + code, *hidden, config["image_size"]] if net == "G" else [config["image_size"] + code, *hidden, 1]
+        image = config["image_size"]
+        sizes = [latent + code, *hidden, image] if net == "G" else [image + code, *hidden, 1]
         return sum(a * b for a, b in zip(sizes, sizes[1:])) + (classes * embedding if conditional else 0)
     except (KeyError, TypeError, ValueError):
         return None

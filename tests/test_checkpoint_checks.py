@@ -204,6 +204,7 @@ def _refused(path, pattern, need="training"):
     (lambda m: m["config"].update(g_hidden="32,0"), r"config\.g_hidden is '32,0', expected comma-separated"),
     (lambda m: m["config"].update(g_hidden=[32, 64]), r"config\.g_hidden is \[32, 64\]"),
     (lambda m: m["config"].update(arch="transformer"), r"config\.arch is 'transformer', expected one of"),
+    (lambda m: m["config"].update(diffaugment="translation,rm -rf"), r"config\.diffaugment is 'translation,rm -rf'"),
     (lambda m: m["config"].update(image_shape=[28, 27]), r"config\.image_shape is \[28, 27\], expected 784 values"),
     (lambda m: m["config"].pop("g_hidden"), r"config\.g_hidden is missing"),
     (lambda m: m.update(config=[1, 2]), r"holds no model config"),
@@ -215,8 +216,8 @@ def _refused(path, pattern, need="training"):
      r"meta\.dropout\[0\]\.dtype is 'object'"),
     (lambda m: m.update(best={"frechet_distance": "low", "step": 3}), r"meta\.best\.frechet_distance is 'low'"),
     (lambda m: m.update(kind="scratchgan-evaluator"), r"meta\.kind is 'scratchgan-evaluator'"),
-], ids=["lr-nan", "bool-batch", "zero-layer", "list-sizes", "arch", "shape-size", "no-g-hidden", "config-list",
-        "epoch", "no-opt-t", "stream-shape", "dropout-dtype", "best", "kind"])
+], ids=["lr-nan", "bool-batch", "zero-layer", "list-sizes", "arch", "diffaugment", "shape-size", "no-g-hidden",
+        "config-list", "epoch", "no-opt-t", "stream-shape", "dropout-dtype", "best", "kind"])
 def test_the_schema_names_the_key_that_breaks_it(source, tmp_path, change, pattern):
     _refused(crafted(source, tmp_path / "c.npz", meta=change), pattern)
 
