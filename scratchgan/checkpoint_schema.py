@@ -303,7 +303,7 @@ TRAINING = {
     "batch_in_epoch": Int(0, MAX_COUNT),
     "global_step":    Int(0, MAX_COUNT),
     "noise":          NOISE,
-    "backend":        Text(("numpy", "cupy")),
+    "backend":        Text(max_len=64),  # the array module's name (backend.backend_name), for people
     "dtype":          Text(("float32", "float64")),
     "dropout":        ListOf(DROPOUT, 4096),
     "best":           BEST,
