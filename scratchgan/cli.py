@@ -18,7 +18,8 @@ import numpy as np
 
 from . import distributed, fast, models, nn, objectives, presets, rundir, train_options
 from .backend import BackendError, backend_name, get_xp
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError
+from .checkpoint_schema import load_run_checkpoint
 from .cliutil import (EXIT_USAGE, Parser, UserError, non_negative_float, non_negative_int, positive_float,
                       positive_int, unit_interval)
 from .cliutil import fail as _fail, log as _log
@@ -294,7 +295,7 @@ def resolve_config(args, explicit, defaults, log):
         if not resume.exists():
             raise UserError(f"cannot resume: {resume} does not exist (train first, or pass the checkpoint path)")
         try:
-            _, meta = load_checkpoint(resume)
+            _, meta = load_run_checkpoint(resume)  # checked (metadata, sizes, NaN/Inf) before anything is written
         except CheckpointError as e:
             raise UserError(str(e)) from None
         if meta.get("kind") == "generator":  # scratchgan export: G alone, no D or optimizer state

@@ -22,7 +22,8 @@ import numpy as np
 
 from . import metrics
 from .backend import BackendError, get_xp, to_device, to_numpy
-from .checkpoint import CheckpointError, atomic_write, load_checkpoint
+from .checkpoint import CheckpointError, atomic_write
+from .checkpoint_schema import check_network_shapes, load_run_checkpoint
 from .cliutil import (Parser, UserError, check_new_files, interruption, non_negative_int, positive_int, run_command,
                       say)
 from .cliutil import fail as _fail, log as _log
@@ -85,14 +86,17 @@ def make_parser(prog):
 def load_generator(path, xp):
     """(G, config, meta) from a training checkpoint or a generator exported from one (export.py); `sample`,
     `interpolate`, `evaluate` and `export` all load it here."""
-    arrays, meta = load_checkpoint(path)
-    config = meta.get("config")
-    if not isinstance(config, dict) or "latent_dim" not in config:
-        raise UserError(f"{path} holds no model config; is it a scratchgan training checkpoint?")
-    try:
-        G, _ = build_gan(config, xp)
-    except KeyError as e:
-        raise UserError(f"{path}: its config lacks {e}; is it a scratchgan training checkpoint?") from None
+    built = {}
+
+    def build_to_fit(meta, shapes):  # on the headers: G is built and compared before any array is read
+        try:
+            built["G"], _ = build_gan(meta["config"], xp)
+        except KeyError as e:
+            raise UserError(f"{path}: its config lacks {e}; is it a scratchgan training checkpoint?") from None
+        check_network_shapes(path, built["G"], "G/", shapes)
+
+    arrays, meta = load_run_checkpoint(path, need="generator", check=build_to_fit)
+    G, config = built["G"], meta["config"]
     try:
         G.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("G/")})
         use_ema_weights(G, arrays, log=_log)  # --ema runs: the averaged weights

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, read_meta, save_checkpoint
 from .cliutil import Parser, UserError, interruption, run_command
 from .cliutil import fail as _fail, log as _log
 from .cliutil import os_error_message as _os_error_message
@@ -36,7 +36,7 @@ def export_generator(checkpoint, out, overwrite=False):
     ``overwrite``).
     """
     checkpoint, out = Path(checkpoint), Path(out)
-    _, meta = load_checkpoint(checkpoint)
+    meta = read_meta(checkpoint)  # load_generator checks the whole file
     if is_export(meta):
         raise UserError(f"{checkpoint} is already an exported generator (scratchgan export); export from the "
                         "training checkpoint")
@@ -64,7 +64,7 @@ def _check_target(checkpoint, out, overwrite=False):
     if out.resolve() == checkpoint.resolve():
         raise UserError(f"--out {out} is the checkpoint being exported; choose another --out")
     try:
-        _, old = load_checkpoint(out)
+        old = read_meta(out)
     except CheckpointError:
         old = {}
     if not is_export(old) and not overwrite:

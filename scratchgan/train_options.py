@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, runlog
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, read_meta
 from .cliutil import Parser, UserError
 
 ARCHES = ("mlp", "dcgan")
@@ -98,7 +98,8 @@ def arch_of(argv):
     if known.resume is not None:  # continue a DCGAN run without repeating --arch dcgan
         path = Path(known.resume) if known.resume else Path(known.out or "runs/mnist_mlp") / "checkpoint.npz"
         try:
-            arch = load_checkpoint(path)[1].get("config", {}).get("arch")
+            config = read_meta(path).get("config")  # the headers only: resolve_config checks the whole file
+            arch = config.get("arch") if isinstance(config, dict) else None
         except (CheckpointError, OSError, ValueError):  # train_main says what is wrong with it
             arch = None
         if arch in ARCHES:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from . import blas_setup, nn, runlog, viz
 from .backend import backend_name, synchronize, to_device, to_numpy
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from .checkpoint_schema import check_replay, load_run_checkpoint
 from .gan import generate
 from .metrics import PLOT_PANELS
 
@@ -177,11 +178,13 @@ class Trainer:
                                f"saving. Last good checkpoint: {kept}. Try a lower --lr or --label-smoothing 0.1")
 
     def restore(self, path):
-        """Load a checkpoint written by ``save``; raises ValueError if it belongs to another model."""
-        arrays, meta = load_checkpoint(path)
+        """Load a checkpoint written by ``save``; raises ValueError if it belongs to another model, and
+        CheckpointError if its metadata, its sizes or its values cannot be those of a training state."""
+        arrays, meta = load_run_checkpoint(path, need="training")
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} has checkpoint format {meta.get('format')!r}; "
                              f"this scratchgan reads format {CHECKPOINT_FORMAT}")
+        check_replay(path, meta, len(self.loader), *self._draw_sizes())
         s = self.step
         try:
             s.G.load_state_dict(_section(arrays, "G/"))
@@ -208,6 +211,15 @@ class Trainer:
         # if lower (it can be newer than the checkpoint resumed); none in a new folder, which gets its own
         self.best = _lower_best(meta.get("best"), self._best_on_disk()) if self.best_path.exists() else None
         return meta
+
+    def _draw_sizes(self):
+        """(batch, widest row) of this run, for check_replay: a replayed draw (instance noise, a dropout
+        mask) holds at most a batch of images or of a layer's activations."""
+        s = self.step
+        widest = max([int(self.config.get("image_size") or 0)] +
+                     [max(p.data.shape) for net in (s.G, s.D) for p in net.parameters()])
+        batch = max(int(self.config.get("batch_size") or 0), s.noise.batch_size) * int(self.config.get("ranks") or 1)
+        return batch, widest
 
     def _best_on_disk(self):
         """The ``best`` that OUT/checkpoint_best.npz records (None when it has none or cannot be read)."""
