@@ -17,6 +17,7 @@ cli.py only calls them:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import numpy as np
 from . import __version__, runlog
 from .checkpoint import CheckpointError, load_checkpoint
 from .cliutil import Parser, UserError
+from .data import DataError
 
 ARCHES = ("mlp", "dcgan")
 # flags that exist for one architecture only (config keys)
@@ -184,13 +186,85 @@ def apply_precision(config, xp):
         use_tf32(xp)
 
 
-def prepare_dry_run(config, explicit, log):
-    """--dry-run: one epoch of DRY_RUN_STEPS steps on synthetic images, into --out or a new temporary folder."""
+@dataclasses.dataclass
+class DryRun:
+    """What the real run of a --dry-run asks for, so that the dry run checks it as that run would."""
+    limit: int | None
+    eval_every: int
+    count: int | None = None  # the real run's number of images, where known without reading them
+
+
+def prepare_dry_run(config, explicit):
+    """--dry-run: one epoch of DRY_RUN_STEPS steps on synthetic images, into --out or (``config["out"]`` None
+    until ``dry_run_folder``) a new temporary folder; returns the real run's ``DryRun``."""
+    real = DryRun(config.get("limit"), config.get("eval_every") or 0)
     config["dry_run_of"] = config["dataset"]  # what the real run would read, for the image shape
     config["dataset"], config["epochs"], config["eval_every"], config["limit"] = "synthetic", 1, 0, None
     if "out" not in explicit:
-        config["out"] = tempfile.mkdtemp(prefix="scratchgan-dry-run-")
+        config["out"] = None  # made by dry_run_folder once every check has passed: a refused dry run leaves none
+    return real
+
+
+def dry_run_folder(config, log):
+    """The dry run's output folder, made now when it is a new temporary one (returned, else None); says where."""
+    made = None
+    if config["out"] is None:
+        config["out"] = made = tempfile.mkdtemp(prefix="scratchgan-dry-run-")
     log(f"dry run: {DRY_RUN_STEPS} steps on random images, no dataset read; outputs in {config['out']}")
+    return made
+
+
+def check_data_source(config, limit=None):
+    """A dry run's check of what its real run reads (``config["dry_run_of"]`` from ``--data-dir``): the path is
+    there and of the right kind, an image folder has images, a .npy file's header and first image pass the
+    real loader's checks; nothing is decoded or downloaded. Returns the real run's number of images where it
+    is known (else None), never more than ``limit`` (--limit). DataError / UserError as the real run's."""
+    name, data_dir = config["dry_run_of"], config.get("data_dir")
+    count = None
+    if name == "folder":
+        from .data.folder import IMAGE_EXTENSIONS, scan_image_folder
+        if not data_dir:
+            raise UserError("--dataset folder needs --data-dir DIR, the folder of images")
+        entries, _ = scan_image_folder(data_dir)
+        if not entries:
+            raise DataError(f"image folder {Path(data_dir).expanduser().resolve()}: no image files "
+                            f"({', '.join(IMAGE_EXTENSIONS)}, searched recursively, hidden files left out)")
+        count = len(entries)
+    elif name == "npy":
+        count = _npy_count(Path(data_dir).expanduser())
+    elif name == "mnist-bundled" and data_dir is not None:
+        raise DataError("mnist-bundled reads the digits shipped inside the package; drop --data-dir, or use the "
+                        "dataset 'mnist' to read the IDX files in that folder")
+    elif data_dir is not None:  # IDX files or CIFAR-10 batches: their folder (CIFAR-10: or its tarball)
+        folder = Path(data_dir).expanduser()
+        tarball = name == "cifar10" and folder.is_file() and folder.name.endswith((".tar.gz", ".tgz"))
+        if not tarball and not folder.is_dir():
+            raise DataError(f"data dir {folder} does not exist or is not a folder")
+    if limit is not None:  # --limit N: the real run takes the first N (the data may have fewer: not known here)
+        count = limit if count is None else min(count, limit)
+    return count
+
+
+def _npy_count(path):
+    """The number of images of a .npy file, checked as ``load_npy_images`` checks it, on the header and the
+    first image only."""
+    from .data.npy import check_images, load_npy_images
+    if path.is_dir() or not path.exists():
+        load_npy_images(path)  # its one line for a folder or a missing file
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if magic != b"\x93NUMPY":
+        load_npy_images(path)  # its one line for what the file is instead (nothing more is read)
+    try:
+        array = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError):
+        load_npy_images(path)  # raises its own line for the same file
+        raise
+    check_images(array[:1], str(path))  # ranks, channels, square, dtype; the values of the first image
+    return len(array)
 
 
 def load_images(config, log):
@@ -212,6 +286,8 @@ def load_images(config, log):
         rng = np.random.default_rng(config.get("seed", 0))
         images = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
         labels = rng.integers(0, 10, n).astype(np.uint8)
+        if config.get("dry_run_of") in ("folder", "npy"):  # as the real data: no labels (--conditional refuses)
+            labels = None
     if config.get("limit"):
         images = images[: config["limit"]]
         labels = None if labels is None else labels[: config["limit"]]
