@@ -225,10 +225,13 @@ def check_data_source(config, limit=None):
         from .data.folder import IMAGE_EXTENSIONS, scan_image_folder
         if not data_dir:
             raise UserError("--dataset folder needs --data-dir DIR, the folder of images")
-        entries, _ = scan_image_folder(data_dir)
-        if not entries:
+        entries, others = scan_image_folder(data_dir)  # lists the folder, decodes nothing
+        if not entries:  # the real run's line (data/folder.py open_image_folder)
+            seen = (f"only {len(others)} other file{'s' if len(others) > 1 else ''} "
+                    f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})") if others else "nothing"
             raise DataError(f"image folder {Path(data_dir).expanduser().resolve()}: no image files "
-                            f"({', '.join(IMAGE_EXTENSIONS)}, searched recursively, hidden files left out)")
+                            f"({', '.join(IMAGE_EXTENSIONS)}, searched recursively, hidden files left out); found "
+                            f"{seen}")
         count = len(entries)
     elif name == "npy":
         count = _npy_count(Path(data_dir).expanduser())
