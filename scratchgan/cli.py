@@ -206,8 +206,9 @@ def _add_output_flags(parser, defaults, suppress):
 
     g = parser.add_argument_group("output")
     g.add_argument("--out", default=d("out"), metavar="DIR",
-                   help="folder for samples, plots, metrics and the checkpoint; one run per folder: a folder "
-                        "with an earlier run's outputs is refused unless --resume or --overwrite; with "
+                   help="folder for samples, plots, metrics and the checkpoint; one run per folder, which records "
+                        "every file it writes in OUT/manifest.json: a folder with an earlier run's outputs is refused "
+                        "unless --resume or --overwrite, and a run never writes over a file it did not record; with "
                         "--resume FILE: FILE's folder (default: %(default)s)")
     g.add_argument("--sample-every", type=non_negative_int, default=d("sample_every"),
                    metavar="STEPS", help="save a sample grid every STEPS steps, 0 = only at epoch ends "
@@ -228,10 +229,13 @@ def _add_output_flags(parser, defaults, suppress):
                         "distance anyway); 0 = off (default: %(default)s)")
     g.add_argument("--resume", nargs="?", const="", default=d("resume"), metavar="CHECKPOINT",
                    help="continue from CHECKPOINT (default with no value: OUT/checkpoint.npz) to --epochs "
-                        "in total; flags not given again keep the checkpoint's values (default: %(default)s)")
+                        "in total, into the folder of CHECKPOINT's own run (same run id in OUT/manifest.json) or a "
+                        "new one; flags not given again keep the checkpoint's values, except the places to write "
+                        "(--out, --tensorboard) and, outside its own run's folder, --data-dir (default: %(default)s)")
     g.add_argument("--overwrite", action="store_true", default=argparse.SUPPRESS if suppress else defaults["overwrite"],
-                   help="delete the outputs of an earlier run in --out (checkpoint.npz, metrics.csv, samples/, "
-                        "...; nothing else) and start afresh (default: %(default)s)")
+                   help="delete the files an earlier run in --out recorded writing (its manifest.json: "
+                        "checkpoint.npz, metrics.csv, samples/..., nothing else, never through a link) and start "
+                        "afresh (default: %(default)s)")
     g.add_argument("--no-progress", dest="progress", action="store_false",
                    default=argparse.SUPPRESS if suppress else defaults["progress"],
                    help="no progress bar (for logs) (default: progress bar on)")

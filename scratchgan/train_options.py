@@ -11,6 +11,9 @@ cli.py only calls them:
   depends on ``--arch`` says both, and a flag of one architecture says so;
 - ``check_flags(config, explicit)``: one line, before anything is loaded, for a flag of the other
   architecture, --dry-run with --resume, --tensorboard without its extra;
+- ``prepare_dry_run``, ``check_data_source``, ``dry_run_folder``: a dry run checks what its real run checks
+  (the data's paths included, read no further than a folder listing or a header) and makes its temporary
+  folder only once every check has passed;
 - ``load_images(config, log)``: CIFAR-10, a user's ``.npy`` and the synthetic images of --dry-run,
   as uint8 (N, H, W) for the MLP or (N, C, S, S) for the DCGAN.
 """
@@ -45,9 +48,11 @@ def add_flags(parser, defaults, suppress=False):
 
     g = parser.add_argument_group("conveniences")
     g.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS if suppress else False,
-                   help=f"check the set-up: {DRY_RUN_STEPS} steps on random images of the run's shape (no dataset "
-                        "is read or downloaded, no --eval-every), all outputs written as usual; into --out when "
-                        "given, else into a new temporary folder, whose path is printed (default: off)")
+                   help=f"check the set-up: what the real run checks before training (flags, output places, the "
+                        "data's paths: an image folder is listed, a .npy file's header read; no image is decoded, "
+                        f"nothing downloaded), then {DRY_RUN_STEPS} steps on random images of the run's shape (no "
+                        "--eval-every), all outputs written as usual; into --out when given, else into a new "
+                        "temporary folder, whose path is printed (default: off)")
     g.add_argument("--tensorboard", default=d("tensorboard"), metavar="DIR",
                    help="also write the metrics.csv values as scalars and the sample grids as images to TensorBoard "
                         f"event files in DIR (needs the extra: {runlog.INSTALL_HINT}); metrics.jsonl (one JSON "
