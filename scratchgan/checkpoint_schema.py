@@ -309,6 +309,7 @@ TRAINING = {
     "best":           BEST,
     "opt_G_t":        Int(0, MAX_COUNT),
     "opt_D_t":        Int(0, MAX_COUNT),
+    "run_id":         Text(null=True, max_len=64),  # rundir.Manifest's id (None: a Trainer used without a folder)
 }
 TRAINING_NEEDS = ("format", "config", "epoch", "batch_in_epoch", "global_step", "noise", "opt_G_t", "opt_D_t")
 
