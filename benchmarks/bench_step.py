@@ -4,6 +4,7 @@
     python benchmarks/bench_step.py --breakdown     # + where scratchgan's time goes, per layer/phase
     python benchmarks/bench_step.py --quick         # a smoke run (CI)
     python benchmarks/bench_step.py --backend cupy  # CuPy vs PyTorch CUDA
+    python benchmarks/bench_step.py --backend cupy --cuda-graph   # + the step replayed as one CUDA graph
 
 A step is what examples/mnist_mlp.py runs per batch: D on a real and a fake batch, Adam on D,
 then G through the updated D (non-saturating BCE-with-logits), Adam on G; float32.
@@ -11,7 +12,9 @@ Each measurement runs in its OWN process (OpenBLAS's and PyTorch's thread pools 
 fight over the cores and slow both down several-fold), and the sides alternate, so slow drifts of
 the machine hit both alike. Reported: the median over steps within a run, then the median over
 runs. The GEMM floor is the time of exactly the matmuls scratchgan's step performs, through the
-same array library, back to back: no step built on that library can be faster.
+same array library, back to back: no step built on that library can be faster. With ``--cuda-graph`` (CuPy
+only) a last column times the same step as fast/graph.py's GraphedStep, which gathers its batches inside the
+graph from the loader's device copy (a new epoch's order uploaded when one runs out, as the trainer does).
 """
 from __future__ import annotations
 
@@ -105,6 +108,34 @@ def worker_scratchgan(batch, steps, warmup, backend, breakdown=False):
     if breakdown:
         result["breakdown"] = _breakdown(step, one_step, steps, sync)
     return result
+
+
+def worker_graphed(batch, steps, warmup, backend):
+    """The step as a CUDA graph (fast/graph.py): one launch per step after a warm-up and a capture."""
+    from scratchgan import fast
+    fast.configure_process()
+    import numpy as np
+
+    from scratchgan import cli, models
+    from scratchgan.backend import get_xp, synchronize
+    from scratchgan.data import BatchLoader
+    from scratchgan.fast.graph import GraphedStep
+
+    xp = get_xp(backend)
+    config = dict(cli.MLP_DEFAULTS, image_size=784, batch_size=batch, backend=backend)
+    step = GraphedStep(models.build_step(config, xp), 1)
+    images = np.random.default_rng(0).integers(0, 256, (60000, 28, 28), dtype=np.uint8)
+    loader = BatchLoader(images, batch, xp=xp)
+    step.gather_from(loader)
+    order = loader.permutation(0)
+    step.start_epoch(order)
+
+    def one_step():
+        if step.next_pos + batch > len(order):  # the epoch's batches are used up: the next epoch's order
+            step.start_epoch(order)
+        step.step()
+
+    return {"ms": _timed(one_step, steps, warmup, lambda: synchronize(xp))}
 
 
 def _breakdown(step, one_step, steps, sync):
@@ -288,6 +319,8 @@ def main(argv=None):
     parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy", help="(default: %(default)s)")
     parser.add_argument("--breakdown", action="store_true", help="also time scratchgan per layer and phase")
     parser.add_argument("--quick", action="store_true", help="smoke run: batch 64, 1 rep, few steps")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="add a column: the step replayed as one CUDA graph (fast/graph.py; --backend cupy)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -297,6 +330,8 @@ def main(argv=None):
         batch, steps, warmup = int(batch), int(steps), int(warmup)
         if kind == "scratchgan":
             res = worker_scratchgan(batch, steps, warmup, backend, breakdown="breakdown" in args.worker)
+        elif kind == "graphed":
+            res = worker_graphed(batch, steps, warmup, backend)
         elif kind in ("torch", "torch-frozen-d"):
             res = worker_torch(batch, steps, warmup, backend, freeze_d=kind == "torch-frozen-d")
         else:
@@ -309,8 +344,13 @@ def main(argv=None):
     batches = [int(b) for b in args.batches.split(",")]
     have_torch = importlib.util.find_spec("torch") is not None
     sides = ["scratchgan", "gemm-numpy"] + (["torch", "torch-frozen-d", "gemm-torch"] if have_torch else [])
+    graphed = args.cuda_graph and args.backend == "cupy"
+    if graphed:
+        sides.append("graphed")
     for line in machine_header(args.backend):
         print("# " + line)
+    if args.cuda_graph and not graphed:
+        print("# --cuda-graph: a CUDA graph needs --backend cupy; the graphed column is left empty")
     results = {}
     for batch in batches:
         steps = max(5, args.steps * 64 // batch) if batch > 64 else args.steps
@@ -331,7 +371,7 @@ def main(argv=None):
     flops = {b: step_flops(b) for b in batches}
     head = ["batch", "GFLOP/step", "scratchgan ms", "PyTorch ms", "ratio", "PyTorch (D frozen) ms", "ratio",
             "GEMM floor ms", "scratchgan/floor", "scratchgan GFLOP/s", "torch GEMM floor ms", "data ms/batch",
-            "page faults/step (scratchgan, PyTorch)"]
+            "page faults/step (scratchgan, PyTorch)", "graphed ms (--cuda-graph)", "graphed / PyTorch"]
     rows = []
     for b in batches:
         r = results[b]
@@ -342,7 +382,9 @@ def main(argv=None):
                      f"{r['scratchgan'] / tf:.2f}" if tf else "-", f"{r['gemm-numpy']:.2f}",
                      f"{r['scratchgan'] / r['gemm-numpy']:.2f}", f"{flops[b] / r['scratchgan'] / 1e6:.0f}",
                      f"{r['gemm-torch']:.2f}" if have_torch else "-", f"{r['data']:.3f}",
-                     f"{r['scratchgan_faults']:.0f}, " + (f"{r['torch_faults']:.0f}" if t else "-")])
+                     f"{r['scratchgan_faults']:.0f}, " + (f"{r['torch_faults']:.0f}" if t else "-"),
+                     f"{r['graphed']:.3f}" if graphed else "-",
+                     f"{r['graphed'] / t:.2f}" if graphed and t else "-"])
     print()
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))

@@ -10,7 +10,8 @@ def main(argv=None):
     # nothing is set with --reference or SCRATCHGAN_REFERENCE=1
     fast.configure_process(argv)
     from .cli import main as cli_main
-    return cli_main(argv)
+    from .cliutil import finish_output
+    return finish_output(cli_main, argv)  # a reader that has gone (`scratchgan -h | head -1`): no traceback
 
 
 if __name__ == "__main__":

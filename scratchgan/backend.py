@@ -85,6 +85,29 @@ def array_module(x):
     raise TypeError(f"expected an array, got {type(x).__name__}")
 
 
+# The number of XORWOW states of a generator on CuPy: fixed, whatever the GPU. CuPy's default_rng(seed) keeps
+# 8 * 256 * (the GPU's SM count) of them (cupy/random/_bit_generator.pyx), and element i of a draw comes from
+# state i % states (cupy/random/cupy_distributions.cu): a draw larger than the state count takes a second value
+# from some states, so the noise of a large batch -- and an exact resume -- would hold only on the same GPU
+# model. Why 2**16:
+#   - every draw reads and writes the whole state (one thread per state, 48 bytes each): 3 MB here, where the
+#     default is 13 MB on a 132-SM H100 or H200, so each draw moves 6 MB instead of 26 MB;
+#   - 256 blocks of 256 threads: about two blocks per SM on today's largest GPUs, enough to keep a draw parallel;
+#   - a draw of up to 65,536 values (z at batch 64: 6,400; at batch 655: 65,500) takes exactly one value from
+#     each state it uses; larger ones loop (batch 4096's z, 409,600 values: 7 per state), the same on every card.
+# It changes the CuPy noise streams (not NumPy's): set before the first GPU baselines.
+GPU_RNG_STATES = 1 << 16
+
+
+def random_generator(xp, seed):
+    """A seeded generator that draws on backend ``xp``'s device: NumPy's ``default_rng(seed)``; on CuPy (and the
+    tests' fake device) ``default_rng`` of an XORWOW bit generator with GPU_RNG_STATES states."""
+    xorwow = getattr(xp.random, "XORWOW", None)
+    if xorwow is None:
+        return xp.random.default_rng(seed)
+    return xp.random.default_rng(xorwow(seed, size=GPU_RNG_STATES))
+
+
 def backend_name(xp):
     """'numpy', 'cupy' or the module's own name: for messages, configs and checkpoints."""
     return xp.__name__.split(".")[0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import signal
 import sys
@@ -18,11 +19,13 @@ import numpy as np
 
 from . import distributed, fast, models, nn, objectives, presets, rundir, train_options
 from .backend import BackendError, backend_name, get_xp
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError
+from .checkpoint_schema import load_run_checkpoint
 from .cliutil import (EXIT_USAGE, Parser, UserError, non_negative_float, non_negative_int, positive_float,
                       positive_int, unit_interval)
 from .cliutil import fail as _fail, log as _log
 from .cliutil import os_error_message as _os_error_message
+from .cliutil import Terminated, say, stop_on_sigterm
 from .data import BatchLoader, DataError, load_dataset_or_bundled, load_image_folder, resize_square
 from .evaluate_cli import evaluate_main
 from .export import export_main
@@ -205,8 +208,9 @@ def _add_output_flags(parser, defaults, suppress):
 
     g = parser.add_argument_group("output")
     g.add_argument("--out", default=d("out"), metavar="DIR",
-                   help="folder for samples, plots, metrics and the checkpoint; one run per folder: a folder "
-                        "with an earlier run's outputs is refused unless --resume or --overwrite; with "
+                   help="folder for samples, plots, metrics and the checkpoint; one run per folder, which records "
+                        "every file it writes in OUT/manifest.json: a folder with an earlier run's outputs is refused "
+                        "unless --resume or --overwrite, and a run never writes over a file it did not record; with "
                         "--resume FILE: FILE's folder (default: %(default)s)")
     g.add_argument("--sample-every", type=non_negative_int, default=d("sample_every"),
                    metavar="STEPS", help="save a sample grid every STEPS steps, 0 = only at epoch ends "
@@ -227,10 +231,13 @@ def _add_output_flags(parser, defaults, suppress):
                         "distance anyway); 0 = off (default: %(default)s)")
     g.add_argument("--resume", nargs="?", const="", default=d("resume"), metavar="CHECKPOINT",
                    help="continue from CHECKPOINT (default with no value: OUT/checkpoint.npz) to --epochs "
-                        "in total; flags not given again keep the checkpoint's values (default: %(default)s)")
+                        "in total, into the folder of CHECKPOINT's own run (same run id in OUT/manifest.json) or a "
+                        "new one; flags not given again keep the checkpoint's values, except the places to write "
+                        "(--out, --tensorboard) and, outside its own run's folder, --data-dir (default: %(default)s)")
     g.add_argument("--overwrite", action="store_true", default=argparse.SUPPRESS if suppress else defaults["overwrite"],
-                   help="delete the outputs of an earlier run in --out (checkpoint.npz, metrics.csv, samples/, "
-                        "...; nothing else) and start afresh (default: %(default)s)")
+                   help="delete the files an earlier run in --out recorded writing (its manifest.json: "
+                        "checkpoint.npz, metrics.csv, samples/..., nothing else, never through a link) and start "
+                        "afresh (default: %(default)s)")
     g.add_argument("--no-progress", dest="progress", action="store_false",
                    default=argparse.SUPPRESS if suppress else defaults["progress"],
                    help="no progress bar (for logs) (default: progress bar on)")
@@ -284,24 +291,48 @@ def load_images(config, log, with_labels=False):
     return (images, labels) if with_labels else images
 
 
-def resolve_config(args, explicit, defaults, log):
-    """The run's config: defaults < checkpoint's config (when resuming) < flags given explicitly."""
+# What a resume reads back from a checkpoint's config (audited key by key): a checkpoint is data, never
+# instructions, so a setting that names a place comes from the command line.
+#   out, resume, overwrite, tensorboard  where to write, what to delete: the command line only, always
+#   data_dir                             which files to read: the command line, or the checkpoint's own
+#                                        when it continues its own run in place (its run id is the one in
+#                                        --out's manifest.json: the user gave that path to that run)
+#   everything else                      what the networks, the data order and the schedule are (sizes,
+#                                        rates, choices of objective, backend, evaluator, ...): the
+#                                        checkpoint's, unless a flag is given again; none names a path or
+#                                        a program (the choices are checked where they are used)
+# (environment, image_shape, num_images, ranks, best, ... are recorded, never read back: recomputed.)
+COMMAND_LINE_ONLY = ("out", "resume", "overwrite", "tensorboard")
+
+
+def load_resumed(args):
+    """(checkpoint path, its meta) of ``--resume`` (None, None without it); UserError for one that cannot be."""
+    if args.resume is None:
+        return None, None
+    resume = Path(args.resume) if args.resume else Path(args.out) / "checkpoint.npz"
+    if not resume.exists():
+        raise UserError(f"cannot resume: {resume} does not exist (train first, or pass the checkpoint path)")
+    try:
+        _, meta = load_run_checkpoint(resume)  # checked (metadata, sizes, NaN/Inf) before anything is written
+    except CheckpointError as e:
+        raise UserError(str(e)) from None
+    if meta.get("kind") == "generator":  # scratchgan export: G alone, no D or optimizer state
+        raise UserError(f"cannot resume: {resume} is an exported generator (G alone); resume from the training "
+                        "checkpoint")
+    return resume, meta
+
+
+def resolve_config(args, explicit, defaults, log, resumed=None):
+    """The run's config: defaults < checkpoint's config (when resuming) < flags given explicitly.
+
+    ``resumed``: ``load_resumed(args)`` when the caller has it already. Returns (config, checkpoint path or None).
+    """
     config = {k: v for k, v in vars(args).items()}
-    resume = None
-    if args.resume is not None:
-        resume = Path(args.resume) if args.resume else Path(args.out) / "checkpoint.npz"
-        if not resume.exists():
-            raise UserError(f"cannot resume: {resume} does not exist (train first, or pass the checkpoint path)")
-        try:
-            _, meta = load_checkpoint(resume)
-        except CheckpointError as e:
-            raise UserError(str(e)) from None
-        if meta.get("kind") == "generator":  # scratchgan export: G alone, no D or optimizer state
-            raise UserError(f"cannot resume: {resume} is an exported generator (G alone); resume from the training "
-                            "checkpoint")
+    resume, meta = resumed if resumed is not None else load_resumed(args)
+    if resume is not None:
         saved = meta.get("config", {})
-        # a checkpoint is data, not instructions: where to write comes from the command line only
-        kept = {k: v for k, v in saved.items() if k in defaults and k not in ("out", "resume", "overwrite")}
+        saved = saved if isinstance(saved, dict) else {}
+        kept = {k: v for k, v in saved.items() if k in defaults and k not in COMMAND_LINE_ONLY}
         if saved.get("eval_every") and "evaluator" not in saved:  # its metrics.csv holds the MLP's numbers
             kept["evaluator"] = "mlp"
         if "preset" in explicit and explicit["preset"] != saved.get("preset"):
@@ -312,6 +343,12 @@ def resolve_config(args, explicit, defaults, log):
         config["resume"] = str(resume)
         if "out" not in explicit:  # --resume FILE continues in FILE's folder
             config["out"] = str(resume.parent) if args.resume else args.out
+        if saved.get("data_dir") and "data_dir" not in explicit and not _continues_in_place(config["out"], meta):
+            raise UserError(f"{resume} was trained on --data-dir {saved['data_dir']}: give --data-dir again (a "
+                            f"checkpoint resumed outside its own run folder does not choose which files are read)")
+        if saved.get("tensorboard") and "tensorboard" not in explicit and log:
+            log(f"the run logged to TensorBoard in {saved['tensorboard']}; give --tensorboard again to go on "
+                "logging (a checkpoint never chooses where a run writes)")
     else:  # a flag the user did not give takes the preset's value, then the objective's default
         chosen = presets.apply(config, explicit)  # (--loss wgan: RMSprop 5e-5, ...)
         if config.get("preset"):
@@ -320,6 +357,33 @@ def resolve_config(args, explicit, defaults, log):
             if key not in chosen and key in config:
                 config[key] = value
     return config, resume
+
+
+def _continues_in_place(out, meta):
+    """Whether the checkpoint (``meta``) is of the run recorded in ``out``'s manifest."""
+    try:
+        manifest = rundir.Manifest.read(out) if Path(out).is_dir() else None
+    except rundir.RunDirError:  # rundir.check says what is wrong with it
+        return False
+    run_id = rundir.run_id_of(meta)
+    return manifest is not None and run_id is not None and manifest.run_id == run_id
+
+
+def _nothing_to_do(config, meta, resume, log):
+    """A resume whose --epochs the checkpoint has already done: True (one line, exit 0) when it is exactly
+    done; UserError when it asks for fewer than done. Nothing is written either way."""
+    done, partial, epochs = meta.get("epoch"), meta.get("batch_in_epoch", 0), config["epochs"]
+    if not all(type(v) is int for v in (done, partial, epochs)):  # the checks of the checkpoint name what is wrong
+        return False
+    if epochs > done:
+        return False
+    if epochs == done and not partial:
+        log(f"nothing to do: {resume} has done all {done} epochs of --epochs {epochs}; nothing was changed "
+            "(to train on, pass a larger --epochs)")
+        return True
+    so_far = f"{done} epoch{'s' if done != 1 else ''}" + (" and part of the next" if partial else "")
+    raise UserError(f"--epochs {epochs}: {resume} has already done {so_far}; nothing was changed (to train on, "
+                    f"pass --epochs {done + 1} or more)")
 
 
 def train_main(argv=None, prog="mnist_mlp.py", description=None, defaults=MLP_DEFAULTS):
@@ -348,38 +412,56 @@ def _train_main(argv, prog, description, defaults):
     explicit = vars(make_train_parser(prog, description, defaults, suppress=True, both=both).parse_args(argv))
     log = _log
     trainer = config = None
+    dry_folder = None  # the temporary folder of a --dry-run without --out, made after every check passed
     previous_sigterm = _stop_on_sigterm()  # outside Trainer.fit (which saves first), as Ctrl-C stops Python
     try:
         train_options.check_early(args)
-        config, resume = resolve_config(args, explicit, defaults, log)
+        resumed = load_resumed(args)
+        config, resume = resolve_config(args, explicit, defaults, log, resumed=resumed)
         train_options.check_flags(config, explicit, arch_choosable=both)
         # data-parallel when started by mpiexec (None otherwise): rank 0 alone checks, claims and writes --out
         world = distributed.init(config["backend"])
         writes = world is None or world.rank == 0
         if not writes:
             log = _quiet
+        if resume is not None and _nothing_to_do(config, resumed[1], resume, log):
+            return 0
+        run_id = rundir.run_id_of(resumed[1]) if resume is not None else None
+        if config["dataset"] == "mnist-bundled" and "split" not in explicit:
+            config["split"] = "test"  # the bundled digits are MNIST's test split; an explicit --split train errs
+        xp = get_xp(config["backend"])  # before anything is made: no CuPy is one line, and no folder left behind
+        real = None  # a --dry-run: what its real run would read and ask, checked as that run checks it
         if config.get("dry_run"):
             if world is not None:
                 raise UserError("--dry-run runs in one process; start it without mpiexec")
-            train_options.prepare_dry_run(config, explicit, log)
-        if writes:
-            rundir.check(config["out"], resume, config["overwrite"])  # before anything is loaded or written
-        if config["dataset"] == "mnist-bundled" and "split" not in explicit:
-            config["split"] = "test"  # the bundled digits are MNIST's test split; an explicit --split train errs
-        xp = get_xp(config["backend"])
+            real = train_options.prepare_dry_run(config, explicit)
+        if writes:  # every place the run writes, before anything is loaded or written
+            if config["out"] is not None:  # (None: a dry run's new temporary folder)
+                rundir.check(config["out"], resume, config["overwrite"], resume_run_id=run_id)
+            if config.get("tensorboard"):
+                rundir.probe_writable(config["tensorboard"], "--tensorboard")
         train_options.apply_precision(config, xp)  # --tf32
+        if real is not None:
+            real.count = train_options.check_data_source(config, real.limit)  # the paths a real run reads, read no further
         images, labels = load_images(config, log, with_labels=True)
+        dataset = config["dataset"] if real is None else config["dry_run_of"]
         if config.get("conditional"):
             if config.get("arch", "mlp") != "mlp":
                 raise UserError("--conditional is for the MLP GAN (examples/mnist_mlp.py)")
             if labels is None:
-                raise UserError(f"--conditional needs class labels, and --dataset {config['dataset']} has none")
+                raise UserError(f"--conditional needs class labels, and --dataset {dataset} has none")
             config["num_classes"] = int(labels.max()) + 1
         else:
             labels = None
-        if config["batch_size"] > len(images):
-            raise UserError(f"--batch-size {config['batch_size']} is larger than the {len(images)} training "
+        count = len(images) if real is None else real.count  # a dry run: the real data's size, where known
+        if count is not None and config["batch_size"] > count:
+            raise UserError(f"--batch-size {config['batch_size']} is larger than the {count} training "
                             "images; use a smaller batch size")
+        eval_every = config.get("eval_every") if real is None else real.eval_every
+        if eval_every and writes and (int(np.prod(images.shape[1:])) != 784 or
+                                      dataset in ("folder", *train_options.DATASETS)):
+            raise UserError("--eval-every measures MNIST-like 28x28 grayscale runs only "
+                            f"(its classifier is trained on {dataset} digits/clothes)")
         config["image_size"] = int(np.prod(images.shape[1:]))  # the MLP's flattened image length
         config["image_shape"] = list(images.shape[1:])
         config["num_images"] = len(images)
@@ -396,6 +478,8 @@ def _train_main(argv, prog, description, defaults):
         if world is not None:  # this rank's slice of each global batch, averaged gradients, synced BatchNorm
             config["ranks"] = world.size
             step, loader = distributed.parallelize(step, world), distributed.ShardedLoader(loader, world)
+        if real is not None:
+            dry_folder = train_options.dry_run_folder(config, log)
         trainer = (Trainer if world is None else distributed.trainer_class(world))(
                           step, loader, config["out"], config, sample_every=config["sample_every"],
                           log_every=config["log_every"], image_shape=None if conv else tuple(images.shape[1:]),
@@ -403,19 +487,20 @@ def _train_main(argv, prog, description, defaults):
                           instance_noise=config.get("instance_noise", 0.0),
                           snapshot_every=config.get("snapshot_every", 0))
         if config.get("eval_every") and writes:
-            if int(np.prod(images.shape[1:])) != 784 or config["dataset"] in ("folder", *train_options.DATASETS):
-                raise UserError("--eval-every measures MNIST-like 28x28 grayscale runs only "
-                                f"(its classifier is trained on {config['dataset']} digits/clothes)")
             from .metrics import make_eval_hook
             trainer.eval_hook = make_eval_hook(config, loader.images(len(images)).reshape(len(images), 784),
                                                backend=config["backend"], log=log)
         log(f"training {config['dataset']} ({len(images)} images, split {config['split']}) on "
             f"{backend_name(xp)}/{config['dtype']}: G {step.G.num_parameters():,} and D "
             f"{step.D.num_parameters():,} parameters; outputs in {config['out']}")
-        with (rundir.claim(config["out"], resume, config["overwrite"]) if writes else contextlib.nullcontext()):
+        claim = rundir.claim(config["out"], resume, config["overwrite"], resume_run_id=run_id,
+                             resumed_step=resumed[1].get("global_step") if resume is not None else None)
+        with (claim if writes else contextlib.nullcontext()) as manifest:
+            trainer.manifest = manifest  # every file the run writes is recorded there first (None: not rank 0)
             with warnings.catch_warnings():  # NumPy's overflow warnings (worker threads too): the watchdog says it
                 warnings.filterwarnings("ignore", r"(overflow|invalid value|divide by zero) encountered", RuntimeWarning)
                 trainer.fit(config["epochs"], resume_from=resume)
+        dry_folder = None  # trained: the folder is the dry run's result
     except (UserError, DataError, BackendError, CheckpointError, rundir.RunDirError, ValueError) as e:
         return _fail(prog, e)
     except MemoryError as e:
@@ -437,6 +522,9 @@ def _train_main(argv, prog, description, defaults):
     finally:
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
+        if dry_folder is not None:  # a dry run that stopped before training: its empty folder goes
+            with contextlib.suppress(OSError):
+                os.rmdir(dry_folder)
     warning = trainer.divergence_warning()
     if warning:
         print(f"{prog}: warning: {warning}", file=sys.stderr)
@@ -457,23 +545,23 @@ def main(argv=None):
                 "evaluate": evaluate_main, "export": export_main, "interpolate": interpolate_main}
     if argv and argv[0] in ("--version", "-V"):
         from . import __version__
-        print(f"scratchgan {__version__}")
+        say(f"scratchgan {__version__}")
         return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
         asked = bool(argv) and argv[0] in ("-h", "--help")
         stream = sys.stdout if asked else sys.stderr  # as argparse: help on stdout, a usage error on stderr
-        print("usage: python -m scratchgan {train,sample,evaluate,export,interpolate} [--help]\n"
-              "  train     train the MLP GAN or, with --arch dcgan, the DCGAN (the flags of examples/mnist_mlp.py "
-              "and examples/dcgan.py)\n"
-              "  sample    generate images from a checkpoint\n"
-              "  evaluate  measure a checkpoint's samples: Frechet distance (classifier features), coverage, "
-              "precision/recall\n"
-              "  export       write a checkpoint's generator alone (weights, BatchNorm buffers, config)\n"
-              "  interpolate  a latent walk between seeds (slerp) as a GIF and a strip PNG", file=stream)
+        say("usage: python -m scratchgan {train,sample,evaluate,export,interpolate} [--help]\n"
+            "  train     train the MLP GAN or, with --arch dcgan, the DCGAN (the flags of examples/mnist_mlp.py "
+            "and examples/dcgan.py)\n"
+            "  sample    generate images from a checkpoint\n"
+            "  evaluate  measure a checkpoint's samples: Frechet distance (classifier features), coverage, "
+            "precision/recall\n"
+            "  export       write a checkpoint's generator alone (weights, BatchNorm buffers, config)\n"
+            "  interpolate  a latent walk between seeds (slerp) as a GIF and a strip PNG", file=stream)
         if asked:
             return 0
         problem = f"unknown command {argv[0]!r}" if argv else "a command is required"
-        print(f"scratchgan: error: {problem}; choose one of: {', '.join(commands)}", file=sys.stderr)
+        say(f"scratchgan: error: {problem}; choose one of: {', '.join(commands)}", file=sys.stderr)
         return EXIT_USAGE
     return commands[argv[0]](argv[1:])
 
@@ -482,18 +570,8 @@ def _quiet(message):
     """The log of the ranks other than 0 in a data-parallel run: rank 0 says it."""
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM outside the training loop (loading data, building the networks): stop as Ctrl-C does."""
-
-
-def _stop_on_sigterm():
-    """Make SIGTERM raise _Terminated; returns the previous handler (None where it cannot be set)."""
-    def handler(signum, frame):
-        raise _Terminated()
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except (ValueError, AttributeError):  # not the main thread, or no SIGTERM here
-        return None
+# SIGTERM outside the training loop stops as Ctrl-C does: the mechanism every command shares (cliutil)
+_Terminated, _stop_on_sigterm = Terminated, stop_on_sigterm
 
 
 def _memory_message(error, explicit, keys):

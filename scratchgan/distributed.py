@@ -37,7 +37,7 @@ import traceback
 
 import numpy as np
 
-from .backend import array_module
+from .backend import array_module, random_generator
 from .cliutil import UserError
 from .gan import NoiseSource
 from .trainer import Trainer
@@ -340,7 +340,7 @@ def shard_dropout(modules, world, xp):
     from . import nn
     for m in modules:
         if isinstance(m, nn.Dropout) and not isinstance(m.rng, ShardedGenerator):
-            m.rng = ShardedGenerator(m.rng if m.rng is not None else xp.random.default_rng(m.seed), world)
+            m.rng = ShardedGenerator(m.rng if m.rng is not None else random_generator(xp, m.seed), world)
 
 
 class _NoCSV:

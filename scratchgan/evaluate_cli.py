@@ -22,8 +22,10 @@ import numpy as np
 
 from . import metrics
 from .backend import BackendError, get_xp, to_device, to_numpy
-from .checkpoint import CheckpointError, atomic_write, load_checkpoint
-from .cliutil import Parser, UserError, non_negative_int, positive_int
+from .checkpoint import CheckpointError, atomic_write
+from .checkpoint_schema import check_network_shapes, load_run_checkpoint
+from .cliutil import (Parser, UserError, check_new_files, interruption, non_negative_int, positive_int, run_command,
+                      say)
 from .cliutil import fail as _fail, log as _log
 from .cliutil import os_error_message as _os_error_message
 from .data import DATASET_NAMES, DataError, load_dataset_or_bundled
@@ -57,7 +59,9 @@ def make_parser(prog):
                    help="read the IDX files from DIR (default: the checkpoint's, when the dataset is the same)")
     p.add_argument("--split", choices=["train", "test"], default=None,
                    help="split of the real images (default: the checkpoint's training split)")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the results to FILE as JSON")
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help="also write the results to FILE as JSON; an existing FILE is refused unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json FILE (default: off)")
     p.add_argument("--backend", choices=["numpy", "cupy"], default="numpy",
                    help="where the generator and the evaluator run (default: %(default)s)")
     p.add_argument("--seed", type=non_negative_int, default=0,
@@ -82,14 +86,17 @@ def make_parser(prog):
 def load_generator(path, xp):
     """(G, config, meta) from a training checkpoint or a generator exported from one (export.py); `sample`,
     `interpolate`, `evaluate` and `export` all load it here."""
-    arrays, meta = load_checkpoint(path)
-    config = meta.get("config")
-    if not isinstance(config, dict) or "latent_dim" not in config:
-        raise UserError(f"{path} holds no model config; is it a scratchgan training checkpoint?")
-    try:
-        G, _ = build_gan(config, xp)
-    except KeyError as e:
-        raise UserError(f"{path}: its config lacks {e}; is it a scratchgan training checkpoint?") from None
+    built = {}
+
+    def build_to_fit(meta, shapes):  # on the headers: G is built and compared before any array is read
+        try:
+            built["G"], _ = build_gan(meta["config"], xp)
+        except KeyError as e:
+            raise UserError(f"{path}: its config lacks {e}; is it a scratchgan training checkpoint?") from None
+        check_network_shapes(path, built["G"], "G/", shapes)
+
+    arrays, meta = load_run_checkpoint(path, need="generator", check=build_to_fit)
+    G, config = built["G"], meta["config"]
     try:
         G.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("G/")})
         use_ema_weights(G, arrays, log=_log)  # --ema runs: the averaged weights
@@ -108,8 +115,8 @@ def generate_images(G, n, latent_dim, seed, batch_size=1000):
     return np.concatenate(out)
 
 
-def _check_json_target(path):
-    """UserError when ``path`` is a folder or lies under a file (reads only)."""
+def _check_json_target(path, overwrite):
+    """UserError when ``path`` is a folder, lies under a file, or exists without --overwrite (reads only)."""
     if path.is_dir():
         raise UserError(f"--json {path} is a folder; give a file name")
     for parent in path.parents:
@@ -117,6 +124,7 @@ def _check_json_target(path):
             if not parent.is_dir():
                 raise UserError(f"--json {path}: {parent} is a file, not a folder")
             break
+    check_new_files([path], "--json", overwrite)
 
 
 def format_table(results, n_classes, k):
@@ -133,10 +141,15 @@ def format_table(results, n_classes, k):
 
 def evaluate_main(argv=None, prog="scratchgan evaluate"):
     args = make_parser(prog).parse_args(argv)
+    return run_command(prog, lambda: _evaluate(args, prog))
+
+
+def _evaluate(args, prog):
     log = _log
+    doing = "loading the checkpoint"  # what an interruption stopped, for its one line
     try:
         if args.json:  # before minutes of work: a target that cannot be a file is refused now
-            _check_json_target(Path(args.json))
+            _check_json_target(Path(args.json), args.overwrite)
         xp = get_xp(args.backend)
         G, config, meta = load_generator(args.checkpoint, xp)
         pixels = generate_images(G, 2, int(config["latent_dim"]), args.seed).shape[1]
@@ -161,6 +174,7 @@ def evaluate_main(argv=None, prog="scratchgan evaluate"):
         if dataset == "mnist-bundled":
             data_dir = None  # the bundled digits ship inside the package
 
+        doing = f"loading the {dataset} images"
         images, _ = load_dataset_or_bundled(dataset, split, data_dir, log=log)
         n = args.n
         note = None
@@ -172,11 +186,13 @@ def evaluate_main(argv=None, prog="scratchgan evaluate"):
         if n < args.k + 2:
             raise UserError(f"N = {n} images is too few for k = {args.k} nearest neighbours")
 
+        doing = "loading or training the evaluator (it is cached only once fully trained)"
         evaluator = get_evaluator(dataset, data_dir, kind=args.evaluator, backend=args.backend,
                                   seed=args.evaluator_seed,
                                   epochs=args.evaluator_epochs, limit=args.evaluator_limit, log=log)
         log(evaluator.describe())
 
+        doing = "measuring"
         t0 = time.perf_counter()
         order = np.random.default_rng([args.seed, 0x4EA1]).permutation(len(images))
         real_a, real_b = images[order[:n]], images[order[n:2 * n]]
@@ -188,6 +204,8 @@ def evaluate_main(argv=None, prog="scratchgan evaluate"):
         results["real_floor"] = metrics.compare(reference, real_b)
         results["noise_ceiling"] = metrics.compare(reference, noise)
         seconds = time.perf_counter() - t0
+    except KeyboardInterrupt as e:
+        raise interruption(e, f"stopped while {doing}; no results were written") from None
     except (UserError, CheckpointError, DataError, BackendError, ValueError) as e:
         return _fail(prog, e)
     except OSError as e:
@@ -210,15 +228,17 @@ def evaluate_main(argv=None, prog="scratchgan evaluate"):
         "evaluator": info, "seconds": round(seconds, 2),
     })
     epoch = f"epoch {meta.get('epoch')}, step {meta.get('global_step')}"
-    print(f"{args.checkpoint} ({epoch}) vs {dataset} {split}, N = {n}"
-          + (f" (reduced from {args.n})" if note else ""))
-    print(format_table(results, evaluator.n_classes, args.k))
-    print("real floor: a second, disjoint set of N real images; noise ceiling: uniform noise images. "
-          "Frechet distance in classifier features: not comparable with Inception FID.")
+    say(f"{args.checkpoint} ({epoch}) vs {dataset} {split}, N = {n}"
+        + (f" (reduced from {args.n})" if note else ""))
+    say(format_table(results, evaluator.n_classes, args.k))
+    say("real floor: a second, disjoint set of N real images; noise ceiling: uniform noise images. "
+        "Frechet distance in classifier features: not comparable with Inception FID.")
     if args.json:
         try:
             with atomic_write(Path(args.json), durable=False) as f:
                 f.write((json.dumps(results, indent=2, sort_keys=True) + "\n").encode())
+        except KeyboardInterrupt as e:
+            raise interruption(e, f"the results above were not saved to {args.json}") from None
         except OSError as e:  # atomic_write names the target, never its temp file
             return _fail(prog, f"--json {args.json}: cannot write it ({e.strerror or e}); results above were "
                                "not saved")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .cliutil import Parser, UserError
+from .checkpoint import CheckpointError, read_meta, save_checkpoint
+from .cliutil import Parser, UserError, interruption, run_command
 from .cliutil import fail as _fail, log as _log
 from .cliutil import os_error_message as _os_error_message
 from .evaluate_cli import load_generator
@@ -28,18 +28,19 @@ def is_export(meta):
     return meta.get("kind") == KIND
 
 
-def export_generator(checkpoint, out):
+def export_generator(checkpoint, out, overwrite=False):
     """Write ``checkpoint``'s generator to ``out`` atomically; returns (out, number of parameters).
 
     UserError / CheckpointError for a file that is not a training checkpoint (an export included), a
-    non-finite generator, or an ``out`` that would replace another file than an earlier export.
+    non-finite generator, or an ``out`` that would replace another file than an earlier export (unless
+    ``overwrite``).
     """
     checkpoint, out = Path(checkpoint), Path(out)
-    _, meta = load_checkpoint(checkpoint)
+    meta = read_meta(checkpoint)  # load_generator checks the whole file
     if is_export(meta):
         raise UserError(f"{checkpoint} is already an exported generator (scratchgan export); export from the "
                         "training checkpoint")
-    _check_target(checkpoint, out)
+    _check_target(checkpoint, out, overwrite)
     G, config, meta = load_generator(checkpoint, np)  # rebuilt and loaded: the weights fit the config
     arrays = {f"G/{name}": value for name, value in G.state_dict().items()}
     bad = [name for name, value in arrays.items() if not np.isfinite(value).all()]
@@ -53,8 +54,9 @@ def export_generator(checkpoint, out):
     return out, G.num_parameters()
 
 
-def _check_target(checkpoint, out):
-    """Refuse an --out that is a folder, the checkpoint itself, or any existing file but an earlier export."""
+def _check_target(checkpoint, out, overwrite=False):
+    """Refuse an --out that is a folder, the checkpoint itself, or (without --overwrite) any existing file
+    but an earlier export."""
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; give a file name such as G.npz")
     if not out.exists():
@@ -62,12 +64,12 @@ def _check_target(checkpoint, out):
     if out.resolve() == checkpoint.resolve():
         raise UserError(f"--out {out} is the checkpoint being exported; choose another --out")
     try:
-        _, old = load_checkpoint(out)
+        old = read_meta(out)
     except CheckpointError:
         old = {}
-    if not is_export(old):
-        raise UserError(f"--out {out} exists and is not an exported generator; choose another --out (export "
-                        "replaces only an earlier export)")
+    if not is_export(old) and not overwrite:
+        raise UserError(f"--out {out} exists and is not an exported generator; choose another --out, or add "
+                        "--overwrite to replace it (without it, export replaces only an earlier export)")
 
 
 def make_parser(prog):
@@ -78,14 +80,23 @@ def make_parser(prog):
                    help="a training checkpoint (checkpoint.npz, checkpoint_best.npz, checkpoint_epoch0005.npz)")
     p.add_argument("--out", required=True, metavar="FILE",
                    help="the generator file to write, e.g. G.npz; written atomically; an existing file is "
-                        "replaced only if it is an earlier export")
+                        "replaced only if it is an earlier export, unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out FILE even if it is not an earlier export (never the checkpoint "
+                        "being exported) (default: off)")
     return p
 
 
 def export_main(argv=None, prog="scratchgan export"):
     args = make_parser(prog).parse_args(argv)
+    return run_command(prog, lambda: _export(args, prog))
+
+
+def _export(args, prog):
     try:
-        out, n_params = export_generator(args.checkpoint, args.out)
+        out, n_params = export_generator(args.checkpoint, args.out, args.overwrite)
+    except KeyboardInterrupt as e:
+        raise interruption(e, f"nothing was written ({args.out} is written whole or not at all)") from None
     except (UserError, CheckpointError, ValueError) as e:
         return _fail(prog, e)
     except OSError as e:

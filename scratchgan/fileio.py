@@ -43,8 +43,12 @@ def atomic_path(path, durable=True, suffix=".tmp"):
     # os.open with 0o666 (not mkstemp's 0o600) so the final file gets the usual umask permissions.
     try:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666))
-    except OSError as e:
+    except OSError as e:  # nothing was created (EEXIST: another writer's file, left alone)
         raise _naming(e, path) from None
+    except BaseException:  # Ctrl-C / SIGTERM: Python runs the handler as os.open returns, the file just made
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     try:
         yield tmp
         if durable:

@@ -18,7 +18,7 @@ import contextlib
 
 import numpy as np
 
-from .backend import array_module
+from .backend import array_module, random_generator
 from .diffaugment import DiffAugment
 from .ema import GeneratorEMA
 from .gradient_penalty import GradientPenalty, R1Penalty
@@ -40,7 +40,7 @@ class NoiseSource:
     def start_epoch(self, epoch, draws=0):
         # SeedSequence mixes (seed, epoch) into one well-spread integer seed (a host computation)
         mixed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
-        self.rng = self.xp.random.default_rng(mixed)
+        self.rng = random_generator(self.xp, mixed)  # on CuPy: the same stream on every GPU model
         self.epoch, self.draws = epoch, 0
         self._extra = {}  # name -> [generator, kind, shape, draws]: see extra()
         for _ in range(draws):  # replay up to where a checkpoint left off
@@ -70,7 +70,7 @@ class NoiseSource:
         if entry is None:
             tag = int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "little")
             mixed = int(np.random.SeedSequence([self.seed, self.epoch, tag]).generate_state(1)[0])
-            entry = self._extra[name] = [self.xp.random.default_rng(mixed), kind, tuple(shape), 0]
+            entry = self._extra[name] = [random_generator(self.xp, mixed), kind, tuple(shape), 0]
         return entry
 
     def state(self):

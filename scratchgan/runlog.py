@@ -19,8 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .fileio import atomic_write
+
 JSONL_NAME = "metrics.jsonl"
 INSTALL_HINT = 'pip install "scratchgan[tensorboard]"'
+
+
+class LogError(ValueError):
+    """metrics.jsonl holds a line that is not a logged step; the message names the file and the line."""
 
 
 def tensorboard_available():
@@ -54,15 +60,44 @@ class MetricsJSONL:
         self._file.write(json.dumps({k: _json_value(v) for k, v in row.items()}) + "\n")
         self._file.flush()
 
+    def rows(self):
+        """(line, row) of every line logged so far; reads only. LogError, naming the file and the line, for a
+        line that is not a JSON object with a numeric step (a damaged disk, an edit by hand)."""
+        if not self.path.exists():
+            return []
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        except UnicodeDecodeError as e:
+            raise LogError(f"{self.path}: not UTF-8 text (byte {e.start}); the run's log is damaged: repair or "
+                           "delete it, then resume") from None
+        rows = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as e:  # json.JSONDecodeError
+                reason = f"not JSON: {e.msg}"
+            else:
+                step = row.get("step", 0) if isinstance(row, dict) else None
+                if isinstance(step, (int, float)) and not isinstance(step, bool):
+                    rows.append((line, row))
+                    continue
+                reason = "not a logged step (a JSON object with a numeric \"step\")"
+            raise LogError(f"{self.path}, line {number}: {reason}; the run's log is damaged: repair or delete that "
+                           "line, then resume")
+        return rows
+
     def truncate_after(self, step):
         """Forget the lines logged after ``step`` (a resumed run continues from there)."""
         self.close()
         if not self.path.exists():
             return
-        lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
-        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-        if len(kept) != len(lines):
-            self.path.write_text("".join(kept), encoding="utf-8")
+        raw = self.path.read_text(encoding="utf-8")
+        kept = [line for line, row in self.rows() if row.get("step", 0) <= step]
+        if "".join(kept) != raw:
+            with atomic_write(self.path) as f:  # the whole log or the old one, whatever happens meanwhile
+                f.write("".join(kept).encode("utf-8"))
 
     def close(self):
         if self._file is not None:

@@ -11,20 +11,25 @@ cli.py only calls them:
   depends on ``--arch`` says both, and a flag of one architecture says so;
 - ``check_flags(config, explicit)``: one line, before anything is loaded, for a flag of the other
   architecture, --dry-run with --resume, --tensorboard without its extra;
+- ``prepare_dry_run``, ``check_data_source``, ``dry_run_folder``: a dry run checks what its real run checks
+  (the data's paths included, read no further than a folder listing or a header) and makes its temporary
+  folder only once every check has passed;
 - ``load_images(config, log)``: CIFAR-10, a user's ``.npy`` and the synthetic images of --dry-run,
   as uint8 (N, H, W) for the MLP or (N, C, S, S) for the DCGAN.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__, runlog
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, read_meta
 from .cliutil import Parser, UserError
+from .data import DataError
 
 ARCHES = ("mlp", "dcgan")
 # flags that exist for one architecture only (config keys)
@@ -43,9 +48,11 @@ def add_flags(parser, defaults, suppress=False):
 
     g = parser.add_argument_group("conveniences")
     g.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS if suppress else False,
-                   help=f"check the set-up: {DRY_RUN_STEPS} steps on random images of the run's shape (no dataset "
-                        "is read or downloaded, no --eval-every), all outputs written as usual; into --out when "
-                        "given, else into a new temporary folder, whose path is printed (default: off)")
+                   help=f"check the set-up: what the real run checks before training (flags, output places, the "
+                        "data's paths: an image folder is listed, a .npy file's header read; no image is decoded, "
+                        f"nothing downloaded), then {DRY_RUN_STEPS} steps on random images of the run's shape (no "
+                        "--eval-every), all outputs written as usual; into --out when given, else into a new "
+                        "temporary folder, whose path is printed (default: off)")
     g.add_argument("--tensorboard", default=d("tensorboard"), metavar="DIR",
                    help="also write the metrics.csv values as scalars and the sample grids as images to TensorBoard "
                         f"event files in DIR (needs the extra: {runlog.INSTALL_HINT}); metrics.jsonl (one JSON "
@@ -98,7 +105,8 @@ def arch_of(argv):
     if known.resume is not None:  # continue a DCGAN run without repeating --arch dcgan
         path = Path(known.resume) if known.resume else Path(known.out or "runs/mnist_mlp") / "checkpoint.npz"
         try:
-            arch = load_checkpoint(path)[1].get("config", {}).get("arch")
+            config = read_meta(path).get("config")  # the headers only: resolve_config checks the whole file
+            arch = config.get("arch") if isinstance(config, dict) else None
         except (CheckpointError, OSError, ValueError):  # train_main says what is wrong with it
             arch = None
         if arch in ARCHES:
@@ -184,13 +192,88 @@ def apply_precision(config, xp):
         use_tf32(xp)
 
 
-def prepare_dry_run(config, explicit, log):
-    """--dry-run: one epoch of DRY_RUN_STEPS steps on synthetic images, into --out or a new temporary folder."""
+@dataclasses.dataclass
+class DryRun:
+    """What the real run of a --dry-run asks for, so that the dry run checks it as that run would."""
+    limit: int | None
+    eval_every: int
+    count: int | None = None  # the real run's number of images, where known without reading them
+
+
+def prepare_dry_run(config, explicit):
+    """--dry-run: one epoch of DRY_RUN_STEPS steps on synthetic images, into --out or (``config["out"]`` None
+    until ``dry_run_folder``) a new temporary folder; returns the real run's ``DryRun``."""
+    real = DryRun(config.get("limit"), config.get("eval_every") or 0)
     config["dry_run_of"] = config["dataset"]  # what the real run would read, for the image shape
     config["dataset"], config["epochs"], config["eval_every"], config["limit"] = "synthetic", 1, 0, None
     if "out" not in explicit:
-        config["out"] = tempfile.mkdtemp(prefix="scratchgan-dry-run-")
+        config["out"] = None  # made by dry_run_folder once every check has passed: a refused dry run leaves none
+    return real
+
+
+def dry_run_folder(config, log):
+    """The dry run's output folder, made now when it is a new temporary one (returned, else None); says where."""
+    made = None
+    if config["out"] is None:
+        config["out"] = made = tempfile.mkdtemp(prefix="scratchgan-dry-run-")
     log(f"dry run: {DRY_RUN_STEPS} steps on random images, no dataset read; outputs in {config['out']}")
+    return made
+
+
+def check_data_source(config, limit=None):
+    """A dry run's check of what its real run reads (``config["dry_run_of"]`` from ``--data-dir``): the path is
+    there and of the right kind, an image folder has images, a .npy file's header and first image pass the
+    real loader's checks; nothing is decoded or downloaded. Returns the real run's number of images where it
+    is known (else None), never more than ``limit`` (--limit). DataError / UserError as the real run's."""
+    name, data_dir = config["dry_run_of"], config.get("data_dir")
+    count = None
+    if name == "folder":
+        from .data.folder import IMAGE_EXTENSIONS, scan_image_folder
+        if not data_dir:
+            raise UserError("--dataset folder needs --data-dir DIR, the folder of images")
+        entries, others = scan_image_folder(data_dir)  # lists the folder, decodes nothing
+        if not entries:  # the real run's line (data/folder.py open_image_folder)
+            seen = (f"only {len(others)} other file{'s' if len(others) > 1 else ''} "
+                    f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})") if others else "nothing"
+            raise DataError(f"image folder {Path(data_dir).expanduser().resolve()}: no image files "
+                            f"({', '.join(IMAGE_EXTENSIONS)}, searched recursively, hidden files left out); found "
+                            f"{seen}")
+        count = len(entries)
+    elif name == "npy":
+        count = _npy_count(Path(data_dir).expanduser())
+    elif name == "mnist-bundled" and data_dir is not None:
+        raise DataError("mnist-bundled reads the digits shipped inside the package; drop --data-dir, or use the "
+                        "dataset 'mnist' to read the IDX files in that folder")
+    elif data_dir is not None:  # IDX files or CIFAR-10 batches: their folder (CIFAR-10: or its tarball)
+        folder = Path(data_dir).expanduser()
+        tarball = name == "cifar10" and folder.is_file() and folder.name.endswith((".tar.gz", ".tgz"))
+        if not tarball and not folder.is_dir():
+            raise DataError(f"data dir {folder} does not exist or is not a folder")
+    if limit is not None:  # --limit N: the real run takes the first N (the data may have fewer: not known here)
+        count = limit if count is None else min(count, limit)
+    return count
+
+
+def _npy_count(path):
+    """The number of images of a .npy file, checked as ``load_npy_images`` checks it, on the header and the
+    first image only."""
+    from .data.npy import check_images, load_npy_images
+    if path.is_dir() or not path.exists():
+        load_npy_images(path)  # its one line for a folder or a missing file
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if magic != b"\x93NUMPY":
+        load_npy_images(path)  # its one line for what the file is instead (nothing more is read)
+    try:
+        array = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError):
+        load_npy_images(path)  # raises its own line for the same file
+        raise
+    check_images(array[:1], str(path))  # ranks, channels, square, dtype; the values of the first image
+    return len(array)
 
 
 def load_images(config, log):
@@ -212,6 +295,8 @@ def load_images(config, log):
         rng = np.random.default_rng(config.get("seed", 0))
         images = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
         labels = rng.integers(0, 10, n).astype(np.uint8)
+        if config.get("dry_run_of") in ("folder", "npy"):  # as the real data: no labels (--conditional refuses)
+            labels = None
     if config.get("limit"):
         images = images[: config["limit"]]
         labels = None if labels is None else labels[: config["limit"]]

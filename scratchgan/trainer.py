@@ -9,6 +9,9 @@ Everything a run writes goes into one output folder:
   checkpoint_epochNNNN.npz  every ``snapshot_every``-th epoch's checkpoint, kept (0 = none)
   checkpoint_best.npz       with an eval_hook: the state of the lowest Frechet distance so far; its value
                             and step are ``best`` in config.json and in every checkpoint's meta
+  manifest.json             the run's id (in every checkpoint's meta too) and every file above, each
+                            recorded before it is written (rundir.Manifest); what --overwrite deletes and
+                            a resume drops is what it lists, never what a file's name looks like
 A checkpoint is written atomically at every epoch end, at the end, and on Ctrl-C or SIGTERM (after
 the step in flight), so a crash or interrupt always leaves the last good one in place. A checkpoint
 is written only when every parameter, buffer and optimizer moment in it is finite.
@@ -26,9 +29,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import blas_setup, nn, runlog, viz
+from . import blas_setup, nn, rundir, runlog, viz
 from .backend import backend_name, synchronize, to_device, to_numpy
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from .checkpoint_schema import check_replay, load_run_checkpoint
 from .gan import generate
 from .metrics import PLOT_PANELS
 
@@ -68,6 +72,9 @@ class Trainer:
     """Runs a GANStep over a BatchLoader for a number of epochs and writes the run's outputs."""
 
     runlog = None  # metrics.jsonl and --tensorboard (runlog.RunLog), open while fit runs
+    # rundir.Manifest: every file the run writes is recorded there before it is written. The command line
+    # sets it (rundir.claim); fit() reads OUT's, or starts one, when the Trainer is used on its own.
+    manifest = None
 
     def __init__(self, step, loader, out_dir, config, *, sample_every=500, log_every=10,
                  n_samples=64, image_shape=None, d_steps=1, progress=True, log=print, instance_noise=0.0,
@@ -125,7 +132,8 @@ class Trainer:
         meta = {"format": CHECKPOINT_FORMAT, "config": self.config, "epoch": self.epoch,
                 "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step,
                 "noise": s.noise.state(), "backend": backend_name(self.xp), "dtype": str(self.dtype),
-                "dropout": [m.rng_state() for m in self._dropout_layers()], "best": self.best}
+                "dropout": [m.rng_state() for m in self._dropout_layers()], "best": self.best,
+                "run_id": self.manifest.run_id if self.manifest is not None else None}
         for name, opt in (("opt_G", s.opt_G), ("opt_D", s.opt_D)):
             for key, value in opt.state_dict().items():
                 if key == "t":
@@ -143,7 +151,8 @@ class Trainer:
         self._check_state_finite()
         arrays, meta = self.state()
         path = self.checkpoint_path if path is None else Path(path)
-        save_checkpoint(path, arrays, meta)
+        numbered = path not in (self.checkpoint_path, self.best_path)  # a snapshot: the state of one step
+        save_checkpoint(self._writing(path, self.global_step if numbered else None), arrays, meta)
         if path == self.checkpoint_path:
             self.last_good = f"{self.checkpoint_path} (step {self.global_step})"
 
@@ -177,11 +186,13 @@ class Trainer:
                                f"saving. Last good checkpoint: {kept}. Try a lower --lr or --label-smoothing 0.1")
 
     def restore(self, path):
-        """Load a checkpoint written by ``save``; raises ValueError if it belongs to another model."""
-        arrays, meta = load_checkpoint(path)
+        """Load a checkpoint written by ``save``; raises ValueError if it belongs to another model, and
+        CheckpointError if its metadata, its sizes or its values cannot be those of a training state."""
+        arrays, meta = load_run_checkpoint(path, need="training")
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} has checkpoint format {meta.get('format')!r}; "
                              f"this scratchgan reads format {CHECKPOINT_FORMAT}")
+        check_replay(path, meta, len(self.loader), *self._draw_sizes())
         s = self.step
         try:
             s.G.load_state_dict(_section(arrays, "G/"))
@@ -206,8 +217,17 @@ class Trainer:
         self.last_good = f"{path} (step {self.global_step})"
         # the best so far of this folder's run: the checkpoint's, or the one OUT/checkpoint_best.npz records
         # if lower (it can be newer than the checkpoint resumed); none in a new folder, which gets its own
-        self.best = _lower_best(meta.get("best"), self._best_on_disk()) if self.best_path.exists() else None
+        self.best = _lower_best(meta.get("best"), self._best_on_disk()) if self._written(self.best_path) else None
         return meta
+
+    def _draw_sizes(self):
+        """(batch, widest row) of this run, for check_replay: a replayed draw (instance noise, a dropout
+        mask) holds at most a batch of images or of a layer's activations."""
+        s = self.step
+        widest = max([int(self.config.get("image_size") or 0)] +
+                     [max(p.data.shape) for net in (s.G, s.D) for p in net.parameters()])
+        batch = max(int(self.config.get("batch_size") or 0), s.noise.batch_size) * int(self.config.get("ranks") or 1)
+        return batch, widest
 
     def _best_on_disk(self):
         """The ``best`` that OUT/checkpoint_best.npz records (None when it has none or cannot be read)."""
@@ -237,10 +257,25 @@ class Trainer:
     def _write_config(self):
         """config.json: the run's settings, and ``best`` once checkpoint_best.npz exists."""
         config = {**self.config, "best": self.best} if self.best is not None else self.config
-        with atomic_write(self.out / "config.json") as f:
+        with atomic_write(self._writing(self.out / "config.json")) as f:
             f.write(json.dumps(config, indent=2, sort_keys=True).encode())
 
     # ------------------------------------------------------------------ outputs
+    def _writing(self, path, step=None):
+        """Record ``path`` in the run's manifest before it is written (``step``: where it matters); returns it."""
+        return self.manifest.record(path, step) if self.manifest is not None else path
+
+    def _written(self, path):
+        """Whether this run wrote ``path`` (the manifest lists it) and it is there."""
+        listed = self.manifest is None or self.manifest.relative(path) in self.manifest.files
+        return listed and Path(path).exists()
+
+    def _make_samples_folder(self):
+        samples = self.out / "samples"
+        if not samples.is_dir():
+            self.manifest.record_folder("samples")  # made by the run: --overwrite removes it when it is empty
+            samples.mkdir()
+
     def _sampling(self):
         """``with self._sampling() as G``: G with the averaged weights under --ema (GANStep.sampling), else G."""
         sampling = getattr(self.step, "sampling", None)
@@ -249,41 +284,49 @@ class Trainer:
     def save_samples(self, epoch_end=False):
         with self._sampling() as G:  # the EMA generator when the run keeps one
             images = to_numpy(generate(G, self.fixed_noise, self.fixed_labels))
-        path = viz.save_image_grid(images, self._sample_path(self.global_step), image_shape=self.image_shape,
-                                   scale=2, nrow=self.sample_nrow)
+        path = viz.save_image_grid(images, self._writing(self._sample_path(self.global_step), self.global_step),
+                                   image_shape=self.image_shape, scale=2, nrow=self.sample_nrow)
         if self.runlog is not None:
             self.runlog.image(path, self.global_step)
         if epoch_end:
-            viz.save_image_grid(images, self.out / "samples" / f"epoch_{self.epoch:03d}.png",
+            viz.save_image_grid(images, self._writing(self.out / "samples" / f"epoch_{self.epoch:03d}.png",
+                                                      self.global_step),
                                 image_shape=self.image_shape, scale=2, nrow=self.sample_nrow)
         return images, path
 
     def write_summaries(self, fake_images):
         rows = viz.read_metrics_csv(self.out / "metrics.csv") if (self.out / "metrics.csv").exists() else []
-        viz.plot_losses(rows, self.out / "losses.png", extra_panels=_EXTRA_PANELS)
-        frames = sorted((self.out / "samples").glob("step_*.png"))
+        viz.plot_losses(rows, self._writing(self.out / "losses.png"), extra_panels=_EXTRA_PANELS)
+        # the run's own step grids, in step order, from the manifest: a user's samples/step_final.png is no frame
+        frames = [self.out / rel for _, rel in self.manifest.steps("samples/step_") if (self.out / rel).exists()]
         if frames:
-            viz.save_progress_gif(frames, self.out / "progress.gif")
+            viz.save_progress_gif(frames, self._writing(self.out / "progress.gif"))
         real = to_numpy(self.loader.images(len(fake_images)))
-        viz.save_real_vs_fake(real, fake_images, self.out / "real_vs_fake.png", image_shape=self.image_shape,
-                              scale=2)
+        viz.save_real_vs_fake(real, fake_images, self._writing(self.out / "real_vs_fake.png"),
+                              image_shape=self.image_shape, scale=2)
 
     def _drop_outputs_after(self, step):
-        """When resuming from an earlier point, forget what the abandoned run logged after it."""
+        """When resuming from an earlier point, forget what the abandoned run logged and drew after it: the
+        metrics rows, and the sample grids whose step in the manifest is later (no file name is parsed)."""
+        jsonl = runlog.MetricsJSONL(self.out / runlog.JSONL_NAME)
+        jsonl.rows()  # reads only: a damaged line stops the resume (one line naming it) before anything changes
         csv_path = self.out / "metrics.csv"
         if csv_path.exists():
             with viz.MetricsCSV(csv_path) as csv:
                 csv.truncate_after(step)
-        runlog.MetricsJSONL(self.out / runlog.JSONL_NAME).truncate_after(step)
-        for frame in (self.out / "samples").glob("step_*.png"):
-            if int(frame.stem.split("_")[1]) > step:
-                frame.unlink()
+        jsonl.truncate_after(step)
+        later = [rel for grid_step, rel in self.manifest.steps("samples/") if grid_step > step]
+        for rel in later:
+            rundir.unlink_inside(self.out, rel)  # never through a link, never outside OUT
+        self.manifest.forget(later)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, epochs, resume_from=None):
         """Train until ``epochs`` epochs are done in total (a resumed run continues to that total)."""
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "samples").mkdir(exist_ok=True)
+        if self.manifest is None:  # used on its own, without the command line's rundir.claim
+            self.manifest = rundir.Manifest.read(self.out) or rundir.Manifest.start(self.out)
+        self._make_samples_folder()
         if resume_from is not None:
             self.restore(resume_from)
             self._drop_outputs_after(self.global_step)
@@ -296,7 +339,8 @@ class Trainer:
         self._write_config()
         previous_handlers = self._install_signal_handlers()
         try:
-            csv = viz.MetricsCSV(self.out / "metrics.csv")
+            csv = viz.MetricsCSV(self._writing(self.out / "metrics.csv"))
+            self._writing(self.out / runlog.JSONL_NAME)
             self.runlog = runlog.RunLog(self.out, self.config.get("tensorboard"))
             try:
                 self._total_steps = max(1, epochs * self.steps_per_epoch)  # for annealing the instance noise

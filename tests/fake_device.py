@@ -14,6 +14,7 @@ device therefore gives bit-identical results to the NumPy run, or raises where C
 from __future__ import annotations
 
 import operator
+import os
 import types
 
 import numpy as np
@@ -193,17 +194,26 @@ class DeviceArray:
         return (wrap(v) for v in self._a)
 
     def __getitem__(self, key):
-        key = unwrap(key, "DeviceArray.__getitem__")
+        key = _wrapped_key(self._a.shape, unwrap(key, "DeviceArray.__getitem__"))
         if _capturing is not None:  # a view is free; a copy (advanced indexing) is an allocation
             return _captured_view(self._a, key)
         return wrap(self._a[key])
 
     def __setitem__(self, key, value):
+        key = _wrapped_key(self._a.shape, unwrap(key, "DeviceArray.__setitem__"))
         if _capturing is not None:  # a fill or copy kernel: recorded
-            _capturing.record(operator.setitem, (self._a, unwrap(key, "DeviceArray.__setitem__"),
-                                                 unwrap(value, "DeviceArray.__setitem__")), {}, "__setitem__")
+            _capturing.record(operator.setitem, (self._a, key, unwrap(value, "DeviceArray.__setitem__")), {},
+                              "__setitem__")
             return
-        self._a[unwrap(key, "DeviceArray.__setitem__")] = unwrap(value, "DeviceArray.__setitem__")
+        self._a[key] = unwrap(value, "DeviceArray.__setitem__")
+
+    def take(self, indices, axis=None, out=None):
+        """``cupy.ndarray.take``: out-of-range indices wrap (see ``xp.take``)."""
+        return xp.take(self, indices, axis=axis, out=out)
+
+    def put(self, indices, values, mode="wrap"):
+        """``cupy.ndarray.put``: out-of-range indices wrap by default (NumPy's default raises)."""
+        return xp.put(self, indices, values, mode=mode)
 
     def __setattr__(self, name, value):
         if name == "shape":  # a.shape = ... reshapes in place, as on NumPy and CuPy
@@ -259,17 +269,139 @@ class DeviceArray:
     __abs__, __invert__ = _unary(operator.abs, "__abs__"), _unary(operator.invert, "__invert__")
 
 
+def _wrapped_key(shape, key):
+    """An index with its integer arrays taken modulo their axis's length: CuPy wraps out-of-range integer-array
+    indices, reading and writing (cupy/_core/_routines_indexing.pyx, "wrap all out-of-bound indices"), where
+    NumPy raises IndexError. Python integers and slices are basic indexing, checked by both alike."""
+    parts = key if isinstance(key, tuple) else (key,)
+    parts = tuple(np.asarray(p) if isinstance(p, list) else p for p in parts)
+    if not any(isinstance(p, np.ndarray) and p.dtype.kind in "iu" for p in parts):
+        return key
+    def width(p):  # the axes of ``shape`` that one part of the index consumes
+        if p is None or p is Ellipsis:
+            return 0
+        return p.ndim if isinstance(p, np.ndarray) and p.dtype == bool else 1
+    axis, out = 0, []
+    for p in parts:
+        if p is Ellipsis:
+            axis += len(shape) - sum(map(width, parts))
+        elif isinstance(p, np.ndarray) and p.dtype.kind in "iu" and shape[axis]:
+            p = p % shape[axis]
+        out.append(p)
+        axis += width(p)
+    return tuple(out) if isinstance(key, tuple) else out[0]
+
+
+def _take(a, indices, axis=None, out=None):
+    """``cupy.take(a, indices, axis=None, out=None)``: out-of-range indices wrap around (cupy_take's kernel takes
+    ``indices % index_range``), where NumPy's take raises; CuPy has no ``mode=``."""
+    return np.take(a, indices, axis=axis, out=out, mode="wrap")
+
+
 # ----------------------------------------------------------------------------- the fake module
 
-class _FakeGenerator:
-    """``numpy.random.Generator`` whose draws land on the device (same values as NumPy's)."""
+# CuPy 14.2's cupy.random.Generator (cupy/random/_generator_api.pyx) has these draws and no others (no
+# normal, permutation, shuffle, choice, bytes, spawn): the fake's generator has the same set.
+GENERATOR_METHODS = frozenset({
+    "random", "uniform", "integers", "beta", "chisquare", "dirichlet", "exponential", "f", "geometric",
+    "hypergeometric", "logseries", "standard_exponential", "poisson", "power", "standard_normal", "gamma",
+    "standard_gamma", "binomial"})
 
-    def __init__(self, gen):
-        self._gen = gen
+
+class _FakeXORWOW:
+    """``cupy.random.XORWOW(seed, size=-1)``: the fake's bit generator. ``size`` is the number of cuRAND states
+    (CuPy's default, -1, is 8 * 256 * the GPU's SM count: ``None`` here, "whatever the card has"). The draws are
+    NumPy's ``default_rng(seed)``'s (PCG64), so that a run on the fake device keeps the NumPy run's bits."""
+
+    def __init__(self, seed=None, *, size=-1):
+        self.bits = np.random.PCG64(seed)
+        self._size = None if size < 0 else int(size)
+
+    def _state_size(self):
+        """The number of states, as CuPy's ``_state_size()``; None for the card-dependent default."""
+        return self._size
+
+
+def _check_output_array(out, dtype, size, only_c_contiguous=False):
+    """CuPy's Generator._check_output_array: out's dtype must be ``dtype``, out contiguous, size out's shape."""
+    dtype = np.dtype(dtype)
+    if out.dtype.char != dtype.char:
+        raise TypeError(f"Supplied output array has the wrong type. Expected {dtype.name}, got {out.dtype.name}")
+    if not out.flags.c_contiguous and (only_c_contiguous or not out.flags.f_contiguous):
+        raise ValueError("Supplied output array is not contiguous, writable or aligned.")
+    if size is not None and (tuple(size) if np.iterable(size) else (size,)) != out.shape:
+        raise ValueError("size must match out.shape when used together")
+
+
+class _FakeGenerator:
+    """``cupy.random.Generator`` on the fake device: NumPy's values, CuPy's rules.
+
+    - only CuPy's methods (GENERATOR_METHODS); a draw without ``size`` is a 0-d device array, not a Python float;
+    - ``random``, ``standard_exponential`` (and ``standard_gamma`` into float32) with ``out=`` draw ``size`` values
+      into a new array and copy it into ``out``; without ``size`` that is ONE value broadcast into the whole of
+      ``out`` (_generator_api.pyx: ``size = ()``, then ``elementwise_copy(y, out)``), where NumPy fills ``out``;
+    - ``standard_normal(out=)`` draws straight into ``out``, every element, with or without ``size``;
+    - ``out`` must have the asked dtype and be contiguous, and ``size`` (when given) must be its shape.
+    A draw into ``out`` is recorded during a capture; one without ``out`` allocates, and is refused there."""
+
+    def __init__(self, gen, bit_generator=None):
+        self._gen, self.bit_generator = gen, bit_generator
 
     def __getattr__(self, name):
-        attr = getattr(self._gen, name)
-        return _Wrapped(attr, f"random.Generator.{name}") if callable(attr) else attr
+        if name not in GENERATOR_METHODS:
+            raise AttributeError(f"cupy.random.Generator has no attribute {name!r} (CuPy 14's generator draws: "
+                                 f"{', '.join(sorted(GENERATOR_METHODS))})")
+        draw = getattr(self._gen, name)
+
+        def method(*args, **kwargs):
+            if _capturing is not None:
+                _refuse_in_capture(f"random.Generator.{name}")
+            return _device_draw(draw(*unwrap(args, name), **{k: unwrap(v, name) for k, v in kwargs.items()}))
+        return method
+
+    def random(self, size=None, dtype=np.float64, out=None):
+        return self._draw("random", size, dtype, out, fills_out=False)
+
+    def standard_normal(self, size=None, dtype=np.float64, out=None):
+        return self._draw("standard_normal", size, dtype, out, fills_out=True)
+
+    def standard_exponential(self, size=None, dtype=np.float64, method="inv", out=None):
+        if method == "zig":
+            raise NotImplementedError("Ziggurat method is not supported")
+        return self._draw("standard_exponential", size, dtype, out, fills_out=False)
+
+    def standard_gamma(self, shape, size=None, dtype=np.float64, out=None):
+        # CuPy draws straight into a float64 out; into a float32 out through a new float64 array of ``size``
+        fills_out = out is not None and unwrap(out, "standard_gamma").dtype.char == "d"
+        return self._draw("standard_gamma", size, dtype, out, fills_out, unwrap(shape, "standard_gamma"),
+                          only_c_contiguous=True)
+
+    def _draw(self, name, size, dtype, out, fills_out, *args, only_c_contiguous=False):
+        draw, where = getattr(self._gen, name), f"random.Generator.{name}"
+        if out is None:
+            if _capturing is not None:
+                _refuse_in_capture(where)
+            return _device_draw(draw(*args, size=size, dtype=dtype), dtype)
+        target = unwrap(out, where)
+        _check_output_array(target, dtype, size, only_c_contiguous)
+        if fills_out:
+            def run():
+                draw(*args, dtype=dtype, out=target)
+        else:
+            def run():  # ``size`` values (one without size) into a new array, then copied, broadcast, into out
+                target[...] = draw(*args, size=size, dtype=dtype)
+        if _capturing is not None:
+            _capturing.record(run, (), {}, where)
+        else:
+            run()
+        return out
+
+
+def _device_draw(value, dtype=None):
+    """A draw as CuPy returns it: an array on the device, 0-d for a single value (NumPy gives a Python scalar)."""
+    if not isinstance(value, np.ndarray):
+        value = np.asarray(value, dtype=dtype)
+    return wrap(value)
 
 
 class _FakeNamespace(types.ModuleType):
@@ -293,10 +425,15 @@ class _FakeNamespace(types.ModuleType):
 
 
 class _FakeRandom(_FakeNamespace):
+    XORWOW = _FakeXORWOW
+
     def default_rng(self, seed=None):
+        """``cupy.random.default_rng``: a seed gives XORWOW(seed) with CuPy's card-dependent number of states;
+        a bit generator is wrapped as it is."""
         if _capturing is not None:  # a generator's state is a new device allocation
             _refuse_in_capture("random.default_rng")
-        return _FakeGenerator(np.random.default_rng(seed))
+        bits = seed if isinstance(seed, _FakeXORWOW) else _FakeXORWOW(seed)
+        return _FakeGenerator(np.random.Generator(bits.bits), bits)
 
 
 def _asarray(a, dtype, order, copy):
@@ -318,6 +455,14 @@ class FakeDeviceModule(_FakeNamespace):
     def __init__(self):
         super().__init__("fake_device", np)
         self.random = _FakeRandom("fake_device.random", np.random)
+        self._core = _FakeCore()
+
+    def take(self, a, indices, axis=None, out=None):
+        return _Wrapped(_take, "fake_device.take")(a, indices, axis=axis, out=out)
+
+    def put(self, a, ind, v, mode="wrap"):
+        """``cupy.put``: its default mode is "wrap" (NumPy's is "raise")."""
+        return _Wrapped(np.put, "fake_device.put")(a, ind, v, mode=mode)
 
     def asarray(self, a, dtype=None, order=None, copy=None):
         """Host -> device copy (a host array is always copied); a device array passes through."""
@@ -336,6 +481,29 @@ class FakeDeviceModule(_FakeNamespace):
         if isinstance(a, DeviceArray):
             return DeviceArray(np.array(a._a, dtype=dtype, copy=copy, order=order, ndmin=ndmin))
         return DeviceArray(np.array(unwrap_host(a), dtype=dtype, copy=True, order=order, ndmin=ndmin))
+
+
+class _FakeCore:
+    """The accelerator switches of ``cupy._core`` (cupy/_core/_accelerator.pyx): lists of names, from
+    CUPY_ACCELERATORS as CuPy reads it ("cub" when unset). The fake computes nothing differently with them;
+    during a capture, a reduction that CUB would run is refused (see ``_cub_reduction``)."""
+
+    def __init__(self):
+        names = [name for name in os.environ.get("CUPY_ACCELERATORS", "cub").split(",") if name]
+        self.accelerators = {kind: list(names) for kind in ("elementwise", "reduction", "routine")}
+
+    def _get(kind):
+        return lambda self: list(self.accelerators[kind])
+
+    def _set(kind):
+        def set_accelerators(self, accelerators):
+            self.accelerators[kind] = list(accelerators)
+        return set_accelerators
+
+    get_elementwise_accelerators, set_elementwise_accelerators = _get("elementwise"), _set("elementwise")
+    get_reduction_accelerators, set_reduction_accelerators = _get("reduction"), _set("reduction")
+    get_routine_accelerators, set_routine_accelerators = _get("routine"), _set("routine")
+    del _get, _set
 
 
 def unwrap_host(value):
@@ -391,11 +559,18 @@ def to_device(a, dtype=None):
 #     allocation: CUDA's cudaErrorStreamCaptureUnsupported. Stricter than CuPy, which may hand out a block
 #     already cached in the capturing pool: here EVERY new array is refused, so a step that passes runs
 #     on buffers allocated before the capture, every operation writing into one (out=, in place, a kernel's
-#     outputs) -- "fixed buffers", enforced.
-# Inside ``with xp.stream_capture() as graph:`` nothing is computed (as in a real capture): each launch
-# is recorded with the arrays and scalars it was given, and ``graph.launch()`` replays the record. So
-# a value computed on the host at capture time is replayed frozen, as a CUDA graph would freeze it; views
-# (reshape, .T, basic slicing) are free and allowed.
+#     outputs) -- "fixed buffers", enforced;
+#   - a reduction that CuPy's CUB accelerator would run (xp._core's "cub", CuPy's default): CUB's device reduce
+#     allocates its result and its workspace and adds a copy (cupy/cuda/cub.pyx), so it is refused as an
+#     allocation; with the accelerators off (fast/graph.py does so around its warm-up and capture) a reduction
+#     is one kernel, recorded.
+# A refused CUDA call (a transfer, a sync, an allocation) also invalidates the capture, as CUDA does: the
+# capture's end (``xp.end_capture()``) then raises cudaErrorStreamCaptureInvalidated.
+# Between ``xp.begin_capture()`` and ``xp.end_capture()`` (which returns the graph), or inside the tests'
+# shorthand ``with xp.stream_capture() as graph:`` (which ends quietly), nothing is computed (as in a real
+# capture): each launch is recorded with the arrays and scalars it was given, and ``graph.launch()`` replays
+# the record. So a value computed on the host at capture time is replayed frozen, as a CUDA graph would
+# freeze it; views (reshape, .T, basic slicing) are free and allowed.
 
 class CUDARuntimeError(RuntimeError):
     """cupy_backends.cuda.api.runtime.CUDARuntimeError, as raised during a capture."""
@@ -409,14 +584,42 @@ _CAPTURE_UNSUPPORTED = "cudaErrorStreamCaptureUnsupported: operation not permitt
 
 def _refuse_sync(what):
     if _capturing is not None:
+        _capturing.invalidated = _capturing.invalidated or what
         raise CUDARuntimeError(f"{_CAPTURE_UNSUPPORTED} (fake device: {what} is a host transfer or sync)")
 
 
-def _refuse_in_capture(what):
+def _refuse_in_capture(what, why="allocates a new array"):
     name = what.rsplit(".", 1)[-1]
-    if name in _CUBLAS or ".linalg." in what:
+    if name in _CUBLAS or ".linalg." in what:  # CuPy's own guard, before any CUDA call: the capture goes on
         raise NotImplementedError("calling cuBLAS API during stream capture is currently unsupported")
-    raise CUDARuntimeError(f"{_CAPTURE_UNSUPPORTED} (fake device: {what} allocates a new array)")
+    _capturing.invalidated = _capturing.invalidated or what
+    raise CUDARuntimeError(f"{_CAPTURE_UNSUPPORTED} (fake device: {what} {why})")
+
+
+_REDUCTIONS = {"sum", "prod", "max", "min", "amax", "amin", "argmax", "argmin", "mean"}
+CUB_REDUCE_SIZE_THRESHOLD = 128  # cupy/_core/_cub_reduction.pyx: smaller reductions skip CUB's block reduction
+
+
+def _cub_reduction(name, fn, args, kwargs):
+    """True when CuPy, with its accelerators as ``xp._core`` has them, would run this reduction with CUB: on a
+    C-contiguous input reduced over its trailing axes (all of them included) or an F-contiguous one over its
+    leading axes; by the routine accelerator (sum, prod, min, max, argmin, argmax, mean) at any size, by the
+    reduction accelerator from CUB_REDUCE_SIZE_THRESHOLD elements on."""
+    if name not in _REDUCTIONS:
+        return False
+    owner = getattr(fn, "__self__", None)
+    x, rest = (owner, args) if isinstance(owner, np.ndarray) else (args[0] if args else None, args[1:])
+    if not isinstance(x, np.ndarray) or x.size == 0:
+        return False
+    axis = kwargs.get("axis", rest[0] if rest else None)
+    axes = tuple(range(x.ndim)) if axis is None else tuple(sorted(
+        a % x.ndim for a in (axis if isinstance(axis, tuple) else (axis,))))
+    along = (x.flags.c_contiguous and axes == tuple(range(x.ndim - len(axes), x.ndim))) or \
+        (x.flags.f_contiguous and axes == tuple(range(len(axes))))
+    size = int(np.prod([x.shape[a] for a in axes]))
+    core = xp._core
+    return along and ("cub" in core.get_routine_accelerators() or (
+        "cub" in core.get_reduction_accelerators() and size >= CUB_REDUCE_SIZE_THRESHOLD))
 
 
 def _root(a):
@@ -452,6 +655,9 @@ def _captured_call(fn, where, args, kwargs):
     if where.startswith("fake_device.random."):
         raise NotImplementedError("calling cuRAND API during stream capture is currently unsupported")
     positional_out = isinstance(fn, np.ufunc) and len(args) > fn.nin
+    if _cub_reduction(name, fn, args, kwargs):
+        _refuse_in_capture(where, "runs through CUB, which allocates its result and workspace (cupy._core's "
+                                  "reduction and routine accelerators include 'cub')")
     if kwargs.get("out") is not None or positional_out or name in _MUTATORS:
         _capturing.record(fn, args, kwargs, where)
         return wrap(kwargs["out"] if kwargs.get("out") is not None else (args[fn.nin] if positional_out else None))
@@ -474,6 +680,7 @@ class FakeGraph:
 
     def __init__(self):
         self.ops, self.launches = [], 0
+        self.invalidated = None  # the first refused CUDA call: the capture's end then fails
 
     def record(self, fn, args, kwargs, where):
         self.ops.append((fn, args, kwargs, where))
@@ -484,14 +691,34 @@ class FakeGraph:
         self.launches += 1
 
 
+def begin_capture():
+    """``Stream.begin_capture()``: from here launches are recorded, not run."""
+    global _capturing
+    if _capturing is not None:
+        raise CUDARuntimeError("cudaErrorIllegalState: the stream is already capturing")
+    _capturing = FakeGraph()
+
+
+def end_capture():
+    """``Stream.end_capture()``: the recorded graph; cudaErrorStreamCaptureInvalidated when a CUDA call was
+    refused during the capture (CUDA ends the capture all the same: the stream is no longer capturing)."""
+    global _capturing
+    if _capturing is None:
+        raise CUDARuntimeError("cudaErrorIllegalState: the stream is not capturing")
+    graph, _capturing = _capturing, None
+    if graph.invalidated:
+        raise CUDARuntimeError("cudaErrorStreamCaptureInvalidated: operation failed due to a previous error "
+                               f"during capture (fake device: {graph.invalidated})")
+    return graph
+
+
 class _Capture:
-    """``with xp.stream_capture() as graph:`` records instead of running; refuses what CuPy refuses."""
+    """``with xp.stream_capture() as graph:`` records instead of running; refuses what CuPy refuses. The tests'
+    shorthand: it ends the capture quietly, where ``end_capture()`` reports an invalidated one."""
 
     def __enter__(self):
-        global _capturing
-        if _capturing is not None:
-            raise CUDARuntimeError("cudaErrorIllegalState: the stream is already capturing")
-        self.graph = _capturing = FakeGraph()
+        begin_capture()
+        self.graph = _capturing
         return self.graph
 
     def __exit__(self, *exc):
@@ -510,6 +737,8 @@ def capturing():
 
 
 FakeDeviceModule.stream_capture = staticmethod(stream_capture)
+FakeDeviceModule.begin_capture = staticmethod(begin_capture)
+FakeDeviceModule.end_capture = staticmethod(end_capture)
 
 
 class FakeRawKernel:

@@ -232,6 +232,53 @@ def test_capture_does_not_nest_and_ends_with_the_block():
     assert float(xp.asarray(np.ones(2)).sum()) == 2.0  # back to normal
 
 
+def test_capture_refuses_a_cub_reduction_and_records_it_without_cub():
+    """CuPy's default CUB accelerator turns a full mean(out=) into CUB's device reduce (an allocated result and
+    workspace, then a copy): refused while capturing; graph.one_kernel_reductions switches CUB off, restoring it."""
+    a, b, c = _arrays()
+    out, rows, cols = xp.empty((), np.float32), xp.empty((3,), np.float32), xp.empty((4,), np.float32)
+    with xp.stream_capture():
+        with pytest.raises(CUDARuntimeError, match="CUB"):
+            xp.mean(a, out=out)
+        with pytest.raises(CUDARuntimeError, match="CUB"):
+            xp.sum(a, axis=1, out=rows)  # over the trailing axis: CUB's segmented reduce
+        xp.sum(a, axis=0, out=cols)  # over the leading axis of a C-ordered array: no CUB
+    with graph.one_kernel_reductions(xp):
+        assert xp._core.get_reduction_accelerators() == xp._core.get_routine_accelerators() == []
+        with xp.stream_capture() as g:
+            xp.mean(a, out=out)
+    assert len(g.ops) == 1 and xp._core.get_routine_accelerators() == ["cub"]
+    g.launch()
+    assert float(out) == 5.5
+    with pytest.raises(KeyError):
+        with graph.one_kernel_reductions(xp):
+            raise KeyError("an error inside")
+    assert xp._core.get_reduction_accelerators() == xp._core.get_routine_accelerators() == ["cub"]
+
+
+def test_end_capture_after_a_refused_call_reports_the_capture_invalidated():
+    a, b, c = _arrays()
+    xp.begin_capture()
+    with pytest.raises(CUDARuntimeError, match="host transfer or sync"):
+        float(a[0, 0])
+    with pytest.raises(CUDARuntimeError, match="cudaErrorStreamCaptureInvalidated"):
+        xp.end_capture()
+    assert not fake_device.capturing()  # CUDA ends the capture all the same
+
+
+def test_capture_graph_ends_a_failed_capture_and_raises_its_first_error():
+    a, b, c = _arrays()
+
+    def body():
+        xp.add(a, b, out=c)
+        float(c[0, 0])  # a sync: refused, and the capture invalidated
+    with pytest.raises(CUDARuntimeError, match="cudaErrorStreamCaptureUnsupported.*host transfer"):
+        graph.capture_graph(xp.begin_capture, xp.end_capture, body)
+    assert not fake_device.capturing()
+    recorded = graph.capture_graph(xp.begin_capture, xp.end_capture, lambda: xp.add(a, b, out=c))
+    assert len(recorded.ops) == 1
+
+
 # ------------------------------------------------------------------ 3. the graphed step against GANStep
 class _NumpyArithmeticGemm:
     """The SGEMM's RawKernel interface with the eager step's arithmetic (NumPy's ``@``): the GEMM of
@@ -353,6 +400,70 @@ def test_the_default_step_holds_the_launches_graph_py_counts(numpy_gemm):
     assert (len(ops), sum(where.startswith("RawKernel") for *_, where in ops)) == (327, 41)
     assert [where for *_, where in ops[:4]] == ["fake_device.add", "fake_device.take", "fake_device.take",
                                                 "fake_device.add"]  # the gather comes first
+
+
+def test_graphed_wgan_gp_draws_one_alpha_per_sample(numpy_gemm):
+    """CuPy's random(out=) without size broadcasts one draw (the fake device does the same): the graph passes alpha's
+    shape, so each sample has its own alpha, the eager step's (the bitwise comparison above checks the rest)."""
+    graphed = _compare("wgan-gp", steps=2)
+    alpha = graphed.penalties["gp"][1].get()
+    assert alpha.shape == (8, 1) and len(np.unique(alpha)) == 8
+    rng = np.random.default_rng(int(np.random.SeedSequence([5, 0, int.from_bytes(b"gp_alpha", "little")])
+                                    .generate_state(1)[0]))
+    draws = [rng.random((8, 1), dtype=np.float32) for _ in range(2 * graphed.d_steps)]
+    np.testing.assert_array_equal(alpha, draws[-1])  # the stream's last draw, as GANStep.extra("gp_alpha") draws
+
+
+def test_graphed_step_turns_cub_off_for_its_warm_up_and_capture_only(numpy_gemm):
+    step = graph.GraphedStep(models.build_step(_config("bce"), xp), 1, dataset=xp.asarray(_dataset(32)))
+    step.start_epoch(np.arange(32))
+    seen, body = [], step._body
+
+    def watched_body():
+        seen.append((xp._core.get_reduction_accelerators(), xp._core.get_routine_accelerators()))
+        body()
+    step._body = watched_body
+    for _ in range(3):
+        step.step()
+    assert seen == [([], []), ([], [])]  # the warm-up and the capture; the launch replays without Python
+    assert xp._core.get_reduction_accelerators() == xp._core.get_routine_accelerators() == ["cub"]
+
+
+def test_a_failed_capture_is_dropped_and_raises_its_first_error(numpy_gemm):
+    """A new epoch's capture fails (a sync inside it): its error is raised, not the invalidated capture's, and
+    the previous epoch's graph is dropped, not launched; a capture that works then replaces it."""
+    step = graph.GraphedStep(models.build_step(_config("bce"), xp), 1, dataset=xp.asarray(_dataset(32)))
+    step.noise.start_epoch(0)
+    step.start_epoch(np.arange(32))
+    step.step()
+    step.step()  # the first capture
+    assert step.runner.graph is not None
+    step.noise.start_epoch(1)  # a new generator: the next step captures anew
+    step.start_epoch(np.arange(32))
+    body = step._body
+    step._body = lambda: (body(), float(step.stats["loss_D"]))
+    with pytest.raises(CUDARuntimeError, match="cudaErrorStreamCaptureUnsupported.*host transfer"):
+        step.step()
+    assert step.runner.graph is None and not fake_device.capturing()
+    step._body = body
+    step.step()
+    assert step.runner.graph is not None and step.captures == 2
+
+
+def test_a_step_past_the_epochs_last_batch_is_refused(numpy_gemm):
+    """On CuPy take() wraps an out-of-range index (the fake device too): a third step on 2 batches would gather
+    the epoch's first batch again, silently. The host mirror of pos refuses it in one line."""
+    step = graph.GraphedStep(models.build_step(_config("bce"), xp), 1, dataset=xp.asarray(_dataset(16)))
+    step.start_epoch(np.arange(16))
+    step.step()
+    step.step()
+    with pytest.raises(ValueError, match=r"the epoch has 2 batches of 8; 2 were gathered .*start_epoch"):
+        step.step()
+    assert step.steps_run == 2
+    step.start_epoch(np.arange(16), 1)  # resumed at batch 1: one batch left
+    step.step()
+    with pytest.raises(ValueError, match="1 more"):
+        step.step()
 
 
 def test_graphed_step_with_r1_equals_eager_bitwise(numpy_gemm):

@@ -140,3 +140,89 @@ def test_random_generator_gives_numpys_values_on_the_device():
     assert isinstance(u, DeviceArray) and u.dtype == np.float32
     np.testing.assert_array_equal(u.get(), np.random.default_rng(3).random((2, 3), dtype=np.float32))
     assert isinstance(g.standard_normal(4), DeviceArray)
+
+
+# ------------------------------------------------------------------ where NumPy and CuPy 14.2 differ: CuPy's way
+def test_generator_random_into_out_without_size_broadcasts_one_draw_as_cupy():
+    """CuPy's Generator.random(out=) without size draws ONE value and copies it into all of out
+    (cupy/random/_generator_api.pyx: size = (), then elementwise_copy); NumPy would fill out."""
+    out = xp.empty((5, 1), np.float32)
+    returned = xp.random.default_rng(3).random(dtype=np.float32, out=out)
+    assert returned is out
+    one = np.random.default_rng(3).random(dtype=np.float32)
+    np.testing.assert_array_equal(out.get(), np.full((5, 1), one, np.float32))
+    xp.random.default_rng(3).random((5, 1), dtype=np.float32, out=out)  # with its size: every element drawn
+    np.testing.assert_array_equal(out.get(), np.random.default_rng(3).random((5, 1), dtype=np.float32))
+    xp.random.default_rng(4).standard_exponential(dtype=np.float64, out=xp.empty((3,)))  # the same rule, accepted
+    z = xp.empty((2, 3), np.float32)  # standard_normal(out=) draws straight into out: every element, no size needed
+    xp.random.default_rng(3).standard_normal(dtype=np.float32, out=z)
+    np.testing.assert_array_equal(z.get(), np.random.default_rng(3).standard_normal((2, 3), dtype=np.float32))
+
+
+def test_generator_checks_out_as_cupy():
+    g = xp.random.default_rng(0)
+    with pytest.raises(TypeError, match="wrong type. Expected float64, got float32"):
+        g.random((2,), out=xp.empty((2,), np.float32))  # dtype defaults to float64: out must say so
+    with pytest.raises(ValueError, match="size must match out.shape"):
+        g.random((3,), dtype=np.float32, out=xp.empty((2,), np.float32))
+    with pytest.raises(ValueError, match="not contiguous"):
+        g.standard_normal(dtype=np.float32, out=xp.empty((4, 4), np.float32)[::2])
+
+
+def test_generator_has_only_cupys_draws_and_returns_device_arrays():
+    g = xp.random.default_rng(0)
+    for missing in ("normal", "permutation", "shuffle", "choice", "bytes"):
+        with pytest.raises(AttributeError, match="cupy.random.Generator has no attribute"):
+            getattr(g, missing)
+    one = g.random(dtype=np.float32)  # a single draw is a 0-d device array, as on CuPy, not a Python float
+    assert isinstance(one, DeviceArray) and one.shape == () and one.dtype == np.float32
+    assert isinstance(g.integers(0, 5), DeviceArray) and g.integers(0, 5, size=3).shape == (3,)
+
+
+def test_generators_number_of_states():
+    """default_rng(seed) keeps CuPy's card-dependent count (None here); XORWOW(seed, size=n) keeps n, and draws
+    NumPy's default_rng(seed) values either way (fake-device runs keep the NumPy run's bits)."""
+    assert xp.random.default_rng(5).bit_generator._state_size() is None
+    fixed = xp.random.default_rng(xp.random.XORWOW(5, size=1 << 16))
+    assert fixed.bit_generator._state_size() == 1 << 16
+    np.testing.assert_array_equal(fixed.standard_normal((3,), dtype=np.float32).get(),
+                                  np.random.default_rng(5).standard_normal((3,), dtype=np.float32))
+
+
+def test_take_wraps_out_of_range_indices_as_cupy(d):
+    """cupy.take has no mode=: its kernel takes indices modulo the axis (cupy/_core/_routines_indexing.pyx)."""
+    h = np.arange(6.0).reshape(2, 3)
+    idx = xp.asarray(np.array([7, -1, 2]))
+    np.testing.assert_array_equal(xp.take(d, idx).get(), np.take(h, [1, 5, 2]))
+    out = xp.empty((2, 3))
+    xp.take(d, xp.asarray(np.array([0, 4, -4])), axis=1, out=out)
+    np.testing.assert_array_equal(out.get(), h[:, [0, 1, 2]])
+    np.testing.assert_array_equal(d.take(idx, axis=0).get(), h[[1, 1, 0]])
+    with pytest.raises(TypeError):
+        xp.take(d, idx, mode="raise")  # CuPy's take has no mode
+    xp.put(d, xp.asarray(np.array([6])), -2.0)  # put's default mode is "wrap" on CuPy: 6 of 6 is 0
+    d.put(xp.asarray(np.array([-1])), -3.0)
+    assert float(d[0, 0]) == -2.0 and float(d[1, 2]) == -3.0
+
+
+def test_integer_array_indexing_wraps_as_cupy(d):
+    h = np.arange(6.0).reshape(2, 3)
+    rows, cols = xp.asarray(np.array([2, -3])), xp.asarray(np.array([4, 0]))
+    np.testing.assert_array_equal(d[rows].get(), h[[0, 1]])
+    np.testing.assert_array_equal(d[:, cols].get(), h[:, [1, 0]])
+    np.testing.assert_array_equal(d[rows, cols].get(), h[[0, 1], [1, 0]])
+    np.testing.assert_array_equal(d[..., cols].get(), h[..., [1, 0]])
+    d[xp.asarray(np.array([3]))] = -1.0  # a write wraps too: row 3 of 2 is row 1
+    np.testing.assert_array_equal(d.get()[1], -1.0)
+    with pytest.raises(IndexError):
+        d[5]  # a Python integer is basic indexing: out of range on CuPy too
+
+
+def test_accelerators_are_cupys_default_and_switch():
+    core = xp._core
+    assert core.get_reduction_accelerators() == ["cub"] and core.get_routine_accelerators() == ["cub"]
+    try:
+        core.set_routine_accelerators([])
+        assert core.get_routine_accelerators() == [] and core.get_reduction_accelerators() == ["cub"]
+    finally:
+        core.set_routine_accelerators(["cub"])

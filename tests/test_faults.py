@@ -391,10 +391,17 @@ def test_rundir_rules(tmp_path):
     (run / "samples").mkdir(parents=True)
     rundir.check(run)  # an empty samples/ is no earlier run
     (run / "samples" / "step_0000004.png").write_bytes(b"png")
+    # where a run would write, a file that no run recorded writing (the run manifest's rule): refused, never deleted
+    with pytest.raises(rundir.RunDirError, match=r"holds samples/step_0000004\.png, which a run would write but no "
+                                                 r"run recorded writing \(no manifest\.json\)"):
+        rundir.check(run, overwrite=True)
+    manifest = rundir.Manifest.start(run)  # now a run's own, recorded file
+    manifest.record_folder("samples")
+    manifest.record(run / "samples" / "step_0000004.png", 4)
     with pytest.raises(rundir.RunDirError, match=r"holds an earlier run \(samples/step_0000004\.png\)"):
         rundir.check(run)
     rundir.check(run, overwrite=True)
-    rundir.check(run, resume=run / "checkpoint.npz")  # continuing the run that is there
+    rundir.check(run, resume=run / "checkpoint.npz", resume_run_id=manifest.run_id)  # continuing the run that is there
     with pytest.raises(rundir.RunDirError, match="--overwrite would delete the run that --resume continues"):
         rundir.check(run, resume=run / "checkpoint.npz", overwrite=True)
     with pytest.raises(rundir.RunDirError, match="replace it with --overwrite.*FILE's folder"):

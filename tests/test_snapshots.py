@@ -52,11 +52,12 @@ def test_snapshots_are_kept_and_resume_exactly(tmp_path):
 def test_overwrite_clears_snapshots_and_best_and_nothing_else(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    save_checkpoint(run / "checkpoint_epoch0004.npz", {"x": np.zeros(1)}, {})
+    manifest = rundir.Manifest.start(run)  # the earlier run's files, recorded before written as a run records them
+    save_checkpoint(manifest.record(run / "checkpoint_epoch0004.npz", 32), {"x": np.zeros(1)}, {})
     (run / "checkpoint_mine.npz").write_bytes(b"user's")
     with pytest.raises(rundir.RunDirError, match="holds an earlier run .*checkpoint_epoch0004.npz"):
         rundir.check(run)
-    save_checkpoint(run / "checkpoint_best.npz", {"x": np.zeros(1)}, {})
+    save_checkpoint(manifest.record(run / "checkpoint_best.npz"), {"x": np.zeros(1)}, {})
     assert {p.name for p in rundir.outputs_in(run)} == {"checkpoint_best.npz", "checkpoint_epoch0004.npz"}
     assert cli.train_main([*TINY, "--epochs", "1", "--out", str(run), "--overwrite"]) == 0
     assert not (run / "checkpoint_epoch0004.npz").exists() and not (run / "checkpoint_best.npz").exists()

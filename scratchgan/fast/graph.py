@@ -37,11 +37,24 @@ The arithmetic is the eager step's (scratchgan/gan.py with the reference layers)
 operation: on the tests' fake device (NumPy arithmetic) a replayed step gives the same bits as GANStep
 (tests/test_cuda_graph.py), and the fake device's capture mode refuses what CuPy refuses.
 
+What a read of CuPy 14.2's source changed here (each checked on the fake device, tests/test_cuda_graph.py):
+  - WGAN-GP's alpha is drawn with its shape: ``Generator.random(out=)`` without ``size`` draws ONE number and
+    broadcasts it (cupy/random/_generator_api.pyx), where NumPy fills ``out``;
+  - CuPy's CUB accelerator is off during the warm-up and the capture (``one_kernel_reductions``): with it, each
+    full ``mean(out=)`` / ``sum(axis=1, out=)`` would be 3-4 graph nodes and 2 pool allocations, not one kernel;
+  - a capture that fails is ended and dropped, and the first error is the one raised (``capture_graph``);
+  - ``take`` wraps an out-of-range index on CuPy (NumPy raises), so the gather's position is checked on the
+    host before each step (``GraphedStep._check_batches_left``);
+  - a launch runs on the caller's stream: no events, no stream switch; the warm-up and the capture order
+    themselves with two events made once, without timing.
+
 STATUS: the CuPy path (``_CupyGraph``: a non-blocking stream, ``begin_capture`` / ``end_capture``,
 ``graph.launch()``, memory from a pool nothing else uses) has NEVER RUN: no GPU was available to write
 it. It follows CuPy 14's documented API; expect to debug it on the first GPU.
 """
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 
@@ -80,60 +93,100 @@ def unsupported(step):
 
 
 # ------------------------------------------------------------------------------------ running a graph
+@contextlib.contextmanager
+def one_kernel_reductions(xp):
+    """CuPy's CUB accelerator off inside the block, as it was after it (on an error too).
+
+    By default (CUPY_ACCELERATORS unset) CuPy runs a full reduction such as ``mean(out=)`` through CUB's device
+    reduce, which allocates its result and a workspace from the pool, runs 1-2 kernels and copies into ``out``
+    (cupy/cuda/cub.pyx): 3-4 graph nodes and 2 pool allocations per reduction. Without it each reduction is one
+    of CuPy's own reduction kernels, writing ``out``. ``xp._core`` holds the switches (CuPy's, or the fake
+    device's, which refuses a CUB reduction while capturing)."""
+    core = xp._core
+    reduction, routine = list(core.get_reduction_accelerators()), list(core.get_routine_accelerators())
+    core.set_reduction_accelerators([])
+    core.set_routine_accelerators([])
+    try:
+        yield
+    finally:
+        core.set_reduction_accelerators(reduction)
+        core.set_routine_accelerators(routine)
+
+
+def capture_graph(begin, end, body):
+    """``begin()`` a capture, run ``body()``, ``end()`` it: the graph. When ``body`` raises, the capture is
+    ended all the same (the stream must not stay capturing), what it recorded is dropped, and ``body``'s error
+    is raised: ending a capture that a failed call invalidated raises cudaErrorStreamCaptureInvalidated, which
+    says nothing of the cause."""
+    begin()
+    try:
+        body()
+    except BaseException:
+        try:
+            end()
+        except Exception:  # the capture invalidated by the error being raised: that error says why
+            pass
+        raise
+    return end()
+
+
 class _CupyGraph:
     """A CUDA graph on CuPy. NEVER RUN (no GPU was available); written to CuPy 14's documented API.
 
-    The step runs on its own non-blocking stream; every temporary CuPy makes inside it (a reduction's
-    scratch space) comes from a memory pool that nothing else uses, so the addresses the graph recorded
-    stay the graph's. The warm-up (the first step, run eagerly) compiles the kernels and fills the pool
-    with the blocks the capture will ask for again: during a capture the pool must not call cudaMalloc.
+    The warm-up and the capture run on their own non-blocking stream (a capture cannot use the legacy default
+    stream); every temporary CuPy makes inside them comes from a memory pool that nothing else uses, so the
+    addresses the graph recorded stay the graph's. The warm-up (the first step, run eagerly) compiles the
+    kernels and fills the pool with the blocks the capture will ask for again. Both run with CUB off
+    (``one_kernel_reductions``). A launch runs on the caller's stream, after what the trainer queued there.
     """
 
     def __init__(self, cupy):
         self.cupy = cupy
         self.stream = cupy.cuda.Stream(non_blocking=True)
         self.pool = cupy.cuda.MemoryPool()
+        # made once, without timing: they only order the two streams around a warm-up or a capture
+        self.before, self.after = (cupy.cuda.Event(disable_timing=True) for _ in range(2))
         self.graph = None
 
     def _on_stream(self, body):
         cuda = self.cupy.cuda
         outside = cuda.get_current_stream()
-        self.stream.wait_event(outside.record())  # the epoch's order, uploaded on it, lands first
-        with cuda.using_allocator(self.pool.malloc), self.stream:
+        outside.record(self.before)
+        self.stream.wait_event(self.before)  # the epoch's order, uploaded on the caller's stream, lands first
+        with cuda.using_allocator(self.pool.malloc), self.stream, one_kernel_reductions(self.cupy):
             result = body()
-        outside.wait_event(self.stream.record())  # the trainer's next reads wait for the step
+        self.stream.record(self.after)
+        outside.wait_event(self.after)  # the trainer's next reads wait for the step
         return result
 
     def run_eagerly(self, body):
         self._on_stream(body)
 
     def capture(self, body):
-        def record():
-            self.stream.begin_capture()
-            try:
-                body()
-            finally:
-                self.graph = self.stream.end_capture()
-        self._on_stream(record)
+        self.graph = None  # a capture that fails leaves no graph to launch
+        self.graph = self._on_stream(lambda: capture_graph(self.stream.begin_capture, self.stream.end_capture, body))
 
     def launch(self):
-        self._on_stream(lambda: self.graph.launch(stream=self.stream))
+        # on the caller's stream: ordered after the host's copies queued there (the epoch's order, Adam's clock)
+        # and before the trainer's reads of the statistics, with no event and no stream switch per step
+        self.graph.launch(stream=self.cupy.cuda.get_current_stream())
 
 
 class _RecordedGraph:
-    """The tests' fake device: ``xp.stream_capture()`` records the launches (refusing what CuPy refuses),
-    ``launch()`` replays them."""
+    """The tests' fake device: ``xp.begin_capture()`` / ``xp.end_capture()`` record the launches (refusing what
+    CuPy refuses), ``launch()`` replays them; CUB off as on CuPy."""
 
     def __init__(self, xp):
         self.xp, self.graph = xp, None
 
     def run_eagerly(self, body):
-        body()
+        with one_kernel_reductions(self.xp):
+            body()
 
     def capture(self, body):
-        with self.xp.stream_capture() as graph:
-            body()
-        self.graph = graph
+        self.graph = None
+        with one_kernel_reductions(self.xp):
+            self.graph = capture_graph(self.xp.begin_capture, self.xp.end_capture, body)
 
     def launch(self):
         self.graph.launch()
@@ -228,6 +281,7 @@ class GraphedStep:
         self.pos = xp.zeros((), np.int64)  # the next batch's first place in it: the graph moves it on
         self.arange = xp.arange(N, dtype=np.int64)
         self.idx_pos, self.idx = xp.empty((N,), np.int64), xp.empty((N,), np.int64)
+        self.next_pos = 0  # pos's host mirror: the graph moves pos on, the host counts along (no read back)
 
     def gather_from(self, loader):
         """Gather the batches from BatchLoader ``loader``'s device copy of the dataset, in its order
@@ -259,12 +313,13 @@ class GraphedStep:
                 or not 0 <= start_batch * N <= n:
             raise ValueError(f"start_batch must be an integer in [0, {n // N}], got {start_batch!r}")
         self.order[...] = self.xp.asarray(order)
-        self.pos[...] = int(start_batch) * N
+        self.pos[...] = self.next_pos = int(start_batch) * N
 
     def step(self):
         """One iteration (d_steps D steps, one G step): the warm-up, a capture and launch, or a launch."""
         if self.dataset is None:
             raise ValueError(_NO_DATASET)
+        self._check_batches_left()
         # the graph froze the noise generators and expects the optimizers' clocks where it left them
         self.alpha_stream = self.noise.stream("gp_alpha", self.penalties["gp"][1].shape, "uniform") \
             if "gp" in self.penalties else [None]  # GANStep's stream of alpha ~ U[0, 1), one per sample
@@ -282,10 +337,19 @@ class GraphedStep:
         for opt in (self.opt_G, self.opt_D):  # the host's count, for checkpoints: the device moved on too
             opt.t += self.d_steps if opt is self.opt_D else 1
         self.noise.draws += self.d_steps
+        self.next_pos += self.d_steps * self.z.shape[0]
         if "gp" in self.penalties:
             self.alpha_stream[3] += self.d_steps
         self._captured_for = key[:2] + (self.opt_G.t, self.opt_D.t)
         return dict(self.stats)
+
+    def _check_batches_left(self):
+        """Refuse a step past the epoch's last full batches. On CuPy ``take`` wraps an out-of-range index (NumPy
+        raises), so the gather would silently start the epoch's order over: checked on the host mirror of pos."""
+        N, n = self.z.shape[0], len(self.dataset)
+        if self.next_pos + self.d_steps * N > n:
+            raise ValueError(f"the epoch has {n // N} batches of {N}; {self.next_pos // N} were gathered and this "
+                             f"step needs {self.d_steps} more: start the next epoch with start_epoch(order)")
 
     def _expects(self, key):
         rng, alpha_rng, t_G, t_D = self._captured_for
@@ -346,7 +410,8 @@ class GraphedStep:
         self.D_plan.backward(dout, need_dx=False)
         if "gp" in self.penalties:  # WGAN-GP at xhat = alpha x + (1 - alpha) G(z)
             plan, alpha, diff, xhat = self.penalties["gp"]
-            self.alpha_stream[0].random(dtype=alpha.dtype, out=alpha)
+            # with its shape: without size, CuPy's random(out=) draws one number for the whole batch
+            self.alpha_stream[0].random(alpha.shape, dtype=alpha.dtype, out=alpha)
             xp.subtract(real, fake, out=diff)
             xp.multiply(alpha, diff, out=diff)
             xp.add(fake, diff, out=xhat)

@@ -12,6 +12,12 @@ its float32 GEMMs, ``cupy._core.set_compute_type(float32, COMPUTE_TYPE_TF32)`` (
 CUBLAS_COMPUTE_32F_FAST_TF32), or ``CUPY_TF32=1`` in the environment, read at the first float32
 matmul. Both are process-wide; ``use_tf32`` is the one explicit call (``--tf32``), nothing sets it on
 import. NumPy has no TF32 arithmetic: asking for it there is an error, not a silent no-op.
+
+The compute type reaches CuPy's 2-d GEMMs only: its batched (3-d) matmul calls cublasGemmStridedBatchedEx with
+float32 as the compute type (cupy/_core/_routines_linalg.pyx), whatever is set here. The one batched matmul
+of the engine, the sub-pixel ConvTranspose2d's four phases, is run as four 2-d GEMMs when TF32 is on
+(fast/subpixel.py: phase_products); the CUDA graph's own SGEMM has no TF32 path (--tf32 with --cuda-graph is
+refused).
 """
 from __future__ import annotations
 

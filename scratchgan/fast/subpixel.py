@@ -21,13 +21,17 @@ phases, one copy interleaves them into y: a handful of launches on a GPU, whatev
 sums run over the 4*C_in terms in another order than the reference's (C_in terms per offset, then 4
 offsets), so the result is "close", not bitwise.
 
+With ``--tf32`` on CuPy the four phases are four 2-d GEMMs instead of one batched GEMM: CuPy's batched matmul
+(cublasGemmStridedBatchedEx, cupy/_core/_routines_linalg.pyx) passes float32 as its compute type and so ignores
+the TF32 compute type that --tf32 sets, which only CuPy's 2-d GEMMs read (``phase_products``).
+
 The backward passes stay the reference's: the adjoint of the four sub-convolutions is one stride-2
 convolution of dy (dx = im2col(dy) @ W_mat.T, dW = x_mat^T im2col(dy)), already a gather and two
 matmuls, so the forward returns the reference's cache.
 """
 from __future__ import annotations
 
-from . import replaces
+from . import precision, replaces
 from ..backend import array_module
 
 
@@ -62,6 +66,18 @@ def phase_windows(x_pad, H, W):
     return xp.ascontiguousarray(windows).reshape(4, N * H * W, 4 * C)
 
 
+def phase_products(cols, W_phases):
+    """cols (4, M, K) @ W_phases (4, K, C_out) -> (4, M, C_out): one batched GEMM, or, with TF32 on, four 2-d
+    GEMMs into one buffer, since CuPy's batched GEMM would run them in full float32 whatever --tf32 says."""
+    xp = array_module(cols)
+    if not precision.tf32_enabled(xp):
+        return cols @ W_phases  # one batched GEMM
+    out = xp.empty(cols.shape[:2] + W_phases.shape[2:], dtype=cols.dtype)
+    for phase in range(len(cols)):
+        xp.matmul(cols[phase], W_phases[phase], out=out[phase])  # (M, K) @ (K, C_out) -> (M, C_out), TF32
+    return out
+
+
 @replaces("scratchgan.nn.conv.conv_transpose2d_forward", "close")
 def conv_transpose2d_forward(x, W, b, stride, padding, output_padding):
     from ..nn import conv
@@ -74,7 +90,7 @@ def conv_transpose2d_forward(x, W, b, stride, padding, output_padding):
     x_pad = xp.zeros((N, H + 2, W_in + 2, C_in), dtype=x.dtype)  # channels last, a zero border of 1
     x_pad[:, 1:H + 1, 1:W_in + 1, :] = x_mat.reshape(N, H, W_in, C_in)
     cols = phase_windows(x_pad, H, W_in)  # (4, N*H*W, 4*C_in)
-    y_phases = cols @ phase_weights(W)  # (4, N*H*W, 4*C_in) @ (4, 4*C_in, C_out) -> (4, N*H*W, C_out): one batched GEMM
+    y_phases = phase_products(cols, phase_weights(W))  # (4, N*H*W, 4*C_in) @ (4, 4*C_in, C_out) -> (4, N*H*W, C_out)
     # interleave: y[n, 2a + r, 2b + q, :] = y_phases[(r, q), (n, a, b), :]  (one copy, channels last)
     y = y_phases.reshape(2, 2, N, H, W_in, C_out).transpose(2, 3, 0, 4, 1, 5).reshape(N, 2 * H, 2 * W_in, C_out)
     if b is not None:

@@ -6,7 +6,7 @@ Scaling by 1/(1 - p) at train time keeps E[y] = x, so eval needs no rescaling.
 """
 from __future__ import annotations
 
-from ..backend import array_module
+from ..backend import array_module, random_generator
 from .module import Module
 
 
@@ -49,7 +49,7 @@ class Dropout(Module):
         """Reseed and replay ``draws`` masks of the recorded shape on backend ``xp``."""
         self.reseed(state["seed"])
         if state["draws"]:
-            self.rng = xp.random.default_rng(self.seed)
+            self.rng = random_generator(xp, self.seed)
             shape, dtype = tuple(state["shape"]), state["dtype"]
             for _ in range(state["draws"]):
                 self.rng.random(shape, dtype=dtype)
@@ -61,7 +61,7 @@ class Dropout(Module):
             return x
         xp = array_module(x)
         if self.rng is None:
-            self.rng = xp.random.default_rng(self.seed)
+            self.rng = random_generator(xp, self.seed)
         u = self.rng.random(x.shape, dtype=x.dtype)  # drawn where x lives: no host-to-device copy per step
         # counted, so that a checkpoint can replay the stream and a resumed run draws the same masks
         self.draws, self.draw_shape, self.draw_dtype = self.draws + 1, x.shape, x.dtype
