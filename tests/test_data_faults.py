@@ -165,6 +165,24 @@ def test_a_fifo_named_like_an_image_is_skipped_never_read(tmp_path):
     assert "training folder (4 images" in out
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_fifo_as_the_npy_file_is_refused_not_read(tmp_path):
+    """--data-dir pipe.npy, a FIFO: the real run and the dry run (which reads the header) refuse it in one
+    line instead of waiting forever for a writer."""
+    os.mkfifo(tmp_path / "pipe.npy")
+    procs = [launch(["--dataset", "npy", "--data-dir", "pipe.npy", *MLP, "--out", f"run{i}", *extra], tmp_path)
+             for i, extra in enumerate(([], ["--dry-run"]))]
+    try:
+        for proc in procs:
+            rc, _, err = finish(proc, timeout=60)
+            assert_one_line_error(rc, err, "pipe.npy is a FIFO, not a regular file")
+    finally:
+        for proc in procs:  # a run left waiting on the FIFO when the first one failed
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 @pytest.mark.skipif(not hasattr(socket, "AF_UNIX") or os.name != "posix", reason="needs POSIX sockets and devices")
 def test_devices_and_sockets_are_skipped_and_symlinked_files_are_followed(tmp_path, monkeypatch):
     """Only regular files are read: a device and a socket with image names are skipped with what they are.
