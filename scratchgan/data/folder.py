@@ -9,10 +9,10 @@ The order is the sorted relative paths ("a/b.png" as POSIX text), so it never de
 
 Only regular files are opened: a FIFO, a socket or a device with an image's name (``pipe.png``) is
 skipped and reported, never read (a FIFO would block the decoder forever, a device could be endless).
-The check is made on the open file, opened without blocking, so a file swapped after the scan is
-caught too. Symlinked files are followed, wherever they point, inside the folder or out of it: reading
-changes nothing, and folders of links into a photo library are a common way to make a dataset; the
-target must still be a regular file. Symlinked sub-folders are not followed (a link to ``..`` would
+The check is made before opening and again on the open file (opened without blocking), so a file
+swapped after the scan is caught too. Symlinked files are followed, wherever they point, inside the
+folder or out of it: reading changes nothing, and folders of links into a photo library are a common
+way to make a dataset; the target must still be a regular file. Symlinked sub-folders are not followed (a link to ``..`` would
 loop, and a link to ``/`` would scan the whole disk).
 
 Each image gets the DCGAN tutorial's transform, ``Resize(image_size)`` then ``CenterCrop(image_size)``:
