@@ -229,13 +229,14 @@ def check_data_source(config, limit=None):
     count = None
     if name == "folder":
         from .data.folder import IMAGE_EXTENSIONS, scan_image_folder
+        from .data.idx import shown
         if not data_dir:
             raise UserError("--dataset folder needs --data-dir DIR, the folder of images")
         entries, others = scan_image_folder(data_dir)  # lists the folder, decodes nothing
         if not entries:  # the real run's line (data/folder.py open_image_folder)
-            seen = (f"only {len(others)} other file{'s' if len(others) > 1 else ''} "
-                    f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})") if others else "nothing"
-            raise DataError(f"image folder {Path(data_dir).expanduser().resolve()}: no image files "
+            listed = ", ".join(map(shown, others[:3])) + (", ..." if len(others) > 3 else "")
+            seen = f"only {len(others)} other file{'s' if len(others) > 1 else ''} ({listed})" if others else "nothing"
+            raise DataError(f"image folder {shown(Path(data_dir).expanduser().resolve())}: no image files "
                             f"({', '.join(IMAGE_EXTENSIONS)}, searched recursively, hidden files left out); found "
                             f"{seen}")
         count = len(entries)
@@ -248,7 +249,8 @@ def check_data_source(config, limit=None):
         folder = Path(data_dir).expanduser()
         tarball = name == "cifar10" and folder.is_file() and folder.name.endswith((".tar.gz", ".tgz"))
         if not tarball and not folder.is_dir():
-            raise DataError(f"data dir {folder} does not exist or is not a folder")
+            from .data.idx import shown
+            raise DataError(f"data dir {shown(folder)} does not exist or is not a folder")
     if limit is not None:  # --limit N: the real run takes the first N (the data may have fewer: not known here)
         count = limit if count is None else min(count, limit)
     return count
@@ -257,14 +259,16 @@ def check_data_source(config, limit=None):
 def _npy_count(path):
     """The number of images of a .npy file, checked as ``load_npy_images`` checks it, on the header and the
     first image only."""
+    from .data.idx import open_regular
     from .data.npy import check_images, load_npy_images
     if path.is_dir() or not path.exists():
         load_npy_images(path)  # its one line for a folder or a missing file
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO named x.npy would block the read forever
             magic = f.read(6)
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    except OSError:
+        load_npy_images(path)  # its one line (names escaped) for a FIFO, a device or an unreadable file
+        raise
     if magic != b"\x93NUMPY":
         load_npy_images(path)  # its one line for what the file is instead (nothing more is read)
     try:
@@ -301,13 +305,14 @@ def load_images(config, log):
         images = images[: config["limit"]]
         labels = None if labels is None else labels[: config["limit"]]
     if dcgan:
+        from .data.idx import shown  # a data file's name, repr-escaped when it holds control characters
         from .data.transforms import fit_images
         from .models import DCGAN_SIZES
         own = images.shape[-1]
         config["channels"] = config.get("channels") or (images.shape[1] if images.ndim == 4 else 1)
         config["resolution"] = config.get("resolution") or (DCGAN_SHAPES.get(name, (own,))[0])
         if config["resolution"] not in DCGAN_SIZES:
-            raise UserError(f"{config['data_dir']}: images of {own}x{own} pixels; the DCGAN makes "
+            raise UserError(f"{shown(config['data_dir'])}: images of {own}x{own} pixels; the DCGAN makes "
                             f"{', '.join(map(str, DCGAN_SIZES))}: pass --image-size to resize them to one of those")
         images = fit_images(images, config["resolution"], config["channels"])
     return images, labels

@@ -1,8 +1,8 @@
 """CIFAR-10 (scratchgan/data/cifar10.py): the binary records parsed with NumPy alone, the tarball
 downloaded from a real HTTP server on 127.0.0.1, SHA-256 checked, cached atomically; the bad cases end
 in one line (exit 2 from the CLI). Nothing touches the internet: the test builds a small tarball in
-the official layout (2 records per batch file instead of 10,000) and pins its checksum in place of
-the official one.
+the official layout (2 records per batch file instead of 10,000) and pins its checksum and record
+count in place of the official ones.
 """
 import functools
 import hashlib
@@ -57,6 +57,7 @@ def tarball(tmp_path, monkeypatch):
     data = path.read_bytes()
     monkeypatch.setattr(cifar10, "SHA256", hashlib.sha256(data).hexdigest())
     monkeypatch.setattr(cifar10, "SIZE", len(data))
+    monkeypatch.setattr(cifar10, "BATCH_RECORDS", PER_BATCH)  # the exact size a --data-dir batch file must have
     monkeypatch.setenv("SCRATCHGAN_DATA", str(tmp_path / "cache"))
     return path, content
 

@@ -18,13 +18,17 @@ and ``log`` says once when they are not the official tarball), else the cache
 ``data_root()/cifar10/``, else the official mirror into the cache. A download is written to a temp
 file beside its final name and renamed only once its SHA-256 is the official one (``fileio.atomic_path``),
 so the cache never holds a half or foreign file; it is refused as soon as it grows past the official size.
-Every member is read at most its expected size: a tarball cannot make the parser read more.
+Every member is read at most its expected size: a tarball cannot make the parser read more. Batch
+files from ``data_dir`` (in a tarball or extracted) must be exactly 10,000 records, 30,730,000 bytes:
+the size is checked before a byte is read, so a 30 GB file is one line naming it, not an out-of-memory
+error, and a FIFO or a device in their place is refused unread.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import http.client
+import os
 import tarfile
 import urllib.error
 import urllib.request
@@ -34,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_path
-from .idx import DataError
+from .idx import DataError, NotRegularFile, open_regular, shown
 from .mnist import DEFAULT_TIMEOUT, DownloadError, _describe, data_root
 
 NAME = "cifar10"
@@ -50,7 +54,7 @@ FOLDER = "cifar-10-batches-bin"
 SPLITS = {"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test": ("test_batch.bin",)}
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 RECORD = 1 + 3 * 32 * 32       # one label byte, then the (3, 32, 32) image
-BATCH_RECORDS = 10_000          # records per batch file of the official release
+BATCH_RECORDS = 10_000          # records per batch file of the official release (and of any data_dir)
 _CHUNK = 1 << 16
 _USER_AGENT = "scratchgan (python urllib)"
 
@@ -58,6 +62,7 @@ _USER_AGENT = "scratchgan (python urllib)"
 def parse_batch(raw: bytes, source="<bytes>"):
     """One batch file's bytes -> (images uint8 (N, 3, 32, 32), labels uint8 (N,)); DataError naming
     ``source`` when the length is not a whole number of records or a label is not 0..9."""
+    source = shown(source)
     if len(raw) == 0 or len(raw) % RECORD:
         raise DataError(f"{source}: {len(raw):,} bytes is not a whole number of {RECORD}-byte CIFAR-10 records "
                         "(1 label byte + 3072 pixel bytes); the file is truncated or not a CIFAR-10 batch")
@@ -69,6 +74,16 @@ def parse_batch(raw: bytes, source="<bytes>"):
     return images, labels
 
 
+def _check_batch_size(size, source):
+    """A batch file must be exactly BATCH_RECORDS records: checked on its size, before reading it."""
+    expected = BATCH_RECORDS * RECORD
+    if size != expected:
+        what = "truncated" if size < expected else "too long"
+        raise DataError(f"{shown(source)}: {size:,} bytes, {what}; a CIFAR-10 batch file is exactly {expected:,} "
+                        f"bytes ({BATCH_RECORDS:,} records of {RECORD:,}: 1 label byte + 3072 pixel bytes); "
+                        "replace it with the file from the official binary release")
+
+
 def _sha256_file(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -77,8 +92,11 @@ def _sha256_file(path):
     return digest.hexdigest()
 
 
-def _read_tar(path, split):
-    """The split's batch files from the tarball at ``path``, each read at most its expected size."""
+def _read_tar(path, split, exact=False):
+    """The split's batch files from the tarball at ``path``, each read at most its expected size.
+
+    ``exact``: each batch member must be exactly BATCH_RECORDS records (a tarball from ``data_dir``;
+    the cache's is the official file, its SHA-256 checked)."""
     names = SPLITS[split]
     found = {}
     try:
@@ -87,9 +105,11 @@ def _read_tar(path, split):
                 name = Path(member.name).name
                 if not member.isfile() or name not in names or name in found:
                     continue
+                if exact:
+                    _check_batch_size(member.size, f"{path}:{name}")
                 if member.size % RECORD or member.size > BATCH_RECORDS * RECORD * 5:
-                    raise DataError(f"{path}: {name} has {member.size:,} bytes, not a whole number of {RECORD}-byte "
-                                    "records; not a CIFAR-10 batch file")
+                    raise DataError(f"{shown(path)}: {name} has {member.size:,} bytes, not a whole number of "
+                                    f"{RECORD}-byte records; not a CIFAR-10 batch file")
                 raw = tar.extractfile(member).read(member.size)
                 if len(raw) != member.size:
                     raise EOFError(f"{name} ends after {len(raw):,} of its {member.size:,} bytes")
@@ -97,27 +117,35 @@ def _read_tar(path, split):
             # on to the end even when all is found: a tarball cut short anywhere is refused, not half used
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         if isinstance(e, OSError) and e.errno is not None:
-            raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-        raise DataError(f"{path}: truncated or corrupt tarball ({' '.join(str(e).split()) or type(e).__name__}); "
-                        "delete it and fetch it again") from None
+            raise DataError(f"{shown(path)}: cannot read ({e.strerror or e})") from None
+        why = " ".join(str(e).split()) or type(e).__name__
+        raise DataError(f"{shown(path)}: truncated or corrupt tarball ({why}); delete it and fetch it again") from None
     missing = [n for n in names if n not in found]
     if missing:
-        raise DataError(f"{path}: no {', '.join(missing)} in the tarball; not the CIFAR-10 binary version ({ARCHIVE})")
+        raise DataError(f"{shown(path)}: no {', '.join(missing)} in the tarball; not the CIFAR-10 binary version "
+                        f"({ARCHIVE})")
     parts = [found[n] for n in names]
     return _concat(parts)
 
 
 def _read_folder(folder, split):
-    """The split's batch files from an extracted ``cifar-10-batches-bin/``."""
+    """The split's batch files from an extracted ``cifar-10-batches-bin/``, each checked to be a
+    regular file of exactly BATCH_RECORDS records before it is read."""
     parts = []
     for name in SPLITS[split]:
         path = Path(folder) / name
         try:
-            parts.append(parse_batch(path.read_bytes(), path))
+            with open_regular(path) as f:
+                _check_batch_size(os.fstat(f.fileno()).st_size, path)
+                raw = f.read(BATCH_RECORDS * RECORD + 1)  # +1: a file that grew since the check is caught below
+            parts.append(parse_batch(raw, shown(path)))
         except FileNotFoundError:
-            raise DataError(f"{TITLE}: {path} is missing (the {split} split needs {', '.join(SPLITS[split])})") from None
+            raise DataError(f"{TITLE}: {shown(path)} is missing (the {split} split needs "
+                            f"{', '.join(SPLITS[split])})") from None
+        except NotRegularFile as e:
+            raise DataError(f"{e}; expected a CIFAR-10 batch file") from None
         except OSError as e:
-            raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+            raise DataError(f"{shown(path)}: cannot read ({e.strerror or e})") from None
     return _concat(parts)
 
 
@@ -133,7 +161,7 @@ def _download(url, final, timeout):
         try:
             tmp = stack.enter_context(atomic_path(final, suffix=".part"))
         except OSError as e:
-            raise DataError(f"cannot write to the cache folder {final.parent} ({e.strerror or e}); set "
+            raise DataError(f"cannot write to the cache folder {shown(final.parent)} ({e.strerror or e}); set "
                             "SCRATCHGAN_DATA to a writable folder or pass --data-dir DIR") from None
         digest, size = hashlib.sha256(), 0
         request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
@@ -157,7 +185,7 @@ def _fetch(folder, mirrors, timeout, log):
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DataError(f"cannot create the cache folder {folder} ({e.strerror or e}); set SCRATCHGAN_DATA "
+        raise DataError(f"cannot create the cache folder {shown(folder)} ({e.strerror or e}); set SCRATCHGAN_DATA "
                         "to a writable folder or pass --data-dir DIR") from None
     final = folder / ARCHIVE
     failures = []
@@ -172,7 +200,7 @@ def _fetch(folder, mirrors, timeout, log):
             failures.append((url, _describe(e, timeout)))
     tried = "; ".join(f"{url} ({why})" for url, why in failures) or "no mirror configured"
     raise DownloadError(f"could not download {ARCHIVE}: tried {tried}; supply it yourself: --data-dir DIR with "
-                        f"{ARCHIVE} (or its extracted {FOLDER}/), or put it in {folder}",
+                        f"{ARCHIVE} (or its extracted {FOLDER}/), or put it in {shown(folder)}",
                         reason=tried)
 
 
@@ -193,18 +221,18 @@ def load_cifar10(split="train", data_dir=None, download=True, *, mirrors=None, t
         else:
             tarball = folder / ARCHIVE
         if not folder.is_dir():
-            raise DataError(f"data dir {folder} does not exist or is not a folder")
+            raise DataError(f"data dir {shown(folder)} does not exist or is not a folder")
         if tarball.is_file():
             if log and (tarball.stat().st_size != SIZE or _sha256_file(tarball) != SHA256):
-                log(f"{tarball} is not the official {ARCHIVE} (its SHA-256 differs); training on it as given")
-            return _read_tar(tarball, split)
+                log(f"{shown(tarball)} is not the official {ARCHIVE} (its SHA-256 differs); training on it as given")
+            return _read_tar(tarball, split, exact=True)
         for candidate in (folder / FOLDER, folder):
             if (candidate / SPLITS[split][0]).is_file():
                 if log:
-                    log(f"reading the extracted batch files in {candidate} (not checksummed: your own files are "
+                    log(f"reading the extracted batch files in {shown(candidate)} (not checksummed: your own files are "
                         "taken as given)")
                 return _read_folder(candidate, split)
-        raise DataError(f"{TITLE}: neither {ARCHIVE} nor {FOLDER}/{SPLITS[split][0]} found in {folder}; "
+        raise DataError(f"{TITLE}: neither {ARCHIVE} nor {FOLDER}/{SPLITS[split][0]} found in {shown(folder)}; "
                         f"put the binary version there (https://www.cs.toronto.edu/~kriz/{ARCHIVE})")
     cache = data_root() / NAME
     tarball = cache / ARCHIVE
@@ -212,11 +240,13 @@ def load_cifar10(split="train", data_dir=None, download=True, *, mirrors=None, t
         if tarball.stat().st_size == SIZE and _sha256_file(tarball) == SHA256:
             return _read_tar(tarball, split)
         if not download:
-            raise DataError(f"{tarball}: SHA-256 does not match the official {ARCHIVE}; delete it to download it again")
+            raise DataError(f"{shown(tarball)}: SHA-256 does not match the official {ARCHIVE}; delete it to download "
+                            "it again")
         if log:
-            log(f"{tarball}: SHA-256 does not match the official {ARCHIVE}; downloading it again")
+            log(f"{shown(tarball)}: SHA-256 does not match the official {ARCHIVE}; downloading it again")
     elif not download:
-        raise DownloadError(f"{ARCHIVE} not found in {cache} and downloading is off; pass --data-dir DIR with it",
+        raise DownloadError(f"{ARCHIVE} not found in {shown(cache)} and downloading is off; pass --data-dir DIR "
+                            "with it",
                             reason="not on this machine and downloading is off")
     path = _fetch(cache, MIRRORS if mirrors is None else tuple(mirrors), timeout, log)
     return _read_tar(path, split)

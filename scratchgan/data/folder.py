@@ -4,9 +4,16 @@
     loader = BatchLoader(images, 128, flatten=False, xp=get_xp("cupy"))          # float32 in [-1, 1]
 
 What is read: every ``.jpg .jpeg .png .bmp .webp`` file (any letter case) under the folder, found
-recursively, hidden files and folders (names starting with ".") left out, other files ignored;
-symlinked files are followed, symlinked sub-folders are not. The order is the sorted relative paths
-("a/b.png" as POSIX text), so it never depends on the file system.
+recursively, hidden files and folders (names starting with ".") left out, other files ignored.
+The order is the sorted relative paths ("a/b.png" as POSIX text), so it never depends on the file system.
+
+Only regular files are opened: a FIFO, a socket or a device with an image's name (``pipe.png``) is
+skipped and reported, never read (a FIFO would block the decoder forever, a device could be endless).
+The check is made before opening and again on the open file (opened without blocking), so a file
+swapped after the scan is caught too. Symlinked files are followed, wherever they point, inside the
+folder or out of it: reading changes nothing, and folders of links into a photo library are a common
+way to make a dataset; the target must still be a regular file. Symlinked sub-folders are not followed (a link to ``..`` would
+loop, and a link to ``/`` would scan the whole disk).
 
 Each image gets the DCGAN tutorial's transform, ``Resize(image_size)`` then ``CenterCrop(image_size)``:
 
@@ -32,10 +39,12 @@ in the same folder, is flushed, then renamed; the manifest is renamed in last an
 partial file from an interrupted run is never read (a Ctrl-C removes its temp file; a leftover one
 from a killed run is ignored, and reported through ``log``).
 
-Unreadable images (not an image, truncated, empty, an unsupported mode) are skipped and counted,
-and reported ONCE at the end through ``log`` (how many, the first few names and why); they never
-stop a run halfway. A missing folder, a folder without image files, or one where no image can be
-read is a ``DataError`` with one line that names the folder and what was found.
+Unreadable images (not an image, truncated, empty, 0x0 pixels, not a regular file, an unsupported
+mode) are skipped and counted, and reported ONCE at the end through ``log`` (how many, the first few
+names and why); they never stop a run halfway. A missing folder, a folder without image files, or one
+where no image can be read is a ``DataError`` with one line that names the folder and what was found.
+Names are printed as ``idx.shown`` writes them: a name with an escape code or a newline in it appears
+as Python's repr, never raw.
 """
 from __future__ import annotations
 
@@ -56,7 +65,7 @@ from PIL import Image, ImageOps
 
 from ..fast.cpu import cpu_threads  # the one count of usable cores
 from ..fileio import atomic_path, atomic_write
-from .idx import DataError
+from .idx import DataError, NotRegularFile, open_regular, shown
 from .mnist import data_root
 
 # What the folder scan picks up (lower-cased suffixes). Pillow reads all of these with its standard
@@ -140,13 +149,13 @@ def scan_image_folder(folder):
     how many other (non-image, non-hidden) files were seen. DataError when the folder is missing."""
     root = Path(folder).expanduser()
     if not root.exists():
-        raise DataError(f"image folder {root} does not exist")
+        raise DataError(f"image folder {shown(root)} does not exist")
     if not root.is_dir():
-        raise DataError(f"image folder {root} is not a folder")
+        raise DataError(f"image folder {shown(root)} is not a folder")
     entries, others = [], []
 
     def unreadable(e):  # os.walk swallows errors by default: a sub-folder we cannot list is worth a line
-        raise DataError(f"image folder {root}: cannot list {e.filename} ({e.strerror or e})")
+        raise DataError(f"image folder {shown(root)}: cannot list {shown(e.filename)} ({e.strerror or e})")
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         dirnames[:] = [d for d in dirnames if not _is_hidden(d)]  # prune hidden folders in place
@@ -204,6 +213,8 @@ def transform_image(img, image_size, mode):
     """A loaded PIL image -> uint8 (C, S, S): convert to ``mode``, resize the shorter side to S
     (bicubic, antialiased), crop the central S x S square (torchvision's Resize + CenterCrop)."""
     S = image_size
+    if img.width == 0 or img.height == 0:  # the resize below would divide by zero
+        raise EmptyImage(f"empty image ({img.width}x{img.height} pixels)")
     if img.mode.startswith("I;16") or img.mode in ("I", "F"):
         img = _to_8bit(img)
     elif img.mode == "P" and "transparency" in img.info:
@@ -224,18 +235,27 @@ def transform_image(img, image_size, mode):
     return x[None] if x.ndim == 2 else x.transpose(2, 0, 1)   # -> (C, S, S)
 
 
+class EmptyImage(ValueError):
+    """An image of 0 pixels in width or height: nothing to resize."""
+
+
 def _reason(error, size):
+    if isinstance(error, NotRegularFile):  # a FIFO has size 0 too, but "empty file" would not say what it is
+        return f"{error.kind}, not a regular file"
     if size == 0:
         return "empty file"
     if isinstance(error, Image.UnidentifiedImageError):
         return "not an image Pillow can read"
     text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 100 else text[:97] + "..."
+    return shown(text if len(text) <= 100 else text[:97] + "...")  # an error's text may quote the file's name
 
 
 def decode_image(path, image_size, mode):
-    """Open, fully decode and transform one file -> uint8 (C, S, S); raises on any unreadable file."""
-    with Image.open(path) as img:
+    """Open, fully decode and transform one file -> uint8 (C, S, S); raises on any unreadable file.
+
+    Opened only when it is a regular file (``idx.open_regular``: a FIFO named pipe.png never blocks).
+    """
+    with open_regular(path) as f, Image.open(f) as img:
         w, h = img.size
         if img.format == "JPEG" and min(w, h) >= 4 * image_size:
             # libjpeg's DCT scaling: keep >= 2 * image_size on the short side for the bicubic resize
@@ -293,7 +313,7 @@ def _remove_stale(cache, stem, keep_key, log):
         except OSError:  # e.g. still mapped by another process on Windows: harmless, retried next time
             pass
     if removed and log:
-        log(f"removed {removed} outdated cache{'s' if removed > 1 else ''} of this folder from {cache}")
+        log(f"removed {removed} outdated cache{'s' if removed > 1 else ''} of this folder from {shown(cache)}")
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -344,9 +364,10 @@ def _progress_bar(total, progress, log):
 
 
 def _skipped_line(skipped, total, folder):
-    shown = "; ".join(f"{rel} ({why})" for rel, why in skipped[:_MAX_SKIPPED_SHOWN])
+    names = "; ".join(f"{shown(rel)} ({why})" for rel, why in skipped[:_MAX_SKIPPED_SHOWN])
     more = f"; and {len(skipped) - _MAX_SKIPPED_SHOWN} more" if len(skipped) > _MAX_SKIPPED_SHOWN else ""
-    return f"skipped {len(skipped)} unreadable image{'s' if len(skipped) > 1 else ''} of {total} in {folder}: {shown}{more}"
+    return (f"skipped {len(skipped)} unreadable image{'s' if len(skipped) > 1 else ''} of {total} in "
+            f"{shown(folder)}: {names}{more}")
 
 
 def _build(root, entries, image_size, channels, mode, key, npy, manifest_path, workers, log, progress):
@@ -355,8 +376,8 @@ def _build(root, entries, image_size, channels, mode, key, npy, manifest_path, w
     sizes = [size for _, size, _ in entries]
     S, total = image_size, len(entries)
     if log:
-        log(f"decoding {total} images from {root} to {S}x{S} {mode} with {workers} thread"
-            f"{'s' if workers > 1 else ''} (once; cached in {npy.parent}) ...")
+        log(f"decoding {total} images from {shown(root)} to {S}x{S} {mode} with {workers} thread"
+            f"{'s' if workers > 1 else ''} (once; cached in {shown(npy.parent)}) ...")
     t0 = time.perf_counter()
 
     def memmap(path, n):
@@ -374,9 +395,9 @@ def _build(root, entries, image_size, channels, mode, key, npy, manifest_path, w
         good = [i for i in range(total) if i not in failed]
         skipped = [(rels[i], failed[i]) for i in sorted(failed)]
         if not good:
-            shown = "; ".join(f"{rel} ({why})" for rel, why in skipped[:3])
-            raise DataError(f"image folder {root}: none of its {total} image files could be read "
-                            f"({shown}{'; ...' if total > 3 else ''})")
+            names = "; ".join(f"{shown(rel)} ({why})" for rel, why in skipped[:3])
+            raise DataError(f"image folder {shown(root)}: none of its {total} image files could be read "
+                            f"({names}{'; ...' if total > 3 else ''})")
         if skipped:  # compact the good rows into an array of exactly N_good (skips are rare: one copy)
             with atomic_path(tmp, durable=False, suffix=".part.npy") as tmp_good:  # replaces the full one
                 compact = memmap(tmp_good, len(good))
@@ -401,7 +422,7 @@ def _build(root, entries, image_size, channels, mode, key, npy, manifest_path, w
         if skipped:
             log(_skipped_line(skipped, total, root))
         rate = total / seconds if seconds > 0 else float("inf")
-        log(f"decoded {len(good)} images from {root} in {seconds:.1f} s ({rate:.0f} images/s) -> {npy}")
+        log(f"decoded {len(good)} images from {shown(root)} in {seconds:.1f} s ({rate:.0f} images/s) -> {shown(npy)}")
     return skipped
 
 
@@ -421,15 +442,15 @@ def open_image_folder(folder, image_size=64, channels=3, cache_dir=None, log=Non
     root = root.resolve()
     if not entries:
         seen = (f"only {len(others)} other file{'s' if len(others) > 1 else ''} "
-                f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})") if others else "nothing"
-        raise DataError(f"image folder {root}: no image files ({', '.join(IMAGE_EXTENSIONS)}, searched "
+                f"({', '.join(map(shown, others[:3]))}{', ...' if len(others) > 3 else ''})") if others else "nothing"
+        raise DataError(f"image folder {shown(root)}: no image files ({', '.join(IMAGE_EXTENSIONS)}, searched "
                         f"recursively, hidden files left out); found {seen}")
 
     cache = Path(cache_dir).expanduser() if cache_dir is not None else data_root() / "folders"
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DataError(f"cannot create the image cache folder {cache} ({e.strerror or e}); set "
+        raise DataError(f"cannot create the image cache folder {shown(cache)} ({e.strerror or e}); set "
                         "SCRATCHGAN_DATA or pass cache_dir= a writable folder") from None
     key = cache_key(root, S, C, entries)
     stem = _cache_stem(root, S, mode)
@@ -442,22 +463,22 @@ def open_image_folder(folder, image_size=64, channels=3, cache_dir=None, log=Non
         skipped = tuple(tuple(s) for s in manifest.get("skipped", ()))
         if log:
             note = f"; {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} left out" if skipped else ""
-            log(f"using the cached {len(images)} images of {root} ({S}x{S} {mode}{note}): {npy}")
+            log(f"using the cached {len(images)} images of {shown(root)} ({S}x{S} {mode}{note}): {shown(npy)}")
         return ImageFolder(images, tuple(manifest["files"]), skipped, root, npy, True)
 
     leftovers = list(cache.glob(f".{stem}-*.part.*"))
     if leftovers and log:
         log(f"ignoring {len(leftovers)} partial cache file{'s' if len(leftovers) > 1 else ''} of an "
-            f"interrupted run in {cache} (safe to delete unless another run is decoding this folder now)")
+            f"interrupted run in {shown(cache)} (safe to delete unless another run is decoding this folder now)")
     try:
         skipped = _build(root, entries, S, C, mode, key, npy, manifest_path, workers, log, progress)
     except OSError as e:
-        raise DataError(f"cannot write the image cache {npy} ({e.strerror or e}); set SCRATCHGAN_DATA "
+        raise DataError(f"cannot write the image cache {shown(npy)} ({e.strerror or e}); set SCRATCHGAN_DATA "
                         "or pass cache_dir= a writable folder with room for it") from None
     _remove_stale(cache, stem, key, log)
     hit = _open_cached(npy, manifest_path, key, (C, S, S))
     if hit is None:  # only if another process deleted it in between
-        raise DataError(f"the image cache {npy} vanished right after it was written")
+        raise DataError(f"the image cache {shown(npy)} vanished right after it was written")
     images, manifest = hit
     return ImageFolder(images, tuple(manifest["files"]), tuple(skipped), root, npy, False)
 
@@ -502,7 +523,8 @@ def make_demo_folder(out_dir, images, size=64, n=2048, seed=0, *, format="png", 
         raise ValueError(f"format must be 'png' or 'jpeg', got {format!r}")
     out_dir = Path(out_dir).expanduser()
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise DataError(f"demo folder {out_dir} already exists and is not empty; choose a new folder or delete it")
+        raise DataError(f"demo folder {shown(out_dir)} already exists and is not empty; choose a new folder or "
+                        "delete it")
 
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(images), size=n, replace=False)) if n < len(images) else np.arange(n)

@@ -37,6 +37,9 @@ class BatchLoader:
         if images.ndim not in (3, 4) or len(images) == 0:
             raise ValueError(f"BatchLoader expects images of shape (N, H, W) or (N, C, H, W) with N > 0, "
                              f"got {images.shape}")
+        if 0 in images.shape[1:]:  # 0x0 pixels or 0 channels: a network of input size 0 would "train"
+            raise ValueError(f"BatchLoader got empty images (shape {images.shape}); each image needs at least one "
+                             "channel and 1x1 pixels")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         n = len(images)

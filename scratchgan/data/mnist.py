@@ -14,6 +14,8 @@ sums protect the content; TLS also keeps a network in the middle from feeding a 
 decompression is capped at the official file's size anyway). Each file has two: one of the
 official ``.gz`` (what the mirrors serve) and one of the decompressed IDX content, so a file that was
 recompressed (Debian's Fashion-MNIST) or stored uncompressed is still recognised as the real thing.
+Your own IDX files in ``data_dir`` (accepted with ``on_foreign``) may be larger than the official
+ones: they are decompressed up to the size their header declares, and no further.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..fileio import atomic_path
-from .idx import DataError, decode_bytes, is_gzip, parse_idx
+from .idx import DataError, TooLarge, decode_bytes, is_gzip, load_idx_bytes, parse_idx, read_file, shown
 
 
 class NotOfficial(DataError):
@@ -196,29 +198,35 @@ def _verified_array(raw: bytes, source, checksum, title, stem, verify=True, hint
     """Parse ``raw`` (gz or plain IDX bytes) after checking it is the official file.
 
     Accepted when the bytes are the official .gz, or when the decompressed content is the official
-    content (a recompressed or uncompressed copy).
+    content (a recompressed or uncompressed copy). Unverified (a user's own file): decompressed no
+    further than its IDX header declares.
     """
-    capped = verify and checksum is not None  # the official content has a known size: decompress no more
-    content = decode_bytes(raw, source, max_bytes=checksum.idx_bytes if capped else None)
-    if verify and checksum is not None:
-        gz_ok = is_gzip(raw) and _sha256(raw) == checksum.gz_sha256
-        if not gz_ok and _sha256(content) != checksum.idx_sha256:
-            raise NotOfficial(f"{source}: SHA-256 does not match the official {title} {stem} (neither the .gz "
-                            f"{checksum.gz_sha256[:12]}... nor the IDX content {checksum.idx_sha256[:12]}...); "
-                            f"the file is corrupt or another dataset{hint}")
+    source = shown(source)
+    if not verify or checksum is None or (is_gzip(raw) and _sha256(raw) == checksum.gz_sha256):
+        return load_idx_bytes(raw, source)
+    try:  # the official content has a known size: decompress no more
+        content = decode_bytes(raw, source, max_bytes=checksum.idx_bytes)
+    except TooLarge:  # larger than the official file: someone's own data, or a bomb; not the release either way
+        raise NotOfficial(f"{source}: decompresses to more than {checksum.idx_bytes:,} bytes, the size of the "
+                          f"official {title} {stem}; the file is another dataset{hint}") from None
+    if _sha256(content) != checksum.idx_sha256:
+        raise NotOfficial(f"{source}: SHA-256 does not match the official {title} {stem} (neither the .gz "
+                          f"{checksum.gz_sha256[:12]}... nor the IDX content {checksum.idx_sha256[:12]}...); "
+                          f"the file is corrupt or another dataset{hint}")
     return parse_idx(content, source)
 
 
 def _read_verified(path, spec, stem, verify=True, hint=""):
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    raw = read_file(path, f"the {spec.title} file {stem}")
     return _verified_array(raw, path, spec.checksums.get(stem), spec.title, stem, verify, hint)
 
 
 def _check_pair(images, labels, images_src, labels_src):
-    """The two arrays must be uint8 (N, 28, 28) images and N uint8 labels 0..9."""
+    """The two arrays must be uint8 (N, 28, 28) images and N uint8 labels 0..9, N > 0."""
+    images_src, labels_src = shown(images_src), shown(labels_src)
+    if images.ndim == 3 and 0 in images.shape[1:]:
+        raise DataError(f"{images_src}: holds empty images (shape {images.shape}: "
+                        f"{images.shape[1]}x{images.shape[2]} pixels); expected uint8 images of shape (N, 28, 28)")
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
         raise DataError(f"{images_src}: expected uint8 images of shape (N, 28, 28), "
                         f"got {images.dtype} {images.shape}")
@@ -226,6 +234,8 @@ def _check_pair(images, labels, images_src, labels_src):
         raise DataError(f"{labels_src}: expected a 1-D uint8 label array, got {labels.dtype} {labels.shape}")
     if len(labels) != len(images):
         raise DataError(f"{labels_src}: {len(labels)} labels for {len(images)} images in {images_src}")
+    if len(images) == 0:
+        raise DataError(f"{images_src}: holds no images (shape {images.shape}); expected N > 0 images of 28x28")
     if len(labels) and labels.max() > 9:
         raise DataError(f"{labels_src}: label {int(labels.max())} out of range 0..9")
 
@@ -258,7 +268,7 @@ def _download_one(url, final, checksum, timeout):
         try:
             tmp = stack.enter_context(atomic_path(final, suffix=".part"))
         except OSError as e:  # not a mirror's fault: say so instead of trying the next one
-            raise DataError(f"cannot write to the cache folder {final.parent} ({e.strerror or e}); set "
+            raise DataError(f"cannot write to the cache folder {shown(final.parent)} ({e.strerror or e}); set "
                             "SCRATCHGAN_DATA to a writable folder or pass --data-dir DIR") from None
         digest = hashlib.sha256()
         size = 0
@@ -284,7 +294,7 @@ def _download_one(url, final, checksum, timeout):
 def _supply_hint(spec, folder):
     return (f"supply the files yourself: --data-dir DIR with the four IDX files "
             f"(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
-            f"t10k-labels-idx1-ubyte[.gz]), or put them in {folder}")
+            f"t10k-labels-idx1-ubyte[.gz]), or put them in {shown(folder)}")
 
 
 def _fetch(spec, stem, folder, mirrors, timeout, log):
@@ -292,7 +302,7 @@ def _fetch(spec, stem, folder, mirrors, timeout, log):
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DataError(f"cannot create the cache folder {folder} ({e.strerror or e}); set SCRATCHGAN_DATA "
+        raise DataError(f"cannot create the cache folder {shown(folder)} ({e.strerror or e}); set SCRATCHGAN_DATA "
                         "to a writable folder or pass --data-dir DIR") from None
     final = folder / f"{stem}.gz"
     failures = []
@@ -334,7 +344,7 @@ def _get_array(spec, stem, download, verify, mirrors, timeout, log):
         if path is not None:
             return _read_verified(path, spec, stem, verify), path
     if not download:
-        where = ", ".join(str(p) for p in (folder, *spec.search_dirs))
+        where = ", ".join(shown(p) for p in (folder, *spec.search_dirs))
         raise DownloadError(f"{stem} for {spec.title} not found in {where} and downloading is off; "
                             f"{_supply_hint(spec, folder)}", reason="not on this machine and downloading is off")
     path = _fetch(spec, stem, folder, spec.mirrors if mirrors is None else tuple(mirrors), timeout, log)
@@ -348,14 +358,14 @@ def _from_data_dir(spec, split, data_dir, verify, on_foreign=None):
     (parsed and shape-checked all the same) and is called once with a line naming them."""
     folder = Path(data_dir).expanduser()
     if not folder.is_dir():
-        raise DataError(f"data dir {folder} does not exist or is not a folder")
+        raise DataError(f"data dir {shown(folder)} does not exist or is not a folder")
     stems = SPLITS[split]
     missing = [(role, stem) for role, stem in zip(("images", "labels"), stems) if _find(folder, stem) is None]
     if missing:
         what = " and the ".join(f"{split} {role} ({stem}[.gz])" for role, stem in missing)
         others = [s for s in SPLITS if s != split and all(_find(folder, stem) for stem in SPLITS[s])]
         hint = f"; that folder has the {others[0]!r} split: use --split {others[0]}" if others else ""
-        raise DataError(f"{spec.title}: the {what} are missing in {folder}{hint}")
+        raise DataError(f"{spec.title}: the {what} are missing in {shown(folder)}{hint}")
     paths = [_find(folder, stem) for stem in stems]
     hint = "; replace it with the official file"
     if on_foreign is None:
@@ -366,9 +376,10 @@ def _from_data_dir(spec, split, data_dir, verify, on_foreign=None):
             arrays.append((_read_verified(path, spec, stem, verify, hint), path))
         except NotOfficial:
             arrays.append((_read_verified(path, spec, stem, verify=False), path))
-            foreign.append(path.name)
+            foreign.append(shown(path.name))
     if foreign:
-        on_foreign(f"{', '.join(foreign)} in {folder} are not the official {spec.title} files (SHA-256 differs); "
+        on_foreign(f"{', '.join(foreign)} in {shown(folder)} are not the official {spec.title} files "
+                   "(SHA-256 differs); "
                    "training on them as given")
     return arrays
 

@@ -10,9 +10,10 @@ load, is refused, never unpickled):
 
 A float array is mapped to 0..255 with ``round(255 x)`` ([0, 1]) or ``round(127.5 (x + 1))``
 ([-1, 1]): the loader's ``x / 127.5 - 1`` then gives back the values to within half a grey level.
-Everything else (another dtype, another rank, a channel count other than 1 or 3, non-square
-images, NaN or Inf, floats outside both ranges, an empty array, a file that is not a .npy) is a
-DataError with one line naming the file, what was found and what is expected.
+Everything else (another dtype, another rank, a channel count other than 1 or 3, empty images
+(0x0 pixels or 0 channels), non-square images, NaN or Inf, floats outside both ranges, an empty
+array, a file that is not a .npy or not a regular file) is a DataError with one line naming the file
+(repr-escaped when its name holds control characters), what was found and what is expected.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .idx import DataError
+from .idx import DataError, NotRegularFile, open_regular, shown
 
 _FLOATS = (np.float16, np.float32, np.float64)
 
@@ -28,37 +29,45 @@ _FLOATS = (np.float16, np.float32, np.float64)
 def load_npy_images(path):
     """uint8 images (N, H, W) or (N, C, H, W) from the .npy file ``path``; DataError when it is not one."""
     path = Path(path).expanduser()
+    name = shown(path)
     if path.is_dir():
-        raise DataError(f"{path} is a folder; --dataset npy needs --data-dir FILE.npy, one array file")
+        raise DataError(f"{name} is a folder; --dataset npy needs --data-dir FILE.npy, one array file")
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:  # a FIFO would block the read below forever
             magic = f.read(6)
     except FileNotFoundError:
-        raise DataError(f"{path} does not exist; --dataset npy needs --data-dir FILE.npy") from None
+        raise DataError(f"{name} does not exist; --dataset npy needs --data-dir FILE.npy") from None
+    except NotRegularFile as e:
+        raise DataError(f"{e}; --dataset npy needs --data-dir FILE.npy, one array file") from None
     except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or ' '.join(str(e).split())})") from None
+        raise DataError(f"{name}: cannot read ({e.strerror or ' '.join(str(e).split())})") from None
     if magic != b"\x93NUMPY":  # np.load would take anything else for a pickle (or an .npz archive)
         what = "an .npz archive (save one array with np.save)" if magic[:2] == b"PK" else "not a .npy file"
-        raise DataError(f"{path}: {what}; --dataset npy reads one array written by np.save(path, images)")
+        raise DataError(f"{name}: {what}; --dataset npy reads one array written by np.save(path, images)")
     try:
         # mmap: the checks below read the header and one pass over the values, no second copy in memory
         array = np.load(path, allow_pickle=False, mmap_mode="r")
     except ValueError as e:  # object arrays: "Object arrays cannot be loaded when allow_pickle=False"
         if "pickle" in str(e) or "Python objects" in str(e):
-            raise DataError(f"{path} holds Python objects (a pickled object array), which scratchgan never "
+            raise DataError(f"{name} holds Python objects (a pickled object array), which scratchgan never "
                             "loads; save a numeric array: np.save(path, images.astype(np.uint8))") from None
-        raise DataError(f"{path}: not a readable .npy file ({' '.join(str(e).split())})") from None
+        raise DataError(f"{name}: not a readable .npy file ({' '.join(str(e).split())})") from None
     except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or ' '.join(str(e).split())})") from None
-    return check_images(array, str(path))
+        raise DataError(f"{name}: cannot read ({e.strerror or ' '.join(str(e).split())})") from None
+    return check_images(array, name)
 
 
 def check_images(array, source="array"):
     """Check an image array and return it as uint8 (see the module docstring); DataError otherwise."""
     shape = array.shape
+    source = shown(source)
     if array.ndim not in (3, 4):
         raise DataError(f"{source}: expected images of shape (N, H, W) or (N, C, H, W), got {array.ndim} "
                         f"dimensions {shape}")
+    if 0 in shape[1:]:  # before the channel and square checks: a 0x0 image is square, and trains on nothing
+        what = "0 channels" if array.ndim == 4 and shape[1] == 0 else f"{shape[-2]}x{shape[-1]} pixels"
+        raise DataError(f"{source}: holds empty images (shape {shape}: {what}); each image needs 1 or 3 channels "
+                        "and at least 1x1 pixels")
     if array.ndim == 4 and shape[1] not in (1, 3):
         raise DataError(f"{source}: expected 1 or 3 channels in (N, C, H, W), got shape {shape} (channels last? "
                         "use np.moveaxis(images, -1, 1))")
