@@ -598,6 +598,7 @@ def _train(out, graphed, epochs, resume=None, loss="bce", conditional=False, d_s
     if graphed:
         step = graph.GraphedStep(step, d_steps)
         loader.epoch = _no_batches
+        loader = step.gathering(loader)
     trainer = Trainer(step, loader, out, config, sample_every=0, log_every=1, image_shape=(4, 5), d_steps=d_steps,
                       progress=False, log=lambda message: None)
     if stop_after is not None:  # Ctrl-C after that many steps: the trainer saves mid-epoch and stops
@@ -671,8 +672,7 @@ def test_a_short_last_batch_is_refused_as_the_eager_step_refuses_it(tmp_path):
     with pytest.raises(ValueError, match="real batch of 2 images, but the step was built for batches of 8"):
         eager.fit(1)
     with pytest.raises(ValueError, match="real batch of 2 images .*but the step was built for batches of 8"):
-        Trainer(graph.GraphedStep(models.build_step(config, xp), 1), BatchLoader(images, 8, xp=xp, drop_last=False),
-                tmp_path / "g", config, sample_every=0, progress=False)
+        graph.GraphedStep(models.build_step(config, xp), 1).gathering(BatchLoader(images, 8, xp=xp, drop_last=False))
     kept = graph.GraphedStep(models.build_step(config, xp), 1)
     kept.gather_from(BatchLoader(images, 8, xp=xp))  # drop_last=True: the 2 left over are never gathered
     assert len(kept.order) == 50
