@@ -723,6 +723,26 @@ def test_what_the_gather_cannot_take_is_refused():
         conditional.gather_from(BatchLoader(images, 8, xp=xp))
 
 
+def test_the_gathering_loader_is_the_loader_the_trainer_sees(numpy_gemm):
+    """GraphedStep.gathering(loader): the loader's length and images; epoch(e, b) starts the graph's epoch in
+    loader.permutation(e)'s order at batch b and hands out one placeholder per batch left, which step() takes;
+    a real batch (a plain loader's) is refused, since the graph gathers its own."""
+    from scratchgan.data.loader import BatchLoader
+    images = np.random.default_rng(0).integers(0, 256, (48, 4, 5), dtype=np.uint8)
+    loader = BatchLoader(images, 8, xp=xp, seed=3)
+    step = graph.GraphedStep(models.build_step(_config("bce"), xp), 1)
+    gathering = step.gathering(loader)
+    assert len(gathering) == len(loader) == 6 and gathering.batch_size == 8
+    assert_bitwise(gathering.images(5).get(), loader.images(5).get(), "images")
+    batches = list(gathering.epoch(2, 4))
+    assert batches == [graph.GATHERED] * 2 and step.next_pos == 32
+    assert_bitwise(step.order.get(), np.asarray(loader.permutation(2)), "order")
+    with pytest.raises(ValueError, match="gathers its batches on the device and takes none"):
+        step.step([next(loader.epoch(0))])
+    stats = step.step(batches[:1])
+    assert step.steps_run == 1 and step.next_pos == 40 and "loss_D" in stats
+
+
 def test_the_cli_hook_refuses_in_one_line():
     from scratchgan.cliutil import UserError
     step = models.build_step(_config("bce"), np)
