@@ -267,7 +267,9 @@ class Trainer:
         self.log(f"step {self.global_step}: lowest Frechet distance so far, {value:.4g}{was}: saved {self.best_path}")
 
     def _write_config(self):
-        """config.json: the run's settings, and ``best`` once checkpoint_best.npz exists."""
+        """config.json: the run's settings, and ``best`` once checkpoint_best.npz exists (written by rank 0)."""
+        if not self.world.writes:
+            return
         config = {**self.config, "best": self.best} if self.best is not None else self.config
         with atomic_write(self._writing(self.out / "config.json")) as f:
             f.write(json.dumps(config, indent=2, sort_keys=True).encode())
@@ -356,8 +358,7 @@ class Trainer:
         if getattr(self.step, "ema", None) is not None:
             self.log(f"sample grids and evaluations use the EMA generator (G's weights averaged, --ema "
                      f"{self.step.ema.beta})")
-        if self.world.writes:
-            self._write_config()
+        self._write_config()
         previous_handlers = self._install_signal_handlers()
         try:
             with self._metrics() as csv:
@@ -474,15 +475,9 @@ class Trainer:
         return stats
 
     def _check_finite(self, stats):
-        """Statistics as Python floats (one device sync); stop with a clear message on NaN/Inf.
-
-        In a data-parallel run they are first averaged over ranks (the means over the slices -> the means
-        over the global batch); the gradient norms are of the already averaged gradients, the same on every rank."""
-        keys = [k for k in stats if k not in ("grad_norm_G", "grad_norm_D", "instance_noise")]
-        if keys and self.world.size > 1:
-            xp = self.xp
-            values, = self.world.mean_over_ranks(xp.stack([xp.asarray(stats[k], dtype=self.dtype) for k in keys]))
-            stats = {**stats, **{k: values[i] for i, k in enumerate(keys)}}
+        """Statistics as Python floats (one device sync); stop with a clear message on NaN/Inf."""
+        if self.world.size > 1:
+            stats = self._averaged_over_ranks(stats)
         keys = [k for k in _KEY_ORDER if k in stats] + [k for k in stats if k not in _KEY_ORDER]
         host = {k: float(stats[k]) for k in keys}
         self.last_stats = host
@@ -493,6 +488,16 @@ class Trainer:
                                    f"stopped without saving. Last good checkpoint: {kept}. "
                                    "Try a lower --lr or --label-smoothing 0.1")
         return host
+
+    def _averaged_over_ranks(self, stats):
+        """A data-parallel run's statistics, each a mean over this rank's slice, averaged over ranks: the means
+        over the global batch. The gradient norms are of the already averaged gradients, the same on every rank."""
+        keys = [k for k in stats if k not in ("grad_norm_G", "grad_norm_D", "instance_noise")]
+        if not keys:
+            return stats
+        xp = self.xp
+        values, = self.world.mean_over_ranks(xp.stack([xp.asarray(stats[k], dtype=self.dtype) for k in keys]))
+        return {**stats, **{k: values[i] for i, k in enumerate(keys)}}
 
     def _stop_now(self):
         """Whether to save and stop after this step: when any rank was asked to (every rank stops together)."""
