@@ -420,54 +420,38 @@ def _safe_by_path(out, parts):
 def unlink_inside(out, rel):
     """Delete the regular file OUT/rel, never through a link (a link, a folder or a FIFO there is left
     alone, as is a path that leaves OUT); returns whether a file was deleted."""
-    parts = _parts(rel)
-    if parts is None:
-        return False
-    if os.unlink not in os.supports_dir_fd or not _NOFOLLOW:
-        path = _safe_by_path(out, parts)
-        if path is None or not path.is_file():
-            return False
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-            return True
-        return False
-    fd = _open_folder_inside(out, parts[:-1])
-    if fd is None:
-        return False
-    try:
-        if not stat.S_ISREG(os.stat(parts[-1], dir_fd=fd, follow_symlinks=False).st_mode):
-            return False
-        os.unlink(parts[-1], dir_fd=fd)
-        return True
-    except FileNotFoundError:
-        return False
-    finally:
-        os.close(fd)
+    return _remove_inside(out, rel, os.unlink, stat.S_ISREG, FileNotFoundError)
 
 
 def rmdir_inside(out, rel):
     """Remove the folder OUT/rel when it is empty and no link; returns whether it was removed."""
+    return _remove_inside(out, rel, os.rmdir, stat.S_ISDIR, OSError)  # OSError: not empty, the user's files stay
+
+
+def _remove_inside(out, rel, remove, is_kind, tolerated):
+    """``remove`` (os.unlink or os.rmdir) OUT/rel when the entry itself, never a link's target, passes
+    ``is_kind``; ``tolerated`` errors mean "not removed" (False), others propagate."""
     parts = _parts(rel)
     if parts is None:
         return False
-    if os.rmdir not in os.supports_dir_fd or not _NOFOLLOW:
+    if remove not in os.supports_dir_fd or not _NOFOLLOW:  # Windows: the same checks on paths
         path = _safe_by_path(out, parts)
-        if path is None or not path.is_dir():
-            return False
         try:
-            path.rmdir()
+            if path is None or not is_kind(os.lstat(path).st_mode):
+                return False
+            remove(path)
             return True
-        except OSError:  # not empty: the user's own files stay
+        except tolerated:
             return False
     fd = _open_folder_inside(out, parts[:-1])
     if fd is None:
         return False
     try:
-        if not stat.S_ISDIR(os.stat(parts[-1], dir_fd=fd, follow_symlinks=False).st_mode):
+        if not is_kind(os.stat(parts[-1], dir_fd=fd, follow_symlinks=False).st_mode):
             return False
-        os.rmdir(parts[-1], dir_fd=fd)
+        remove(parts[-1], dir_fd=fd)
         return True
-    except OSError:
+    except tolerated:
         return False
     finally:
         os.close(fd)
