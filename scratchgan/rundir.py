@@ -254,6 +254,8 @@ def check(out, resume=None, overwrite=False, probe_lock=True, resume_run_id=None
                           f"files, or a run of a scratchgan older than the run manifest; they are never written "
                           f"over or deleted: {what}, or move them away")
     recorded = manifest.existing() if manifest else []
+    if resume is not None and not recorded and not (overwrite and manifest):
+        _check_resume_target(out, manifest, resume, resume_run_id)
     if not recorded or overwrite:
         return
     if resume is None:
@@ -268,6 +270,19 @@ def check(out, resume=None, overwrite=False, probe_lock=True, resume_run_id=None
         what = "resume into a new --out" + ("" if inside else ", or replace it with --overwrite")
         raise RunDirError(f"--out {out} holds run {manifest.run_id} ({_names(recorded)}), and {whose}: {what} "
                           "(with --resume FILE, --out defaults to FILE's folder)")
+
+
+def _check_resume_target(out, manifest, resume, resume_run_id):
+    """A resume writes into its own run's folder, or into an empty or new one: never beside other files
+    (a downloaded checkpoint's folder is not a run folder)."""
+    if manifest is not None and manifest.run_id == resume_run_id:
+        return
+    others = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
+    if others:
+        names = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise RunDirError(f"--out {out} is not the folder of {resume}'s run (it holds {names}, and no "
+                          f"{MANIFEST_NAME} of that run): resume into a new or empty --out (with --resume FILE, "
+                          "--out defaults to FILE's folder)")
 
 
 def run_id_of(meta):
