@@ -65,3 +65,45 @@ def test_readme_says_what_happens_when_things_go_wrong():
 def test_readme_is_a_front_page():
     """At most about 250 lines: the guides in docs/ hold the rest."""
     assert len(README.read_text().splitlines()) <= 250
+
+
+def command_sheet():
+    """The README's "Commands" block, one argv per line (comments dropped)."""
+    import shlex
+    section = README.read_text().split("## Commands", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    return [shlex.split(line.split("#")[0]) for line in block.splitlines() if line.strip()]
+
+
+def test_the_command_sheet_names_each_command_and_parses():
+    """Every line of the cheat-sheet is a command whose parser accepts its flags (argparse exits 2 on an
+    unknown flag or a bad value); running them is the job of the guides' tests and the mpiexec tests."""
+    from scratchgan import cli, evaluate_cli, export, sample_cli, train_options
+    parsers = {"sample": sample_cli.make_sample_parser, "interpolate": sample_cli.make_interpolate_parser,
+               "export": export.make_parser, "evaluate": evaluate_cli.make_parser}
+    seen = set()
+    for argv in command_sheet():
+        if argv[0] == "mpiexec":  # its flags: tests/test_distributed.py
+            seen.add("mpiexec")
+            continue
+        if argv[:2] == ["python", "-m"]:
+            argv = argv[2:]
+        if argv[0] == "python":  # an example: its architecture fixed
+            script = argv[1]
+            assert (ROOT / script).is_file(), script
+            defaults = cli.DCGAN_DEFAULTS if script.endswith("dcgan.py") else cli.MLP_DEFAULTS
+            cli.make_train_parser(script, "", defaults).parse_args(argv[2:])
+            seen.add("dcgan --dataset folder" if "folder" in argv else "train")
+            seen.update(flag for flag in ("--resume", "--conditional") if flag in argv)
+            continue
+        assert argv[0] == "scratchgan", argv
+        command, args = argv[1], argv[2:]
+        seen.add(command)
+        if command == "train":
+            defaults = train_options.combined_defaults(train_options.arch_of(args), cli.ARCH_DEFAULTS)
+            cli.make_train_parser("scratchgan train", "", defaults, both=True).parse_args(args)
+        else:
+            parsers[command](f"scratchgan {command}").parse_args(args)
+    for wanted in ("train", "--resume", "--conditional", "sample", "interpolate", "export", "evaluate",
+                   "dcgan --dataset folder", "mpiexec"):
+        assert wanted in seen, f"the README's command sheet lost {wanted}"
