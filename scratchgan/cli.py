@@ -475,17 +475,18 @@ def _train_main(argv, prog, description, defaults):
         conv = config.get("arch") == "dcgan"
         loader = BatchLoader(images, config["batch_size"], xp=xp, dtype=config["dtype"], seed=config["seed"],
                              flatten=not conv, labels=labels)
+        if config.get("cuda_graph"):  # the graph gathers its batches from the loader's device copy
+            loader = step.gathering(loader)
         if world is not None:  # this rank's slice of each global batch, averaged gradients, synced BatchNorm
             config["ranks"] = world.size
             step, loader = distributed.parallelize(step, world), distributed.ShardedLoader(loader, world)
         if real is not None:
             dry_folder = train_options.dry_run_folder(config, log)
-        trainer = (Trainer if world is None else distributed.trainer_class(world))(
-                          step, loader, config["out"], config, sample_every=config["sample_every"],
+        trainer = Trainer(step, loader, config["out"], config, sample_every=config["sample_every"],
                           log_every=config["log_every"], image_shape=None if conv else tuple(images.shape[1:]),
                           d_steps=config["d_steps"], progress=config["progress"] and writes, log=log,
                           instance_noise=config.get("instance_noise", 0.0),
-                          snapshot_every=config.get("snapshot_every", 0))
+                          snapshot_every=config.get("snapshot_every", 0), world=world)
         if config.get("eval_every") and writes:
             from .metrics import make_eval_hook
             trainer.eval_hook = make_eval_hook(config, loader.images(len(images)).reshape(len(images), 784),
