@@ -26,7 +26,7 @@ KEY = "G_ema/params"  # the checkpoint's array: the averaged flat parameter buff
 UPDATES_KEY = "G_ema/updates"  # and how many updates made it (the warm-up's t)
 
 
-@replaceable  # fast: fast/kernels.py (CuPy)
+@replaceable  # fast: fast/cpu.py (CPU), fast/kernels.py (CuPy)
 def ema_update(ema, theta, beta):
     """ema <- beta ema + (1 - beta) theta, in place: ema += (1 - beta) (theta - ema). Flat buffers (P,)."""
     ema += (1.0 - beta) * (theta - ema)  # (1 - beta) a Python float: float32 stays float32

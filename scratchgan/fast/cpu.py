@@ -12,7 +12,7 @@ Three tricks, measured in benchmarks/RESULTS.md:
   temporary: 2-3x faster than ``(a * b).sum(axis)`` for BatchNorm's statistics, in another order of
   summation (so "close", not "bitwise").
 Each function here takes and returns what its reference takes and returns (``@replaces`` names
-it; ``scratchgan.fast.TABLE`` lists them all). tests/test_fast_paths.py checks each against it.
+it; ``scratchgan.replace.TABLE`` lists them all). tests/test_fast_paths.py checks each against it.
 """
 from __future__ import annotations
 
@@ -309,3 +309,19 @@ def adam_update(theta, g, m, v, t, lr, beta1, beta2, eps, weight_decay=0.0):
 def _optim():
     from .. import optim
     return optim
+
+
+@replaces("scratchgan.ema.ema_update", "bitwise")
+def ema_update(ema, theta, beta):
+    """ema += (1 - beta) (theta - ema) over parts of the flat buffers, one per core, through a scratch array:
+    the reference's three roundings in its order, without its two temporary arrays of G's size."""
+    from .. import ema as reference
+    if ema.ndim != 1 or not (ema.flags.c_contiguous and theta.flags.c_contiguous):
+        return reference.ema_update.reference(ema, theta, beta)
+    scratch = _workspace(ema, 2)
+
+    def update(ema, theta, tmp):
+        np.subtract(theta, ema, out=tmp)
+        tmp *= 1.0 - beta
+        ema += tmp
+    _in_parts(update, [ema, theta, scratch])
