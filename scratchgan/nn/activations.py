@@ -84,6 +84,17 @@ class LeakyReLU(Module):
         x = self.pop_cache()
         return leaky_relu_backward(dy, x, self.negative_slope) if need_dx else None
 
+    # The penalty's second-order pass (see Linear.backward_input): dx = dy * f'(x) is linear in dy with
+    # a piecewise-constant factor (f'' = 0 almost everywhere), so dP/d(dy) is u times the same factor.
+    def backward_input(self, dy):
+        x = self.pop_cache()
+        self.cache = x
+        return leaky_relu_backward(dy, x, self.negative_slope)
+
+    def backward2(self, u, need_du=True):
+        x = self.pop_cache()
+        return leaky_relu_backward(u, x, self.negative_slope) if need_du else None
+
     def __repr__(self):
         return f"LeakyReLU({self.negative_slope})"
 
@@ -96,6 +107,15 @@ class ReLU(Module):
     def backward(self, dy, param_grads=True, need_dx=True):
         x = self.pop_cache()
         return relu_backward(dy, x) if need_dx else None
+
+    def backward_input(self, dy):  # the penalty's passes, as LeakyReLU's with slope 0
+        x = self.pop_cache()
+        self.cache = x
+        return relu_backward(dy, x)
+
+    def backward2(self, u, need_du=True):
+        x = self.pop_cache()
+        return relu_backward(u, x) if need_du else None
 
 
 class Tanh(Module):

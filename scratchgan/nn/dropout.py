@@ -70,10 +70,22 @@ class Dropout(Module):
         return y
 
     def backward(self, dy, param_grads=True, need_dx=True):
-        kind, mask = self.pop_cache()
-        if not need_dx:
-            return None
-        return dy if kind == "identity" else dropout_backward(dy, mask)  # eval mode: y = x, so dx = dy
+        cache = self.pop_cache()
+        return self._apply(cache, dy) if need_dx else None  # eval mode: y = x, so dx = dy
+
+    def backward_input(self, dy):  # the penalty's passes: dx = dy * mask is linear in dy, so is its adjoint
+        cache = self.pop_cache()
+        self.cache = cache
+        return self._apply(cache, dy)
+
+    def backward2(self, u, need_du=True):
+        cache = self.pop_cache()
+        return self._apply(cache, u) if need_du else None
+
+    @staticmethod
+    def _apply(cache, a):
+        kind, mask = cache
+        return a if kind == "identity" else dropout_backward(a, mask)
 
     def __repr__(self):
         return f"Dropout(p={self.p})"

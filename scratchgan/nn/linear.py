@@ -77,5 +77,24 @@ class Linear(Module):
                                    need_dx=need_dx, need_dW=grads)
         return dx
 
+    # The second-order pass of a gradient penalty (gradient_penalty.py; numpy-ml calls it _bwd2). For
+    # g = dD/dx, backward_input is the first backward without parameter gradients; backward2 carries
+    # u = dP/dg back through it: the first backward is linear in dy with matrix W^T, so dP/d(dy) = u W
+    # and dP/dW = u^T dy (b does not reach g: dP/db = 0). docs/derivations/wgan_gp.md.
+
+    def backward_input(self, dy):
+        """dx = dy W^T for the penalty's first backward; keeps dy for backward2."""
+        cache = self.pop_cache()
+        dx, _, _ = linear_backward(dy, cache, need_dW=False)
+        self.cache = (dy, cache[1])
+        return dx
+
+    def backward2(self, u, need_du=True):
+        """u = dP/d(dx) -> dP/d(dy) = u W: (N, D_in) @ (D_in, D_out) -> (N, D_out); adds dP/dW = u^T dy."""
+        dy, W = self.pop_cache()
+        if self.requires_grad:
+            self.W.grad += u.T @ dy  # (D_in, N) @ (N, D_out) -> (D_in, D_out)
+        return u @ W if need_du else None
+
     def __repr__(self):
         return f"Linear({self.in_features}, {self.out_features}{'' if self.has_bias else ', bias=False'})"
