@@ -138,3 +138,24 @@ def test_linear_backward_adds_into_the_given_gradients(fast_on):
     assert np.allclose(dx, dy @ W.T, rtol=1e-12)
     fresh = linear.linear_backward(dy, (x, W))
     assert np.allclose(fresh[1], x.T @ dy) and np.allclose(fresh[2], dy.sum(axis=0))
+
+
+def test_every_pure_pair_in_nn_is_called_by_its_layer_class():
+    """No orphan pair (as linear_backward once was): each module-level ``*_forward`` / ``*_backward`` of nn/ is
+    called from a method of a class in the same file, so the pair a derivation page names is what runs."""
+    for path in MARKED:
+        if path.parent.name != "nn":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        pairs = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)
+                 and re.search(r"_(forward|backward)$", node.name)}
+        called = {node.func.id for cls in tree.body if isinstance(cls, ast.ClassDef)
+                  for node in ast.walk(cls) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+        # a pair may be called through a helper function of the file that a class calls (conv's data passes)
+        helpers = {node.name: {c.func.id for c in ast.walk(node) if isinstance(c, ast.Call)
+                               and isinstance(c.func, ast.Name)} for node in tree.body if isinstance(node, ast.FunctionDef)}
+        reached, frontier = set(called), set(called)
+        while frontier:
+            frontier = {f for name in frontier for f in helpers.get(name, ())} - reached
+            reached |= frontier
+        assert pairs <= reached, f"{path.name}: {sorted(pairs - reached)} never called by a layer class"
