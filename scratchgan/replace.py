@@ -25,6 +25,8 @@ import os
 # fake device when they lend it one). "bitwise": the same operations in the same order, so the same
 # bits; "close": reordered or fused arithmetic (or CUDA's exp/log1p), equal to a few ulp.
 TABLE = {
+    "scratchgan.nn.linear.linear_forward": {
+        "numpy": ("scratchgan.fast.cpu.linear_forward", "bitwise")},
     "scratchgan.nn.linear.linear_backward": {
         "numpy": ("scratchgan.fast.cpu.linear_backward", "close")},
     "scratchgan.nn.activations.leaky_relu_forward": {

@@ -51,6 +51,9 @@ def _cases(name, dtype, edges):
     """[(label, args)] for the reference function ``name``; ``edges``: include the special values."""
     v = lambda shape, seed, **kw: values(shape, dtype, seed, edges=edges, **kw)  # noqa: E731
     short = name.rsplit(".", 1)[1]
+    if short == "linear_forward":
+        x, W, b = v((8, 5), 1, scale=False), values((5, 3), dtype, 2), values((3,), dtype, 3)
+        return [("", (x, W, b)), ("no bias", (x, W, None))]
     if short == "linear_backward":  # (dy, cache, dW, db, need_dx, need_dW): dW and db added into in place
         x, W, dy = values((9, 5), dtype, 1), values((5, 3), dtype, 2), values((9, 3), dtype, 3)
         grads = lambda: (values((5, 3), dtype, 4), values((3,), dtype, 5))  # noqa: E731

@@ -87,6 +87,14 @@ def _in_parts(update, arrays, *args):
 
 # ------------------------------------------------------------------------------------ Linear
 
+@replaces("scratchgan.nn.linear.linear_forward", "bitwise")
+def linear_forward(x, W, b):
+    y = x @ W  # (N, D_in) @ (D_in, D_out) -> (N, D_out)
+    if b is not None:
+        y += b  # in place: no second (N, D_out) array
+    return y, (x, W)
+
+
 @replaces("scratchgan.nn.linear.linear_backward", "close")
 def linear_backward(dy, cache, dW=None, db=None, need_dx=True, need_dW=True):
     """dW += x^T dy inside the GEMM (BLAS beta = 1, fast/blas.py): no (D_in, D_out) temporary and no

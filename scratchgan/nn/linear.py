@@ -12,6 +12,7 @@ from ..params import linear_default, make_rng
 from .module import Module
 
 
+@replaceable  # fast: fast/cpu.py (CPU)
 def linear_forward(x, W, b):
     """y = x W + b.  x: (N, D_in), W: (D_in, D_out), b: (D_out,) or None -> y: (N, D_out)"""
     y = x @ W  # (N, D_in) @ (D_in, D_out) -> (N, D_out)
