@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 from scratchgan import replace
-from scratchgan.fast import blas
 rng = np.random.default_rng(0)
 f32 = lambda *s: rng.standard_normal(s).astype(np.float32)
 N = 64
@@ -48,7 +47,8 @@ def timeit(fn, reps):
         fn()
     return (time.perf_counter() - t0) / reps * 1e3
 rows = []
-items = [(n, replace._resolve(n).reference, replace._resolve(replace.TABLE[n]["numpy"][0]), a) for n, a in cases.items()]
+items = [(n, replace._resolve(n).reference, replace._resolve(replace.TABLE[n]["numpy"][0]), a)
+         for n, a in cases.items()]
 items += [(n, ref, fast, None) for n, (fast, ref) in extra.items()]
 for name, ref, fast, args in items:
     if only and not any(o in name for o in only):

@@ -152,8 +152,9 @@ def test_every_pure_pair_in_nn_is_called_by_its_layer_class():
         called = {node.func.id for cls in tree.body if isinstance(cls, ast.ClassDef)
                   for node in ast.walk(cls) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
         # a pair may be called through a helper function of the file that a class calls (conv's data passes)
-        helpers = {node.name: {c.func.id for c in ast.walk(node) if isinstance(c, ast.Call)
-                               and isinstance(c.func, ast.Name)} for node in tree.body if isinstance(node, ast.FunctionDef)}
+        helpers = {node.name: {c.func.id for c in ast.walk(node)
+                               if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}
+                   for node in tree.body if isinstance(node, ast.FunctionDef)}
         reached, frontier = set(called), set(called)
         while frontier:
             frontier = {f for name in frontier for f in helpers.get(name, ())} - reached
