@@ -2,7 +2,7 @@
 learns to tell G's digits from real ones; each improves against the other. The whole MLP GAN
 training loop in one file, from scratchgan's public layers.
 
-    python examples/gan_by_hand.py                       # 3000 steps on the bundled MNIST digits (~1 min, 2 cores)
+    python examples/gan_by_hand.py                       # 3000 steps on the bundled MNIST digits (a few minutes)
     python examples/gan_by_hand.py --data-dir DIR        # or on a folder of MNIST-format IDX files
     python examples/gan_by_hand.py --fast                # the same GAN twice: textbook and fast paths side by side
 
@@ -128,7 +128,8 @@ def main(argv=None):
     if batches_per_epoch == 0:
         p.error(f"--batch-size {B} is larger than the {len(x_all)} images")
 
-    # --fast: a twin GAN, the same seeds and batches, on the fast path; the losses agree to rounding
+    # --fast: a twin GAN, same seeds and batches, on the fast path: equal losses at first, then apart by
+    # the rounding differences a GAN amplifies step by step
     paths = ("reference", "fast") if args.fast else ("reference",)
     gans = {path: make_gan(args.seed) for path in paths}
     seconds = dict.fromkeys(paths, 0.0)
