@@ -1,25 +1,27 @@
-"""A GAN trained by hand: the whole MLP GAN training loop in one file, from scratchgan's public layers.
+"""A GAN trained by hand: a generator G learns to turn noise z into digits while a discriminator D
+learns to tell G's digits from real ones; each improves against the other. The whole MLP GAN
+training loop in one file, from scratchgan's public layers.
 
-    python examples/gan_by_hand.py                       # 3000 steps on the bundled MNIST digits (~1 min, 2 cores)
+    python examples/gan_by_hand.py                       # 3000 steps on the bundled MNIST digits (a few minutes)
     python examples/gan_by_hand.py --data-dir DIR        # or on a folder of MNIST-format IDX files
-    python examples/gan_by_hand.py --help                # every flag, with its default
+    python examples/gan_by_hand.py --fast                # the same GAN twice: textbook and fast paths side by side
 
 Read it top to bottom: two networks, two optimizers, then one training step written out forward,
-backward, update, in the order the maths runs. It is the step that scratchgan.gan.GANStep runs (and
-tests/test_gan_by_hand.py checks that they agree), without GANStep's options: other objectives,
-several D steps, the gradient penalty, weight clipping, instance noise, class labels, checkpoints.
+backward, update, in the order the maths runs. What runs is the textbook code of scratchgan/nn/,
+losses.py and optim.py (a print in nn/activations.py's leaky_relu_backward prints here); ``--fast``
+also trains a twin on the replacements of scratchgan/fast/ and prints both losses and times per step.
+It is the step that scratchgan.gan.GANStep runs (tests/test_gan_by_hand.py checks that they agree),
+without GANStep's options: other objectives, several D steps, penalties, class labels, checkpoints.
 """
 import argparse
+import time
 from pathlib import Path
 
-# The one process-wide speed setting, explicit and first: OpenBLAS's short thread wait must be set before
-# NumPy loads (scratchgan/fast/process.py); with SCRATCHGAN_REFERENCE=1 it is skipped like every fast path.
-from scratchgan import fast
-fast.configure_process()
-from scratchgan import losses, nn, optim  # noqa: E402
-import numpy as np  # noqa: E402
-from scratchgan.data import load_dataset, load_mnist_bundled  # noqa: E402
-from scratchgan.viz import save_image_grid  # noqa: E402
+import numpy as np
+
+from scratchgan import losses, nn, optim, replace
+from scratchgan.data import load_dataset, load_mnist_bundled
+from scratchgan.viz import save_image_grid
 
 LATENT = 100  # size of the noise vector z
 
@@ -51,6 +53,13 @@ def make_discriminator(seed):
         nn.Linear(512, 256, seed=rng), nn.LeakyReLU(0.2),
         nn.Linear(256, 128, seed=rng), nn.LeakyReLU(0.2),
         nn.Linear(128, 1, seed=rng))
+
+
+def make_gan(seed):
+    """G, D and their optimizers: Adam(lr 2e-4, betas 0.5/0.999), the DCGAN paper's choice."""
+    G, D = make_generator(seed), make_discriminator(seed)
+    return G, D, optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999)), \
+        optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
 
 
 def sigmoid(x):
@@ -108,6 +117,7 @@ def main(argv=None):
                    help="folder with train-images-idx3-ubyte[.gz] (default: the bundled MNIST digits)")
     p.add_argument("--out", default="runs/gan_by_hand", metavar="DIR",
                    help="where samples.png goes (default: %(default)s)")
+    p.add_argument("--fast", action="store_true", help="also train a twin on the fast paths, side by side")
     args = p.parse_args(argv)
 
     # The data: uint8 pixels 0..255 -> float32 in [-1, 1], the range of G's Tanh. One row per image.
@@ -118,13 +128,14 @@ def main(argv=None):
     if batches_per_epoch == 0:
         p.error(f"--batch-size {B} is larger than the {len(x_all)} images")
 
-    # The networks and their optimizers: Adam(lr 2e-4, betas 0.5/0.999), the DCGAN paper's choice.
-    G, D = make_generator(args.seed), make_discriminator(args.seed)
-    opt_G = optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_D = optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    # --fast: a twin GAN, same seeds and batches, on the fast path: equal losses at first, then apart by
+    # the rounding differences a GAN amplifies step by step
+    paths = ("reference", "fast") if args.fast else ("reference",)
+    gans = {path: make_gan(args.seed) for path in paths}
+    seconds = dict.fromkeys(paths, 0.0)
+    G, D = gans["reference"][:2]
     print(f"G {G.num_parameters():,} and D {D.num_parameters():,} parameters; "
           f"{len(x_all)} images, {batches_per_epoch} batches of {B} per epoch")
-
     rng = np.random.default_rng(args.seed)
     fixed_z = rng.standard_normal((64, LATENT), dtype=np.float32)  # the same 64 z for the final grid
     for step in range(args.steps):
@@ -133,11 +144,24 @@ def main(argv=None):
             order = rng.permutation(len(x_all))
         real = x_all[order[i * B:(i + 1) * B]]  # (B, 784)
         z = rng.standard_normal((B, LATENT), dtype=np.float32)  # z ~ N(0, I), (B, 100)
-        loss_D, loss_G, d_x, d_g_z = train_step(G, D, opt_G, opt_D, real, z)
+        stats = {}
+        for path, gan in gans.items():
+            replace.set_enabled(path == "fast")  # off: every layer runs its textbook pair
+            start = time.perf_counter()
+            stats[path] = [float(v) for v in train_step(*gan, real, z)]  # float(): waits for the result
+            seconds[path] += time.perf_counter() - start
         if step % 100 == 0 or step == args.steps - 1:
             # A healthy GAN hovers: D(x) somewhat above 0.5, D(G(z)) somewhat below, neither loss to 0.
-            print(f"step {step:5d}  loss_D {float(loss_D):.4f}  loss_G {float(loss_G):.4f}  "
-                  f"D(x) {float(d_x):.3f}  D(G(z)) {float(d_g_z):.3f}")
+            d_loss, g_loss, d_x, d_g_z = stats["reference"]
+            line = f"step {step:5d}  loss_D {d_loss:.4f}  loss_G {g_loss:.4f}  D(x) {d_x:.3f}  D(G(z)) {d_g_z:.3f}"
+            if args.fast:  # the twin's losses (equal to rounding) and each path's time per step so far
+                ms = {path: 1e3 * seconds[path] / (step + 1) for path in paths}
+                line += (f"  | fast: loss_D {stats['fast'][0]:.4f}  loss_G {stats['fast'][1]:.4f}  "
+                         f"| ms/step reference {ms['reference']:.1f}, fast {ms['fast']:.1f}")
+            print(line)
+    replace.set_enabled(None)  # back to the library's default (the environment's SCRATCHGAN_REFERENCE)
+    if args.fast:
+        print(f"the fast path took {seconds['fast'] / seconds['reference']:.2f}x the reference's time per step")
 
     # Samples: eval mode makes BatchNorm use its running statistics, not those of this one batch.
     G.eval()

@@ -351,9 +351,14 @@ def shard_dropout(modules, world, xp):
     """Give each Dropout layer (after a reseed or a restore) a generator that draws the global batch's
     masks from the layer's own seeded stream and keeps this rank's rows."""
     from . import nn
+    from .gan import DropoutDraws
     for m in modules:
-        if isinstance(m, nn.Dropout) and not isinstance(m.rng, ShardedGenerator):
-            m.rng = ShardedGenerator(m.rng if m.rng is not None else random_generator(xp, m.seed), world)
+        if not isinstance(m, nn.Dropout):
+            continue
+        if not isinstance(m.rng, DropoutDraws):  # the count stays outermost: it records this rank's rows
+            m.rng = DropoutDraws(m.rng if m.rng is not None else random_generator(xp, m.seed))
+        if not isinstance(m.rng.rng, ShardedGenerator):
+            m.rng.rng = ShardedGenerator(m.rng.rng, world)
 
 
 def run(main, *args, **kwargs):

@@ -20,13 +20,13 @@ import contextlib
 import numpy as np
 
 from .backend import array_module, to_device, to_numpy
-from .fast import replaceable
+from .replace import replaceable
 
 KEY = "G_ema/params"  # the checkpoint's array: the averaged flat parameter buffer of G
 UPDATES_KEY = "G_ema/updates"  # and how many updates made it (the warm-up's t)
 
 
-@replaceable
+@replaceable  # fast: fast/cpu.py (CPU), fast/kernels.py (CuPy)
 def ema_update(ema, theta, beta):
     """ema <- beta ema + (1 - beta) theta, in place: ema += (1 - beta) (theta - ema). Flat buffers (P,)."""
     ema += (1.0 - beta) * (theta - ema)  # (1 - beta) a Python float: float32 stays float32

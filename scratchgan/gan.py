@@ -86,6 +86,41 @@ class NoiseSource:
                 self.extra(name, tuple(shape), kind)
 
 
+class DropoutDraws:
+    """A Dropout layer's generator, counting the masks it draws and their shape, so that a checkpoint can
+    replay the stream and a resumed run draws the same masks: the run's bookkeeping, as NoiseSource's for
+    z, while the layer keeps only its maths and a seeded draw (nn/dropout.py)."""
+
+    def __init__(self, rng):
+        self.rng, self.draws, self.shape, self.dtype = rng, 0, None, None
+
+    def random(self, shape, dtype):
+        self.draws, self.shape, self.dtype = self.draws + 1, tuple(shape), dtype
+        return self.rng.random(shape, dtype=dtype)
+
+    @classmethod
+    def install(cls, layer, xp, seed=None):
+        """Reseed ``layer`` (with ``seed``, else its own) with a counted generator on backend ``xp``."""
+        layer.reseed(layer.seed if seed is None else seed)
+        layer.rng = cls(random_generator(xp, layer.seed))
+        return layer.rng
+
+    @staticmethod
+    def state(layer):
+        """(seed, masks drawn, their shape and dtype): all a checkpoint needs to resume ``layer`` exactly."""
+        counted = layer.rng if isinstance(layer.rng, DropoutDraws) else DropoutDraws(None)
+        return {"seed": layer.seed, "draws": counted.draws, "shape": list(counted.shape or []),
+                "dtype": str(counted.dtype)}
+
+    @classmethod
+    def restore(cls, layer, state, xp):
+        """Reseed ``layer`` as ``state`` says and replay its draws of the recorded shape on backend ``xp``."""
+        counted = cls.install(layer, xp, state["seed"])
+        for _ in range(state["draws"]):
+            counted.random(tuple(state["shape"]), state["dtype"])
+
+
+
 def generate(G, z, labels=None):
     """G(z) in eval mode (running BatchNorm statistics), leaving no caches and G's mode unchanged.
 

@@ -1,4 +1,4 @@
-"""WGAN-GP's gradient penalty, with its second-order backward written by hand.
+"""WGAN-GP's gradient penalty, with its second-order backward written by hand, layer by layer.
 
     P = lam * mean_n (r_n - 1)^2,   r_n = sqrt(||g_n||^2 + eps),   g_n = dD(xhat_n) / dxhat_n,
     xhat = alpha x + (1 - alpha) G(z),  alpha ~ U(0, 1) per sample               (Gulrajani et al. 2017)
@@ -11,6 +11,8 @@ the masks are piecewise constant, so P depends on the weights only through that 
     tangent pass:    u_0 = dP/dg;  u_l = (u_{l-1} @ W_l) * mask_l      (the net's forward on u, no biases)
     gradients:       dP/dW_l = u_{l-1}^T @ gz_l,   dP/db_l = 0,   dP/dxhat = 0 (almost everywhere)
 
+Each of those layers has the two passes next to its backward (``backward_input``, ``backward2``, as
+numpy-ml's ``_bwd2``); this module runs them in order. A layer without them is refused, with the reason.
 Derivation, checks and limits: docs/derivations/wgan_gp.md.
 
 R1 (Mescheder et al. 2018), P = (gamma / 2) mean_n ||dD(x_n)/dx_n||^2 on real images x, is the same
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 from . import nn
 from .backend import array_module
-from .nn.activations import leaky_relu_backward, leaky_relu_forward
 
 
 class UnsupportedCritic(ValueError):
@@ -55,7 +56,7 @@ def critic_layers(D, what="the gradient penalty"):
             for i, child in enumerate(module):
                 walk(child, f"{path}.{i}" if path else str(i))
             return
-        if not isinstance(module, (nn.Linear, nn.LeakyReLU, nn.ReLU, nn.Dropout, nn.Flatten, nn.Reshape)):
+        if not hasattr(module, "backward2"):  # the layer's own second-order pass, next to its backward
             name = type(module).__name__
             why = _WHY.get(name, f"the penalty's second-order backward is written for {SUPPORTED} layers only")
             raise UnsupportedCritic(f"{what} cannot use this critic: layer {path or '0'} is "
@@ -122,45 +123,17 @@ class GradientPenalty:
                 self.conditional.embedding.cache = None  # no backward: dP/dcode is 0 (see the docs)
             h, d_x = nn.embedding.concat_forward(xhat, code)
 
-        # 1. forward, keeping what the two passes below need: each Linear, each mask, each shape
-        ops = []
+        # 1. forward: each layer keeps its cache, as in training
         for layer in self.layers:
-            if isinstance(layer, nn.Linear):
-                ops.append(("linear", layer))
-                y = h @ layer.W.data  # (N, D_in) @ (D_in, D_out) -> (N, D_out)
-                if layer.has_bias:
-                    y += layer.b.data
-                h = y
-            elif isinstance(layer, (nn.LeakyReLU, nn.ReLU)):
-                slope = layer.negative_slope if isinstance(layer, nn.LeakyReLU) else 0.0  # ReLU: slope 0
-                h, pre_activation = leaky_relu_forward(h, slope)
-                ops.append(("mask", pre_activation, slope))
-            elif isinstance(layer, nn.Dropout):
-                h = layer.forward(h)
-                kind, mask = layer.pop_cache()
-                if kind == "mask":
-                    ops.append(("scale", mask))
-            else:  # Flatten, Reshape: the same numbers in another shape
-                shape_in = h.shape
-                h = layer.forward(h)
-                layer.cache = None
-                ops.append(("reshape", shape_in, h.shape))
+            h = layer.forward(h)
         if h.size != N:
             raise ValueError(f"gradient penalty: the critic must output one score per sample, got {tuple(h.shape)}")
 
-        # 2. first backward with upstream 1: g = d(sum_n D(xhat_n))/dxhat = per-sample gradients
+        # 2. first backward with upstream 1: g = d(sum_n D(xhat_n))/dxhat = per-sample gradients; each layer
+        # keeps what its second-order pass needs (a Linear its upstream gz_l, an activation its mask)
         g = xp.ones(h.shape, dtype=h.dtype)
-        gz = {}  # Linear -> its output gradient gz_l (N, D_out)
-        for op in reversed(ops):
-            if op[0] == "linear":
-                gz[id(op[1])] = g
-                g = g @ op[1].W.data.T  # (N, D_out) @ (D_out, D_in) -> (N, D_in)
-            elif op[0] == "mask":
-                g = leaky_relu_backward(g, op[1], op[2])
-            elif op[0] == "scale":
-                g = g * op[1]
-            else:
-                g = g.reshape(op[1])
+        for layer in reversed(self.layers):
+            g = layer.backward_input(g)
         g_x = g if d_x is None else g[:, :d_x]
 
         # 3. the penalty and dP/dg
@@ -171,21 +144,11 @@ class GradientPenalty:
             u_full[:, :d_x] = u
             u = u_full
 
-        # 4. tangent pass: the adjoint of the first backward, run forward; dP/dW_l = u_{l-1}^T gz_l
-        last_linear = max(i for i, op in enumerate(ops) if op[0] == "linear")
-        for i, op in enumerate(ops[:last_linear + 1]):
-            if op[0] == "linear":
-                layer = op[1]
-                if layer.requires_grad:
-                    layer.W.grad += u.T @ gz[id(layer)]  # (D_in, N) @ (N, D_out) -> (D_in, D_out)
-                if i < last_linear:
-                    u = u @ layer.W.data  # (N, D_in) @ (D_in, D_out) -> (N, D_out)
-            elif op[0] == "mask":
-                u = leaky_relu_backward(u, op[1], op[2])
-            elif op[0] == "scale":
-                u = u * op[1]
-            else:
-                u = u.reshape(op[2])
+        # 4. the second-order pass, input to output: each layer adds its dP/dW (u_{l-1}^T gz_l for a Linear)
+        # and hands dP/d(its upstream) on; past the last Linear nothing depends on u
+        last_linear = max(i for i, layer in enumerate(self.layers) if isinstance(layer, nn.Linear))
+        for i, layer in enumerate(self.layers):
+            u = layer.backward2(u, need_du=i < last_linear)
         return P, xp.asarray(r.mean())
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import array_module
-from .fast import replaceable
+from .replace import replaceable
 
 # PyTorch clamps p (1 - p) at EPSILON = 1e-12 held in a C float: float32(1e-12) = 9.99999996e-13
 _BCE_GRAD_EPS = 9.999999960041972e-13
@@ -31,7 +31,7 @@ def _check(name, x, t):
     return xp, t
 
 
-@replaceable
+@replaceable  # fast: fast/kernels.py (CuPy)
 def bce_with_logits(z, t):
     """L = mean(max(z, 0) - z t + log(1 + exp(-|z|))),  dL/dz = (sigmoid(z) - t) / n.
 

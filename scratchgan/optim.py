@@ -3,13 +3,13 @@
 Every parameter of a network is a view into one contiguous ``store.data`` array and every
 gradient a view into ``store.grad`` (see params.py), so a step is one call of an update function
 on whole arrays: ``adam_update``, ``sgd_update``, ``rmsprop_update``, each its paper's formula.
-(On NumPy a fast path runs them in place, on the cores; on CuPy Adam's is one fused kernel:
+(Adam has replacements: in place on the cores on NumPy, one fused kernel on CuPy:
 scratchgan/fast/.)
 """
 from __future__ import annotations
 
 from .backend import array_module
-from .fast import replaceable
+from .replace import replaceable
 from .params import FlatStore
 
 
@@ -53,7 +53,7 @@ class Optimizer:
 
 # ---------------------------------------------------------------------------------------- Adam
 
-@replaceable
+@replaceable  # fast: fast/cpu.py (CPU), fast/kernels.py (CuPy)
 def adam_update(theta, g, m, v, t, lr, beta1, beta2, eps, weight_decay=0.0):
     """One Adam step at step number t (from 1), in place on theta, m and v (Kingma & Ba, Algorithm 1)."""
     xp = array_module(theta)
@@ -111,7 +111,6 @@ class Adam(Optimizer):
 
 # ----------------------------------------------------------------------------------------- SGD
 
-@replaceable
 def sgd_update(theta, g, buf, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
     """One SGD step in place on theta (and the momentum buffer), as torch.optim.SGD (dampening 0)."""
     if weight_decay:
@@ -151,7 +150,6 @@ class SGD(Optimizer):
 
 # ------------------------------------------------------------------------------------- RMSprop
 
-@replaceable
 def rmsprop_update(theta, g, square_avg, grad_avg, buf, lr, alpha, eps, weight_decay=0.0, momentum=0.0):
     """One RMSprop step in place on theta and the state arrays, as torch.optim.RMSprop.
 

@@ -16,7 +16,6 @@ import math
 import numpy as np
 
 from .backend import array_module
-from .fast import replaceable
 
 
 class Parameter:
@@ -32,7 +31,7 @@ class Parameter:
         self.store = None  # the FlatStore whose buffers ``data``/``grad`` are views of, if any
 
     def zero_grad(self):
-        zero_fill(self.grad)
+        self.grad.fill(0)
 
     @property
     def shape(self):
@@ -44,12 +43,6 @@ class Parameter:
 
     def __repr__(self):
         return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
-
-
-@replaceable
-def zero_fill(a):
-    """a[...] = 0, in place: zero_grad's one fill (on NumPy a fast path splits it over the cores)."""
-    a.fill(0)
 
 
 class FlatStore:
@@ -100,7 +93,7 @@ class FlatStore:
 
     def zero_grad(self):
         """Every gradient of the store to zero: one fill of the flat buffer."""
-        zero_fill(self.grad)
+        self.grad.fill(0)
 
 
 # ---------------------------------------------------------------------------- initialisers

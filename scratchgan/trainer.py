@@ -38,7 +38,7 @@ from .backend import backend_name, synchronize, to_device, to_numpy
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from .checkpoint_schema import check_replay, load_run_checkpoint
 from .distributed import World, shard_dropout
-from .gan import generate
+from .gan import DropoutDraws, generate
 from .metrics import PLOT_PANELS
 
 CHECKPOINT_FORMAT = 1
@@ -137,7 +137,7 @@ class Trainer:
         meta = {"format": CHECKPOINT_FORMAT, "config": self.config, "epoch": self.epoch,
                 "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step,
                 "noise": s.noise.state(), "backend": backend_name(self.xp), "dtype": str(self.dtype),
-                "dropout": [m.rng_state() for m in self._dropout_layers()], "best": self.best,
+                "dropout": [DropoutDraws.state(m) for m in self._dropout_layers()], "best": self.best,
                 "run_id": self.manifest.run_id if self.manifest is not None else None}
         for name, opt in (("opt_G", s.opt_G), ("opt_D", s.opt_D)):
             for key, value in opt.state_dict().items():
@@ -224,7 +224,7 @@ class Trainer:
         self.global_step = int(meta["global_step"])
         s.noise.restore(meta["noise"])
         for m, state in zip(self._dropout_layers(), meta.get("dropout", [])):
-            m.restore_rng(state, self.xp)  # the global batch's draws on a plain generator ...
+            DropoutDraws.restore(m, state, self.xp)  # the global batch's draws on a plain generator ...
         self._shard_dropout()  # ... of which a data-parallel rank then keeps its rows
         self.last_good = f"{path} (step {self.global_step})"
         # the best so far of this folder's run: the checkpoint's, or the one OUT/checkpoint_best.npz records
@@ -511,7 +511,7 @@ class Trainer:
         so a resumed run draws the same masks as an uninterrupted one."""
         seed = int(self.config.get("seed", 0))
         for i, m in enumerate(self._dropout_layers()):
-            m.reseed(int(np.random.SeedSequence([seed, self.epoch, i]).generate_state(1)[0]))
+            DropoutDraws.install(m, self.xp, int(np.random.SeedSequence([seed, self.epoch, i]).generate_state(1)[0]))
         self._shard_dropout()
 
     def _shard_dropout(self):

@@ -10,6 +10,7 @@ import pytest
 
 from layer_cases import build_layer, check_contract, make_input, random_like, record_error
 from scratchgan import fast, gradcheck, nn
+from scratchgan import replace
 from scratchgan.fast import cpu as fast_cpu
 from scratchgan.nn.conv import col2im, conv_output_size, conv_transpose_output_size, im2col
 
@@ -181,7 +182,7 @@ def _split_over(monkeypatch, threads):
     threads=0: the reference path (fast paths off)."""
     monkeypatch.setattr(fast_cpu, "cpu_threads", lambda: max(1, threads))
     monkeypatch.setattr(fast_cpu, "PARALLEL_MIN_ELEMENTS", 0)
-    monkeypatch.setattr(fast, "_enabled", threads > 0)  # restored after the test
+    monkeypatch.setattr(replace, "_enabled", threads > 0)  # restored after the test
     fast.reset()
 
 

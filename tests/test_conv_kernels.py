@@ -20,6 +20,7 @@ from fake_device import FakeElementwiseKernel, xp as fake_xp
 from host_kernels import HostElementwiseKernel
 from layer_cases import skip_unless_cupy
 from scratchgan import fast, nn
+from scratchgan import replace
 from scratchgan.fast import conv_kernels
 from scratchgan.fast import kernels as fast_kernels
 from scratchgan.nn.conv import col2im, conv_output_size, im2col
@@ -79,7 +80,7 @@ def kernels_on_the_fake_device(monkeypatch):
         return made[name.removeprefix("scratchgan_")]
 
     monkeypatch.setattr(fake_xp, "ElementwiseKernel", elementwise_kernel, raising=False)
-    monkeypatch.setattr(fast, "_enabled", True)
+    monkeypatch.setattr(replace, "_enabled", True)
     monkeypatch.setattr(conv_kernels, "_built", {})
     fast.reset()
     yield made

@@ -13,6 +13,7 @@ import pytest
 
 from layer_cases import build_layer, make_input, random_like
 from scratchgan import fast, gradcheck, nn
+from scratchgan import replace
 from scratchgan.fast import subpixel
 from scratchgan.nn import conv
 from tolerances import FLOAT32_EPS, assert_close
@@ -127,7 +128,7 @@ def test_on_the_fake_device_without_numpy_calls(monkeypatch):
     if host_kernels.compiler() is None:
         pytest.skip("no C++ compiler: the fake device's kernels cannot be built")
     monkeypatch.setattr(fake_xp, "ElementwiseKernel", FakeElementwiseKernel, raising=False)
-    monkeypatch.setattr(fast, "_enabled", True)
+    monkeypatch.setattr(replace, "_enabled", True)
     calls = []
     real = subpixel.conv_transpose2d_forward
     monkeypatch.setattr(subpixel, "conv_transpose2d_forward",
@@ -164,4 +165,4 @@ def test_the_table_printout_says_why_it_is_inactive():
     assert len(rows) == 2 and all("| no: " in row for row in rows), rows
     assert "measured slower" in rows[0] and "not measured yet" in rows[1]
     for backend, (replacement, exact, why) in fast.INACTIVE[NAME].items():
-        assert fast._resolve(replacement).replaces == NAME and exact == "close" and why
+        assert replace._resolve(replacement).replaces == NAME and exact == "close" and why

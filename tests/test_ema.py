@@ -12,6 +12,7 @@ from fake_device import FakeElementwiseKernel, xp as fake_xp
 from layer_cases import make_input
 from tolerances import FLOAT32_EPS, assert_close
 from scratchgan import cli, fast, models, nn
+from scratchgan import replace
 from scratchgan.ema import KEY, UPDATES_KEY, GeneratorEMA, ema_update, use_ema_weights
 from scratchgan.gan import generate
 
@@ -116,7 +117,7 @@ def fused(monkeypatch):
         return made[name.removeprefix("scratchgan_")]
 
     monkeypatch.setattr(fake_xp, "ElementwiseKernel", elementwise_kernel, raising=False)
-    monkeypatch.setattr(fast, "_enabled", True)
+    monkeypatch.setattr(replace, "_enabled", True)
     fast.reset()
     yield made
     fast.reset()

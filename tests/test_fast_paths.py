@@ -17,6 +17,7 @@ import pytest
 import host_kernels
 from fake_device import FakeElementwiseKernel, DeviceArray, xp as fake_xp
 from scratchgan import fast
+from scratchgan import replace
 from scratchgan.fast import cpu
 
 DTYPES = ("float32", "float64")
@@ -51,13 +52,17 @@ def _cases(name, dtype, edges):
     v = lambda shape, seed, **kw: values(shape, dtype, seed, edges=edges, **kw)  # noqa: E731
     short = name.rsplit(".", 1)[1]
     if short == "linear_forward":
-        return [("", (v((8, 5), 1, scale=False), values((5, 3), dtype, 2), values((3,), dtype, 3)))]
-    if short == "add_matmul":
-        x, dy = values((9, 5), dtype, 1), values((9, 3), dtype, 2)
-        return [("into zeros", (np.zeros((5, 3), dtype), x.T, dy)),
-                ("into a gradient", (values((5, 3), dtype, 3), x.T, dy)),
-                ("C-ordered a", (values((5, 3), dtype, 3), np.ascontiguousarray(x.T), dy)),
-                ("transposed b", (values((5, 5), dtype, 3), x.T, values((5, 9), dtype, 4).T))]
+        x, W, b = v((8, 5), 1, scale=False), values((5, 3), dtype, 2), values((3,), dtype, 3)
+        return [("", (x, W, b)), ("no bias", (x, W, None))]
+    if short == "linear_backward":  # (dy, cache, dW, db, need_dx, need_dW): dW and db added into in place
+        x, W, dy = values((9, 5), dtype, 1), values((5, 3), dtype, 2), values((9, 3), dtype, 3)
+        grads = lambda: (values((5, 3), dtype, 4), values((3,), dtype, 5))  # noqa: E731
+        return [("into zeros", (dy, (x, W), np.zeros((5, 3), dtype), np.zeros(3, dtype))),
+                ("into a gradient", (dy, (x, W), *grads())),
+                ("no bias", (dy, (x, W), grads()[0], None)),
+                ("no dx", (dy, (x, W), *grads(), False)),
+                ("dx only", (dy, (x, W), *grads(), True, False)),
+                ("new arrays", (dy, (x, W)))]
     if short in ("leaky_relu_forward", "leaky_relu_backward"):
         x, dy = v((16, 12), 1), v((16, 12), 2)
         args = (lambda s: (x, s)) if short.endswith("forward") else (lambda s: (dy, x, s))
@@ -108,17 +113,6 @@ def _cases(name, dtype, edges):
         m, v_ = values((n,), dtype, 3, scale=False) * dtype_type(dtype)(0.1), np.abs(values((n,), dtype, 4))
         return [(f"wd {wd} t {t}", (theta, g, m, v_, t, 1e-3, 0.5, 0.999, 1e-8, wd))
                 for wd in (0.0, 0.01) for t in (1, 7)]
-    if short == "sgd_update":
-        buf = values((n,), dtype, 3)
-        return [(f"mu {mu} nesterov {nes} wd {wd}", (theta, g, buf, 0.1, mu, wd, nes))
-                for mu, nes, wd in ((0.0, False, 0.0), (0.9, False, 1e-3), (0.9, True, 0.0))]
-    if short == "rmsprop_update":
-        sa = np.abs(values((n,), dtype, 3, scale=False)) + dtype_type(dtype)(1)  # above grad_avg^2
-        ga, buf = values((n,), dtype, 4, scale=False) * dtype_type(dtype)(1e-3), values((n,), dtype, 5)
-        return [(f"centered {c} mu {mu}", (theta, g, sa, ga if c else None, buf if mu else None, 1e-3, 0.99,
-                                           1e-8, 1e-4, mu)) for c in (False, True) for mu in (0.0, 0.9)]
-    if short == "zero_fill":
-        return [("", (values((n,), dtype, 1),))]
     if short == "ema_update":  # (ema, theta, beta): ema written in place
         return [(f"beta {b}", (values((n,), dtype, 3), theta, b)) for b in (0.999, 0.9, 0.5)]
     raise KeyError(f"no test case for {name}: add one to tests/test_fast_paths.py")
@@ -196,8 +190,8 @@ def kernels_on_the_fake_device(monkeypatch):
 @pytest.mark.parametrize("name, backend", PAIRS)
 def test_replacement_equals_its_reference(name, backend, dtype, request):
     replacement, exact = fast.TABLE[name][backend]
-    function = fast._resolve(replacement)
-    reference = fast._resolve(name).reference
+    function = replace._resolve(replacement)
+    reference = replace._resolve(name).reference
     assert function.replaces == name
     edges = exact == "bitwise"
     if backend == "numpy":
@@ -230,6 +224,22 @@ def test_add_matmul_into_zeros_is_bit_for_bit_and_really_uses_blas():
         expected = np.zeros((300, 200), dtype)
         expected += x.T @ dy
         _compare([out], [expected], "bitwise", dtype, f"add_matmul {dtype}")
+
+
+def test_add_matmul_takes_every_layout_it_may_be_given():
+    """out += a @ b, to a few ulp, whether GEMM reads the operands (C- or F-ordered) or the fallback runs."""
+    from scratchgan.fast import blas
+    for dtype in DTYPES:
+        x, dy = values((9, 5), dtype, 1), values((9, 3), dtype, 2)
+        for label, (out, a, b) in [("into zeros", (np.zeros((5, 3), dtype), x.T, dy)),
+                                   ("into a gradient", (values((5, 3), dtype, 3), x.T, dy)),
+                                   ("C-ordered a", (values((5, 3), dtype, 3), np.ascontiguousarray(x.T), dy)),
+                                   ("transposed b", (values((5, 5), dtype, 3), x.T, values((5, 9), dtype, 4).T)),
+                                   ("strided a", (values((5, 3), dtype, 3), values((5, 18), dtype, 5)[:, ::2], dy))]:
+            expected = out.copy()
+            expected += a @ b
+            blas.add_matmul(out, a, b)
+            _compare([out], [expected], "close", dtype, f"add_matmul {label} {dtype}")
 
 
 def test_the_switch_turns_every_replacement_off(monkeypatch):
@@ -266,7 +276,7 @@ def test_the_table_is_printable_and_names_real_functions():
     for name, entries in fast.TABLE.items():
         assert name in out.stdout
         for replacement, exact in entries.values():
-            assert fast._resolve(replacement).replaces == name
+            assert replace._resolve(replacement).replaces == name
     assert "numpy" in out.stdout and "active" in out.stdout
 
 

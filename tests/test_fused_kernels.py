@@ -26,6 +26,7 @@ from fake_device import FakeElementwiseKernel, xp
 from host_kernels import HostElementwiseKernel
 from layer_cases import build_layer, make_input, random_like, skip_unless_cupy
 from scratchgan import backend, cli, fast, gradcheck, losses, models, nn, optim
+from scratchgan import replace
 from scratchgan import ema as ema_module
 from scratchgan.fast import kernels as fast_kernels
 from scratchgan.nn import activations, batchnorm
@@ -169,7 +170,7 @@ def fused(monkeypatch):
         return kernel
 
     monkeypatch.setattr(xp, "ElementwiseKernel", elementwise_kernel, raising=False)
-    monkeypatch.setattr(fast, "_enabled", True)
+    monkeypatch.setattr(replace, "_enabled", True)
     fast.reset()  # the fake device's arrays now have replacements: choose again
     yield made
     fast.reset()
@@ -276,7 +277,7 @@ def test_gan_step_through_fused_kernels_matches_numpy(fused):
 
 
 def test_switched_off_by_the_environment(fused, monkeypatch):
-    monkeypatch.setattr(fast, "_enabled", None)  # the environment decides
+    monkeypatch.setattr(replace, "_enabled", None)  # the environment decides
     monkeypatch.setenv("SCRATCHGAN_REFERENCE", "1")
     fast.reset()
     check_layer_on_fake_device(lambda dtype: nn.LeakyReLU(0.2), (4, 6))
@@ -335,7 +336,7 @@ def test_layer_on_cupy_with_and_without_fused_kernels(factory, shape, kernels, m
     cupy = backend.get_xp("cupy")
     results = []
     for switch in (True, False):
-        monkeypatch.setattr(fast, "_enabled", switch)
+        monkeypatch.setattr(replace, "_enabled", switch)
         fast.reset()
         layer = build_layer(factory, "float64", "train", backend="cupy")
         x = cupy.asarray(make_input(shape))

@@ -5,6 +5,7 @@ import importlib.util
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,44 @@ def test_runs_a_few_steps_prints_finite_losses_and_writes_its_grid(tmp_path):
         assert 0.0 <= float(d_x) <= 1.0 and 0.0 <= float(d_g_z) <= 1.0
     with Image.open(out / "samples.png") as grid:  # 8x8 tiles of 28 + 2 padding, upscaled twice
         assert grid.size == (2 * (8 * 30 + 2), 2 * (8 * 30 + 2))
+
+
+ROW = r"step +(\d+) +loss_D (\S+) +loss_G (\S+) +D\(x\) \S+ +D\(G\(z\)\) \S+"
+FAST = r" +\| fast: loss_D (\S+) +loss_G (\S+) +\| ms/step reference (\S+), fast (\S+)"
+
+
+def run_example(package_root, tmp_path, *flags):
+    """The example's printed rows (steps 0 and 2), run for 3 steps with scratchgan imported from ``package_root``."""
+    env = dict(os.environ, PYTHONPATH=str(package_root))
+    env.pop("SCRATCHGAN_REFERENCE", None)
+    done = subprocess.run([sys.executable, str(EXAMPLE), "--steps", "3", "--batch-size", "16",
+                           "--out", str(tmp_path / "out"), *flags],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return re.findall(ROW + (FAST if "--fast" in flags else ""), done.stdout)
+
+
+def test_a_bug_planted_in_a_reference_function_changes_what_the_example_prints(tmp_path):
+    """The example runs the textbook: break nn/activations.py's leaky_relu_backward in a copy of the package and
+    the losses move; --fast's twin runs the replacement instead (on NumPy) and does not see the bug."""
+    planted = tmp_path / "planted"
+    shutil.copytree(ROOT / "scratchgan", planted / "scratchgan", ignore=shutil.ignore_patterns("__pycache__"))
+    path = planted / "scratchgan" / "nn" / "activations.py"
+    source = path.read_text(encoding="utf-8")
+    broken = source.replace("return xp.where(x > 0, dy, dy * slope)", "return xp.where(x > 0, dy, dy * slope * 5.0)")
+    assert broken != source, "the line to break is no longer in nn/activations.py"
+    path.write_text(broken, encoding="utf-8")
+
+    clean, bugged = run_example(ROOT, tmp_path, "--fast"), run_example(planted, tmp_path, "--fast")
+    bugged_default = run_example(planted, tmp_path)
+    assert [r[0] for r in clean] == [r[0] for r in bugged] == ["0", "2"]
+    assert clean[0][1] == bugged[0][1], "step 0's loss_D comes before any backward"
+    assert clean[-1][1:3] != bugged[-1][1:3], "the planted bug in the reference must change the losses"
+    assert clean[-1][3:5] == bugged[-1][3:5], "the fast path's twin runs fast/cpu.py's form, not the planted one"
+    assert [r[:3] for r in bugged_default] == [r[:3] for r in bugged], "by default the example runs the reference"
+    assert clean[0][1:3] == clean[0][3:5], "the twins start equal (to the printed digits)"
+    for row in clean:
+        assert float(row[5]) > 0 and float(row[6]) > 0, "both times per step are printed"
 
 
 def test_it_stays_about_150_lines():

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from scratchgan import fast, nn, optim
+from scratchgan import replace
 
 
 @pytest.fixture(params=["fast", "reference"])
 def path(request, monkeypatch):
-    monkeypatch.setattr(fast, "_enabled", request.param == "fast")
+    monkeypatch.setattr(replace, "_enabled", request.param == "fast")
     fast.reset()
     yield request.param
     fast.reset()

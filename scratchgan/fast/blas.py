@@ -28,7 +28,6 @@ import os
 
 import numpy as np
 
-from . import replaces
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _found = None  # {(routine, dtype): ctypes function}, once searched
@@ -94,7 +93,6 @@ def _operand(a):
     return None
 
 
-@replaces("scratchgan.nn.linear.add_matmul", "close")
 def add_matmul(out, a, b):
     """out += a @ b with one GEMM call (beta = 1) when the layouts allow it, else the reference."""
     gemm = _routines().get(("gemm", out.dtype))

@@ -21,7 +21,7 @@ their logical C-order index (CuPy's CArray follows the strides), so any memory l
 """
 from __future__ import annotations
 
-from . import replaces
+from ..replace import replaces
 from .kernels import OPTIONS, PREAMBLE, usable
 
 # the shape of the convolution, passed to both kernels as integer scalars

@@ -6,13 +6,13 @@ Three tricks, measured in benchmarks/RESULTS.md:
   ``out=`` and reuse what they computed (x - mean once, not twice), or use a cheaper equivalent
   (``max(x, slope x)`` for LeakyReLU: 7x faster than ``where``, the same bits).
 - **The cores.** NumPy's ufuncs and copies release the GIL, so an elementwise update or a copy split
-  into contiguous parts runs on all cores: Adam, SGD, RMSprop, im2col, col2im, the zero fill. Each
+  into contiguous parts runs on all cores: Adam, im2col, col2im, the channels-last copies. Each
   part is the same arithmetic on a slice, so the result is the one-thread result bit for bit.
 - **einsum sums.** ``einsum('nd,nd->d', a, b)`` sums a * b in one pass without an (N, D)
   temporary: 2-3x faster than ``(a * b).sum(axis)`` for BatchNorm's statistics, in another order of
   summation (so "close", not "bitwise").
 Each function here takes and returns what its reference takes and returns (``@replaces`` names
-it; ``scratchgan.fast.TABLE`` lists them all). tests/test_fast_paths.py checks each against it.
+it; ``scratchgan.replace.TABLE`` lists them all). tests/test_fast_paths.py checks each against it.
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import blas, replaces
+from . import blas
+from ..replace import replaces
 from ..nn import activations as _activations  # the references, for the cases a fast form does not cover
 
 # ------------------------------------------------------------------------------------ the cores
@@ -84,22 +85,31 @@ def _in_parts(update, arrays, *args):
     run_in_parts(task, n, elements=n * len(used))
 
 
-@replaces("scratchgan.params.zero_fill", "bitwise")
-def zero_fill(a):
-    """zero_grad's fill, split over the cores (a flat store's gradient is one contiguous array)."""
-    if a.ndim != 1:
-        a.fill(0)
-        return
-    run_in_parts(lambda start, stop: a[start:stop].fill(0), a.size, a.size)
-
-
 # ------------------------------------------------------------------------------------ Linear
 
 @replaces("scratchgan.nn.linear.linear_forward", "bitwise")
 def linear_forward(x, W, b):
     y = x @ W  # (N, D_in) @ (D_in, D_out) -> (N, D_out)
-    y += b  # in place: no second (N, D_out) array
+    if b is not None:
+        y += b  # in place: no second (N, D_out) array
     return y, (x, W)
+
+
+@replaces("scratchgan.nn.linear.linear_backward", "close")
+def linear_backward(dy, cache, dW=None, db=None, need_dx=True, need_dW=True):
+    """dW += x^T dy inside the GEMM (BLAS beta = 1, fast/blas.py): no (D_in, D_out) temporary and no
+    ``+=`` pass over it. Summed in BLAS's order, so "close". Everything else as the reference."""
+    from ..nn import linear
+    if dW is None or not need_dW:
+        return linear.linear_backward.reference(dy, cache, dW, db, need_dx, need_dW)
+    x, W = cache
+    if db is None:
+        db = dy.sum(axis=0)  # (N, D_out) -> (D_out,)
+    else:
+        db += dy.sum(axis=0)
+    blas.add_matmul(dW, x.T, dy)  # dW += x^T dy: (D_in, N) @ (N, D_out) -> (D_in, D_out)
+    dx = dy @ W.T if need_dx else None  # (N, D_out) @ (D_out, D_in) -> (N, D_in)
+    return dx, dW, db
 
 
 # ------------------------------------------------------------------------------------ activations
@@ -323,16 +333,3 @@ def ema_update(ema, theta, beta):
         tmp *= 1.0 - beta
         ema += tmp
     _in_parts(update, [ema, theta, scratch])
-
-
-@replaces("scratchgan.optim.sgd_update", "bitwise")
-def sgd_update(theta, g, buf, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
-    """The reference on contiguous parts of the flat arrays, one per core: elementwise, so the same bits."""
-    _in_parts(_optim().sgd_update.reference, [theta, g, buf], lr, momentum, weight_decay, nesterov)
-
-
-@replaces("scratchgan.optim.rmsprop_update", "bitwise")
-def rmsprop_update(theta, g, square_avg, grad_avg, buf, lr, alpha, eps, weight_decay=0.0, momentum=0.0):
-    """The reference on contiguous parts of the flat arrays, one per core: elementwise, so the same bits."""
-    _in_parts(_optim().rmsprop_update.reference, [theta, g, square_avg, grad_avg, buf], lr, alpha, eps,
-              weight_decay, momentum)

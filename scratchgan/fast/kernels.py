@@ -21,7 +21,7 @@ plain operators. tests/test_fused_kernels.py compiles these bodies with NVRTC as
 """
 from __future__ import annotations
 
-from . import replaces
+from ..replace import replaces
 from ..backend import array_module
 
 # The options for NVRTC; see the module docstring for why the bodies do not rely on them alone.

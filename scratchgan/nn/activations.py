@@ -6,11 +6,11 @@ Shapes: any; y and dx have the shape of x.           (docs/derivations/activatio
 from __future__ import annotations
 
 from ..backend import array_module
-from ..fast import replaceable
+from ..replace import replaceable
 from .module import Module
 
 
-@replaceable
+@replaceable  # fast: fast/cpu.py (CPU), fast/kernels.py (CuPy)
 def leaky_relu_forward(x, slope):
     """y = x if x > 0 else slope * x."""
     xp = array_module(x)
@@ -18,7 +18,7 @@ def leaky_relu_forward(x, slope):
     return y, x  # cache x itself (no copy): backward needs only its sign
 
 
-@replaceable
+@replaceable  # fast: fast/cpu.py (CPU), fast/kernels.py (CuPy)
 def leaky_relu_backward(dy, x, slope):
     """dx = dy * f'(x) with f'(x) = 1 if x > 0 else slope."""
     xp = array_module(dy)
@@ -32,7 +32,7 @@ def relu_forward(x):
     return xp.maximum(x, 0.0), x  # cache x itself: backward needs only its sign
 
 
-@replaceable
+@replaceable  # fast: fast/kernels.py (CuPy)
 def relu_backward(dy, x):
     """dx = dy where x > 0, else 0."""
     return dy * (x > 0)  # bool times float keeps the float dtype
@@ -45,13 +45,13 @@ def tanh_forward(x):
     return y, y  # tanh' = 1 - tanh^2: the output is all backward needs
 
 
-@replaceable
+@replaceable  # fast: fast/cpu.py (CPU), fast/kernels.py (CuPy)
 def tanh_backward(dy, y):
     """dx = dy * (1 - y^2), using the cached output y."""
     return dy * (1.0 - y * y)
 
 
-@replaceable
+@replaceable  # fast: fast/kernels.py (CuPy)
 def sigmoid_forward(x):
     """y = 1 / (1 + exp(-x)), evaluated without overflow: e = exp(-|x|) is at most 1."""
     xp = array_module(x)
@@ -62,7 +62,7 @@ def sigmoid_forward(x):
     return y, y  # sigmoid' = y (1 - y): again the output is enough
 
 
-@replaceable
+@replaceable  # fast: fast/kernels.py (CuPy)
 def sigmoid_backward(dy, y):
     """dx = dy * y * (1 - y), using the cached output y."""
     return dy * y * (1.0 - y)
@@ -84,6 +84,17 @@ class LeakyReLU(Module):
         x = self.pop_cache()
         return leaky_relu_backward(dy, x, self.negative_slope) if need_dx else None
 
+    # The penalty's second-order pass (see Linear.backward_input): dx = dy * f'(x) is linear in dy with
+    # a piecewise-constant factor (f'' = 0 almost everywhere), so dP/d(dy) is u times the same factor.
+    def backward_input(self, dy):
+        x = self.pop_cache()
+        self.cache = x
+        return leaky_relu_backward(dy, x, self.negative_slope)
+
+    def backward2(self, u, need_du=True):
+        x = self.pop_cache()
+        return leaky_relu_backward(u, x, self.negative_slope) if need_du else None
+
     def __repr__(self):
         return f"LeakyReLU({self.negative_slope})"
 
@@ -96,6 +107,15 @@ class ReLU(Module):
     def backward(self, dy, param_grads=True, need_dx=True):
         x = self.pop_cache()
         return relu_backward(dy, x) if need_dx else None
+
+    def backward_input(self, dy):  # the penalty's passes, as LeakyReLU's with slope 0
+        x = self.pop_cache()
+        self.cache = x
+        return relu_backward(dy, x)
+
+    def backward2(self, u, need_du=True):
+        x = self.pop_cache()
+        return relu_backward(u, x) if need_du else None
 
 
 class Tanh(Module):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_module
-from ..fast import replaceable
+from ..replace import replaceable
 from ..params import ones, zeros
 from .module import Module
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_module
-from ..fast import replaceable
+from ..replace import replaceable
 from ..params import linear_default, make_rng
 from .module import Module
 
@@ -43,7 +43,7 @@ def conv_transpose_output_size(size, kernel_size, stride, padding, output_paddin
                  for n, k, s, p, op in zip(size, kernel_size, stride, padding, output_padding))
 
 
-@replaceable
+@replaceable  # fast: fast/cpu.py (CPU)
 def channels_last(a, pad=(0, 0)):
     """(N, C, H, W) -> (N, H + 2 pH, W + 2 pW, C), C-contiguous, zero-padded by ``pad``: a copy, or a
     view when a is channels-last in memory already and there is no padding.
@@ -85,7 +85,7 @@ def _weight_grad(dW_mat, W_shape):
 
 # ---------------------------------------------------------------------------- im2col / col2im
 
-@replaceable
+@replaceable  # fast: fast/cpu.py (CPU), fast/conv_kernels.py (CuPy)
 def im2col(x, kernel_size, stride, padding):
     """Every kH x kW patch of the zero-padded x as a row: (N, C, H, W) -> cols (N*H_out*W_out, kH*kW*C).
 
@@ -108,7 +108,7 @@ def im2col(x, kernel_size, stride, padding):
     return cols.reshape(N * H_out * W_out, kH * kW * C)
 
 
-@replaceable
+@replaceable  # fast: fast/cpu.py (CPU), fast/conv_kernels.py (CuPy)
 def col2im(cols, x_shape, kernel_size, stride, padding):
     """The adjoint of im2col: scatter-add each row back onto its patch; cols -> x of shape x_shape.
 
@@ -181,7 +181,7 @@ def conv2d_backward(dy, cache, need_dx=True, need_dW=True):
 # W (C_in, C_out, kH, kW) is read as the weight of a Conv2d from C_out to C_in channels (PyTorch's
 # layout is exactly that), so _weight_matrix(W) is that conv's W_mat: (C_in, K), K = kH*kW*C_out.
 
-@replaceable
+@replaceable  # fast: fast/subpixel.py (CPU and CuPy; inactive: replace.INACTIVE says why)
 def conv_transpose2d_forward(x, W, b, stride, padding, output_padding):
     """y = col2im(x_mat @ W_mat) + b, Conv2d's backward-data.  x: (N, C_in, H, W) -> (N, C_out, H_out, W_out)."""
     N, _, H, W_in = x.shape

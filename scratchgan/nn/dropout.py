@@ -31,29 +31,13 @@ class Dropout(Module):
             raise ValueError(f"Dropout probability must be in [0, 1), got {p}")
         self.p, self.seed = float(p), seed
         self.rng = None  # created on first use on the input's backend, so masks come from the device
-        self.draws, self.draw_shape, self.draw_dtype = 0, None, None  # to replay the stream on resume
 
     def on_moved(self, xp):
         self.rng = None
-        self.draws = 0
 
     def reseed(self, seed):
-        self.seed, self.rng, self.draws = seed, None, 0
-
-    def rng_state(self):
-        """(seed, number of masks drawn, their shape and dtype): all a checkpoint needs to resume exactly."""
-        return {"seed": self.seed, "draws": self.draws, "shape": list(self.draw_shape or []),
-                "dtype": str(self.draw_dtype)}
-
-    def restore_rng(self, state, xp):
-        """Reseed and replay ``draws`` masks of the recorded shape on backend ``xp``."""
-        self.reseed(state["seed"])
-        if state["draws"]:
-            self.rng = random_generator(xp, self.seed)
-            shape, dtype = tuple(state["shape"]), state["dtype"]
-            for _ in range(state["draws"]):
-                self.rng.random(shape, dtype=dtype)
-            self.draws, self.draw_shape, self.draw_dtype = state["draws"], shape, dtype
+        """Restart the mask sequence from ``seed`` (a trainer's checkpoints count the draws: gan.DropoutDraws)."""
+        self.seed, self.rng = seed, None
 
     def forward(self, x):
         if not self.training or self.p == 0.0:
@@ -63,17 +47,27 @@ class Dropout(Module):
         if self.rng is None:
             self.rng = random_generator(xp, self.seed)
         u = self.rng.random(x.shape, dtype=x.dtype)  # drawn where x lives: no host-to-device copy per step
-        # counted, so that a checkpoint can replay the stream and a resumed run draws the same masks
-        self.draws, self.draw_shape, self.draw_dtype = self.draws + 1, x.shape, x.dtype
         y, mask = dropout_forward(x, self.p, u)
         self.cache = ("mask", mask)
         return y
 
     def backward(self, dy, param_grads=True, need_dx=True):
-        kind, mask = self.pop_cache()
-        if not need_dx:
-            return None
-        return dy if kind == "identity" else dropout_backward(dy, mask)  # eval mode: y = x, so dx = dy
+        cache = self.pop_cache()
+        return self._apply(cache, dy) if need_dx else None  # eval mode: y = x, so dx = dy
+
+    def backward_input(self, dy):  # the penalty's passes: dx = dy * mask is linear in dy, so is its adjoint
+        cache = self.pop_cache()
+        self.cache = cache
+        return self._apply(cache, dy)
+
+    def backward2(self, u, need_du=True):
+        cache = self.pop_cache()
+        return self._apply(cache, u) if need_du else None
+
+    @staticmethod
+    def _apply(cache, a):
+        kind, mask = cache
+        return a if kind == "identity" else dropout_backward(a, mask)
 
     def __repr__(self):
         return f"Dropout(p={self.p})"

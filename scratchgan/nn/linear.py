@@ -7,31 +7,43 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..fast import replaceable
+from ..replace import replaceable
 from ..params import linear_default, make_rng
 from .module import Module
 
 
-@replaceable
+@replaceable  # fast: fast/cpu.py (CPU)
 def linear_forward(x, W, b):
-    """y = x W + b.  x: (N, D_in), W: (D_in, D_out), b: (D_out,) -> y: (N, D_out)"""
-    y = x @ W + b  # (N, D_in) @ (D_in, D_out) -> (N, D_out); b is added to every row (broadcast)
+    """y = x W + b.  x: (N, D_in), W: (D_in, D_out), b: (D_out,) or None -> y: (N, D_out)"""
+    y = x @ W  # (N, D_in) @ (D_in, D_out) -> (N, D_out)
+    if b is not None:
+        y = y + b  # b is added to every row (broadcast)
     return y, (x, W)  # cache: exactly what backward needs (b does not appear in any gradient)
 
 
-def linear_backward(dy, cache):
-    """dx = dy W^T, dW = x^T dy, db = sum over the batch of dy."""
+@replaceable  # fast: fast/cpu.py (CPU)
+def linear_backward(dy, cache, dW=None, db=None, need_dx=True, need_dW=True):
+    """dx = dy W^T, dW += x^T dy, db += sum over the batch of dy.
+
+    ``dW``, ``db``: the arrays the gradients are added into (a layer's ``p.grad``: every backward adds,
+    as llm.c's matmul_backward does), or None for new ones. ``need_dx`` / ``need_dW`` False skip dx /
+    (dW, db), returned as None. Returns (dx, dW, db).
+    """
     x, W = cache
-    dx = dy @ W.T  # (N, D_out) @ (D_out, D_in) -> (N, D_in)
-    dW = x.T @ dy  # (D_in, N) @ (N, D_out) -> (D_in, D_out): one outer product per sample, summed
-    db = dy.sum(axis=0)  # (N, D_out) -> (D_out,): b reached every row with weight 1
+    if need_dW:
+        dW_step = x.T @ dy  # (D_in, N) @ (N, D_out) -> (D_in, D_out): one outer product per sample, summed
+        db_step = dy.sum(axis=0)  # (N, D_out) -> (D_out,): b reached every row with weight 1
+        dW = dW_step if dW is None else _add(dW, dW_step)
+        db = db_step if db is None else _add(db, db_step)
+    else:
+        dW = db = None
+    dx = dy @ W.T if need_dx else None  # (N, D_out) @ (D_out, D_in) -> (N, D_in)
     return dx, dW, db
 
 
-@replaceable
-def add_matmul(out, a, b):
-    """out += a @ b: how a layer adds a gradient that is a matrix product into its ``p.grad``."""
-    out += a @ b
+def _add(total, term):
+    total += term  # in place: ``total`` is a view into the flat gradient store
+    return total
 
 
 class Linear(Module):
@@ -55,22 +67,35 @@ class Linear(Module):
             raise ValueError(f"{self!r}: expected input of shape (N, {self.in_features}), "
                              f"got {tuple(x.shape)}")
         self.check_dtype(x, self.W.data.dtype)
-        if self.has_bias:
-            y, self.cache = linear_forward(x, self.W.data, self.b.data)
-        else:
-            y, self.cache = x @ self.W.data, (x, self.W.data)  # (N, D_in) @ (D_in, D_out) -> (N, D_out)
+        y, self.cache = linear_forward(x, self.W.data, self.b.data if self.has_bias else None)
         return y
 
     def backward(self, dy, param_grads=True, need_dx=True):
-        """linear_backward's three lines, with dW and db added (+=) into the gradients."""
-        x, W = self.pop_cache()
-        if param_grads and self.requires_grad:
-            add_matmul(self.W.grad, x.T, dy)  # dW += x^T dy: (D_in, N) @ (N, D_out) -> (D_in, D_out)
-            if self.has_bias:
-                self.b.grad += dy.sum(axis=0)  # db += sum_n dy: (N, D_out) -> (D_out,)
-        if not need_dx:
-            return None  # the network's input (noise z, images): nobody uses dL/dx, skip the matmul
-        return dy @ W.T  # dx: (N, D_out) @ (D_out, D_in) -> (N, D_in)
+        """linear_backward, adding dW and db into the gradients; ``param_grads=False`` computes dx only.
+        (need_dx=False: the network's input, noise z or images, whose dL/dx nobody uses: no matmul.)"""
+        grads = param_grads and self.requires_grad
+        dx, _, _ = linear_backward(dy, self.pop_cache(), self.W.grad, self.b.grad if self.has_bias else None,
+                                   need_dx=need_dx, need_dW=grads)
+        return dx
+
+    # The second-order pass of a gradient penalty (gradient_penalty.py; numpy-ml calls it _bwd2). For
+    # g = dD/dx, backward_input is the first backward without parameter gradients; backward2 carries
+    # u = dP/dg back through it: the first backward is linear in dy with matrix W^T, so dP/d(dy) = u W
+    # and dP/dW = u^T dy (b does not reach g: dP/db = 0). docs/derivations/wgan_gp.md.
+
+    def backward_input(self, dy):
+        """dx = dy W^T for the penalty's first backward; keeps dy for backward2."""
+        cache = self.pop_cache()
+        dx, _, _ = linear_backward(dy, cache, need_dW=False)
+        self.cache = (dy, cache[1])
+        return dx
+
+    def backward2(self, u, need_du=True):
+        """u = dP/d(dx) -> dP/d(dy) = u W: (N, D_in) @ (D_in, D_out) -> (N, D_out); adds dP/dW = u^T dy."""
+        dy, W = self.pop_cache()
+        if self.requires_grad:
+            self.W.grad += u.T @ dy  # (D_in, N) @ (N, D_out) -> (D_in, D_out)
+        return u @ W if need_du else None
 
     def __repr__(self):
         return f"Linear({self.in_features}, {self.out_features}{'' if self.has_bias else ', bias=False'})"

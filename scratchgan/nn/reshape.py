@@ -9,7 +9,20 @@ import math
 from .module import Module
 
 
-class Flatten(Module):
+class _SameNumbers(Module):
+    """The penalty's passes (see Linear.backward_input) for a layer that only reshapes: reshapes again."""
+
+    def backward_input(self, dy):
+        x_shape = self.pop_cache()
+        self.cache = dy.shape
+        return dy.reshape(x_shape)
+
+    def backward2(self, u, need_du=True):
+        y_shape = self.pop_cache()
+        return u.reshape(y_shape) if need_du else None
+
+
+class Flatten(_SameNumbers):
     """(N, d1, d2, ...) -> (N, d1 * d2 * ...)."""
 
     def forward(self, x):
@@ -23,7 +36,7 @@ class Flatten(Module):
         return dy.reshape(x_shape) if need_dx else None  # the same numbers, back in x's shape
 
 
-class Reshape(Module):
+class Reshape(_SameNumbers):
     """(N, ...) -> (N, *shape), e.g. Reshape(1, 28, 28) turns (N, 784) into images."""
 
     def __init__(self, *shape):
