@@ -20,8 +20,7 @@ from scratchgan.nn import linear
 PACKAGE = Path(__file__).resolve().parents[1] / "scratchgan"
 MATHS = [*sorted((PACKAGE / "nn").glob("*.py")), *(PACKAGE / f"{name}.py" for name in
                                                       ("losses", "optim", "params", "ema"))]
-# nn/batchnorm.py's marks are its owner's (the synchronised BatchNorm is split out of it separately)
-MARKED = [path for path in MATHS if path.name != "batchnorm.py"]
+MARKED = MATHS
 KIND = {"numpy": "CPU", "cupy": "CuPy"}
 
 

@@ -21,7 +21,7 @@ from ..params import ones, zeros
 from .module import Module
 
 
-@replaceable
+@replaceable  # fast: fast/cpu.py (CPU), fast/kernels.py (CuPy)
 def batchnorm_forward(x, gamma, beta, mean, var, eps):
     """y = gamma * (x - mean) / sqrt(var + eps) + beta, with given (batch or running) statistics."""
     xp = array_module(x)
@@ -31,7 +31,7 @@ def batchnorm_forward(x, gamma, beta, mean, var, eps):
     return y, (xhat, gamma, inv_std)
 
 
-@replaceable
+@replaceable  # fast: fast/cpu.py (CPU), fast/kernels.py (CuPy)
 def batchnorm_train_forward(x, gamma, beta, eps, axes=(0,)):
     """The same with the batch's own statistics over ``axes``: mean = E[x], var = E[(x - mean)^2].
 
@@ -43,7 +43,7 @@ def batchnorm_train_forward(x, gamma, beta, eps, axes=(0,)):
     return y, cache, mean, var
 
 
-@replaceable
+@replaceable  # fast: fast/cpu.py (CPU), fast/kernels.py (CuPy)
 def batchnorm_backward_train(dy, cache, axes=(0,)):
     """Backward when mean and var were the batch's own statistics: the full coupled gradient."""
     xhat, gamma, inv_std = cache
@@ -56,7 +56,7 @@ def batchnorm_backward_train(dy, cache, axes=(0,)):
     return dx, dgamma, dbeta
 
 
-@replaceable
+@replaceable  # fast: fast/cpu.py (CPU)
 def batchnorm_backward_eval(dy, cache, axes=(0,)):
     """Backward when mean and var were constants (running statistics): a diagonal Jacobian."""
     xhat, gamma, inv_std = cache
