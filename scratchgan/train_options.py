@@ -1,14 +1,8 @@
-"""What `scratchgan train` adds to the examples' flags: ``--arch``, CIFAR-10 and ``.npy`` data,
-``--dry-run``, ``--tensorboard``, ``--version``, ``--tf32``.
-
-cli.py keeps the flags both examples share and the training entry point; this module holds the
-pieces that choose between the two architectures and the inputs beyond MNIST-like IDX files, so that
-cli.py only calls them:
+"""The checks and pieces of `scratchgan train` beyond parsing (the flags themselves: flags.py): choosing
+between the two architectures, the inputs beyond MNIST-like IDX files, --dry-run, --tf32, --cuda-graph.
 
 - ``arch_of(argv)``: the architecture a `scratchgan train` command line asks for (``--arch``, or the
   checkpoint's when resuming without it), so that its defaults apply;
-- ``describe_defaults(parser, ...)``: in the one `scratchgan train --help`, every flag whose default
-  depends on ``--arch`` says both, and a flag of one architecture says so;
 - ``check_flags(config, explicit)``: one line, before anything is loaded, for a flag of the other
   architecture, --dry-run with --resume, --tensorboard without its extra;
 - ``prepare_dry_run``, ``check_data_source``, ``dry_run_folder``: a dry run checks what its real run checks
@@ -19,65 +13,22 @@ cli.py only calls them:
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__, runlog
+from . import flags, runlog
 from .checkpoint import CheckpointError, read_meta
+from .flags import DRY_RUN_STEPS
 from .cliutil import Parser, UserError
 from .data import DataError
 
-ARCHES = ("mlp", "dcgan")
-# flags that exist for one architecture only (config keys)
-ARCH_ONLY = {"mlp": ("g_hidden", "d_hidden", "batchnorm", "dropout", "conditional", "embedding_dim"),
-             "dcgan": ("resolution", "channels", "g_width", "d_width")}
+ARCH_ONLY = flags.arch_only()  # the config keys of the flags of one architecture only
 DATASETS = ("cifar10", "npy", "synthetic")   # loaded here; "synthetic" is what --dry-run trains on
-DRY_RUN_STEPS = 3
 # image size and channels of each dataset for the DCGAN, when --image-size / --channels are not given
 DCGAN_SHAPES = {"cifar10": (32, 3), "folder": (64, 3)}
-
-
-def add_flags(parser, defaults, suppress=False):
-    """The flags of this module, in their own group, on the examples and on `scratchgan train`."""
-    def d(key):
-        return argparse.SUPPRESS if suppress else defaults.get(key)
-
-    g = parser.add_argument_group("conveniences")
-    g.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS if suppress else False,
-                   help=f"check the set-up: what the real run checks before training (flags, output places, the "
-                        "data's paths: an image folder is listed, a .npy file's header read; no image is decoded, "
-                        f"nothing downloaded), then {DRY_RUN_STEPS} steps on random images of the run's shape (no "
-                        "--eval-every), all outputs written as usual; into --out when given, else into a new "
-                        "temporary folder, whose path is printed (default: off)")
-    g.add_argument("--tensorboard", default=d("tensorboard"), metavar="DIR",
-                   help="also write the metrics.csv values as scalars and the sample grids as images to TensorBoard "
-                        f"event files in DIR (needs the extra: {runlog.INSTALL_HINT}); metrics.jsonl (one JSON "
-                        "object per logged step) is written beside metrics.csv either way (default: off)")
-    g.add_argument("--version", action="version", version=f"scratchgan {__version__}",
-                   help="print the version and exit")
-    # --cuda-graph (scratchgan/fast/graph.py): opt-in until it has run on a GPU
-    graph_default = argparse.SUPPRESS if suppress else defaults.get("cuda_graph", False)
-    g.add_argument("--cuda-graph", dest="cuda_graph", action="store_true", default=graph_default,
-                   help="experimental: not yet run on a GPU. With --backend cupy, replay the whole training step "
-                        "(the MLP GAN: every --loss, --r1, --conditional) from one CUDA graph, matmuls by "
-                        "scratchgan's own GEMM kernel instead of cuBLAS; what it does not cover is refused in one "
-                        "line (default: off)")
-    g.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false", default=graph_default,
-                   help="run the eager step, one launch per operation: the default, and the fallback")
-    # --tf32 (scratchgan/fast/precision.py)
-    g = parser.add_argument_group("precision")
-    g.add_argument("--tf32", action="store_true", default=argparse.SUPPRESS if suppress else False,
-                   help="CuPy only: let float32 matmuls and the convolutions (im2col + matmul) run on TF32 tensor "
-                        "cores (Ampere or newer GPUs), as PyTorch's torch.backends.cuda.matmul.allow_tf32 and its "
-                        "default for cuDNN convolutions; faster, at a cost in precision: "
-                        "products of 10-bit-mantissa inputs (float32 keeps 23), so matmuls and convolutions are off "
-                        "by ~1e-3 relative instead of ~1e-7; weights, activations and Adam stay float32. Refused "
-                        "with --backend numpy, which has no TF32 (default: off, full float32)")
-    return parser
 
 
 def graphed(step, config, world):
@@ -96,7 +47,7 @@ def graphed(step, config, world):
 def arch_of(argv):
     """The ``--arch`` of a `scratchgan train` command line; without it, the resumed checkpoint's, else mlp."""
     pre = Parser(prog="scratchgan train", add_help=False)
-    pre.add_argument("--arch", choices=ARCHES, default=None)
+    pre.add_argument("--arch", choices=flags.ARCHES, default=None)
     pre.add_argument("--resume", nargs="?", const="", default=None)
     pre.add_argument("--out", default=None)
     known, _ = pre.parse_known_args(argv)
@@ -109,40 +60,9 @@ def arch_of(argv):
             arch = config.get("arch") if isinstance(config, dict) else None
         except (CheckpointError, OSError, ValueError):  # train_main says what is wrong with it
             arch = None
-        if arch in ARCHES:
+        if arch in flags.ARCHES:
             return arch
     return "mlp"
-
-
-def combined_defaults(arch, per_arch):
-    """The defaults of a `scratchgan train` parser for ``arch``: the other architecture's keys too (so
-    every flag exists), the chosen architecture's values where both have one."""
-    other = per_arch["dcgan" if arch == "mlp" else "mlp"]
-    return {**other, **per_arch[arch], "arch": arch}
-
-
-def describe_defaults(parser, per_arch):
-    """Rewrite the help of `scratchgan train`: "(default: X for --arch mlp, Y for --arch dcgan)" where the
-    two examples differ, "(--arch A only)" on a flag of one architecture."""
-    mlp, dcgan = per_arch["mlp"], per_arch["dcgan"]
-    for action in parser._actions:  # argparse keeps them there; it has no public list
-        key, text = action.dest, action.help or ""
-        if key == "arch" or text == argparse.SUPPRESS:
-            continue
-        if key in mlp and key in dcgan and mlp[key] != dcgan[key] and "(default: %(default)s)" in text:
-            action.help = text.replace("(default: %(default)s)",
-                                       f"(default: {mlp[key]} for --arch mlp, {dcgan[key]} for --arch dcgan)")
-        for arch, keys in ARCH_ONLY.items():
-            if key in keys:
-                action.help = f"(--arch {arch} only) {action.help}"
-    return parser
-
-
-def add_arch_flag(parser, suppress=False):
-    parser.add_argument("--arch", choices=ARCHES, default=argparse.SUPPRESS if suppress else "mlp",
-                        help="mlp: the classic MLP GAN of examples/mnist_mlp.py; dcgan: the DCGAN of examples/dcgan.py "
-                             "(convolutions, --image-size 28/32/64/128, image folders); the defaults that differ "
-                             "between them are given for each below (default: %(default)s)")
 
 
 def check_early(args):
@@ -159,7 +79,7 @@ def check_flags(config, explicit, arch_choosable):
         other = "dcgan" if arch == "mlp" else "mlp"
         wrong = [k for k in ARCH_ONLY[other] if k in explicit]
         if wrong:
-            flag = "--" + {"resolution": "image-size", "batchnorm": "no-batchnorm"}.get(wrong[0], wrong[0]).replace("_", "-")
+            flag = flags.name_of(wrong[0])
             raise UserError(f"{flag} is a flag of --arch {other}; this run is --arch {arch} (add --arch {other}, or "
                             f"drop {flag})")
         for key in ARCH_ONLY[other]:  # config.json and checkpoints record the run's own settings only
