@@ -108,9 +108,12 @@ def load_resumed(args):
     if not resume.exists():
         raise UserError(f"cannot resume: {resume} does not exist (train first, or pass the checkpoint path)")
     try:
-        _, meta = load_run_checkpoint(resume)  # checked (metadata, sizes, NaN/Inf) before anything is written
+        arrays, meta = load_run_checkpoint(resume)  # checked (metadata, sizes, NaN/Inf) before anything is written
     except CheckpointError as e:
         raise UserError(str(e)) from None
+    if any(name.endswith(("/m_sum", "/v_sum")) for name in arrays):  # Adam's state before the moments m, v
+        raise UserError(f"cannot resume: {resume} is too old to load (written before scratchgan 0.1.0, with Adam's "
+                        "running sums m_sum, v_sum); start a new run (`scratchgan sample` still reads its generator)")
     if meta.get("kind") == "generator":  # scratchgan export: G alone, no D or optimizer state
         raise UserError(f"cannot resume: {resume} is an exported generator (G alone); resume from the training "
                         "checkpoint")
