@@ -21,18 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
-from .backend import BackendError, get_xp, to_device, to_numpy
+from .backend import BackendError, get_xp
 from .checkpoint import CheckpointError, atomic_write
-from .checkpoint_schema import check_network_shapes, load_run_checkpoint
 from .cliutil import (Parser, UserError, check_new_files, interruption, non_negative_int, positive_int, run_command,
                       say)
 from .cliutil import fail as _fail, log as _log
 from .cliutil import os_error_message as _os_error_message
 from .data import DATASET_NAMES, DataError, load_dataset_or_bundled
-from .ema import use_ema_weights
 from .evaluator import DEFAULT_KIND, KINDS, TARGET_STEPS_BY_KIND, get_evaluator
-from .gan import generate
-from .models import build_gan
+from .generator_file import generate_on_host, load_generator
 
 ROWS = (  # (key, label, format)
     ("frechet_distance", "Frechet distance (classifier features)", "{:.4g}"),
@@ -83,36 +80,10 @@ def make_parser(prog):
     return p
 
 
-def load_generator(path, xp):
-    """(G, config, meta) from a training checkpoint or a generator exported from one (export.py); `sample`,
-    `interpolate`, `evaluate` and `export` all load it here."""
-    built = {}
-
-    def build_to_fit(meta, shapes):  # on the headers: G is built and compared before any array is read
-        try:
-            built["G"], _ = build_gan(meta["config"], xp)
-        except KeyError as e:
-            raise UserError(f"{path}: its config lacks {e}; is it a scratchgan training checkpoint?") from None
-        check_network_shapes(path, built["G"], "G/", shapes)
-
-    arrays, meta = load_run_checkpoint(path, need="generator", check=build_to_fit)
-    G, config = built["G"], meta["config"]
-    try:
-        G.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("G/")})
-        use_ema_weights(G, arrays, log=_log)  # --ema runs: the averaged weights
-    except ValueError as e:
-        raise UserError(f"{path}: {e}") from None
-    return G, config, meta
-
-
-def generate_images(G, n, latent_dim, seed, batch_size=1000):
+def generate_images(G, n, latent_dim, seed):
     """n images from z ~ N(0, I) seeded by ``seed``, float32 on the host, (n, D) in [-1, 1]."""
     z = np.random.default_rng(seed).standard_normal((n, latent_dim))
-    out = []
-    for s in range(0, n, batch_size):  # a conditional G makes the classes in turn (gan.generate)
-        x = to_numpy(generate(G, to_device(z[s:s + batch_size], G.xp, G.dtype))).astype(np.float32)
-        out.append(x.reshape(len(x), -1))
-    return np.concatenate(out)
+    return generate_on_host(G, z).reshape(n, -1)  # a conditional G makes the classes in turn (gan.generate)
 
 
 def _check_json_target(path, overwrite):
@@ -151,7 +122,7 @@ def _evaluate(args, prog):
         if args.json:  # before minutes of work: a target that cannot be a file is refused now
             _check_json_target(Path(args.json), args.overwrite)
         xp = get_xp(args.backend)
-        G, config, meta = load_generator(args.checkpoint, xp)
+        G, config, meta = load_generator(args.checkpoint, xp, log=_log)
         pixels = generate_images(G, 2, int(config["latent_dim"]), args.seed).shape[1]
         if pixels != 784:
             raise UserError(f"{args.checkpoint}: the evaluator handles 28x28 grey images (784 values); this "

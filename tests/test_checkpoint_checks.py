@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratchgan import cli, evaluate_cli, export, sample_cli
+from scratchgan import cli, export, generator_file, sample_cli
 from scratchgan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -323,7 +323,7 @@ def test_every_checkpoint_the_project_writes_passes_the_checks(written, tmp_path
     for name, path in written.items():
         need = "generator" if name.startswith("export-") else "training"
         _, meta = checkpoint_schema.load_run_checkpoint(path, need=need)
-        G, config, _ = evaluate_cli.load_generator(path, np)
+        G, config, _ = generator_file.load_generator(path, np)
         assert sample_cli.sample_main(["--checkpoint", str(path), "--n", "2", "--out", str(tmp_path / name)]) == 0
         assert np.isfinite(np.load(tmp_path / f"{name}.npy")).all()
     assert read_meta(written["best-of-run"])["best"]["step"] > 0
