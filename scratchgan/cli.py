@@ -24,11 +24,13 @@ from .checkpoint import CheckpointError
 from .checkpoint_schema import load_run_checkpoint
 from .cliutil import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Parser, Terminated, UserError, say, signal_name
 from .cliutil import fail as _fail, log as _log, os_error_message as _os_error_message, stop_on_sigterm
-from .data import BatchLoader, DataError, load_dataset_or_bundled, load_image_folder, resize_square
+from .data import BatchLoader, DataError, registry
+from .data.idx import shown
+from .data.transforms import fit_images
 from .errors import SettingError
 from .evaluate_cli import evaluate_main
 from .export import export_main
-from .models import build_step
+from .models import DCGAN_SIZES, build_step
 from .sample_cli import interpolate_main, sample_main
 from .trainer import Trainer, TrainingDiverged, TrainingInterrupted, env_summary
 
@@ -51,37 +53,30 @@ def make_train_parser(prog, description, defaults=MLP_DEFAULTS, suppress=False, 
 
 
 def load_images(config, log, with_labels=False):
-    """uint8 images for the run: (N, 28, 28) for the MLP, (N, C, S, S) for the DCGAN.
+    """uint8 images for the run (data.registry), as the files hold them for the MLP, fitted to (N, C, S, S)
+    for the DCGAN; records what was really loaded in ``config``.
 
     ``with_labels``: returns (images, labels (N,) or None where the dataset has none).
     """
-    labels = None
-    if config["dataset"] in train_options.DATASETS:  # cifar10, npy, --dry-run's synthetic images
-        images, labels = train_options.load_images(config, log)
-    elif config["dataset"] == "folder":
-        if not config["data_dir"]:
-            raise UserError("--dataset folder needs --data-dir DIR, the folder of images")
-        config["resolution"] = config["resolution"] or 64
-        config["channels"] = config["channels"] or 3
-        images = load_image_folder(config["data_dir"], config["resolution"], config["channels"], log=log)
-    else:
-        fallback = []  # the one line load_dataset_or_bundled logs when it falls back to the bundled digits
+    request = registry.Request(config["split"], config.get("data_dir"), config.get("resolution"),
+                               config.get("channels"), log=log, on_foreign=log)
+    if config["dataset"] == "synthetic":  # --dry-run: random images of the real data's shape
+        train_options.synthetic_request(config, request)
+    loaded = registry.load(config["dataset"], request, limit=config.get("limit"))
+    config["dataset"], config["split"] = loaded.name, loaded.split  # config.json, checkpoints, `evaluate`
+    images = _fit_to_dcgan(config, loaded.images) if config.get("arch") == "dcgan" else loaded.images
+    return (images, loaded.labels) if with_labels else images
 
-        def note(message):
-            fallback.append(message)
-            log(message)
-        images, labels = load_dataset_or_bundled(config["dataset"], config["split"], config["data_dir"], log=note,
-                                                 on_foreign=log)
-        if fallback:  # record what the run really trains on (config.json, checkpoints, `evaluate`)
-            config["dataset"], config["split"] = "mnist-bundled", "test"
-    if config.get("limit"):
-        images = images[: config["limit"]]
-        labels = None if labels is None else labels[: config["limit"]]
-    if config.get("arch") == "dcgan" and config["dataset"] not in ("folder", *train_options.DATASETS):
-        config["resolution"] = config["resolution"] or 28
-        config["channels"] = config["channels"] or 1
-        images = resize_square(images, config["resolution"], config["channels"])
-    return (images, labels) if with_labels else images
+
+def _fit_to_dcgan(config, images):
+    """The images as the DCGAN makes them: --image-size and --channels, by default the images' own."""
+    own = images.shape[-1]
+    config["channels"] = config.get("channels") or (images.shape[1] if images.ndim == 4 else 1)
+    config["resolution"] = config.get("resolution") or own
+    if config["resolution"] not in DCGAN_SIZES:
+        raise UserError(f"{shown(config['data_dir'])}: images of {own}x{own} pixels; the DCGAN makes "
+                        f"{', '.join(map(str, DCGAN_SIZES))}: pass --image-size to resize them to one of those")
+    return fit_images(images, config["resolution"], config["channels"])
 
 
 # What a resume reads back from a checkpoint's config (audited key by key): a checkpoint is data, never
@@ -324,7 +319,7 @@ def _training_data(config, real, writes, log):
                         "images; use a smaller batch size")
     eval_every = config.get("eval_every") if real is None else real.eval_every
     if eval_every and writes and (int(np.prod(images.shape[1:])) != 784 or
-                                  dataset in ("folder", *train_options.DATASETS)):
+                                  not registry.BY_NAME[dataset].mnist_like):
         raise UserError("--eval-every measures MNIST-like 28x28 grayscale runs only "
                         f"(its classifier is trained on {dataset} digits/clothes)")
     config["image_size"] = int(np.prod(images.shape[1:]))  # the MLP's flattened image length

@@ -17,6 +17,7 @@ import dataclasses
 
 from . import __version__, objectives, presets, runlog
 from .cliutil import non_negative_float, non_negative_int, positive_float, positive_int, unit_interval
+from .data import registry
 from .models import DCGAN_SIZES
 
 ARCHES = ("mlp", "dcgan")
@@ -83,7 +84,7 @@ FLAGS = (
          "mnist-bundled asks for those directly; cifar10: the binary CIFAR-10 (32x32 RGB, 50k train / 10k test; "
          "downloaded, SHA-256 checked, cached, read without pickle); npy: your own array in --data-dir FILE.npy "
          "(uint8 (N, H, W) or (N, C, H, W), or floats in [0, 1] or [-1, 1])",
-         choices=("mnist", "fashion-mnist", "mnist-bundled", "cifar10", "npy"), dcgan_choices=("folder",),
+         choices=registry.CHOICES, dcgan_choices=registry.DCGAN_CHOICES,
          dcgan_help="; folder: every JPEG/PNG under --data-dir (e.g. CelebA's img_align_celeba/)"),
     Flag("data_dir", "data", None, "read the IDX files (train-images-idx3-ubyte[.gz], ...) from DIR instead of the "
          "cache or the network; your own IDX files are accepted too (a line says they are not the official ones); "

@@ -8,8 +8,7 @@ between the two architectures, the inputs beyond MNIST-like IDX files, --dry-run
 - ``prepare_dry_run``, ``check_data_source``, ``dry_run_folder``: a dry run checks what its real run checks
   (the data's paths included, read no further than a folder listing or a header) and makes its temporary
   folder only once every check has passed;
-- ``load_images(config, log)``: CIFAR-10, a user's ``.npy`` and the synthetic images of --dry-run,
-  as uint8 (N, H, W) for the MLP or (N, C, S, S) for the DCGAN.
+- ``synthetic_request``: the shape and count of --dry-run's random images (data/registry.py loads them).
 """
 from __future__ import annotations
 
@@ -23,12 +22,9 @@ from . import flags, runlog
 from .checkpoint import CheckpointError, read_meta
 from .flags import DRY_RUN_STEPS
 from .cliutil import Parser, UserError
-from .data import DataError
+from .data import DataError, registry
 
 ARCH_ONLY = flags.arch_only()  # the config keys of the flags of one architecture only
-DATASETS = ("cifar10", "npy", "synthetic")   # loaded here; "synthetic" is what --dry-run trains on
-# image size and channels of each dataset for the DCGAN, when --image-size / --channels are not given
-DCGAN_SHAPES = {"cifar10": (32, 3), "folder": (64, 3)}
 
 
 def graphed(step, config, world):
@@ -200,39 +196,14 @@ def _npy_count(path):
     return len(array)
 
 
-def load_images(config, log):
-    """(images uint8, labels uint8 or None) for cifar10, npy and synthetic; fits them to the DCGAN."""
-    name, dcgan = config["dataset"], config.get("arch") == "dcgan"
-    labels = None
-    if name == "cifar10":
-        from .data.cifar10 import load_cifar10
-        images, labels = load_cifar10(config["split"], config.get("data_dir"), log=log)
-    elif name == "npy":
-        from .data.npy import load_npy_images
-        images = load_npy_images(config["data_dir"])
-    else:  # synthetic, for --dry-run: the shape the real data would have, labels 0..9 for --conditional
-        size, channels = DCGAN_SHAPES.get(config.get("dry_run_of"), (28, 1))
-        if dcgan:
-            size, channels = config.get("resolution") or size, config.get("channels") or channels
-        shape = (channels, size, size) if channels == 3 or dcgan else (size, size)
-        n = config["batch_size"] * config.get("d_steps", 1) * DRY_RUN_STEPS
-        rng = np.random.default_rng(config.get("seed", 0))
-        images = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        if config.get("dry_run_of") in ("folder", "npy"):  # as the real data: no labels (--conditional refuses)
-            labels = None
-    if config.get("limit"):
-        images = images[: config["limit"]]
-        labels = None if labels is None else labels[: config["limit"]]
-    if dcgan:
-        from .data.idx import shown  # a data file's name, repr-escaped when it holds control characters
-        from .data.transforms import fit_images
-        from .models import DCGAN_SIZES
-        own = images.shape[-1]
-        config["channels"] = config.get("channels") or (images.shape[1] if images.ndim == 4 else 1)
-        config["resolution"] = config.get("resolution") or (DCGAN_SHAPES.get(name, (own,))[0])
-        if config["resolution"] not in DCGAN_SIZES:
-            raise UserError(f"{shown(config['data_dir'])}: images of {own}x{own} pixels; the DCGAN makes "
-                            f"{', '.join(map(str, DCGAN_SIZES))}: pass --image-size to resize them to one of those")
-        images = fit_images(images, config["resolution"], config["channels"])
-    return images, labels
+def synthetic_request(config, request):
+    """--dry-run's images (data.registry "synthetic"): the shape of the real data's images, else of the
+    flags (--image-size, --channels), enough for its DRY_RUN_STEPS steps, labels 0..9 where the real data
+    has labels (for --conditional)."""
+    real = registry.BY_NAME[config["dry_run_of"]]
+    size, channels = real.shape or (28, 1)
+    if config.get("arch") == "dcgan":
+        size, channels = config.get("resolution") or size, config.get("channels") or channels
+    request.size, request.channels = size, channels
+    request.count = config["batch_size"] * config.get("d_steps", 1) * DRY_RUN_STEPS
+    request.seed, request.labelled = config.get("seed", 0), real.name not in ("folder", "npy")
