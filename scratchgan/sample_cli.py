@@ -280,32 +280,39 @@ def sample_main(argv=None, prog="scratchgan sample"):
     return run_command(prog, lambda: _sample(args, prog))
 
 
+def _sample_targets(args):
+    """Where `sample` writes, checked before anything is loaded: (outdir or None, FILE.npy, FILE.png, the flag
+    that named them, whether an interrupted --outdir is resumed)."""
+    if args.out is None and args.outdir is None:
+        raise UserError("give --out FILE (FILE.npy and FILE.png) or --outdir DIR (one PNG per image)")
+    if args.seeds is not None and (args.n is not None or args.seed is not None):
+        raise UserError("--seeds picks the images (one per seed): give it without --n and --seed")
+    if args.resume and args.outdir is None:
+        raise UserError("--resume finishes an interrupted --outdir DIR; without --outdir there is nothing to "
+                        "resume (--overwrite replaces FILE.npy and FILE.png)")
+    outdir = Path(args.outdir) if args.outdir is not None else None
+    if outdir is not None:
+        _check_outdir(outdir, args.resume)
+        if args.out is None and outdir.name in ("", ".", ".."):
+            raise UserError(f"--outdir {outdir}: give --out FILE too, for the .npy and the grid (they go "
+                            "beside a named folder)")
+    if args.out is not None:
+        stem = Path(args.out)
+        stem = stem.with_suffix("") if stem.suffix in (".npy", ".png") else stem
+        npy, png = stem.with_suffix(".npy"), stem.with_suffix(".png")
+    else:  # beside the folder, so that FID tools reading the folder see the samples only
+        npy, png = outdir.with_name(outdir.name + ".npy"), outdir.with_name(outdir.name + ".png")
+    flag = "--out" if args.out is not None else "--outdir"
+    resuming = args.resume and outdir is not None and (outdir / MARKER).is_file()
+    if not resuming:  # before loading anything; a resumed run may replace the files its marker claims
+        check_new_files([npy, png], flag, args.overwrite)
+    return outdir, npy, png, flag, resuming
+
+
 def _sample(args, prog):
     outdir = marked = None
     try:
-        if args.out is None and args.outdir is None:
-            raise UserError("give --out FILE (FILE.npy and FILE.png) or --outdir DIR (one PNG per image)")
-        if args.seeds is not None and (args.n is not None or args.seed is not None):
-            raise UserError("--seeds picks the images (one per seed): give it without --n and --seed")
-        if args.resume and args.outdir is None:
-            raise UserError("--resume finishes an interrupted --outdir DIR; without --outdir there is nothing to "
-                            "resume (--overwrite replaces FILE.npy and FILE.png)")
-        outdir = Path(args.outdir) if args.outdir is not None else None
-        if outdir is not None:
-            _check_outdir(outdir, args.resume)
-            if args.out is None and outdir.name in ("", ".", ".."):
-                raise UserError(f"--outdir {outdir}: give --out FILE too, for the .npy and the grid (they go "
-                                "beside a named folder)")
-        if args.out is not None:
-            stem = Path(args.out)
-            stem = stem.with_suffix("") if stem.suffix in (".npy", ".png") else stem
-            npy, png = stem.with_suffix(".npy"), stem.with_suffix(".png")
-        else:  # beside the folder, so that FID tools reading the folder see the samples only
-            npy, png = outdir.with_name(outdir.name + ".npy"), outdir.with_name(outdir.name + ".png")
-        flag = "--out" if args.out is not None else "--outdir"
-        resuming = args.resume and outdir is not None and (outdir / MARKER).is_file()
-        if not resuming:  # before loading anything; a resumed run may replace the files its marker claims
-            check_new_files([npy, png], flag, args.overwrite)
+        outdir, npy, png, flag, resuming = _sample_targets(args)
         xp = get_xp(args.backend)
         G, config, _ = load_generator(args.checkpoint, xp, log=_log)
         z, labels, names, nrow = _sample_names(G, args, int(config["latent_dim"]))
