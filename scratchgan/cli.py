@@ -447,8 +447,8 @@ def _memory_message(error, explicit, keys):
     given = [k for k in keys if k in explicit]
     largest = str(max(dims)) if dims else None  # the size that did not fit
     culprits = [k for k in given if largest in str(explicit[k]).split(",")] or given
-    flags = ", ".join(f"--{k.replace('_', '-')} {explicit[k]}" for k in culprits) if culprits else \
-        ", ".join(f"--{k.replace('_', '-')}" for k in keys)
+    named = ", ".join(f"{flags.name_of(k)} {explicit[k]}" for k in culprits) if culprits else \
+        ", ".join(flags.name_of(k) for k in keys)
     return f"out of memory ({error or 'MemoryError'}); the networks or batches are too large for this machine: " \
-           f"lower {flags}"
+           f"lower {named}"
 

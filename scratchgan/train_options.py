@@ -1,5 +1,5 @@
 """The checks and pieces of `scratchgan train` beyond parsing (the flags themselves: flags.py): choosing
-between the two architectures, the inputs beyond MNIST-like IDX files, --dry-run, --tf32, --cuda-graph.
+between the two architectures, --dry-run, --tf32, --cuda-graph.
 
 - ``arch_of(argv)``: the architecture a `scratchgan train` command line asks for (``--arch``, or the
   checkpoint's when resuming without it), so that its defaults apply;
@@ -16,13 +16,11 @@ import dataclasses
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from . import flags, runlog
 from .checkpoint import CheckpointError, read_meta
-from .flags import DRY_RUN_STEPS
 from .cliutil import Parser, UserError
-from .data import DataError, registry
+from .data import registry
+from .flags import DRY_RUN_STEPS
 
 ARCH_ONLY = flags.arch_only()  # the config keys of the flags of one architecture only
 
@@ -137,63 +135,11 @@ def dry_run_folder(config, log):
 
 
 def check_data_source(config, limit=None):
-    """A dry run's check of what its real run reads (``config["dry_run_of"]`` from ``--data-dir``): the path is
-    there and of the right kind, an image folder has images, a .npy file's header and first image pass the
-    real loader's checks; nothing is decoded or downloaded. Returns the real run's number of images where it
-    is known (else None), never more than ``limit`` (--limit). DataError / UserError as the real run's."""
-    name, data_dir = config["dry_run_of"], config.get("data_dir")
-    count = None
-    if name == "folder":
-        from .data.folder import IMAGE_EXTENSIONS, scan_image_folder
-        from .data.idx import shown
-        if not data_dir:
-            raise UserError("--dataset folder needs --data-dir DIR, the folder of images")
-        entries, others = scan_image_folder(data_dir)  # lists the folder, decodes nothing
-        if not entries:  # the real run's line (data/folder.py open_image_folder)
-            listed = ", ".join(map(shown, others[:3])) + (", ..." if len(others) > 3 else "")
-            seen = f"only {len(others)} other file{'s' if len(others) > 1 else ''} ({listed})" if others else "nothing"
-            raise DataError(f"image folder {shown(Path(data_dir).expanduser().resolve())}: no image files "
-                            f"({', '.join(IMAGE_EXTENSIONS)}, searched recursively, hidden files left out); found "
-                            f"{seen}")
-        count = len(entries)
-    elif name == "npy":
-        count = _npy_count(Path(data_dir).expanduser())
-    elif name == "mnist-bundled" and data_dir is not None:
-        raise DataError("mnist-bundled reads the digits shipped inside the package; drop --data-dir, or use the "
-                        "dataset 'mnist' to read the IDX files in that folder")
-    elif data_dir is not None:  # IDX files or CIFAR-10 batches: their folder (CIFAR-10: or its tarball)
-        folder = Path(data_dir).expanduser()
-        tarball = name == "cifar10" and folder.is_file() and folder.name.endswith((".tar.gz", ".tgz"))
-        if not tarball and not folder.is_dir():
-            from .data.idx import shown
-            raise DataError(f"data dir {shown(folder)} does not exist or is not a folder")
-    if limit is not None:  # --limit N: the real run takes the first N (the data may have fewer: not known here)
-        count = limit if count is None else min(count, limit)
-    return count
-
-
-def _npy_count(path):
-    """The number of images of a .npy file, checked as ``load_npy_images`` checks it, on the header and the
-    first image only."""
-    from .data.idx import open_regular
-    from .data.npy import check_images, load_npy_images
-    if path.is_dir() or not path.exists():
-        load_npy_images(path)  # its one line for a folder or a missing file
-    try:
-        with open_regular(path) as f:  # a FIFO named x.npy would block the read forever
-            magic = f.read(6)
-    except OSError:
-        load_npy_images(path)  # its one line (names escaped) for a FIFO, a device or an unreadable file
-        raise
-    if magic != b"\x93NUMPY":
-        load_npy_images(path)  # its one line for what the file is instead (nothing more is read)
-    try:
-        array = np.load(path, allow_pickle=False, mmap_mode="r")
-    except (ValueError, OSError):
-        load_npy_images(path)  # raises its own line for the same file
-        raise
-    check_images(array[:1], str(path))  # ranks, channels, square, dtype; the values of the first image
-    return len(array)
+    """A dry run's check of what its real run reads (``config["dry_run_of"]`` from ``--data-dir``), through
+    data.registry.count: nothing is decoded or downloaded. The real run's number of images where it is
+    known (else None), never more than ``limit`` (--limit). DataError as the real run's."""
+    request = registry.Request(config["split"], config.get("data_dir"))
+    return registry.count(config["dry_run_of"], request, limit)
 
 
 def synthetic_request(config, request):

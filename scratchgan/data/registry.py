@@ -11,11 +11,12 @@ bundled test digits ("mnist-bundled", "test"), and the run records that.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .idx import DataError
+from .idx import DataError, shown
 
 
 @dataclasses.dataclass
@@ -46,6 +47,8 @@ class Loaded:
 class Dataset:
     name: str
     load: Callable              # load(request) -> Loaded
+    count: Callable             # count(request) -> its number of images where known without reading them, else
+                                # None; checks the paths the load reads (a dry run's check), reads no image
     shape: tuple | None         # (side, channels) of its images; None: the file's own
     mnist_like: bool = False    # 28x28 grey digits or clothes: the evaluator's classifiers apply
     dcgan_only: bool = False    # images of any size, decoded to the DCGAN's
@@ -90,6 +93,37 @@ def _folder(request):
     return Loaded(images, None, "folder", request.split)
 
 
+def _count_folder(request):
+    from .folder import count_image_folder
+    if not request.data_dir:
+        raise DataError("--dataset folder needs --data-dir DIR, the folder of images")
+    return count_image_folder(request.data_dir)
+
+
+def _count_npy(request):
+    from .npy import count_npy_images
+    return count_npy_images(request.data_dir)
+
+
+def _count_bundled(request):
+    if request.data_dir is not None:
+        raise DataError("mnist-bundled reads the digits shipped inside the package; drop --data-dir, or use the "
+                        "dataset 'mnist' to read the IDX files in that folder")
+
+
+def _count_files(tarball_ok=False):
+    """The check of IDX files or CIFAR-10 batches in --data-dir: their folder (CIFAR-10: or its tarball)."""
+    def count(request):
+        if request.data_dir is None:
+            return None
+        folder = Path(request.data_dir).expanduser()
+        tarball = tarball_ok and folder.is_file() and folder.name.endswith((".tar.gz", ".tgz"))
+        if not tarball and not folder.is_dir():
+            raise DataError(f"data dir {shown(folder)} does not exist or is not a folder")
+        return None
+    return count
+
+
 def _synthetic(request):
     """Random images of the shape ``request.size`` / ``request.channels`` (channels 1: (N, S, S)), with
     labels 0..9 when ``request.labelled``: what a dry run trains on."""
@@ -102,23 +136,36 @@ def _synthetic(request):
 
 
 BY_NAME = {d.name: d for d in (
-    Dataset("mnist", _idx("mnist"), (28, 1), mnist_like=True),
-    Dataset("fashion-mnist", _idx("fashion-mnist"), (28, 1), mnist_like=True),
-    Dataset("mnist-bundled", _idx("mnist-bundled"), (28, 1), mnist_like=True),
-    Dataset("cifar10", _cifar10, (32, 3)),
-    Dataset("npy", _npy, None),
-    Dataset("folder", _folder, (64, 3), dcgan_only=True),
-    Dataset("synthetic", _synthetic, None),  # a dry run's; no flag names it
+    Dataset("mnist", _idx("mnist"), _count_files(), (28, 1), mnist_like=True),
+    Dataset("fashion-mnist", _idx("fashion-mnist"), _count_files(), (28, 1), mnist_like=True),
+    Dataset("mnist-bundled", _idx("mnist-bundled"), _count_bundled, (28, 1), mnist_like=True),
+    Dataset("cifar10", _cifar10, _count_files(tarball_ok=True), (32, 3)),
+    Dataset("npy", _npy, _count_npy, None),
+    Dataset("folder", _folder, _count_folder, (64, 3), dcgan_only=True),
+    Dataset("synthetic", _synthetic, lambda request: request.count, None),  # a dry run's; no flag names it
 )}
 CHOICES = tuple(name for name, d in BY_NAME.items() if name != "synthetic" and not d.dcgan_only)
 DCGAN_CHOICES = tuple(name for name, d in BY_NAME.items() if d.dcgan_only)
 
 
-def load(name, request, limit=None):
-    """The dataset ``name`` as ``Loaded``, its first ``limit`` images only when given."""
+def _dataset(name):
     if name not in BY_NAME:
         raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(CHOICES + DCGAN_CHOICES)}")
-    loaded = BY_NAME[name].load(request)
+    return BY_NAME[name]
+
+
+def count(name, request, limit=None):
+    """What ``load`` would load checked without reading it (paths, a folder's listing, a .npy header): its
+    number of images where known, else None; never more than ``limit``."""
+    n = _dataset(name).count(request)
+    if limit is not None:  # the load takes the first ``limit`` (the data may have fewer: not known here)
+        n = limit if n is None else min(n, limit)
+    return n
+
+
+def load(name, request, limit=None):
+    """The dataset ``name`` as ``Loaded``, its first ``limit`` images only when given."""
+    loaded = _dataset(name).load(request)
     if limit:
         loaded.images = loaded.images[:limit]
         loaded.labels = None if loaded.labels is None else loaded.labels[:limit]
