@@ -98,7 +98,7 @@ def use_ema_weights(G, arrays, log=None):
     if KEY not in arrays:
         return False
     if log is not None:
-        log("using the EMA generator: the checkpoint's moving average of G's weights (trained with --ema)")
+        log("using the EMA generator: the checkpoint's moving average of G's weights")
     store = G.flat_store()
     value = arrays[KEY]
     if value.shape != tuple(store.data.shape):

@@ -28,10 +28,12 @@ from .cliutil import (Parser, UserError, check_new_files, interruption, non_nega
                       say)
 from .cliutil import fail as _fail, log as _log
 from .cliutil import os_error_message as _os_error_message
-from .data import DATASET_NAMES, DataError, load_dataset_or_bundled
+from .data import DataError, load_dataset_or_bundled, registry
 from .evaluator import DEFAULT_KIND, KINDS, TARGET_STEPS_BY_KIND, get_evaluator
 from .generator_file import generate_on_host, load_generator
 
+# the datasets the evaluator's classifiers know: 28x28 grey digits or clothes (data/registry.py)
+EVALUATED = tuple(name for name, dataset in registry.BY_NAME.items() if dataset.mnist_like)
 ROWS = (  # (key, label, format)
     ("frechet_distance", "Frechet distance (classifier features)", "{:.4g}"),
     ("classifier_score", "classifier score (IS-style, max {C})", "{:.3f}"),
@@ -51,7 +53,7 @@ def make_parser(prog):
     p.add_argument("--n", type=positive_int, default=10000,
                    help="number of generated (and of real) images; reduced when the split has fewer than "
                         "2N images (default: %(default)s)")
-    p.add_argument("--dataset", choices=list(DATASET_NAMES), default=None,
+    p.add_argument("--dataset", choices=list(EVALUATED), default=None,
                    help="real data to compare with (default: the checkpoint's training dataset)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="read the IDX files from DIR (default: the checkpoint's, when the dataset is the same)")
@@ -168,8 +170,8 @@ def _real_images(args, config, stage):
     """The real images: --dataset/--split/--data-dir, else the checkpoint's own where it is the same dataset."""
     trained_on = config.get("dataset", "mnist")
     dataset = args.dataset or trained_on
-    if dataset not in DATASET_NAMES:
-        raise UserError(f"the evaluator knows {', '.join(DATASET_NAMES)}, not {dataset!r} (the checkpoint's "
+    if dataset not in EVALUATED:
+        raise UserError(f"the evaluator knows {', '.join(EVALUATED)}, not {dataset!r} (the checkpoint's "
                         "dataset); pass --dataset")
     if args.data_dir is not None:
         data_dir = args.data_dir
