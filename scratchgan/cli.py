@@ -1,8 +1,11 @@
-"""Command line: the examples' training flags, and `python -m scratchgan train|sample`.
+"""Command line: `python -m scratchgan train|sample|evaluate|export|interpolate`, and the training entry
+point of the examples. The train command's flags are flags.py's table; this module parses them, resolves the
+run's config (defaults < preset < objective < checkpoint < flags), then runs it in named steps (``_train``).
 
 Every user mistake (a bad flag value, an unknown dataset, a missing file, a checkpoint of another
 model, CuPy without a GPU, a used or unwritable --out, a full disk, too little memory) ends in one
-line on stderr and exit code 2, never a traceback.
+line on stderr and exit code 2, never a traceback: ``_exit_code`` maps every exception to its line
+and exit code, in one place.
 """
 from __future__ import annotations
 
