@@ -255,9 +255,6 @@ def _train(run):
     step = _build_step(config, xp, world)
     loader = BatchLoader(images, config["batch_size"], xp=xp, dtype=config["dtype"], seed=config["seed"],
                          flatten=config.get("arch") != "dcgan", labels=labels)
-    if world is not None:  # this rank's slice of each global batch, averaged gradients, synced BatchNorm
-        config["ranks"] = world.size
-        step, loader = distributed.parallelize(step, world), distributed.ShardedLoader(loader, world)
     if real is not None:
         run.dry_folder = train_options.dry_run_folder(config, run.log)
     run.trainer = trainer = make_trainer(step, loader, config, world, images.shape, writes, run.log)
@@ -343,7 +340,11 @@ def _build_step(config, xp, world):
 
 
 def make_trainer(step, loader, config, world, shape, writes, log):
-    """The Trainer of the run: one process, or rank ``world.rank`` of a data-parallel run."""
+    """The Trainer of the run: one process, or rank ``world.rank`` of a data-parallel run (every line that
+    knows of ranks is here)."""
+    if world is not None:  # this rank's slice of each global batch, averaged gradients, synced BatchNorm
+        config["ranks"] = world.size
+        step, loader = distributed.parallelize(step, world), distributed.ShardedLoader(loader, world)
     conv = config.get("arch") == "dcgan"
     return (Trainer if world is None else distributed.trainer_class(world))(
         step, loader, config["out"], config, sample_every=config["sample_every"],
