@@ -57,8 +57,9 @@ class Flag:
         return self.default[arch] if isinstance(self.default, ByArch) else self.default
 
 
-def _loss_note(key, by_loss):
-    """'; --loss wgan makes it 5e-05, wgan-gp 0.0001' from ``by_loss``, losses of one value together."""
+def _loss_note(by_loss):
+    """'; --loss wgan makes it 5e-05, --loss wgan-gp makes it 0.0001' from ``by_loss``; losses that bring
+    the same value together ('--loss wgan and wgan-gp make it 5')."""
     values = {}
     for loss, value in by_loss.items():
         values.setdefault(value, []).append(loss)
@@ -256,7 +257,7 @@ def _ending(flag, arch, both):
 
 
 def _help(flag, arch, both):
-    text = flag.help + (_loss_note(flag.key, flag.by_loss) if flag.by_loss else "")
+    text = flag.help + (_loss_note(flag.by_loss) if flag.by_loss else "")
     if flag.dcgan_help and (both or arch == "dcgan"):
         text += flag.dcgan_help + (", --arch dcgan only" if both and flag.dcgan_choices else "")
     text = (text + _ending(flag, arch, both)).strip().replace("%", "%%")
