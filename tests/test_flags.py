@@ -92,3 +92,18 @@ def test_the_command_line_turns_a_settings_name_into_its_flag(argv, line, tmp_pa
     assert cli.main(["train", *TINY, *argv, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and line in err[0], err
+
+
+def test_the_checkpoint_rules_accept_every_choice_and_default_the_flags_allow():
+    """A config key's rule and its flag agree: what the flag can give, a checkpoint may record."""
+    for flag in flags.FLAGS:
+        if flag.action == "version":
+            continue
+        rule = checkpoint_schema.CONFIG[flag.key]
+        values = [*(flag.choices or ()), *flag.dcgan_choices, *flag.by_loss.values()]
+        values += [flag.default_for(arch) for arch in flag.arch]
+        for value in values:
+            rule(value, f"config.{flag.key}")  # raises when the rule refuses what the flag gives
+        if flag.choices is not None and flag.type is None:  # and a name no flag gives is refused
+            with pytest.raises(checkpoint_schema._Bad):
+                rule("no-such-choice", f"config.{flag.key}")
