@@ -255,6 +255,8 @@ def _train(run):
     step = _build_step(config, xp, world)
     loader = BatchLoader(images, config["batch_size"], xp=xp, dtype=config["dtype"], seed=config["seed"],
                          flatten=config.get("arch") != "dcgan", labels=labels)
+    if config.get("cuda_graph"):  # the graph gathers its batches from the loader's device copy
+        loader = step.gathering(loader)
     if real is not None:
         run.dry_folder = train_options.dry_run_folder(config, run.log)
     run.trainer = trainer = make_trainer(step, loader, config, world, images.shape, writes, run.log)
@@ -346,11 +348,11 @@ def make_trainer(step, loader, config, world, shape, writes, log):
         config["ranks"] = world.size
         step, loader = distributed.parallelize(step, world), distributed.ShardedLoader(loader, world)
     conv = config.get("arch") == "dcgan"
-    return (Trainer if world is None else distributed.trainer_class(world))(
-        step, loader, config["out"], config, sample_every=config["sample_every"],
-        log_every=config["log_every"], image_shape=None if conv else tuple(shape[1:]),
-        d_steps=config["d_steps"], progress=config["progress"] and writes, log=log,
-        instance_noise=config.get("instance_noise", 0.0), snapshot_every=config.get("snapshot_every", 0))
+    return Trainer(step, loader, config["out"], config, sample_every=config["sample_every"],
+                   log_every=config["log_every"], image_shape=None if conv else tuple(shape[1:]),
+                   d_steps=config["d_steps"], progress=config["progress"] and writes, log=log,
+                   instance_noise=config.get("instance_noise", 0.0), snapshot_every=config.get("snapshot_every", 0),
+                   world=world)
 
 
 def _fit(trainer, config, resume, run_id, meta, writes):

@@ -11,11 +11,12 @@ rank draws the global batch's numbers from the same generators and keeps its sli
                 ranks' gradients is the gradient of the mean over the global batch: one in-place
                 all-reduce (sum, then / N) of each network's flat gradient buffer before its
                 optimizer step; every rank then applies the same Adam step to the same weights.
-    BatchNorm   in train mode the per-feature means E[x], E[(x - mean)^2] (forward) and the two
-                backward means E[dy], E[dy xhat] are averaged over ranks (nn/batchnorm.py's
-                ``mean_over_ranks``): a synchronised BatchNorm, the single-process maths.
+    BatchNorm   every BatchNorm becomes a SyncBatchNorm (nn/sync_batchnorm.py): in train mode the
+                per-feature means E[x], E[(x - mean)^2] (forward) and the two backward means
+                E[dy], E[dy xhat] are averaged over ranks: the single-process maths.
     statistics  the logged losses and D(.) are means over the batch: averaged over ranks.
 
+The Trainer takes the World (``World()`` is one process: rank 0 of 1, means that are the identity).
 Rank 0 alone writes (checkpoints, grids, plots, metrics.csv, config.json); checkpoints hold the
 global state, so a run resumes with any number of ranks. An error on any rank prints one line and
 ends the whole job (MPI_Abort); checkpoints are written atomically, so the last good one stays.
@@ -27,10 +28,8 @@ capture may record.
 """
 from __future__ import annotations
 
-import functools
 import io
 import os
-import signal
 import sys
 import time
 import traceback
@@ -40,7 +39,6 @@ import numpy as np
 from .backend import array_module, random_generator
 from .cliutil import UserError
 from .gan import NoiseSource
-from .trainer import Trainer
 
 INSTALL = 'pip install "scratchgan[mpi]" (mpi4py and the MPICH runtime)'
 # what MPI launchers put in each process's environment: MPICH/Intel MPI (PMI), Open MPI, PMIx
@@ -76,7 +74,35 @@ def _local_rank(comm):
 
 
 class World:
-    """The ranks of a data-parallel run: ``rank``, ``size`` and the collectives training needs.
+    """The ranks of a run and the collectives training needs; this one is a single process: rank 0 of
+    1, whose means over ranks are the identity. MPIWorld is the data-parallel one."""
+
+    rank, size = 0, 1
+
+    @property
+    def writes(self):
+        """Whether this rank writes the run's files: rank 0 alone."""
+        return self.rank == 0
+
+    def allreduce_mean_(self, buf):
+        """buf <- the mean of every rank's buf, in place (one rank: buf itself)."""
+        return buf
+
+    def mean_over_ranks(self, *arrays):
+        """The averages over ranks of small arrays (one rank: the arrays themselves)."""
+        return arrays
+
+    def bcast_(self, buf):
+        """buf <- rank 0's buf, in place."""
+        return buf
+
+    def any(self, flag):
+        """True on every rank when ``flag`` is true on any (a stop request)."""
+        return bool(flag)
+
+
+class MPIWorld(World):
+    """The ranks of a data-parallel run started by an MPI launcher.
 
     ``comm`` is mpi4py's COMM_WORLD. On CuPy, array collectives go through NCCL on the current
     stream; host values (a stop flag) always through MPI.
@@ -194,18 +220,8 @@ class World:
         return bool(self.comm.allreduce(int(bool(flag)), op=MPI.MAX))
 
 
-class SyncBatchNorm:
-    """What a BatchNorm layer's ``sync`` needs: the world's mean over ranks and the number of ranks."""
-
-    def __init__(self, world):
-        self.world, self.ranks = world, world.size
-
-    def mean_over_ranks(self, *means):
-        return self.world.mean_over_ranks(*means)
-
-
 def init(backend="numpy"):
-    """The World of a run started by an MPI launcher, else None (one process, nothing imported).
+    """The MPIWorld of a run started by an MPI launcher, else None (one process, nothing imported).
 
     Raises DistributedError with what to install when mpi4py, the MPI runtime or NCCL is missing.
     """
@@ -217,7 +233,7 @@ def init(backend="numpy"):
         raise DistributedError(f"started by an MPI launcher but mpi4py cannot be imported ({e}): {INSTALL}") from None
     except RuntimeError as e:  # mpi4py without a loadable MPI library
         raise DistributedError(f"mpi4py found no MPI runtime ({e}): {INSTALL}") from None
-    return World(MPI.COMM_WORLD, backend)
+    return MPIWorld(MPI.COMM_WORLD, backend)
 
 
 # ---------------------------------------------------------------------------------- the run's pieces
@@ -315,7 +331,7 @@ def parallelize(step, world):
 
     Every rank's weights start as rank 0's (broadcast), though the seeded builders already agree.
     """
-    from . import nn
+    from .nn import convert_sync_batchnorm
     if world.size > 1:
         noise = step.noise
         step.noise = ShardedNoise(noise.xp, noise.batch_size, noise.latent_dim, noise.seed, noise.dtype, world)
@@ -323,11 +339,8 @@ def parallelize(step, world):
             step.augment.draw = step.noise.extra
     step.opt_G = AveragedOptimizer(step.opt_G, world)
     step.opt_D = AveragedOptimizer(step.opt_D, world)
-    sync = SyncBatchNorm(world)
     for net in (step.G, step.D):
-        for m in net.modules():
-            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                m.sync = sync
+        convert_sync_batchnorm(net, world)  # the same parameters and buffers, the global batch's statistics
         world.bcast_(net.flat_store().data)
         for _, buf in net.named_buffers():
             world.bcast_(buf)
@@ -341,97 +354,6 @@ def shard_dropout(modules, world, xp):
     for m in modules:
         if isinstance(m, nn.Dropout) and not isinstance(m.rng, ShardedGenerator):
             m.rng = ShardedGenerator(m.rng if m.rng is not None else random_generator(xp, m.seed), world)
-
-
-class _NoCSV:
-    """metrics.csv on the ranks that write nothing."""
-
-    def append(self, row):
-        pass
-
-    def close(self):
-        pass
-
-
-class DistributedTrainer(Trainer):
-    """A Trainer on one rank of a data-parallel run: rank 0 writes every output, the others none;
-    logged statistics are averaged over ranks; a stop request (Ctrl-C, SIGTERM) stops all ranks
-    after the same step; checkpoints record the global batch's random streams."""
-
-    def __init__(self, *args, world, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.world, self.writes = world, world.rank == 0
-
-    # ------------------------------------------------------------------ what every rank agrees on
-    def _stop_now(self):
-        return self.world.any(self._stop_requested)
-
-    def _check_finite(self, stats):
-        """The statistics averaged over ranks (means over the slices -> means over the global batch);
-        the gradient norms are of the already averaged gradients, the same on every rank."""
-        same = ("grad_norm_G", "grad_norm_D", "instance_noise")
-        keys = [k for k in stats if k not in same]
-        if keys and self.world.size > 1:
-            xp = self.xp
-            values = xp.stack([xp.asarray(stats[k], dtype=self.dtype) for k in keys])
-            values, = self.world.mean_over_ranks(values)
-            stats = {**stats, **{k: values[i] for i, k in enumerate(keys)}}
-        return super()._check_finite(stats)
-
-    def _reseed_dropout(self):
-        super()._reseed_dropout()
-        shard_dropout(self._dropout_layers(), self.world, self.xp)
-
-    def state(self):
-        arrays, meta = super().state()
-        for rng in meta["dropout"]:  # the draws this rank made were its rows of the global ones
-            if rng["shape"]:
-                rng["shape"][0] *= self.world.size
-        return arrays, meta
-
-    def restore(self, path):
-        meta = super().restore(path)  # Dropout replays its global draws on a plain generator ...
-        shard_dropout(self._dropout_layers(), self.world, self.xp)  # ... and then keeps its rows
-        return meta
-
-    # ------------------------------------------------------------------ rank 0 alone writes
-    def save(self, path=None):
-        if self.writes:
-            return super().save(path)
-        self._check_state_finite()
-        self.last_good = f"{self.checkpoint_path} (step {self.global_step}, written by rank 0)"
-
-    def save_samples(self, epoch_end=False):
-        return super().save_samples(epoch_end) if self.writes else (None, None)
-
-    def write_summaries(self, fake_images):
-        if self.writes:
-            super().write_summaries(fake_images)
-
-    def _drop_outputs_after(self, step):
-        if self.writes:
-            super()._drop_outputs_after(step)
-
-    def fit(self, epochs, resume_from=None):
-        if self.writes:
-            return super().fit(epochs, resume_from)
-        if resume_from is not None:
-            self.restore(resume_from)
-        previous_handlers = self._install_signal_handlers()
-        try:
-            self._total_steps = max(1, epochs * self.steps_per_epoch)
-            while self.epoch < epochs:
-                self._run_epoch(epochs, _NoCSV())
-        finally:
-            for signum, handler in previous_handlers.items():
-                if handler is not None:
-                    signal.signal(signum, handler)
-        return {"epoch": self.epoch, "global_step": self.global_step}
-
-
-def trainer_class(world):
-    """Trainer's constructor for this rank: ``trainer_class(world)(step, loader, out, config, ...)``."""
-    return functools.partial(DistributedTrainer, world=world)
 
 
 def run(main, *args, **kwargs):

@@ -254,6 +254,8 @@ def check(out, resume=None, overwrite=False, probe_lock=True, resume_run_id=None
                           f"files, or a run of a scratchgan older than the run manifest; they are never written "
                           f"over or deleted: {what}, or move them away")
     recorded = manifest.existing() if manifest else []
+    if resume is not None and not recorded and not (overwrite and manifest):
+        _check_resume_target(out, manifest, resume, resume_run_id)
     if not recorded or overwrite:
         return
     if resume is None:
@@ -268,6 +270,19 @@ def check(out, resume=None, overwrite=False, probe_lock=True, resume_run_id=None
         what = "resume into a new --out" + ("" if inside else ", or replace it with --overwrite")
         raise RunDirError(f"--out {out} holds run {manifest.run_id} ({_names(recorded)}), and {whose}: {what} "
                           "(with --resume FILE, --out defaults to FILE's folder)")
+
+
+def _check_resume_target(out, manifest, resume, resume_run_id):
+    """A resume writes into its own run's folder, or into an empty or new one: never beside other files
+    (a downloaded checkpoint's folder is not a run folder)."""
+    if manifest is not None and manifest.run_id == resume_run_id:
+        return
+    others = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
+    if others:
+        names = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise RunDirError(f"--out {out} is not the folder of {resume}'s run (it holds {names}, and no "
+                          f"{MANIFEST_NAME} of that run): resume into a new or empty --out (with --resume FILE, "
+                          "--out defaults to FILE's folder)")
 
 
 def run_id_of(meta):
@@ -420,54 +435,38 @@ def _safe_by_path(out, parts):
 def unlink_inside(out, rel):
     """Delete the regular file OUT/rel, never through a link (a link, a folder or a FIFO there is left
     alone, as is a path that leaves OUT); returns whether a file was deleted."""
-    parts = _parts(rel)
-    if parts is None:
-        return False
-    if os.unlink not in os.supports_dir_fd or not _NOFOLLOW:
-        path = _safe_by_path(out, parts)
-        if path is None or not path.is_file():
-            return False
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-            return True
-        return False
-    fd = _open_folder_inside(out, parts[:-1])
-    if fd is None:
-        return False
-    try:
-        if not stat.S_ISREG(os.stat(parts[-1], dir_fd=fd, follow_symlinks=False).st_mode):
-            return False
-        os.unlink(parts[-1], dir_fd=fd)
-        return True
-    except FileNotFoundError:
-        return False
-    finally:
-        os.close(fd)
+    return _remove_inside(out, rel, os.unlink, stat.S_ISREG, FileNotFoundError)
 
 
 def rmdir_inside(out, rel):
     """Remove the folder OUT/rel when it is empty and no link; returns whether it was removed."""
+    return _remove_inside(out, rel, os.rmdir, stat.S_ISDIR, OSError)  # OSError: not empty, the user's files stay
+
+
+def _remove_inside(out, rel, remove, is_kind, tolerated):
+    """``remove`` (os.unlink or os.rmdir) OUT/rel when the entry itself, never a link's target, passes
+    ``is_kind``; ``tolerated`` errors mean "not removed" (False), others propagate."""
     parts = _parts(rel)
     if parts is None:
         return False
-    if os.rmdir not in os.supports_dir_fd or not _NOFOLLOW:
+    if remove not in os.supports_dir_fd or not _NOFOLLOW:  # Windows: the same checks on paths
         path = _safe_by_path(out, parts)
-        if path is None or not path.is_dir():
-            return False
         try:
-            path.rmdir()
+            if path is None or not is_kind(os.lstat(path).st_mode):
+                return False
+            remove(path)
             return True
-        except OSError:  # not empty: the user's own files stay
+        except tolerated:
             return False
     fd = _open_folder_inside(out, parts[:-1])
     if fd is None:
         return False
     try:
-        if not stat.S_ISDIR(os.stat(parts[-1], dir_fd=fd, follow_symlinks=False).st_mode):
+        if not is_kind(os.stat(parts[-1], dir_fd=fd, follow_symlinks=False).st_mode):
             return False
-        os.rmdir(parts[-1], dir_fd=fd)
+        remove(parts[-1], dir_fd=fd)
         return True
-    except OSError:
+    except tolerated:
         return False
     finally:
         os.close(fd)

@@ -15,6 +15,10 @@ Everything a run writes goes into one output folder:
 A checkpoint is written atomically at every epoch end, at the end, and on Ctrl-C or SIGTERM (after
 the step in flight), so a crash or interrupt always leaves the last good one in place. A checkpoint
 is written only when every parameter, buffer and optimizer moment in it is finite.
+
+A data-parallel run (scratchgan/distributed.py) gives the Trainer its ``world``: every rank trains,
+rank 0 alone writes, the logged statistics are averaged over ranks, and a stop request stops every
+rank after the same step. The default ``World()`` is one process, rank 0 of 1.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ from . import nn, rundir, runlog, viz
 from .backend import backend_name, synchronize, to_device, to_numpy
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from .checkpoint_schema import check_replay, load_run_checkpoint
+from .distributed import World, shard_dropout
 from .gan import generate
 from .metrics import PLOT_PANELS
 
@@ -69,7 +74,8 @@ class TrainingInterrupted(RuntimeError):
 
 
 class Trainer:
-    """Runs a GANStep over a BatchLoader for a number of epochs and writes the run's outputs."""
+    """Runs a GANStep over a BatchLoader for a number of epochs and writes the run's outputs (on rank 0
+    of ``world``: one process by default)."""
 
     runlog = None  # metrics.jsonl and --tensorboard (runlog.RunLog), open while fit runs
     # rundir.Manifest: every file the run writes is recorded there before it is written. The command line
@@ -78,8 +84,9 @@ class Trainer:
 
     def __init__(self, step, loader, out_dir, config, *, sample_every=500, log_every=10,
                  n_samples=64, image_shape=None, d_steps=1, progress=True, log=print, instance_noise=0.0,
-                 samples_per_class=10, snapshot_every=0):
+                 samples_per_class=10, snapshot_every=0, world=None):
         self.step, self.loader, self.config = step, loader, dict(config)
+        self.world = World() if world is None else world
         self.instance_noise = float(instance_noise)  # sigma at step 0, annealed linearly to 0 at the end
         self.out = Path(out_dir)
         self.sample_every, self.log_every, self.d_steps = int(sample_every), int(log_every), int(d_steps)
@@ -90,8 +97,6 @@ class Trainer:
             raise ValueError(f"an epoch has {len(loader)} batches, fewer than the {self.d_steps} "
                              "D steps of one iteration; use a smaller batch size or --d-steps")
         self.steps_per_epoch = len(loader) // self.d_steps
-        if getattr(step, "gathers", False):  # --cuda-graph: the graph gathers its batches from the loader's
-            step.gather_from(loader)         # device copy of the dataset (fast/graph.py); none pass through here
         self.xp, self.dtype = step.G.xp, step.G.dtype
         # the fixed noise for sample grids: from the host, so every backend shows the same z
         seed = int(config.get("seed", 0))
@@ -140,6 +145,9 @@ class Trainer:
                     meta[f"{name}_t"] = int(value)
                 else:
                     arrays[f"{name}/{key}"] = to_numpy(value)
+        for rng in meta["dropout"]:  # this rank's draws were its rows of the global batch's
+            if rng["shape"]:
+                rng["shape"][0] *= self.world.size
         arrays["fixed_noise"] = to_numpy(self.fixed_noise)
         if getattr(s, "ema", None) is not None:  # --ema: the averaged weights of G
             arrays.update(s.ema.state())
@@ -147,8 +155,11 @@ class Trainer:
 
     def save(self, path=None):
         """Write the checkpoint (default: the rolling checkpoint.npz; else a snapshot or the best) atomically;
-        refuse (TrainingDiverged) when any of it is NaN or infinite."""
+        refuse (TrainingDiverged) when any of it is NaN or infinite. Ranks other than 0 check, and write nothing."""
         self._check_state_finite()
+        if not self.world.writes:
+            self.last_good = f"{self.checkpoint_path} (step {self.global_step}, written by rank 0)"
+            return
         arrays, meta = self.state()
         path = self.checkpoint_path if path is None else Path(path)
         numbered = path not in (self.checkpoint_path, self.best_path)  # a snapshot: the state of one step
@@ -213,7 +224,8 @@ class Trainer:
         self.global_step = int(meta["global_step"])
         s.noise.restore(meta["noise"])
         for m, state in zip(self._dropout_layers(), meta.get("dropout", [])):
-            m.restore_rng(state, self.xp)
+            m.restore_rng(state, self.xp)  # the global batch's draws on a plain generator ...
+        self._shard_dropout()  # ... of which a data-parallel rank then keeps its rows
         self.last_good = f"{path} (step {self.global_step})"
         # the best so far of this folder's run: the checkpoint's, or the one OUT/checkpoint_best.npz records
         # if lower (it can be newer than the checkpoint resumed); none in a new folder, which gets its own
@@ -255,7 +267,9 @@ class Trainer:
         self.log(f"step {self.global_step}: lowest Frechet distance so far, {value:.4g}{was}: saved {self.best_path}")
 
     def _write_config(self):
-        """config.json: the run's settings, and ``best`` once checkpoint_best.npz exists."""
+        """config.json: the run's settings, and ``best`` once checkpoint_best.npz exists (written by rank 0)."""
+        if not self.world.writes:
+            return
         config = {**self.config, "best": self.best} if self.best is not None else self.config
         with atomic_write(self._writing(self.out / "config.json")) as f:
             f.write(json.dumps(config, indent=2, sort_keys=True).encode())
@@ -282,6 +296,9 @@ class Trainer:
         return sampling() if sampling is not None else contextlib.nullcontext(self.step.G)
 
     def save_samples(self, epoch_end=False):
+        """The fixed noise's grid (and the epoch's, at an epoch end): (images, path); (None, None) off rank 0."""
+        if not self.world.writes:
+            return None, None
         with self._sampling() as G:  # the EMA generator when the run keeps one
             images = to_numpy(generate(G, self.fixed_noise, self.fixed_labels))
         path = viz.save_image_grid(images, self._writing(self._sample_path(self.global_step), self.global_step),
@@ -295,6 +312,8 @@ class Trainer:
         return images, path
 
     def write_summaries(self, fake_images):
+        if not self.world.writes:
+            return
         rows = viz.read_metrics_csv(self.out / "metrics.csv") if (self.out / "metrics.csv").exists() else []
         viz.plot_losses(rows, self._writing(self.out / "losses.png"), extra_panels=_EXTRA_PANELS)
         # the run's own step grids, in step order, from the manifest: a user's samples/step_final.png is no frame
@@ -308,6 +327,8 @@ class Trainer:
     def _drop_outputs_after(self, step):
         """When resuming from an earlier point, forget what the abandoned run logged and drew after it: the
         metrics rows, and the sample grids whose step in the manifest is later (no file name is parsed)."""
+        if not self.world.writes:
+            return
         jsonl = runlog.MetricsJSONL(self.out / runlog.JSONL_NAME)
         jsonl.rows()  # reads only: a damaged line stops the resume (one line naming it) before anything changes
         csv_path = self.out / "metrics.csv"
@@ -323,10 +344,11 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self, epochs, resume_from=None):
         """Train until ``epochs`` epochs are done in total (a resumed run continues to that total)."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        if self.manifest is None:  # used on its own, without the command line's rundir.claim
-            self.manifest = rundir.Manifest.read(self.out) or rundir.Manifest.start(self.out)
-        self._make_samples_folder()
+        if self.world.writes:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if self.manifest is None:  # used on its own, without the command line's rundir.claim
+                self.manifest = rundir.Manifest.read(self.out) or rundir.Manifest.start(self.out)
+            self._make_samples_folder()
         if resume_from is not None:
             self.restore(resume_from)
             self._drop_outputs_after(self.global_step)
@@ -339,22 +361,34 @@ class Trainer:
         self._write_config()
         previous_handlers = self._install_signal_handlers()
         try:
-            csv = viz.MetricsCSV(self._writing(self.out / "metrics.csv"))
-            self._writing(self.out / runlog.JSONL_NAME)
-            self.runlog = runlog.RunLog(self.out, self.config.get("tensorboard"))
-            try:
+            with self._metrics() as csv:
                 self._total_steps = max(1, epochs * self.steps_per_epoch)  # for annealing the instance noise
                 while self.epoch < epochs:
                     self._run_epoch(epochs, csv)
-            finally:
-                csv.close()
-                self.runlog.close()
-                self.runlog = None
         finally:
             for signum, handler in previous_handlers.items():
                 if handler is not None:  # None: installed outside Python, cannot be put back
                     signal.signal(signum, handler)
         return {"epoch": self.epoch, "global_step": self.global_step}
+
+    @contextlib.contextmanager
+    def _metrics(self):
+        """``with self._metrics() as csv``: metrics.csv, with metrics.jsonl and --tensorboard as ``self.runlog``,
+        open while the run trains; on the ranks that write nothing, a csv that keeps nothing."""
+        if not self.world.writes:
+            yield _NoMetrics()
+            return
+        csv = viz.MetricsCSV(self._writing(self.out / "metrics.csv"))
+        try:
+            self._writing(self.out / runlog.JSONL_NAME)
+            self.runlog = runlog.RunLog(self.out, self.config.get("tensorboard"))
+            try:
+                yield csv
+            finally:
+                self.runlog.close()
+                self.runlog = None
+        finally:
+            csv.close()
 
     def divergence_warning(self):
         """A line when the run's last checked losses are finite but absurd (|loss| > ABSURD_LOSS), else None."""
@@ -372,11 +406,7 @@ class Trainer:
         if self.batch_in_epoch == 0:
             s.noise.start_epoch(self.epoch)
             self._reseed_dropout()
-        if getattr(s, "gathers", False):  # the same order as loader.epoch's, from the same batch on
-            s.start_epoch(self.loader.permutation(self.epoch), self.batch_in_epoch)
-            batches = None
-        else:
-            batches = self.loader.epoch(self.epoch, start_batch=self.batch_in_epoch)
+        batches = self.loader.epoch(self.epoch, start_batch=self.batch_in_epoch)
         bar = tqdm(total=self.steps_per_epoch, initial=start_iter, desc=f"epoch {self.epoch + 1}/{epochs}",
                    unit="step", disable=not self.progress, dynamic_ncols=True, leave=True)
         t0, stats = time.perf_counter(), None
@@ -384,7 +414,7 @@ class Trainer:
             for _ in range(start_iter, self.steps_per_epoch):
                 if self.instance_noise:  # sigma_t = sigma_0 (1 - t / T), T = all steps of the run
                     s.instance_noise = self.instance_noise * max(0.0, 1.0 - self.global_step / self._total_steps)
-                stats = s.step() if batches is None else s.step([next(batches) for _ in range(d)])
+                stats = s.step([next(batches) for _ in range(d)])
                 self.global_step += 1
                 self.batch_in_epoch += d
                 row = None
@@ -404,7 +434,7 @@ class Trainer:
                         bar.write(f"warning at step {self.global_step}: {self.eval_hook.warning}")
                 if row:
                     csv.append(row)
-                    if self.runlog is not None:  # None on the ranks that write nothing (scratchgan/distributed.py)
+                    if self.runlog is not None:  # None on the ranks that write nothing
                         self.runlog.append(row)
                 if self.sample_every and self.global_step % self.sample_every == 0:
                     self.save_samples()
@@ -446,6 +476,8 @@ class Trainer:
 
     def _check_finite(self, stats):
         """Statistics as Python floats (one device sync); stop with a clear message on NaN/Inf."""
+        if self.world.size > 1:
+            stats = self._averaged_over_ranks(stats)
         keys = [k for k in _KEY_ORDER if k in stats] + [k for k in stats if k not in _KEY_ORDER]
         host = {k: float(stats[k]) for k in keys}
         self.last_stats = host
@@ -457,9 +489,19 @@ class Trainer:
                                    "Try a lower --lr or --label-smoothing 0.1")
         return host
 
+    def _averaged_over_ranks(self, stats):
+        """A data-parallel run's statistics, each a mean over this rank's slice, averaged over ranks: the means
+        over the global batch. The gradient norms are of the already averaged gradients, the same on every rank."""
+        keys = [k for k in stats if k not in ("grad_norm_G", "grad_norm_D", "instance_noise")]
+        if not keys:
+            return stats
+        xp = self.xp
+        values, = self.world.mean_over_ranks(xp.stack([xp.asarray(stats[k], dtype=self.dtype) for k in keys]))
+        return {**stats, **{k: values[i] for i, k in enumerate(keys)}}
+
     def _stop_now(self):
-        """Whether to save and stop after this step (a data-parallel run asks every rank: distributed.py)."""
-        return self._stop_requested
+        """Whether to save and stop after this step: when any rank was asked to (every rank stops together)."""
+        return self.world.any(self._stop_requested)
 
     def _dropout_layers(self):
         return [m for net in (self.step.G, self.step.D) for m in net.modules() if isinstance(m, nn.Dropout)]
@@ -470,6 +512,12 @@ class Trainer:
         seed = int(self.config.get("seed", 0))
         for i, m in enumerate(self._dropout_layers()):
             m.reseed(int(np.random.SeedSequence([seed, self.epoch, i]).generate_state(1)[0]))
+        self._shard_dropout()
+
+    def _shard_dropout(self):
+        """On a rank of a data-parallel run: each Dropout layer draws the global batch's masks and keeps its rows."""
+        if self.world.size > 1:
+            shard_dropout(self._dropout_layers(), self.world, self.xp)
 
     def _install_signal_handlers(self):
         """First Ctrl-C or SIGTERM (what schedulers, `timeout` and container runtimes send): finish the
@@ -491,6 +539,13 @@ class Trainer:
             except ValueError:  # not in the main thread: leave signals alone
                 break
         return previous
+
+
+class _NoMetrics:
+    """metrics.csv on the ranks that write nothing."""
+
+    def append(self, row):
+        pass
 
 
 def _lower_best(a, b):

@@ -64,15 +64,15 @@ def test_evaluator_sanity_quick_prints_its_curves(tmp_path):
 
 
 def test_readme_sanity_command_parses_with_the_script():
-    """The README's sanity-curve command names flags the script has (running it for real trains the
+    """docs/quality.md's sanity-curve command names flags the script has (running it for real trains the
     full Fashion-MNIST evaluator: minutes, not CI; --quick above runs the same code)."""
     import re
     import shlex
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import evaluator_sanity
-    readme = (ROOT / "README.md").read_text()
-    command = re.search(r"^python benchmarks/evaluator_sanity\.py (.*)$", readme, flags=re.M)
-    assert command, "README.md lost its evaluator_sanity.py command"
+    guide = (ROOT / "docs" / "quality.md").read_text()
+    command = re.search(r"^python benchmarks/evaluator_sanity\.py (.*)$", guide, flags=re.M)
+    assert command, "docs/quality.md lost its evaluator_sanity.py command"
     args = evaluator_sanity.make_parser().parse_args(shlex.split(command.group(1)))
     assert args.dataset == "fashion-mnist" and args.evaluators == "cnn,mlp" and args.data_dir
 

@@ -598,6 +598,7 @@ def _train(out, graphed, epochs, resume=None, loss="bce", conditional=False, d_s
     if graphed:
         step = graph.GraphedStep(step, d_steps)
         loader.epoch = _no_batches
+        loader = step.gathering(loader)
     trainer = Trainer(step, loader, out, config, sample_every=0, log_every=1, image_shape=(4, 5), d_steps=d_steps,
                       progress=False, log=lambda message: None)
     if stop_after is not None:  # Ctrl-C after that many steps: the trainer saves mid-epoch and stops
@@ -671,8 +672,7 @@ def test_a_short_last_batch_is_refused_as_the_eager_step_refuses_it(tmp_path):
     with pytest.raises(ValueError, match="real batch of 2 images, but the step was built for batches of 8"):
         eager.fit(1)
     with pytest.raises(ValueError, match="real batch of 2 images .*but the step was built for batches of 8"):
-        Trainer(graph.GraphedStep(models.build_step(config, xp), 1), BatchLoader(images, 8, xp=xp, drop_last=False),
-                tmp_path / "g", config, sample_every=0, progress=False)
+        graph.GraphedStep(models.build_step(config, xp), 1).gathering(BatchLoader(images, 8, xp=xp, drop_last=False))
     kept = graph.GraphedStep(models.build_step(config, xp), 1)
     kept.gather_from(BatchLoader(images, 8, xp=xp))  # drop_last=True: the 2 left over are never gathered
     assert len(kept.order) == 50
@@ -721,6 +721,26 @@ def test_what_the_gather_cannot_take_is_refused():
     conditional = graph.GraphedStep(models.build_step(_config("bce", conditional=True), xp), 1)
     with pytest.raises(ValueError, match="give the BatchLoader labels="):
         conditional.gather_from(BatchLoader(images, 8, xp=xp))
+
+
+def test_the_gathering_loader_is_the_loader_the_trainer_sees(numpy_gemm):
+    """GraphedStep.gathering(loader): the loader's length and images; epoch(e, b) starts the graph's epoch in
+    loader.permutation(e)'s order at batch b and hands out one placeholder per batch left, which step() takes;
+    a real batch (a plain loader's) is refused, since the graph gathers its own."""
+    from scratchgan.data.loader import BatchLoader
+    images = np.random.default_rng(0).integers(0, 256, (48, 4, 5), dtype=np.uint8)
+    loader = BatchLoader(images, 8, xp=xp, seed=3)
+    step = graph.GraphedStep(models.build_step(_config("bce"), xp), 1)
+    gathering = step.gathering(loader)
+    assert len(gathering) == len(loader) == 6 and gathering.batch_size == 8
+    assert_bitwise(gathering.images(5).get(), loader.images(5).get(), "images")
+    batches = list(gathering.epoch(2, 4))
+    assert batches == [graph.GATHERED] * 2 and step.next_pos == 32
+    assert_bitwise(step.order.get(), np.asarray(loader.permutation(2)), "order")
+    with pytest.raises(ValueError, match="gathers its batches on the device and takes none"):
+        step.step([next(loader.epoch(0))])
+    stats = step.step(batches[:1])
+    assert step.steps_run == 1 and step.next_pos == 40 and "loss_D" in stats
 
 
 def test_the_cli_hook_refuses_in_one_line():

@@ -1,10 +1,10 @@
 """Data-parallel training (scratchgan/distributed.py) equals one process on the global batch.
 
-The maths in-process first (a synchronised BatchNorm over two threads; the sharded noise, masks and
-batches put back together), then real runs under ``mpiexec -n 2`` on the CPU in float64: G's and
-D's weights, BatchNorm buffers and Adam moments equal the single-process run's to 1e-9 (relative),
-and a 2-rank checkpoint resumes in one process. The MPI tests skip where mpi4py / mpiexec are
-missing (the floor venv): ``pip install "scratchgan[mpi]"``.
+The maths in-process first (the sharded noise, masks and batches put back together; the synchronised
+BatchNorm over two threads is in tests/test_sync_batchnorm.py), then real runs under ``mpiexec -n 2`` on
+the CPU in float64: G's and D's weights, BatchNorm buffers and Adam moments equal the single-process
+run's to 1e-9 (relative), and a 2-rank checkpoint resumes in one process. The MPI tests skip where
+mpi4py / mpiexec are missing (the floor venv): ``pip install "scratchgan[mpi]"``.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -29,102 +28,9 @@ RTOL = 1e-9  # float64 runs; the sums are only reordered
 
 
 # ------------------------------------------------------------------------------ in-process maths
-class ThreadRanks:
-    """``size`` threads as ranks: rank r's ``mean_over_ranks`` waits for all, returns the average."""
-
-    def __init__(self, size):
-        self.size, self.barrier, self.slots = size, threading.Barrier(size), [None] * size
-
-    def world(self, rank):
-        ranks = self
-
-        class Rank:
-            def __init__(self):
-                self.rank, self.size, self.ranks = rank, ranks.size, ranks.size
-
-            def mean_over_ranks(self, *means):
-                ranks.slots[rank] = [m.copy() for m in means]
-                ranks.barrier.wait()
-                out = tuple(sum(slot[i] for slot in ranks.slots) / ranks.size for i in range(len(means)))
-                ranks.barrier.wait()  # everyone has read before the next call overwrites
-                return out
-        return Rank()
-
-
-def run_ranks(size, work):
-    """work(rank, world) in ``size`` threads; their results in rank order (exceptions re-raised)."""
-    ranks, results, errors = ThreadRanks(size), [None] * size, []
-
-    def target(r):
-        try:
-            results[r] = work(r, ranks.world(r))
-        except BaseException as e:  # noqa: BLE001 - re-raised below
-            errors.append(e)
-            ranks.barrier.abort()
-    threads = [threading.Thread(target=target, args=(r,)) for r in range(size)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return results
-
-
 def host(a):
     """A fake-device array's NumPy copy; NumPy arrays as they are."""
     return a.get() if hasattr(a, "get") else a
-
-
-@pytest.mark.parametrize("device", [np, fake_xp], ids=["numpy", "fake-device"])
-@pytest.mark.parametrize("layer_class, shape", [(nn.BatchNorm1d, (8, 5)), (nn.BatchNorm2d, (4, 3, 5, 5))])
-def test_synchronised_batchnorm_equals_the_whole_batch(layer_class, shape, device):
-    """Two ranks with half the batch each: y, dx (in local-loss units, x2), the averaged parameter
-    gradients and the running statistics equal one layer on the whole batch. On the fake device too:
-    the synchronised path makes no NumPy call on device arrays (tests/fake_device.py)."""
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal(shape) * 2.0 + 0.5
-    dy = rng.standard_normal(shape)  # dL/dy of a loss that is a mean over the whole batch
-    full = layer_class(shape[1], dtype="float64")
-    full.gamma.data[...] = rng.uniform(0.5, 1.5, shape[1])
-    full.beta.data[...] = rng.standard_normal(shape[1])
-    y = full.forward(x)
-    dx = full.backward(dy)
-    size, half = 2, shape[0] // 2
-
-    def work(rank, world):
-        layer = layer_class(shape[1], dtype="float64")
-        layer.gamma.data[...] = full.gamma.data
-        layer.beta.data[...] = full.beta.data
-        layer.to(backend=device)
-        layer.sync = world
-        rows = slice(rank * half, (rank + 1) * half)
-        y_r = layer.forward(device.asarray(x[rows]))
-        # each rank's loss is the mean over its half: its dL_r/dy is size x the whole-batch gradient
-        dx_r = layer.backward(device.asarray(size * dy[rows]))
-        return [host(a) for a in (y_r, dx_r, layer.gamma.grad, layer.beta.grad, layer.running_mean,
-                                  layer.running_var)]
-
-    parts = run_ranks(size, work)
-    np.testing.assert_allclose(np.concatenate([p[0] for p in parts]), y, rtol=RTOL, atol=1e-12)  # float64
-    np.testing.assert_allclose(np.concatenate([p[1] for p in parts]) / size, dx, rtol=RTOL, atol=1e-12)  # float64
-    np.testing.assert_allclose(sum(p[2] for p in parts) / size, full.gamma.grad, rtol=RTOL)
-    np.testing.assert_allclose(sum(p[3] for p in parts) / size, full.beta.grad, rtol=RTOL)
-    for p in parts:
-        np.testing.assert_allclose(p[4], full.running_mean, rtol=RTOL, atol=1e-15)  # float64
-        np.testing.assert_allclose(p[5], full.running_var, rtol=RTOL)
-
-
-def test_synchronised_batchnorm_needs_two_values_in_the_global_batch_only():
-    """One image per rank is enough for train-mode statistics when the global batch has two."""
-    def work(rank, world):
-        layer = nn.BatchNorm1d(3, dtype="float64")
-        layer.sync = world
-        return layer.forward(np.array([[float(rank), 2.0 * rank, -rank]]))
-    y0, y1 = run_ranks(2, work)
-    np.testing.assert_allclose(np.concatenate([y0, y1]),
-                               nn.BatchNorm1d(3, dtype="float64").forward(np.array([[0.0, 0, 0], [1, 2, -1]])),
-                               rtol=RTOL)
 
 
 class Slicing:

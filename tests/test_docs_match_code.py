@@ -56,3 +56,30 @@ def test_the_conv_page_shows_the_slice_of_the_code():
     assert "x_pad[:, i:i + s*(H_out - 1) + 1:s, j:j + s*(W_out - 1) + 1:s]" in page
     assert "x_pad[:, i:i + sH * (H_out - 1) + 1:sH, j:j + sW * (W_out - 1) + 1:sW, :]" in code
     assert "i::s" not in page.replace("`x_pad[:, i::s]` would", "") and "i::sH" not in code
+
+
+USER_PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+LINK = re.compile(r"\]\(([^)\s]+)\)")  # [text](target) and ![alt](target)
+
+
+@pytest.mark.parametrize("page", USER_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_points_at_a_file_that_exists(page):
+    targets = [t for t in LINK.findall(page.read_text()) if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
+    missing = [t for t in targets if not (page.parent / t.split("#", 1)[0]).exists()]
+    assert not missing, f"{page.relative_to(ROOT)} links to files that do not exist: {missing}"
+
+
+def test_the_link_check_sees_links():
+    """The pattern finds the README's links to the guides (else the test above could not fail)."""
+    targets = LINK.findall((ROOT / "README.md").read_text())
+    assert "docs/faults.md" in targets and "docs/derivations/README.md" in targets
+
+
+@pytest.mark.parametrize("page", [*USER_PAGES, ROOT / "benchmarks" / "RESULTS.md"],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_user_facing_text_speaks_of_the_code_not_of_its_making(page):
+    """No issue numbers, no paths outside the repository, no talk of who had which machine."""
+    words = re.compile(r"\(issue [0-9]+\)|issue [0-9]+ |\.\./shared/|this project's (machine|development)|lent to this"
+                       r"|this session|No GPU was")
+    found = [line for line in page.read_text().splitlines() if words.search(line)]
+    assert not found, f"{page.relative_to(ROOT)}:\n" + "\n".join(found)

@@ -157,7 +157,7 @@ def faults(tmp_path_factory):
     lock_fd = os.open(tmp / "locked" / ".lock", os.O_RDWR | os.O_CREAT)
     fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     os.write(lock_fd, f"{os.getpid()}\n".encode())
-    before = {name: snapshot(tmp / name) for name in ("base", "locked")}
+    before = {name: snapshot(tmp / name) for name in ("base", "locked", "copy")}
 
     cases = {
         "used": ([*TINY, "--epochs", "1", "--out", "base"], "example"),
@@ -166,7 +166,10 @@ def faults(tmp_path_factory):
         "locked-overwrite": ([*TINY, "--epochs", "1", "--out", "locked", "--overwrite"], "example"),
         "locked-resume": ([*TINY, "--epochs", "2", "--out", "locked", "--resume"], "example"),
         "resume-copy": (["--resume", "copy/ckpt.npz", "--epochs", "2", "--no-progress"], "example"),
-        "resume-crafted": (["--resume", "crafted/ckpt.npz", "--epochs", "2", "--no-progress"], "example"),
+        "resume-copy-new-out": (["--resume", "copy/ckpt.npz", "--epochs", "2", "--out", "copy-run", "--no-progress"],
+                                "example"),
+        "resume-crafted": (["--resume", "crafted/ckpt.npz", "--epochs", "2", "--out", "crafted-run", "--no-progress"],
+                           "example"),
         "stale-temps": (["--out", "stale", "--resume", "--epochs", "2", "--no-progress"], "example"),
         "out-is-a-file": ([*TINY, "--epochs", "1", "--out", "afile"], "example"),
         "out-under-a-file": ([*TINY, "--epochs", "1", "--out", "afile/run"], "example"),
@@ -238,14 +241,21 @@ def test_a_live_run_keeps_others_out_of_its_folder(faults, case):
 
 
 # ---------------------------------------------------------------------------------- 4: resume writes to --out
-def test_resuming_a_copy_writes_next_to_the_copy(faults):
+def test_resuming_a_copy_goes_into_a_new_out_never_beside_the_copy_or_into_the_original_run(faults):
+    """A copied checkpoint's folder is not its run's folder (no manifest.json of that run): resuming it there is
+    refused in one line naming --out, and with a new --out it continues there."""
     tmp, _, before, _ = faults
     code, out, err = result(faults, "resume-copy")
+    assert code == 2 and re.fullmatch(r"mnist_mlp\.py: error: --out copy is not the folder of copy/ckpt\.npz's run "
+                                      r"\(it holds ckpt\.npz, .*resume into a new or empty --out.*\n", err), err
+    assert snapshot(tmp / "copy") == before["copy"]
+    code, out, err = result(faults, "resume-copy-new-out")
     assert code == 0 and err == "", err
-    _, meta = load_checkpoint(tmp / "copy" / "checkpoint.npz")
-    assert meta["global_step"] == 2 * STEPS and meta["config"]["out"] == "copy"
-    assert json.loads((tmp / "copy" / "config.json").read_text())["out"] == "copy"
+    _, meta = load_checkpoint(tmp / "copy-run" / "checkpoint.npz")
+    assert meta["global_step"] == 2 * STEPS and meta["config"]["out"] == "copy-run"
+    assert json.loads((tmp / "copy-run" / "config.json").read_text())["out"] == "copy-run"
     assert snapshot(tmp / "base") == before["base"], "resuming the copy wrote into the original run"
+    assert snapshot(tmp / "copy") == before["copy"]
 
 
 def test_a_crafted_checkpoint_cannot_choose_where_a_run_writes(faults):
@@ -253,8 +263,8 @@ def test_a_crafted_checkpoint_cannot_choose_where_a_run_writes(faults):
     code, out, err = result(faults, "resume-crafted")
     assert code == 0 and err == "", err
     assert not (tmp / "evil").exists()
-    _, meta = load_checkpoint(tmp / "crafted" / "checkpoint.npz")
-    assert meta["global_step"] == 2 * STEPS and meta["config"]["out"] == "crafted"
+    _, meta = load_checkpoint(tmp / "crafted-run" / "checkpoint.npz")
+    assert meta["global_step"] == 2 * STEPS and meta["config"]["out"] == "crafted-run"
 
 
 # ---------------------------------------------------------------------------------- 5: the watchdog

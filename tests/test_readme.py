@@ -1,10 +1,14 @@
-"""The README's by-hand training example runs as written and learns."""
+"""The README is a front page: its by-hand training example runs as written and learns, it names the set-up
+commands, and what it points to (the faults table in docs/faults.md, the commands of every guide) holds."""
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+FAULTS = ROOT / "docs" / "faults.md"
+PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 def python_blocks():
@@ -33,20 +37,73 @@ def test_readme_names_the_two_setup_commands():
 
 def test_every_sample_label_example_uses_a_conditional_run():
     """`sample --label K` needs a checkpoint trained with --conditional: each such example in the
-    README reads a checkpoint that a --conditional command in the README writes (the old one read the
-    default, unconditional run and failed)."""
-    text = README.read_text()
+    README or a guide in docs/ reads a checkpoint that a --conditional command on the same page writes."""
+    for page in PAGES:
+        check_sample_label_examples(page.read_text(), page.name)
+    assert "--label" in README.read_text(), "README.md lost its sample --label example"
+
+
+def check_sample_label_examples(text, name):
     commands = [line.split("#")[0] for line in re.findall(r"(?:python|`python)[^\n`]*", text)]
     conditional_outs = {m.group(1) for c in commands if "--conditional" in c
                         for m in [re.search(r"--out (\S+)", c)] if m}
     label_examples = [c for c in commands if "scratchgan sample" in c and "--label" in c]
-    assert label_examples, "README.md lost its sample --label example"
     for command in label_examples:
         checkpoint = re.search(r"--checkpoint (\S+)/checkpoint\.npz", command).group(1)
-        assert checkpoint in conditional_outs, f"{command!r} reads a run not trained with --conditional"
+        assert checkpoint in conditional_outs, f"{name}: {command!r} reads a run not trained with --conditional"
 
 
 def test_readme_says_what_happens_when_things_go_wrong():
+    """The whole table lives in docs/faults.md; the README keeps the most common rows and points there."""
     section = README.read_text().split("## When things go wrong", 1)[1].split("\n## ", 1)[0]
+    assert "docs/faults.md" in section and "--overwrite" in section and "143" in section
+    section = FAULTS.read_text()
     for words in ("--resume", "--overwrite", "SIGTERM", "disk fills up", "read-only", "NaN", "second Ctrl-C", "143"):
         assert words in section, words
+
+
+def test_readme_is_a_front_page():
+    """At most about 250 lines: the guides in docs/ hold the rest."""
+    assert len(README.read_text().splitlines()) <= 250
+
+
+def command_sheet():
+    """The README's "Commands" block, one argv per line (comments dropped)."""
+    import shlex
+    section = README.read_text().split("## Commands", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    return [shlex.split(line.split("#")[0]) for line in block.splitlines() if line.strip()]
+
+
+def test_the_command_sheet_names_each_command_and_parses():
+    """Every line of the cheat-sheet is a command whose parser accepts its flags (argparse exits 2 on an
+    unknown flag or a bad value); running them is the job of the guides' tests and the mpiexec tests."""
+    from scratchgan import cli, evaluate_cli, export, flags, sample_cli, train_options
+    parsers = {"sample": sample_cli.make_sample_parser, "interpolate": sample_cli.make_interpolate_parser,
+               "export": export.make_parser, "evaluate": evaluate_cli.make_parser}
+    seen = set()
+    for argv in command_sheet():
+        if argv[0] == "mpiexec":  # its flags: tests/test_distributed.py
+            seen.add("mpiexec")
+            continue
+        if argv[:2] == ["python", "-m"]:
+            argv = argv[2:]
+        if argv[0] == "python":  # an example: its architecture fixed
+            script = argv[1]
+            assert (ROOT / script).is_file(), script
+            defaults = cli.DCGAN_DEFAULTS if script.endswith("dcgan.py") else cli.MLP_DEFAULTS
+            cli.make_train_parser(script, "", defaults).parse_args(argv[2:])
+            seen.add("dcgan --dataset folder" if "folder" in argv else "train")
+            seen.update(flag for flag in ("--resume", "--conditional") if flag in argv)
+            continue
+        assert argv[0] == "scratchgan", argv
+        command, args = argv[1], argv[2:]
+        seen.add(command)
+        if command == "train":
+            defaults = flags.defaults(train_options.arch_of(args), both=True)
+            cli.make_train_parser("scratchgan train", "", defaults, both=True).parse_args(args)
+        else:
+            parsers[command](f"scratchgan {command}").parse_args(args)
+    for wanted in ("train", "--resume", "--conditional", "sample", "interpolate", "export", "evaluate",
+                   "dcgan --dataset folder", "mpiexec"):
+        assert wanted in seen, f"the README's command sheet lost {wanted}"

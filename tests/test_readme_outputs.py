@@ -1,4 +1,4 @@
-"""The README's section on snapshots, exports, sample folders and Inception FID: its commands run.
+"""docs/training.md's section on snapshots, exports, sample folders and Inception FID: its commands run.
 
 The `python -m scratchgan ...` lines run in order, in a temporary folder, as written, except that the
 training line gets flags appended that make it tiny (argparse keeps the last value of a flag): a small
@@ -28,8 +28,8 @@ SHRINK = ["--limit", "256", "--batch-size", "32", "--g-hidden", "32,64", "--d-hi
 
 
 def section():
-    text = (REPO / "README.md").read_text()
-    assert TITLE in text, "README.md lost its section on snapshots and sample folders"
+    text = (REPO / "docs" / "training.md").read_text()
+    assert TITLE in text, "docs/training.md lost its section on snapshots and sample folders"
     return text.split(TITLE, 1)[1].split("\n## ", 1)[0]
 
 

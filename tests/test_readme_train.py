@@ -1,4 +1,4 @@
-"""Every command of README.md's "From the installed package: `scratchgan train`" block runs as written,
+"""Every command of docs/training.md's "From the installed package: `scratchgan train`" block runs as written,
 with tiny sizes appended (argparse keeps the last value of a flag) and its inputs made here: the CIFAR-10
 tarball is a small one in the official layout served from the cache with its checksum pinned (no
 network), my_images.npy and img_align_celeba/ are written by the test.
@@ -20,7 +20,7 @@ from scratchgan.data import cifar10, load_mnist_bundled, make_demo_folder
 
 from test_cifar10 import make_tarball  # the small tarball in the official layout
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "training.md"
 SECTION = "## From the installed package: `scratchgan train`"
 TINY = {"dcgan": ["--g-width", "2", "--d-width", "2"],
         "mlp": ["--g-hidden", "8", "--d-hidden", "8"]}
@@ -29,7 +29,7 @@ SHORT = ["--latent-dim", "4", "--epochs", "1", "--limit", "8", "--batch-size", "
 
 
 def commands():
-    section = README.read_text().split(SECTION, 1)[1].split("\n## ", 1)[0]
+    section = GUIDE.read_text().split(SECTION, 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
     return [shlex.split(line.split("#")[0]) for line in block.splitlines() if line.strip()]
 

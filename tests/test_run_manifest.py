@@ -137,6 +137,28 @@ def test_resuming_a_friends_checkpoint_leaves_the_users_folder_alone(tmp_path, c
     assert snapshot(dl) == before
 
 
+def test_a_checkpoint_alone_in_its_folder_is_resumed_only_into_a_new_or_empty_out(tmp_path, capsys):
+    """A downloaded checkpoint's folder (the checkpoint and the user's other files, none with an output's name)
+    is not a run folder: `train --resume dl/gan.npz` refuses to write beside them, and an empty --out works."""
+    assert train(*TINY, "--epochs", "1", "--out", str(tmp_path / "friend")) == 0
+    dl = tmp_path / "dl"
+    dl.mkdir()
+    shutil.copy(tmp_path / "friend" / "checkpoint.npz", dl / "gan.npz")
+    (dl / "holiday.jpg").write_bytes(b"not touched")
+    before = snapshot(dl)
+    capsys.readouterr()
+    assert train("--resume", str(dl / "gan.npz"), "--epochs", "2", "--no-progress") == 2
+    line = one_line(capsys)
+    assert re.search(rf"--out {re.escape(str(dl))} is not the folder of .*gan\.npz's run .*resume into a new or "
+                     r"empty --out", line), line
+    assert snapshot(dl) == before
+    (tmp_path / "empty").mkdir()
+    assert train("--resume", str(dl / "gan.npz"), "--epochs", "2", "--out", str(tmp_path / "empty"),
+                 "--no-progress") == 0
+    assert manifest_of(tmp_path / "empty")["resumed_from"]["step"] == STEPS
+    assert snapshot(dl) == before
+
+
 def test_another_runs_checkpoint_does_not_replace_a_run(tmp_path, capsys):
     """The issue's case: `train --resume runB/runA_backup.npz --epochs 2` replaced run B's checkpoint.npz
     (step 16) with run A's (step 128)."""

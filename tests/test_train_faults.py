@@ -192,13 +192,14 @@ def test_a_checkpoint_does_not_choose_where_tensorboard_writes(tmp_path, capsys,
     (work / "dl").mkdir()
     save_checkpoint(work / "dl" / "crafted.npz", arrays, meta)
     capsys.readouterr()
-    assert train("--resume", "dl/crafted.npz", "--epochs", "2", "--no-progress") == 0
+    # (dl/ holds the checkpoint alone, not its run: a resume goes into a new --out)
+    assert train("--resume", "dl/crafted.npz", "--epochs", "2", "--out", "resumed", "--no-progress") == 0
     out = capsys.readouterr().out
     assert not (tmp_path / "elsewhere").exists()
     assert "the run logged to TensorBoard in ../elsewhere/victim_tb; give --tensorboard again" in out
-    assert load_checkpoint(work / "dl" / "checkpoint.npz")[1]["config"]["tensorboard"] is None
+    assert load_checkpoint(work / "resumed" / "checkpoint.npz")[1]["config"]["tensorboard"] is None
     # given on the command line, it is used
-    assert train("--resume", "dl/checkpoint.npz", "--epochs", "3", "--no-progress", "--tensorboard", "tb") == 0
+    assert train("--resume", "resumed/checkpoint.npz", "--epochs", "3", "--no-progress", "--tensorboard", "tb") == 0
     assert list((work / "tb").glob("events.out.tfevents.*"))
 
 

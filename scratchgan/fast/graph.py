@@ -55,6 +55,7 @@ it. It follows CuPy 14's documented API; expect to debug it on the first GPU.
 from __future__ import annotations
 
 import contextlib
+import itertools
 
 import numpy as np
 
@@ -211,9 +212,11 @@ class GraphedStep:
 
     ``GraphedStep(step, d_steps, dataset=None)``. The batches are gathered inside the graph from the
     images on the device: ``dataset`` (shaped as the batches; ``(images, labels)`` for a conditional
-    step), or a BatchLoader's own device copy bound by ``gather_from(loader)`` (what the Trainer does).
+    step), or a BatchLoader's own device copy bound by ``gather_from(loader)``.
     ``start_epoch(order, start_batch)`` gives the epoch's order of images and where it resumes, and
     ``step()`` runs one iteration (d_steps batches in that order, then the next).
+    To the Trainer it is a step like GANStep: ``gathering(loader)`` is the loader to train on, whose
+    ``epoch()`` starts the graph's epoch and hands out placeholders, which ``step(real_batches)`` takes.
     The first step runs eagerly (the warm-up), the next captures the graph and launches it, the rest
     launch it; a new noise generator (a new epoch, a resume) or a moved optimizer clock captures anew.
     Statistics are 0-d device buffers, overwritten by the next step: read them before it.
@@ -259,8 +262,6 @@ class GraphedStep:
             self._bind(*(dataset if self.conditional else (dataset, None)))
 
     # ----------------------------------------------------------------------- the host side
-    gathers = True  # the Trainer gives this step no batches: it gathers its own (Trainer._run_epoch)
-
     def _bind(self, images, labels):
         """The device arrays the batches are gathered from, and the gather's index buffers. uint8 images
         (a BatchLoader's resident="uint8") are scaled to [-1, 1] after each gather, as the loader does."""
@@ -315,8 +316,20 @@ class GraphedStep:
         self.order[...] = self.xp.asarray(order)
         self.pos[...] = self.next_pos = int(start_batch) * N
 
-    def step(self):
-        """One iteration (d_steps D steps, one G step): the warm-up, a capture and launch, or a launch."""
+    def gathering(self, loader):
+        """The loader a Trainer runs this step on: ``loader``'s dataset, bound here (``gather_from``), and an
+        ``epoch()`` that hands out GATHERED placeholders for the batches the graph gathers itself."""
+        self.gather_from(loader)
+        return GatheringLoader(loader, self)
+
+    def step(self, real_batches=None):
+        """One iteration (d_steps D steps, one G step): the warm-up, a capture and launch, or a launch.
+
+        ``real_batches``: None, or GatheringLoader's placeholders (GANStep.step's argument, which the graph
+        gathers itself on the device)."""
+        if real_batches is not None and any(batch is not GATHERED for batch in real_batches):
+            raise ValueError("the graph gathers its batches on the device and takes none: train it on "
+                             "step.gathering(loader)")
         if self.dataset is None:
             raise ValueError(_NO_DATASET)
         self._check_batches_left()
@@ -438,3 +451,26 @@ class GraphedStep:
         self.opt_plans["G"].step()
         s["loss_G"][...] = loss_G
         self.statistic(out, s[self.keys[2]])
+
+
+GATHERED = "gathered on the device by the graph"  # what GatheringLoader.epoch hands out in place of a batch
+
+
+class GatheringLoader:
+    """A BatchLoader as a GraphedStep's trainer sees it: the same length and images; ``epoch(e, start_batch)``
+    gives the graph the epoch's order (``loader.permutation(e)``, as ``loader.epoch`` uses it) and yields a
+    GATHERED placeholder for each batch left, so no batch passes through the host."""
+
+    def __init__(self, loader, step):
+        self.loader, self.step = loader, step
+        self.batch_size = loader.batch_size
+
+    def __len__(self):
+        return len(self.loader)
+
+    def epoch(self, epoch, start_batch=0):
+        self.step.start_epoch(self.loader.permutation(epoch), start_batch)
+        return itertools.repeat(GATHERED, len(self.loader) - start_batch)
+
+    def images(self, count):
+        return self.loader.images(count)

@@ -8,7 +8,9 @@ from .linear import Linear
 from .module import Module, Sequential
 from .reshape import Flatten, Reshape
 from .spectral_norm import SpectralNorm, apply_spectral_norm
+from .sync_batchnorm import SyncBatchNorm1d, SyncBatchNorm2d, convert_sync_batchnorm
 
 __all__ = ["Module", "Sequential", "Linear", "LeakyReLU", "ReLU", "Tanh", "Sigmoid",
            "BatchNorm1d", "BatchNorm2d", "Conv2d", "ConvTranspose2d", "Dropout", "Flatten", "Reshape",
-           "Embedding", "Conditional", "one_hot", "SpectralNorm", "apply_spectral_norm"]
+           "Embedding", "Conditional", "one_hot", "SpectralNorm", "apply_spectral_norm",
+           "SyncBatchNorm1d", "SyncBatchNorm2d", "convert_sync_batchnorm"]

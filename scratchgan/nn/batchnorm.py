@@ -10,9 +10,6 @@ Backward (train), with dxhat = dy * gamma  (mean and var depend on every x_n):
 Backward (eval): dx = dy * gamma * inv_std.   Both: dgamma = sum_n dy * xhat, dbeta = sum_n dy.
 (docs/derivations/batchnorm.md.) The pure functions take ``axes``, the axes reduced over, so
 BatchNorm2d reuses them with axes (0, 2, 3) and per-channel parameters shaped (1, C, 1, 1).
-Data-parallel (scratchgan/distributed.py): each rank holds an equal slice of the batch, so every
-mean over the batch above is the average over ranks of the slices' means; ``mean_over_ranks`` does
-that averaging (the identity in one process), and the maths is the single-process maths.
 """
 from __future__ import annotations
 
@@ -22,12 +19,6 @@ from ..backend import array_module
 from ..fast import replaceable
 from ..params import ones, zeros
 from .module import Module
-
-
-def local_means(*means):
-    """The identity: in one process the batch's per-feature means are the whole batch's. A
-    data-parallel run passes the average over ranks instead (a synchronised BatchNorm)."""
-    return means
 
 
 @replaceable
@@ -41,19 +32,19 @@ def batchnorm_forward(x, gamma, beta, mean, var, eps):
 
 
 @replaceable
-def batchnorm_train_forward(x, gamma, beta, eps, axes=(0,), mean_over_ranks=local_means):
+def batchnorm_train_forward(x, gamma, beta, eps, axes=(0,)):
     """The same with the batch's own statistics over ``axes``: mean = E[x], var = E[(x - mean)^2].
 
     Returns (y, cache, mean, var); the layer needs mean and var for its running estimates.
     """
-    mean, = mean_over_ranks(x.mean(axis=axes, keepdims=True))
-    var, = mean_over_ranks(((x - mean) ** 2).mean(axis=axes, keepdims=True))  # biased (divide by N), as PyTorch
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)  # biased (divide by N), as PyTorch
     y, cache = batchnorm_forward(x, gamma, beta, mean, var, eps)
     return y, cache, mean, var
 
 
 @replaceable
-def batchnorm_backward_train(dy, cache, axes=(0,), mean_over_ranks=local_means):
+def batchnorm_backward_train(dy, cache, axes=(0,)):
     """Backward when mean and var were the batch's own statistics: the full coupled gradient."""
     xhat, gamma, inv_std = cache
     n = int(np.prod([dy.shape[a] for a in axes]))  # values per feature
@@ -61,8 +52,7 @@ def batchnorm_backward_train(dy, cache, axes=(0,), mean_over_ranks=local_means):
     # through the batch mean and the batch variance, and they are dbeta / n and dgamma / n (batchnorm.md)
     dbeta = dy.sum(axis=axes, keepdims=True)  # sum_n dy
     dgamma = (dy * xhat).sum(axis=axes, keepdims=True)  # sum_n dy * xhat
-    mean_dy, mean_dy_xhat = mean_over_ranks(dbeta / n, dgamma / n)  # this slice's, or the global batch's
-    dx = (dy - mean_dy - xhat * mean_dy_xhat) * (gamma * inv_std)
+    dx = (dy - dbeta / n - xhat * (dgamma / n)) * (gamma * inv_std)
     return dx, dgamma, dbeta
 
 
@@ -92,13 +82,21 @@ class _BatchNorm(Module):
         self.register_parameter("beta", zeros((num_features,)).astype(dt))
         self.register_buffer("running_mean", zeros((num_features,)).astype(dt))
         self.register_buffer("running_var", ones((num_features,)).astype(dt))
-        # None in one process; a data-parallel run sets an object with .mean_over_ranks(*means) and
-        # .ranks (scratchgan/distributed.py), so the statistics are the global batch's
-        self.sync = None
 
     def _stat_shape(self, x):
         """(D,) for BatchNorm1d; (1, C, 1, 1) for BatchNorm2d: broadcastable against x."""
         return (self.num_features,) if self.input_rank == 2 else (1, self.num_features, 1, 1)
+
+    # the batch statistics' three steps; SyncBatchNorm (sync_batchnorm.py) takes them over a global batch
+    def _batch_count(self, x):
+        """n, the values per feature that the batch statistics average over."""
+        return int(np.prod([x.shape[a] for a in self.axes]))
+
+    def _train_forward(self, x, gamma, beta):
+        return batchnorm_train_forward(x, gamma, beta, self.eps, self.axes)
+
+    def _train_backward(self, dy, cache):
+        return batchnorm_backward_train(dy, cache, self.axes)
 
     def forward(self, x):
         if x.ndim != self.input_rank or x.shape[1] != self.num_features:
@@ -109,16 +107,11 @@ class _BatchNorm(Module):
         shape = self._stat_shape(x)
         gamma, beta = self.gamma.data.reshape(shape), self.beta.data.reshape(shape)
         if self.training:
-            n = int(np.prod([x.shape[a] for a in self.axes]))
-            n *= 1 if self.sync is None else self.sync.ranks  # values per feature in the (global) batch
+            n = self._batch_count(x)
             if n < 2:
                 raise ValueError(f"{self!r}: train mode needs more than one value per feature to "
                                  f"compute batch statistics, got input {tuple(x.shape)}")
-            if self.sync is None:
-                y, cache, mean, var = batchnorm_train_forward(x, gamma, beta, self.eps, self.axes)
-            else:  # data-parallel: the textbook functions, averaging over ranks (fast paths know one process)
-                y, cache, mean, var = batchnorm_train_forward.reference(x, gamma, beta, self.eps, self.axes,
-                                                                        self.sync.mean_over_ranks)
+            y, cache, mean, var = self._train_forward(x, gamma, beta)
             # running estimates for eval mode: an exponential moving average with weight m on the batch
             m = self.momentum
             self.running_mean *= 1.0 - m
@@ -134,11 +127,10 @@ class _BatchNorm(Module):
     def backward(self, dy, param_grads=True, need_dx=True):
         cache, was_training = self.pop_cache()
         # the backward of the forward that ran: train mode's couples the batch, eval mode's does not
-        backward = batchnorm_backward_train if was_training else batchnorm_backward_eval
-        if was_training and self.sync is not None:  # data-parallel: the global batch's two means
-            dx, dgamma, dbeta = backward.reference(dy, cache, self.axes, self.sync.mean_over_ranks)
+        if was_training:
+            dx, dgamma, dbeta = self._train_backward(dy, cache)  # (a first layer's dx costs one pass: kept)
         else:
-            dx, dgamma, dbeta = backward(dy, cache, self.axes)  # (a first layer's dx costs one pass: kept)
+            dx, dgamma, dbeta = batchnorm_backward_eval(dy, cache, self.axes)
         if param_grads and self.requires_grad:
             self.gamma.grad += dgamma.reshape(-1)  # (1, C, 1, 1) or (1, D) -> the parameter's (C,)
             self.beta.grad += dbeta.reshape(-1)
