@@ -8,7 +8,7 @@ import importlib
 
 __version__ = "0.1.0"
 __all__ = ["backend", "gradcheck", "losses", "nn", "optim", "params", "fast", "get_xp", "to_numpy", "__version__"]
-_SUBMODULES = {"backend", "blas_setup", "checkpoint", "cli", "data", "evaluate_cli", "evaluator", "fast", "gan",
+_SUBMODULES = {"backend", "checkpoint", "cli", "data", "evaluate_cli", "evaluator", "fast", "gan",
                "gradcheck", "gradient_penalty", "losses", "metrics", "models", "nn", "objectives", "optim",
                "params", "trainer", "viz"}
 

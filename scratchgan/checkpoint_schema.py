@@ -22,6 +22,7 @@ import math
 
 from . import diffaugment, objectives, presets
 from .checkpoint import CheckpointError, load_checkpoint
+from .data import registry
 from .models import DCGAN_SIZES, _dcgan_plan
 
 # Ranges: far above anything trained with scratchgan, far below what would exhaust a machine.
@@ -33,7 +34,7 @@ MAX_COUNT = 2**53            # steps, epochs, images: exact as JSON numbers
 MAX_SEED = 2**128
 MAX_DRAWS = 2**40            # draws recorded for a replay; check_replay bounds them by the run
 MAX_WEIGHTS = 2**28          # a network the file holds no arrays for (export's D): 1 GiB of float32
-DATASETS = ("mnist", "fashion-mnist", "mnist-bundled", "cifar10", "npy", "folder", "synthetic")
+DATASETS = tuple(registry.BY_NAME)  # data/registry.py: every dataset a run may record
 REPAIR = "the file is damaged or was not written by scratchgan"
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 from .backend import array_module
+from .errors import SettingError
 
 OPS = ("color", "translation", "cutout")
 TRANSLATION_RATIO, CUTOUT_RATIO = 0.125, 0.5  # Zhao et al.'s defaults
@@ -29,7 +30,7 @@ def parse_policy(text):
     bad = [p for p in ops if p not in OPS]
     if bad or not ops or len(set(ops)) != len(ops):
         why = f"unknown {bad[0]!r}" if bad else ("each at most once" if ops else "empty")
-        raise ValueError(f"--diffaugment {text!r}: {why}; give a comma-separated list of {', '.join(OPS)}")
+        raise SettingError("diffaugment", f"{text!r}: {why}; give a comma-separated list of {', '.join(OPS)}")
     return ops
 
 
@@ -135,7 +136,7 @@ class DiffAugment:
             return x
         side = math.isqrt(x.shape[1]) if x.ndim == 2 else 0
         if x.ndim != 2 or side * side != x.shape[1]:
-            raise ValueError(f"--diffaugment works on images (N, C, H, W) or square grey images flattened to "
+            raise SettingError("diffaugment", f"works on images (N, C, H, W) or square grey images flattened to "
                              f"(N, H*W), got a batch of shape {tuple(x.shape)}")
         return x.reshape(x.shape[0], 1, side, side)
 

@@ -20,6 +20,7 @@ import contextlib
 import numpy as np
 
 from .backend import array_module, to_device, to_numpy
+from .errors import SettingError
 from .replace import replaceable
 
 KEY = "G_ema/params"  # the checkpoint's array: the averaged flat parameter buffer of G
@@ -45,7 +46,7 @@ class GeneratorEMA:
 
     def __init__(self, G, beta):
         if not 0.0 < beta < 1.0:
-            raise ValueError(f"--ema must be in (0, 1), e.g. 0.999 (0 = off), got {beta}")
+            raise SettingError("ema", f"must be in (0, 1), e.g. 0.999 (0 = off), got {beta}")
         self.G, self.beta = G, float(beta)
         self.store = G.flat_store()
         self.params = self.store.data.copy()  # (P,) on G's device, G's dtype
@@ -97,7 +98,7 @@ def use_ema_weights(G, arrays, log=None):
     if KEY not in arrays:
         return False
     if log is not None:
-        log("using the EMA generator: the checkpoint's moving average of G's weights (trained with --ema)")
+        log("using the EMA generator: the checkpoint's moving average of G's weights")
     store = G.flat_store()
     value = arrays[KEY]
     if value.shape != tuple(store.data.shape):

@@ -13,6 +13,7 @@ Every user mistake ends in one line on stderr and exit code 2, as in the rest of
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -21,19 +22,18 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
-from .backend import BackendError, get_xp, to_device, to_numpy
+from .backend import BackendError, get_xp
 from .checkpoint import CheckpointError, atomic_write
-from .checkpoint_schema import check_network_shapes, load_run_checkpoint
 from .cliutil import (Parser, UserError, check_new_files, interruption, non_negative_int, positive_int, run_command,
                       say)
 from .cliutil import fail as _fail, log as _log
 from .cliutil import os_error_message as _os_error_message
-from .data import DATASET_NAMES, DataError, load_dataset_or_bundled
-from .ema import use_ema_weights
+from .data import DataError, load_dataset_or_bundled, registry
 from .evaluator import DEFAULT_KIND, KINDS, TARGET_STEPS_BY_KIND, get_evaluator
-from .gan import generate
-from .models import build_gan
+from .generator_file import generate_on_host, load_generator
 
+# the datasets the evaluator's classifiers know: 28x28 grey digits or clothes (data/registry.py)
+EVALUATED = tuple(name for name, dataset in registry.BY_NAME.items() if dataset.mnist_like)
 ROWS = (  # (key, label, format)
     ("frechet_distance", "Frechet distance (classifier features)", "{:.4g}"),
     ("classifier_score", "classifier score (IS-style, max {C})", "{:.3f}"),
@@ -53,7 +53,7 @@ def make_parser(prog):
     p.add_argument("--n", type=positive_int, default=10000,
                    help="number of generated (and of real) images; reduced when the split has fewer than "
                         "2N images (default: %(default)s)")
-    p.add_argument("--dataset", choices=list(DATASET_NAMES), default=None,
+    p.add_argument("--dataset", choices=list(EVALUATED), default=None,
                    help="real data to compare with (default: the checkpoint's training dataset)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="read the IDX files from DIR (default: the checkpoint's, when the dataset is the same)")
@@ -83,36 +83,10 @@ def make_parser(prog):
     return p
 
 
-def load_generator(path, xp):
-    """(G, config, meta) from a training checkpoint or a generator exported from one (export.py); `sample`,
-    `interpolate`, `evaluate` and `export` all load it here."""
-    built = {}
-
-    def build_to_fit(meta, shapes):  # on the headers: G is built and compared before any array is read
-        try:
-            built["G"], _ = build_gan(meta["config"], xp)
-        except KeyError as e:
-            raise UserError(f"{path}: its config lacks {e}; is it a scratchgan training checkpoint?") from None
-        check_network_shapes(path, built["G"], "G/", shapes)
-
-    arrays, meta = load_run_checkpoint(path, need="generator", check=build_to_fit)
-    G, config = built["G"], meta["config"]
-    try:
-        G.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("G/")})
-        use_ema_weights(G, arrays, log=_log)  # --ema runs: the averaged weights
-    except ValueError as e:
-        raise UserError(f"{path}: {e}") from None
-    return G, config, meta
-
-
-def generate_images(G, n, latent_dim, seed, batch_size=1000):
+def generate_images(G, n, latent_dim, seed):
     """n images from z ~ N(0, I) seeded by ``seed``, float32 on the host, (n, D) in [-1, 1]."""
     z = np.random.default_rng(seed).standard_normal((n, latent_dim))
-    out = []
-    for s in range(0, n, batch_size):  # a conditional G makes the classes in turn (gan.generate)
-        x = to_numpy(generate(G, to_device(z[s:s + batch_size], G.xp, G.dtype))).astype(np.float32)
-        out.append(x.reshape(len(x), -1))
-    return np.concatenate(out)
+    return generate_on_host(G, z).reshape(n, -1)  # a conditional G makes the classes in turn (gan.generate)
 
 
 def _check_json_target(path, overwrite):
@@ -145,67 +119,25 @@ def evaluate_main(argv=None, prog="scratchgan evaluate"):
 
 
 def _evaluate(args, prog):
-    log = _log
-    doing = "loading the checkpoint"  # what an interruption stopped, for its one line
+    stage = ["loading the checkpoint"]  # what an interruption stopped, for its one line
     try:
         if args.json:  # before minutes of work: a target that cannot be a file is refused now
             _check_json_target(Path(args.json), args.overwrite)
-        xp = get_xp(args.backend)
-        G, config, meta = load_generator(args.checkpoint, xp)
+        G, config, meta = load_generator(args.checkpoint, get_xp(args.backend), log=_log)
         pixels = generate_images(G, 2, int(config["latent_dim"]), args.seed).shape[1]
         if pixels != 784:
             raise UserError(f"{args.checkpoint}: the evaluator handles 28x28 grey images (784 values); this "
                             f"generator makes {pixels}")
-        trained_on = config.get("dataset", "mnist")
-        dataset = args.dataset or trained_on
-        if dataset not in DATASET_NAMES:
-            raise UserError(f"the evaluator knows {', '.join(DATASET_NAMES)}, not {dataset!r} (the checkpoint's "
-                            "dataset); pass --dataset")
-        if args.data_dir is not None:
-            data_dir = args.data_dir
-        else:
-            data_dir = config.get("data_dir") if dataset == trained_on else None
-        if args.split is not None:
-            split = args.split
-        elif dataset == "mnist-bundled":
-            split = "test"
-        else:
-            split = config.get("split", "train") if dataset == trained_on else "train"
-        if dataset == "mnist-bundled":
-            data_dir = None  # the bundled digits ship inside the package
-
-        doing = f"loading the {dataset} images"
-        images, _ = load_dataset_or_bundled(dataset, split, data_dir, log=log)
-        n = args.n
-        note = None
-        if len(images) < 2 * n:
-            n = len(images) // 2
-            note = (f"the {dataset} {split} split has {len(images)} images, fewer than 2 x {args.n} for two "
-                    f"disjoint real sets; N reduced to {n}")
-            log(f"note: {note}")
-        if n < args.k + 2:
-            raise UserError(f"N = {n} images is too few for k = {args.k} nearest neighbours")
-
-        doing = "loading or training the evaluator (it is cached only once fully trained)"
-        evaluator = get_evaluator(dataset, data_dir, kind=args.evaluator, backend=args.backend,
-                                  seed=args.evaluator_seed,
-                                  epochs=args.evaluator_epochs, limit=args.evaluator_limit, log=log)
-        log(evaluator.describe())
-
-        doing = "measuring"
-        t0 = time.perf_counter()
-        order = np.random.default_rng([args.seed, 0x4EA1]).permutation(len(images))
-        real_a, real_b = images[order[:n]], images[order[n:2 * n]]
-        fake = generate_images(G, n, int(config["latent_dim"]), args.seed)
-        noise = np.random.default_rng([args.seed, 0x0153]).uniform(-1.0, 1.0, (n, 784)).astype(np.float32)
-
-        reference = metrics.RealReference(evaluator, real_a, args.k)
-        results = metrics.compare(reference, fake)
-        results["real_floor"] = metrics.compare(reference, real_b)
-        results["noise_ceiling"] = metrics.compare(reference, noise)
-        seconds = time.perf_counter() - t0
+        real = _real_images(args, config, stage)
+        stage[0] = "loading or training the evaluator (it is cached only once fully trained)"
+        evaluator = get_evaluator(real.dataset, real.data_dir, kind=args.evaluator, backend=args.backend,
+                                  seed=args.evaluator_seed, epochs=args.evaluator_epochs,
+                                  limit=args.evaluator_limit, log=_log)
+        _log(evaluator.describe())
+        stage[0] = "measuring"
+        results = _measure(G, config, real, evaluator, args)
     except KeyboardInterrupt as e:
-        raise interruption(e, f"stopped while {doing}; no results were written") from None
+        raise interruption(e, f"stopped while {stage[0]}; no results were written") from None
     except (UserError, CheckpointError, DataError, BackendError, ValueError) as e:
         return _fail(prog, e)
     except OSError as e:
@@ -213,36 +145,103 @@ def _evaluate(args, prog):
                                                                           "is under SCRATCHGAN_DATA)"))
     except MemoryError as e:
         return _fail(prog, f"--n {args.n}: out of memory ({e}); use a smaller --n")
+    results.update(_record(args, meta, real, evaluator))
+    epoch = f"epoch {meta.get('epoch')}, step {meta.get('global_step')}"
+    say(f"{args.checkpoint} ({epoch}) vs {real.dataset} {real.split}, N = {real.n}"
+        + (f" (reduced from {args.n})" if real.note else ""))
+    say(format_table(results, evaluator.n_classes, args.k))
+    say("real floor: a second, disjoint set of N real images; noise ceiling: uniform noise images. "
+        "Frechet distance in classifier features: not comparable with Inception FID.")
+    return _write_json(args, results, prog) if args.json else 0
 
-    info = {k: v for k, v in evaluator.info.items()}
-    results.update({
-        "n_requested": args.n, "note": note, "k": args.k, "seed": args.seed,
+
+@dataclasses.dataclass
+class _Real:
+    """The real images measured against: which, and how many per set (``n``, reduced with a ``note``)."""
+    dataset: str
+    split: str
+    data_dir: str | None
+    images: np.ndarray
+    n: int
+    note: str | None
+
+
+def _real_images(args, config, stage):
+    """The real images: --dataset/--split/--data-dir, else the checkpoint's own where it is the same dataset."""
+    trained_on = config.get("dataset", "mnist")
+    dataset = args.dataset or trained_on
+    if dataset not in EVALUATED:
+        raise UserError(f"the evaluator knows {', '.join(EVALUATED)}, not {dataset!r} (the checkpoint's "
+                        "dataset); pass --dataset")
+    if args.data_dir is not None:
+        data_dir = args.data_dir
+    else:
+        data_dir = config.get("data_dir") if dataset == trained_on else None
+    if args.split is not None:
+        split = args.split
+    elif dataset == "mnist-bundled":
+        split = "test"
+    else:
+        split = config.get("split", "train") if dataset == trained_on else "train"
+    if dataset == "mnist-bundled":
+        data_dir = None  # the bundled digits ship inside the package
+    stage[0] = f"loading the {dataset} images"
+    images, _ = load_dataset_or_bundled(dataset, split, data_dir, log=_log)
+    n, note = args.n, None
+    if len(images) < 2 * n:
+        n = len(images) // 2
+        note = (f"the {dataset} {split} split has {len(images)} images, fewer than 2 x {args.n} for two "
+                f"disjoint real sets; N reduced to {n}")
+        _log(f"note: {note}")
+    if n < args.k + 2:
+        raise UserError(f"N = {n} images is too few for k = {args.k} nearest neighbours")
+    return _Real(dataset, split, data_dir, images, n, note)
+
+
+def _measure(G, config, real, evaluator, args):
+    """The metrics of N generated images, of N other real ones (the floor) and of N noise images (the
+    ceiling), each against N real images."""
+    t0 = time.perf_counter()
+    n = real.n
+    order = np.random.default_rng([args.seed, 0x4EA1]).permutation(len(real.images))
+    real_a, real_b = real.images[order[:n]], real.images[order[n:2 * n]]
+    fake = generate_images(G, n, int(config["latent_dim"]), args.seed)
+    noise = np.random.default_rng([args.seed, 0x0153]).uniform(-1.0, 1.0, (n, 784)).astype(np.float32)
+    reference = metrics.RealReference(evaluator, real_a, args.k)
+    results = metrics.compare(reference, fake)
+    results["real_floor"] = metrics.compare(reference, real_b)
+    results["noise_ceiling"] = metrics.compare(reference, noise)
+    results["real_class_distribution"] = reference.class_dist.tolist()
+    results["seconds"] = round(time.perf_counter() - t0, 2)
+    return results
+
+
+def _record(args, meta, real, evaluator):
+    """What the results were measured on and how, for --json."""
+    n, dataset, split = real.n, real.dataset, real.split
+    return {
+        "n_requested": args.n, "note": real.note, "k": args.k, "seed": args.seed,
         "checkpoint": str(args.checkpoint), "epoch": meta.get("epoch"), "global_step": meta.get("global_step"),
-        "dataset": dataset, "split": split, "data_dir": data_dir,
+        "dataset": dataset, "split": split, "data_dir": real.data_dir,
         "reference": f"{n} real {dataset} {split} images (seeded choice); real floor: {n} other, disjoint ones; "
                      f"noise ceiling: {n} images of uniform noise in [-1, 1]",
         "coverage_rule": metrics.COVERAGE_RULE,
         "frechet_note": "Frechet distance in the evaluator classifier's feature space; not comparable with "
                         "Inception FID numbers",
-        "real_class_distribution": reference.class_dist.tolist(),
-        "evaluator": info, "seconds": round(seconds, 2),
-    })
-    epoch = f"epoch {meta.get('epoch')}, step {meta.get('global_step')}"
-    say(f"{args.checkpoint} ({epoch}) vs {dataset} {split}, N = {n}"
-        + (f" (reduced from {args.n})" if note else ""))
-    say(format_table(results, evaluator.n_classes, args.k))
-    say("real floor: a second, disjoint set of N real images; noise ceiling: uniform noise images. "
-        "Frechet distance in classifier features: not comparable with Inception FID.")
-    if args.json:
-        try:
-            with atomic_write(Path(args.json), durable=False) as f:
-                f.write((json.dumps(results, indent=2, sort_keys=True) + "\n").encode())
-        except KeyboardInterrupt as e:
-            raise interruption(e, f"the results above were not saved to {args.json}") from None
-        except OSError as e:  # atomic_write names the target, never its temp file
-            return _fail(prog, f"--json {args.json}: cannot write it ({e.strerror or e}); results above were "
-                               "not saved")
-        log(f"wrote {args.json}")
+        "evaluator": dict(evaluator.info),
+    }
+
+
+def _write_json(args, results, prog):
+    try:
+        with atomic_write(Path(args.json), durable=False) as f:
+            f.write((json.dumps(results, indent=2, sort_keys=True) + "\n").encode())
+    except KeyboardInterrupt as e:
+        raise interruption(e, f"the results above were not saved to {args.json}") from None
+    except OSError as e:  # atomic_write names the target, never its temp file
+        return _fail(prog, f"--json {args.json}: cannot write it ({e.strerror or e}); results above were "
+                           "not saved")
+    _log(f"wrote {args.json}")
     return 0
 
 

@@ -5,7 +5,7 @@
 The file is a checkpoint (checkpoint.py's format) that holds G's weights and BatchNorm buffers under
 the same "G/..." names as a training checkpoint, and the run's config to rebuild G, with
 ``meta["kind"] = "generator"``; no discriminator, no optimizer moments, no noise or data position. So
-it is a fraction of the size, and `sample`, `interpolate` and `evaluate` (evaluate_cli.load_generator)
+it is a fraction of the size, and `sample`, `interpolate` and `evaluate` (generator_file.load_generator)
 read it as they read a training checkpoint; `train --resume` refuses it (there is nothing to resume).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .checkpoint import CheckpointError, read_meta, save_checkpoint
 from .cliutil import Parser, UserError, interruption, run_command
 from .cliutil import fail as _fail, log as _log
 from .cliutil import os_error_message as _os_error_message
-from .evaluate_cli import load_generator
+from .generator_file import load_generator
 
 KIND = "generator"
 EXPORT_FORMAT = 1
@@ -41,7 +41,7 @@ def export_generator(checkpoint, out, overwrite=False):
         raise UserError(f"{checkpoint} is already an exported generator (scratchgan export); export from the "
                         "training checkpoint")
     _check_target(checkpoint, out, overwrite)
-    G, config, meta = load_generator(checkpoint, np)  # rebuilt and loaded: the weights fit the config
+    G, config, meta = load_generator(checkpoint, np, log=_log)  # rebuilt and loaded: the weights fit the config
     arrays = {f"G/{name}": value for name, value in G.state_dict().items()}
     bad = [name for name, value in arrays.items() if not np.isfinite(value).all()]
     if bad:

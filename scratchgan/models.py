@@ -9,6 +9,7 @@ do that for you; cli.py parses the flags and calls them. Bad values raise ValueE
 from __future__ import annotations
 
 from . import nn, objectives, optim
+from .errors import SettingError
 from .gan import GANStep, NoiseSource
 from .params import make_rng, normal
 
@@ -143,14 +144,14 @@ def dcgan_discriminator(image_size=64, channels=3, width=64, seed=1, dtype="floa
 
 
 # ------------------------------------------------------------------ from a config of the training flags
-def parse_sizes(text, flag):
-    """"128,512,1024" -> (128, 512, 1024); ValueError naming ``flag`` for anything else."""
+def parse_sizes(text, setting):
+    """"128,512,1024" -> (128, 512, 1024); SettingError naming ``setting`` (a config key) for anything else."""
     try:
         sizes = tuple(int(s) for s in str(text).split(",") if s.strip())
     except ValueError:
-        raise ValueError(f"{flag} must be comma-separated positive integers, got {text!r}") from None
+        sizes = ()
     if not sizes or any(s <= 0 for s in sizes):
-        raise ValueError(f"{flag} must be comma-separated positive integers, got {text!r}")
+        raise SettingError(setting, f"must be comma-separated positive integers, got {text!r}")
     return sizes
 
 
@@ -160,10 +161,10 @@ def build_mlp_gan(config, xp):
     # conditional runs: one-hot labels or a learned embedding joined to z and to the image
     labels = {"num_classes": config.get("num_classes", 10), "embedding_dim": config.get("embedding_dim", 0)} \
         if config.get("conditional") else {}
-    G = mlp_generator(latent_dim=config["latent_dim"], hidden=parse_sizes(config["g_hidden"], "--g-hidden"),
+    G = mlp_generator(latent_dim=config["latent_dim"], hidden=parse_sizes(config["g_hidden"], "g_hidden"),
                       out_dim=config["image_size"], batchnorm=config["batchnorm"],
                       seed=[config["seed"], 1], dtype=dtype, **labels).to(xp, dtype)
-    D = mlp_discriminator(in_dim=config["image_size"], hidden=parse_sizes(config["d_hidden"], "--d-hidden"),
+    D = mlp_discriminator(in_dim=config["image_size"], hidden=parse_sizes(config["d_hidden"], "d_hidden"),
                           dropout=config["dropout"], output=config["loss_on"],
                           seed=[config["seed"], 2], dtype=dtype, **labels).to(xp, dtype)
     return G, D
@@ -187,7 +188,7 @@ def build_gan(config, xp):
 
 
 def make_optimizer(config, params, lr):
-    """Adam (betas from --beta1/--beta2) or RMSprop (torch's defaults), per --optimizer."""
+    """Adam (betas from config beta1, beta2) or RMSprop (torch's defaults), per config["optimizer"]."""
     if config.get("optimizer", "adam") == "rmsprop":
         return optim.RMSprop(params, lr=lr)
     return optim.Adam(params, lr=lr, betas=(config["beta1"], config["beta2"]))

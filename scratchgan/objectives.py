@@ -5,32 +5,18 @@ Every objective has the interface of ``BCEObjective`` (the standard one, first b
     probability(out) -> a 0-d statistic of the scores, logged under the keys
         "<score>_x", "<score>_G_z", "<score>_G_z_after"  (score "D": probability that the input is real,
         BCE only; score "C": mean raw output of the critic / discriminator, no sigmoid)
-``out`` is D's raw output (N, 1); losses are means over the batch. Defaults per objective
-(optimizer, lr, betas, D steps, weight clipping, gradient penalty) are in DEFAULTS.
+``out`` is D's raw output (N, 1); losses are means over the batch. The settings each objective's paper
+trains with (optimizer, lr, betas, D steps, weight clipping) are the train command's (flags.py, ``by_loss``).
 (docs/derivations/objectives.md; the gradient penalty: gradient_penalty.py, docs/derivations/wgan_gp.md)
 """
 from __future__ import annotations
 
 from . import losses
 from .backend import array_module
+from .errors import SettingError
 from .nn.activations import sigmoid_forward
 
 NAMES = ("bce", "wgan", "wgan-gp", "lsgan", "hinge")
-
-# What a run uses when the user does not say otherwise (cli.resolve_config applies these under the flags).
-_ADAM = {"optimizer": "adam", "lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "d_steps": 1, "clip": 0.0,
-         "gp_lambda": 0.0}
-DEFAULTS = {
-    "bce": dict(_ADAM),
-    # Arjovsky et al. 2017, Algorithm 1: RMSProp, lr 5e-5, c = 0.01, n_critic = 5
-    "wgan": {**_ADAM, "optimizer": "rmsprop", "lr": 5e-5, "d_steps": 5, "clip": 0.01},
-    # Gulrajani et al. 2017, Algorithm 1: Adam, lr 1e-4, betas (0, 0.9), lambda = 10, n_critic = 5
-    "wgan-gp": {**_ADAM, "lr": 1e-4, "beta1": 0.0, "beta2": 0.9, "d_steps": 5, "gp_lambda": 10.0},
-    # Mao et al. 2017: Adam, lr 2e-4, beta1 0.5
-    "lsgan": dict(_ADAM),
-    "hinge": dict(_ADAM),
-}
-
 
 class BCEObjective:
     """The standard GAN objective (Goodfellow et al. 2014) with binary cross-entropy, on D's logits
@@ -197,20 +183,21 @@ class HingeObjective:
 
 
 def make_objective(name, on_logits=True, real_target=1.0, gp_lambda=None):
-    """The objective for ``--loss NAME``; ``gp_lambda`` None takes the objective's default."""
+    """The objective called ``name`` (one of NAMES); ``gp_lambda`` None takes WGAN-GP's own default.
+    SettingError names the setting that does not fit, by its config key ("loss_on", "label_smoothing")."""
     if name not in NAMES:
-        raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(NAMES)}")
+        raise SettingError("loss", f"{name!r}: unknown objective; choose one of: {', '.join(NAMES)}")
     if name == "bce":
         return BCEObjective(on_logits=on_logits, real_target=real_target)
     if not on_logits:
-        raise ValueError(f"--loss {name} works on D's raw scores: --loss-on probs (a Sigmoid after D) is for "
-                         "--loss bce only")
+        raise SettingError("loss_on", f"probs is for the bce objective only: {name} works on D's raw scores (no "
+                                      "Sigmoid after D)")
     if real_target != 1.0 and name != "lsgan":
-        raise ValueError(f"--label-smoothing is for --loss bce or lsgan, not {name}")
+        raise SettingError("label_smoothing", f"is for the bce or lsgan objective, not {name}")
     if name == "wgan":
         return WGANObjective()
     if name == "wgan-gp":
-        return WGANGPObjective(DEFAULTS["wgan-gp"]["gp_lambda"] if gp_lambda is None else gp_lambda)
+        return WGANGPObjective() if gp_lambda is None else WGANGPObjective(gp_lambda)
     if name == "lsgan":
         return LSGANObjective(real_target=real_target)
     return HingeObjective()

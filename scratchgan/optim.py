@@ -97,15 +97,7 @@ class Adam(Optimizer):
         return {"m": self.m, "v": self.v, "t": self.t}
 
     def load_state_dict(self, state):
-        if "m_sum" in state:
-            # written before 2026-12, when Adam kept the running sums m_sum = m / (1 - beta1) and
-            # v_sum = v / (1 - beta2) instead of the moments: scale them back (a resumed run then
-            # differs from an uninterrupted one by rounding only)
-            self._load_buffers({"m": state["m_sum"], "v": state["v_sum"]}, ("m", "v"))
-            self.m *= 1.0 - self.beta1
-            self.v *= 1.0 - self.beta2
-        else:  # the moments (torch's exp_avg / exp_avg_sq are the same numbers)
-            self._load_buffers(state, ("m", "v"))
+        self._load_buffers(state, ("m", "v"))  # the moments (torch's exp_avg / exp_avg_sq are the same numbers)
         self.t = int(state["t"])
 
 

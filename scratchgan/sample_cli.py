@@ -27,15 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from . import latent, nn, viz
-from .backend import BackendError, get_xp, to_device, to_numpy
+from .backend import BackendError, get_xp
 from .checkpoint import CheckpointError, atomic_write
 from .cliutil import (Parser, UserError, check_new_files, interruption, non_negative_int, positive_int, run_command,
                       unit_interval)
 from .cliutil import fail as _fail, log as _log
 from .cliutil import os_error_message as _os_error_message
-from .evaluate_cli import load_generator
+from .generator_file import generate_on_host, load_generator
 from .fileio import atomic_path
-from .gan import generate
 
 DEFAULT_N = 64
 MAX_FRAMES = 1000  # frames of one latent walk: (seeds - 1) x --steps + 1
@@ -169,16 +168,6 @@ def _conditional_labels(G, n, label):
     return n, None, None
 
 
-def generate_host(G, z, labels, image_shape, batch_size=1000):
-    """G(z) (with ``labels`` for a conditional G) on the host: float32 (n, *image_shape) in [-1, 1]."""
-    out = []
-    for s in range(0, len(z), batch_size):
-        y = None if labels is None else to_device(labels[s:s + batch_size], G.xp, np.int64)
-        x = generate(G, to_device(z[s:s + batch_size], G.xp, G.dtype), y)
-        out.append(to_numpy(x).astype(np.float32).reshape((-1, *image_shape)))
-    return np.concatenate(out)
-
-
 def image_shape_of(config):
     return tuple(config.get("image_shape", [28, 28]))
 
@@ -291,34 +280,41 @@ def sample_main(argv=None, prog="scratchgan sample"):
     return run_command(prog, lambda: _sample(args, prog))
 
 
+def _sample_targets(args):
+    """Where `sample` writes, checked before anything is loaded: (outdir or None, FILE.npy, FILE.png, the flag
+    that named them, whether an interrupted --outdir is resumed)."""
+    if args.out is None and args.outdir is None:
+        raise UserError("give --out FILE (FILE.npy and FILE.png) or --outdir DIR (one PNG per image)")
+    if args.seeds is not None and (args.n is not None or args.seed is not None):
+        raise UserError("--seeds picks the images (one per seed): give it without --n and --seed")
+    if args.resume and args.outdir is None:
+        raise UserError("--resume finishes an interrupted --outdir DIR; without --outdir there is nothing to "
+                        "resume (--overwrite replaces FILE.npy and FILE.png)")
+    outdir = Path(args.outdir) if args.outdir is not None else None
+    if outdir is not None:
+        _check_outdir(outdir, args.resume)
+        if args.out is None and outdir.name in ("", ".", ".."):
+            raise UserError(f"--outdir {outdir}: give --out FILE too, for the .npy and the grid (they go "
+                            "beside a named folder)")
+    if args.out is not None:
+        stem = Path(args.out)
+        stem = stem.with_suffix("") if stem.suffix in (".npy", ".png") else stem
+        npy, png = stem.with_suffix(".npy"), stem.with_suffix(".png")
+    else:  # beside the folder, so that FID tools reading the folder see the samples only
+        npy, png = outdir.with_name(outdir.name + ".npy"), outdir.with_name(outdir.name + ".png")
+    flag = "--out" if args.out is not None else "--outdir"
+    resuming = args.resume and outdir is not None and (outdir / MARKER).is_file()
+    if not resuming:  # before loading anything; a resumed run may replace the files its marker claims
+        check_new_files([npy, png], flag, args.overwrite)
+    return outdir, npy, png, flag, resuming
+
+
 def _sample(args, prog):
     outdir = marked = None
     try:
-        if args.out is None and args.outdir is None:
-            raise UserError("give --out FILE (FILE.npy and FILE.png) or --outdir DIR (one PNG per image)")
-        if args.seeds is not None and (args.n is not None or args.seed is not None):
-            raise UserError("--seeds picks the images (one per seed): give it without --n and --seed")
-        if args.resume and args.outdir is None:
-            raise UserError("--resume finishes an interrupted --outdir DIR; without --outdir there is nothing to "
-                            "resume (--overwrite replaces FILE.npy and FILE.png)")
-        outdir = Path(args.outdir) if args.outdir is not None else None
-        if outdir is not None:
-            _check_outdir(outdir, args.resume)
-            if args.out is None and outdir.name in ("", ".", ".."):
-                raise UserError(f"--outdir {outdir}: give --out FILE too, for the .npy and the grid (they go "
-                                "beside a named folder)")
-        if args.out is not None:
-            stem = Path(args.out)
-            stem = stem.with_suffix("") if stem.suffix in (".npy", ".png") else stem
-            npy, png = stem.with_suffix(".npy"), stem.with_suffix(".png")
-        else:  # beside the folder, so that FID tools reading the folder see the samples only
-            npy, png = outdir.with_name(outdir.name + ".npy"), outdir.with_name(outdir.name + ".png")
-        flag = "--out" if args.out is not None else "--outdir"
-        resuming = args.resume and outdir is not None and (outdir / MARKER).is_file()
-        if not resuming:  # before loading anything; a resumed run may replace the files its marker claims
-            check_new_files([npy, png], flag, args.overwrite)
+        outdir, npy, png, flag, resuming = _sample_targets(args)
         xp = get_xp(args.backend)
-        G, config, _ = load_generator(args.checkpoint, xp)
+        G, config, _ = load_generator(args.checkpoint, xp, log=_log)
         z, labels, names, nrow = _sample_names(G, args, int(config["latent_dim"]))
         n, files = len(names), [name + ".png" for name in names]
         done = set()
@@ -328,7 +324,7 @@ def _sample(args, prog):
                 done, claimed = read_marker(outdir, request, files)
                 check_new_files([npy, png], flag, args.overwrite, ours=claimed)
         z = latent.truncate(z, args.truncation)
-        images = generate_host(G, z, labels, image_shape_of(config))
+        images = generate_on_host(G, z, labels).reshape((-1, *image_shape_of(config)))
         if outdir is not None:
             if not resuming:
                 write_marker(outdir, request, args.checkpoint, [npy, png])
@@ -409,7 +405,7 @@ def _interpolate(args, prog):
         strip = out.with_suffix(".png")
         check_new_files([out, strip], "--out", args.overwrite)  # before loading anything
         xp = get_xp(args.backend)
-        G, config, _ = load_generator(args.checkpoint, xp)
+        G, config, _ = load_generator(args.checkpoint, xp, log=_log)
         z = latent.truncate(walk_noise(latent.seed_noise(args.seeds, int(config["latent_dim"])), args.steps),
                             args.truncation)
         T = len(z)
@@ -421,7 +417,7 @@ def _interpolate(args, prog):
             z = np.tile(z, (len(classes), 1))
         rows = len(z) // T
         _log(f"making {out} ({T} frames) and {strip}")
-        images = generate_host(G, z, labels, image_shape_of(config))             # (rows * T, ...)
+        images = generate_on_host(G, z, labels).reshape((-1, *image_shape_of(config)))             # (rows * T, ...)
         scale = max(1, 96 // images.shape[-1])  # a small image is shown bigger, pixels kept sharp
         pictures = [_upscale(viz.make_grid(images[j::T], nrow=rows, padding=2 if rows > 1 else 0), scale)
                     for j in range(T)]

@@ -1,83 +1,28 @@
-"""What `scratchgan train` adds to the examples' flags: ``--arch``, CIFAR-10 and ``.npy`` data,
-``--dry-run``, ``--tensorboard``, ``--version``, ``--tf32``.
-
-cli.py keeps the flags both examples share and the training entry point; this module holds the
-pieces that choose between the two architectures and the inputs beyond MNIST-like IDX files, so that
-cli.py only calls them:
+"""The checks and pieces of `scratchgan train` beyond parsing (the flags themselves: flags.py): choosing
+between the two architectures, --dry-run, --tf32, --cuda-graph.
 
 - ``arch_of(argv)``: the architecture a `scratchgan train` command line asks for (``--arch``, or the
   checkpoint's when resuming without it), so that its defaults apply;
-- ``describe_defaults(parser, ...)``: in the one `scratchgan train --help`, every flag whose default
-  depends on ``--arch`` says both, and a flag of one architecture says so;
 - ``check_flags(config, explicit)``: one line, before anything is loaded, for a flag of the other
   architecture, --dry-run with --resume, --tensorboard without its extra;
 - ``prepare_dry_run``, ``check_data_source``, ``dry_run_folder``: a dry run checks what its real run checks
   (the data's paths included, read no further than a folder listing or a header) and makes its temporary
   folder only once every check has passed;
-- ``load_images(config, log)``: CIFAR-10, a user's ``.npy`` and the synthetic images of --dry-run,
-  as uint8 (N, H, W) for the MLP or (N, C, S, S) for the DCGAN.
+- ``synthetic_request``: the shape and count of --dry-run's random images (data/registry.py loads them).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from . import __version__, runlog
+from . import flags, runlog
 from .checkpoint import CheckpointError, read_meta
 from .cliutil import Parser, UserError
-from .data import DataError
+from .data import registry
+from .flags import DRY_RUN_STEPS
 
-ARCHES = ("mlp", "dcgan")
-# flags that exist for one architecture only (config keys)
-ARCH_ONLY = {"mlp": ("g_hidden", "d_hidden", "batchnorm", "dropout", "conditional", "embedding_dim"),
-             "dcgan": ("resolution", "channels", "g_width", "d_width")}
-DATASETS = ("cifar10", "npy", "synthetic")   # loaded here; "synthetic" is what --dry-run trains on
-DRY_RUN_STEPS = 3
-# image size and channels of each dataset for the DCGAN, when --image-size / --channels are not given
-DCGAN_SHAPES = {"cifar10": (32, 3), "folder": (64, 3)}
-
-
-def add_flags(parser, defaults, suppress=False):
-    """The flags of this module, in their own group, on the examples and on `scratchgan train`."""
-    def d(key):
-        return argparse.SUPPRESS if suppress else defaults.get(key)
-
-    g = parser.add_argument_group("conveniences")
-    g.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS if suppress else False,
-                   help=f"check the set-up: what the real run checks before training (flags, output places, the "
-                        "data's paths: an image folder is listed, a .npy file's header read; no image is decoded, "
-                        f"nothing downloaded), then {DRY_RUN_STEPS} steps on random images of the run's shape (no "
-                        "--eval-every), all outputs written as usual; into --out when given, else into a new "
-                        "temporary folder, whose path is printed (default: off)")
-    g.add_argument("--tensorboard", default=d("tensorboard"), metavar="DIR",
-                   help="also write the metrics.csv values as scalars and the sample grids as images to TensorBoard "
-                        f"event files in DIR (needs the extra: {runlog.INSTALL_HINT}); metrics.jsonl (one JSON "
-                        "object per logged step) is written beside metrics.csv either way (default: off)")
-    g.add_argument("--version", action="version", version=f"scratchgan {__version__}",
-                   help="print the version and exit")
-    # --cuda-graph (scratchgan/fast/graph.py): opt-in until it has run on a GPU
-    graph_default = argparse.SUPPRESS if suppress else defaults.get("cuda_graph", False)
-    g.add_argument("--cuda-graph", dest="cuda_graph", action="store_true", default=graph_default,
-                   help="experimental: not yet run on a GPU. With --backend cupy, replay the whole training step "
-                        "(the MLP GAN: every --loss, --r1, --conditional) from one CUDA graph, matmuls by "
-                        "scratchgan's own GEMM kernel instead of cuBLAS; what it does not cover is refused in one "
-                        "line (default: off)")
-    g.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false", default=graph_default,
-                   help="run the eager step, one launch per operation: the default, and the fallback")
-    # --tf32 (scratchgan/fast/precision.py)
-    g = parser.add_argument_group("precision")
-    g.add_argument("--tf32", action="store_true", default=argparse.SUPPRESS if suppress else False,
-                   help="CuPy only: let float32 matmuls and the convolutions (im2col + matmul) run on TF32 tensor "
-                        "cores (Ampere or newer GPUs), as PyTorch's torch.backends.cuda.matmul.allow_tf32 and its "
-                        "default for cuDNN convolutions; faster, at a cost in precision: "
-                        "products of 10-bit-mantissa inputs (float32 keeps 23), so matmuls and convolutions are off "
-                        "by ~1e-3 relative instead of ~1e-7; weights, activations and Adam stay float32. Refused "
-                        "with --backend numpy, which has no TF32 (default: off, full float32)")
-    return parser
+ARCH_ONLY = flags.arch_only()  # the config keys of the flags of one architecture only
 
 
 def graphed(step, config, world):
@@ -96,7 +41,7 @@ def graphed(step, config, world):
 def arch_of(argv):
     """The ``--arch`` of a `scratchgan train` command line; without it, the resumed checkpoint's, else mlp."""
     pre = Parser(prog="scratchgan train", add_help=False)
-    pre.add_argument("--arch", choices=ARCHES, default=None)
+    pre.add_argument("--arch", choices=flags.ARCHES, default=None)
     pre.add_argument("--resume", nargs="?", const="", default=None)
     pre.add_argument("--out", default=None)
     known, _ = pre.parse_known_args(argv)
@@ -109,40 +54,9 @@ def arch_of(argv):
             arch = config.get("arch") if isinstance(config, dict) else None
         except (CheckpointError, OSError, ValueError):  # train_main says what is wrong with it
             arch = None
-        if arch in ARCHES:
+        if arch in flags.ARCHES:
             return arch
     return "mlp"
-
-
-def combined_defaults(arch, per_arch):
-    """The defaults of a `scratchgan train` parser for ``arch``: the other architecture's keys too (so
-    every flag exists), the chosen architecture's values where both have one."""
-    other = per_arch["dcgan" if arch == "mlp" else "mlp"]
-    return {**other, **per_arch[arch], "arch": arch}
-
-
-def describe_defaults(parser, per_arch):
-    """Rewrite the help of `scratchgan train`: "(default: X for --arch mlp, Y for --arch dcgan)" where the
-    two examples differ, "(--arch A only)" on a flag of one architecture."""
-    mlp, dcgan = per_arch["mlp"], per_arch["dcgan"]
-    for action in parser._actions:  # argparse keeps them there; it has no public list
-        key, text = action.dest, action.help or ""
-        if key == "arch" or text == argparse.SUPPRESS:
-            continue
-        if key in mlp and key in dcgan and mlp[key] != dcgan[key] and "(default: %(default)s)" in text:
-            action.help = text.replace("(default: %(default)s)",
-                                       f"(default: {mlp[key]} for --arch mlp, {dcgan[key]} for --arch dcgan)")
-        for arch, keys in ARCH_ONLY.items():
-            if key in keys:
-                action.help = f"(--arch {arch} only) {action.help}"
-    return parser
-
-
-def add_arch_flag(parser, suppress=False):
-    parser.add_argument("--arch", choices=ARCHES, default=argparse.SUPPRESS if suppress else "mlp",
-                        help="mlp: the classic MLP GAN of examples/mnist_mlp.py; dcgan: the DCGAN of examples/dcgan.py "
-                             "(convolutions, --image-size 28/32/64/128, image folders); the defaults that differ "
-                             "between them are given for each below (default: %(default)s)")
 
 
 def check_early(args):
@@ -159,7 +73,7 @@ def check_flags(config, explicit, arch_choosable):
         other = "dcgan" if arch == "mlp" else "mlp"
         wrong = [k for k in ARCH_ONLY[other] if k in explicit]
         if wrong:
-            flag = "--" + {"resolution": "image-size", "batchnorm": "no-batchnorm"}.get(wrong[0], wrong[0]).replace("_", "-")
+            flag = flags.name_of(wrong[0])
             raise UserError(f"{flag} is a flag of --arch {other}; this run is --arch {arch} (add --arch {other}, or "
                             f"drop {flag})")
         for key in ARCH_ONLY[other]:  # config.json and checkpoints record the run's own settings only
@@ -221,98 +135,21 @@ def dry_run_folder(config, log):
 
 
 def check_data_source(config, limit=None):
-    """A dry run's check of what its real run reads (``config["dry_run_of"]`` from ``--data-dir``): the path is
-    there and of the right kind, an image folder has images, a .npy file's header and first image pass the
-    real loader's checks; nothing is decoded or downloaded. Returns the real run's number of images where it
-    is known (else None), never more than ``limit`` (--limit). DataError / UserError as the real run's."""
-    name, data_dir = config["dry_run_of"], config.get("data_dir")
-    count = None
-    if name == "folder":
-        from .data.folder import IMAGE_EXTENSIONS, scan_image_folder
-        from .data.idx import shown
-        if not data_dir:
-            raise UserError("--dataset folder needs --data-dir DIR, the folder of images")
-        entries, others = scan_image_folder(data_dir)  # lists the folder, decodes nothing
-        if not entries:  # the real run's line (data/folder.py open_image_folder)
-            listed = ", ".join(map(shown, others[:3])) + (", ..." if len(others) > 3 else "")
-            seen = f"only {len(others)} other file{'s' if len(others) > 1 else ''} ({listed})" if others else "nothing"
-            raise DataError(f"image folder {shown(Path(data_dir).expanduser().resolve())}: no image files "
-                            f"({', '.join(IMAGE_EXTENSIONS)}, searched recursively, hidden files left out); found "
-                            f"{seen}")
-        count = len(entries)
-    elif name == "npy":
-        count = _npy_count(Path(data_dir).expanduser())
-    elif name == "mnist-bundled" and data_dir is not None:
-        raise DataError("mnist-bundled reads the digits shipped inside the package; drop --data-dir, or use the "
-                        "dataset 'mnist' to read the IDX files in that folder")
-    elif data_dir is not None:  # IDX files or CIFAR-10 batches: their folder (CIFAR-10: or its tarball)
-        folder = Path(data_dir).expanduser()
-        tarball = name == "cifar10" and folder.is_file() and folder.name.endswith((".tar.gz", ".tgz"))
-        if not tarball and not folder.is_dir():
-            from .data.idx import shown
-            raise DataError(f"data dir {shown(folder)} does not exist or is not a folder")
-    if limit is not None:  # --limit N: the real run takes the first N (the data may have fewer: not known here)
-        count = limit if count is None else min(count, limit)
-    return count
+    """A dry run's check of what its real run reads (``config["dry_run_of"]`` from ``--data-dir``), through
+    data.registry.count: nothing is decoded or downloaded. The real run's number of images where it is
+    known (else None), never more than ``limit`` (--limit). DataError as the real run's."""
+    request = registry.Request(config["split"], config.get("data_dir"))
+    return registry.count(config["dry_run_of"], request, limit)
 
 
-def _npy_count(path):
-    """The number of images of a .npy file, checked as ``load_npy_images`` checks it, on the header and the
-    first image only."""
-    from .data.idx import open_regular
-    from .data.npy import check_images, load_npy_images
-    if path.is_dir() or not path.exists():
-        load_npy_images(path)  # its one line for a folder or a missing file
-    try:
-        with open_regular(path) as f:  # a FIFO named x.npy would block the read forever
-            magic = f.read(6)
-    except OSError:
-        load_npy_images(path)  # its one line (names escaped) for a FIFO, a device or an unreadable file
-        raise
-    if magic != b"\x93NUMPY":
-        load_npy_images(path)  # its one line for what the file is instead (nothing more is read)
-    try:
-        array = np.load(path, allow_pickle=False, mmap_mode="r")
-    except (ValueError, OSError):
-        load_npy_images(path)  # raises its own line for the same file
-        raise
-    check_images(array[:1], str(path))  # ranks, channels, square, dtype; the values of the first image
-    return len(array)
-
-
-def load_images(config, log):
-    """(images uint8, labels uint8 or None) for cifar10, npy and synthetic; fits them to the DCGAN."""
-    name, dcgan = config["dataset"], config.get("arch") == "dcgan"
-    labels = None
-    if name == "cifar10":
-        from .data.cifar10 import load_cifar10
-        images, labels = load_cifar10(config["split"], config.get("data_dir"), log=log)
-    elif name == "npy":
-        from .data.npy import load_npy_images
-        images = load_npy_images(config["data_dir"])
-    else:  # synthetic, for --dry-run: the shape the real data would have, labels 0..9 for --conditional
-        size, channels = DCGAN_SHAPES.get(config.get("dry_run_of"), (28, 1))
-        if dcgan:
-            size, channels = config.get("resolution") or size, config.get("channels") or channels
-        shape = (channels, size, size) if channels == 3 or dcgan else (size, size)
-        n = config["batch_size"] * config.get("d_steps", 1) * DRY_RUN_STEPS
-        rng = np.random.default_rng(config.get("seed", 0))
-        images = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        if config.get("dry_run_of") in ("folder", "npy"):  # as the real data: no labels (--conditional refuses)
-            labels = None
-    if config.get("limit"):
-        images = images[: config["limit"]]
-        labels = None if labels is None else labels[: config["limit"]]
-    if dcgan:
-        from .data.idx import shown  # a data file's name, repr-escaped when it holds control characters
-        from .data.transforms import fit_images
-        from .models import DCGAN_SIZES
-        own = images.shape[-1]
-        config["channels"] = config.get("channels") or (images.shape[1] if images.ndim == 4 else 1)
-        config["resolution"] = config.get("resolution") or (DCGAN_SHAPES.get(name, (own,))[0])
-        if config["resolution"] not in DCGAN_SIZES:
-            raise UserError(f"{shown(config['data_dir'])}: images of {own}x{own} pixels; the DCGAN makes "
-                            f"{', '.join(map(str, DCGAN_SIZES))}: pass --image-size to resize them to one of those")
-        images = fit_images(images, config["resolution"], config["channels"])
-    return images, labels
+def synthetic_request(config, request):
+    """--dry-run's images (data.registry "synthetic"): the shape of the real data's images, else of the
+    flags (--image-size, --channels), enough for its DRY_RUN_STEPS steps, labels 0..9 where the real data
+    has labels (for --conditional)."""
+    real = registry.BY_NAME[config["dry_run_of"]]
+    size, channels = real.shape or (28, 1)
+    if config.get("arch") == "dcgan":
+        size, channels = config.get("resolution") or size, config.get("channels") or channels
+    request.size, request.channels = size, channels
+    request.count = config["batch_size"] * config.get("d_steps", 1) * DRY_RUN_STEPS
+    request.seed, request.labelled = config.get("seed", 0), real.name not in ("folder", "npy")

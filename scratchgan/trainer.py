@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import blas_setup, nn, rundir, runlog, viz
+from . import nn, rundir, runlog, viz
 from .backend import backend_name, synchronize, to_device, to_numpy
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from .checkpoint_schema import check_replay, load_run_checkpoint
@@ -558,8 +558,14 @@ def _section(arrays, prefix):
     return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
+def _openblas_wait():
+    """The OPENBLAS_THREAD_TIMEOUT fast.configure_process loaded NumPy with ('18'), or None."""
+    from .fast.process import applied
+    return applied()["OPENBLAS_THREAD_TIMEOUT"]
+
+
 def env_summary():
     """The facts that make timings comparable, recorded in config.json."""
     return {"OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "cpu_count": os.cpu_count(),
             # the user's value, else the one scratchgan loaded NumPy with (None: NumPy was loaded first)
-            "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT") or blas_setup.applied}
+            "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT") or _openblas_wait()}

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratchgan import cli, evaluate_cli, export, sample_cli
+from scratchgan import cli, export, generator_file, sample_cli
 from scratchgan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,7 +114,7 @@ def widen_last_weight(arrays):
 
 # case -> (make(src, dst), what the one line must name besides the file)
 CASES = {
-    # the issue's case: NaN in G (sample used to write 3136 of 3136 values NaN)
+    # NaN in G: refused, never sampled into NaN images
     "nan-in-G": (lambda s, d: crafted(s, d, arrays=set_nan("G/2.W")), r"NaN/Inf in G/2\.W \(1 of 2,048 values\)"),
     # NaN in D and in opt_D/v, which sampling never uses: still refused, naming the first bad array (D/0.W)
     "nan-in-D": (lambda s, d: crafted(s, d, arrays=lambda a: (set_nan("D/0.W")(a), set_nan("opt_D/v", 3)(a))),
@@ -184,7 +184,7 @@ def test_a_bad_checkpoint_is_one_line_naming_the_file_and_what_is_wrong(outcomes
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_23_mb_file_is_not_read_before_its_shapes_are_checked(outcomes, command):
     """G's last weight widened to 23 MB: refused on the headers, so the command allocates a small
-    fraction of the file (it used to read all of it, then build the networks, then compare)."""
+    fraction of the file (the shapes are compared before the arrays are read)."""
     code, err, peak, size, _, _ = outcomes["big-unfit-shapes", command]
     assert code == 2, err
     assert size > 20e6 and peak is not None and peak < size / 8, f"peak {peak:,} bytes for a file of {size:,}"
@@ -266,8 +266,7 @@ def test_read_meta_reads_no_array(source, monkeypatch):
 
 def test_a_crafted_replay_is_refused_before_it_runs(source, tmp_path, capsys):
     """Resuming replays the noise and dropout draws a checkpoint records: a count no epoch of the run makes,
-    or a draw larger than a batch, is refused naming the key (it used to replay 2,000,000 draws, or fail
-    with 'out of memory ... lower --latent-dim')."""
+    or a draw larger than a batch, is refused naming the key, before any draw is replayed."""
     cases = {"draws": (lambda m: m["noise"].update(draws=2_000_000), r"meta\.noise\.draws records 2,000,000 draws"),
              "shape": (lambda m: m["noise"].update(extra={"instance_noise": ["normal", [10**6, 10**6], 1]}),
                        r"meta\.noise\.extra\.instance_noise records draws of shape \[1000000, 1000000\]")}
@@ -323,7 +322,7 @@ def test_every_checkpoint_the_project_writes_passes_the_checks(written, tmp_path
     for name, path in written.items():
         need = "generator" if name.startswith("export-") else "training"
         _, meta = checkpoint_schema.load_run_checkpoint(path, need=need)
-        G, config, _ = evaluate_cli.load_generator(path, np)
+        G, config, _ = generator_file.load_generator(path, np)
         assert sample_cli.sample_main(["--checkpoint", str(path), "--n", "2", "--out", str(tmp_path / name)]) == 0
         assert np.isfinite(np.load(tmp_path / f"{name}.npy")).all()
     assert read_meta(written["best-of-run"])["best"]["step"] > 0

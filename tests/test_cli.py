@@ -23,7 +23,7 @@ from PIL import Image
 
 from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
 from tolerances import scale
-from scratchgan import cli, models
+from scratchgan import cli, models, sample_cli
 from scratchgan.checkpoint import load_checkpoint
 from scratchgan.data import mnist
 from scratchgan.gan import generate
@@ -244,8 +244,8 @@ def test_train_then_sample(trained):
 
 def test_sample_in_process_is_deterministic(trained, tmp_path):
     checkpoint = str(trained / "out" / "checkpoint.npz")
-    assert cli.sample_main(["--checkpoint", checkpoint, "--n", "4", "--out", str(tmp_path / "a"), "--seed", "3"]) == 0
-    assert cli.sample_main(["--checkpoint", checkpoint, "--n", "4", "--out", str(tmp_path / "b"), "--seed", "3"]) == 0
+    assert sample_cli.sample_main(["--checkpoint", checkpoint, "--n", "4", "--out", str(tmp_path / "a"), "--seed", "3"]) == 0
+    assert sample_cli.sample_main(["--checkpoint", checkpoint, "--n", "4", "--out", str(tmp_path / "b"), "--seed", "3"]) == 0
     assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
 
 
@@ -300,7 +300,7 @@ def test_the_mirrors_of_the_offline_test_are_the_ones_used(monkeypatch, tmp_path
 def test_sample_help_gives_the_shapes_of_both_architectures(tmp_path, monkeypatch, capsys):
     """`sample --help` says (N, 28, 28) for MLP checkpoints and (N, C, H, W) for DCGAN ones, as written."""
     with pytest.raises(SystemExit):
-        cli.sample_main(["--help"])
+        sample_cli.sample_main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(N, 28, 28) from an MLP checkpoint" in text and "(N, C, H, W) from a DCGAN one" in text
     monkeypatch.setenv("SCRATCHGAN_DATA", str(tmp_path / "empty-cache"))
@@ -308,5 +308,5 @@ def test_sample_help_gives_the_shapes_of_both_architectures(tmp_path, monkeypatc
     assert cli.train_main(["--dataset", "mnist-bundled", "--limit", "64", "--batch-size", "32", "--g-width", "4",
                            "--d-width", "4", "--latent-dim", "8", "--epochs", "1", "--no-progress",
                            "--sample-every", "0", "--out", str(out)], prog="dcgan.py", defaults=cli.DCGAN_DEFAULTS) == 0
-    assert cli.sample_main(["--checkpoint", str(out / "checkpoint.npz"), "--n", "3", "--out", str(tmp_path / "s")]) == 0
+    assert sample_cli.sample_main(["--checkpoint", str(out / "checkpoint.npz"), "--n", "3", "--out", str(tmp_path / "s")]) == 0
     assert np.load(tmp_path / "s.npy").shape == (3, 1, 28, 28)

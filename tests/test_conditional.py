@@ -13,7 +13,7 @@ from PIL import Image
 from fake_device import xp as fake_xp
 from layer_cases import record_error
 from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
-from scratchgan import cli, losses, nn
+from scratchgan import cli, losses, nn, sample_cli
 from scratchgan.backend import scatter_add
 from scratchgan.checkpoint import load_checkpoint
 from scratchgan.gradcheck import directional_check, numerical_gradient, relative_error
@@ -225,7 +225,7 @@ def test_conditional_training_writes_a_grid_with_one_row_per_class(conditional_r
 
 def test_sample_label_k_writes_that_class(conditional_run, tmp_path):
     out = tmp_path / "class3"
-    assert cli.sample_main(["--checkpoint", str(conditional_run / "checkpoint.npz"), "--label", "3", "--n", "16",
+    assert sample_cli.sample_main(["--checkpoint", str(conditional_run / "checkpoint.npz"), "--label", "3", "--n", "16",
                             "--out", str(out)]) == 0
     images = np.load(out.with_suffix(".npy"))
     assert images.shape == (16, 28, 28) and images.dtype == np.float32
@@ -233,14 +233,14 @@ def test_sample_label_k_writes_that_class(conditional_run, tmp_path):
     with Image.open(out.with_suffix(".png")) as im:
         assert im.size == (2 * (2 + 4 * 30),) * 2
     # the same noise with another label gives other images: the label is used
-    assert cli.sample_main(["--checkpoint", str(conditional_run / "checkpoint.npz"), "--label", "7", "--n", "16",
+    assert sample_cli.sample_main(["--checkpoint", str(conditional_run / "checkpoint.npz"), "--label", "7", "--n", "16",
                             "--out", str(tmp_path / "class7")]) == 0
     assert not np.array_equal(np.load(tmp_path / "class7.npy"), images)
 
 
 def test_sample_without_label_gives_one_row_per_class(conditional_run, tmp_path):
     out = tmp_path / "all"
-    assert cli.sample_main(["--checkpoint", str(conditional_run / "checkpoint.npz"), "--n", "25",
+    assert sample_cli.sample_main(["--checkpoint", str(conditional_run / "checkpoint.npz"), "--n", "25",
                             "--out", str(out)]) == 0
     assert np.load(out.with_suffix(".npy")).shape == (30, 28, 28)  # rounded up to 3 per class
     with Image.open(out.with_suffix(".png")) as im:
@@ -248,7 +248,7 @@ def test_sample_without_label_gives_one_row_per_class(conditional_run, tmp_path)
 
 
 def test_sample_label_errors_are_one_line(conditional_run, tmp_path, capsys):
-    assert cli.sample_main(["--checkpoint", str(conditional_run / "checkpoint.npz"), "--label", "10",
+    assert sample_cli.sample_main(["--checkpoint", str(conditional_run / "checkpoint.npz"), "--label", "10",
                             "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "classes 0 to 9" in err and len(err.strip().splitlines()) == 1
@@ -276,7 +276,7 @@ def test_label_on_an_unconditional_checkpoint_is_a_one_line_error(tmp_path, caps
     finally:
         viz.plot_losses = plot
     capsys.readouterr()
-    assert cli.sample_main(["--checkpoint", str(tmp_path / "run" / "checkpoint.npz"), "--label", "1",
+    assert sample_cli.sample_main(["--checkpoint", str(tmp_path / "run" / "checkpoint.npz"), "--label", "1",
                             "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "--label needs a conditional checkpoint" in err and len(err.strip().splitlines()) == 1

@@ -33,7 +33,7 @@ import pytest
 import fake_device
 import host_kernels
 from fake_device import CUDARuntimeError, FakeRawKernel, xp
-from scratchgan import cli, models, objectives, train_options
+from scratchgan import cli, flags, models, train_options
 from scratchgan.fast import fixed, gemm, graph
 from tolerances import FLOAT32_EPS, assert_close
 
@@ -319,7 +319,7 @@ def sgemm_kernel(monkeypatch):
 def _config(loss, **extra):
     config = dict(cli.MLP_DEFAULTS, image_size=20, batch_size=8, g_hidden="16,32", d_hidden="24,12", latent_dim=6,
                   loss=loss, seed=5)
-    config.update(objectives.DEFAULTS[loss])
+    config.update(flags.loss_defaults(loss))
     config.update(extra)
     return config
 
@@ -390,7 +390,7 @@ def test_graphed_step_equals_eager_bitwise(numpy_gemm, loss):
 def test_the_default_step_holds_the_launches_graph_py_counts(numpy_gemm):
     """fast/graph.py's figure: the default MLP bce step at batch 64, gather included, is 327 launches, 41 GEMMs."""
     config = dict(cli.MLP_DEFAULTS, loss="bce", image_size=784)
-    config.update(objectives.DEFAULTS["bce"])
+    config.update(flags.loss_defaults("bce"))
     step = graph.GraphedStep(models.build_step(config, xp), 1, dataset=xp.asarray(_dataset(64, 784)))
     step.start_epoch(np.arange(64))
     step.step()  # the warm-up

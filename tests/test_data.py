@@ -27,7 +27,7 @@ from scratchgan.data import (
     parse_idx,
     read_idx,
 )
-from scratchgan.data import mnist as mnist_module
+from scratchgan.data import download as download_module
 
 from datasets import ROOT as SHARED  # noqa: E402  (tests/datasets.py: ../shared/datasets, found relative)
 from datasets import dataset_dir  # noqa: E402
@@ -260,7 +260,7 @@ def test_interrupted_download_removes_its_temp_file(monkeypatch, private_cache):
         def __exit__(self, *exc):
             return False
 
-    monkeypatch.setattr(mnist_module.urllib.request, "urlopen", lambda *a, **k: Response())
+    monkeypatch.setattr(download_module.urllib.request, "urlopen", lambda *a, **k: Response())
     with pytest.raises(KeyboardInterrupt):
         load_dataset("mnist", "test", mirrors=["http://127.0.0.1:9/"])
     assert cache_files(private_cache) == []

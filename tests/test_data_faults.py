@@ -246,7 +246,7 @@ def test_file_names_with_escape_codes_are_printed_escaped(tmp_path):
 # ------------------------------------------------------------------------------------------------- .npy
 
 def test_empty_npy_images_are_refused_in_one_line(tmp_path):
-    """(N, 1, 0, 0) for the DCGAN at --image-size 28 (it used to train and exit 0), (N, 0, 0) for the MLP."""
+    """(N, 1, 0, 0) for the DCGAN at --image-size 28, (N, 0, 0) for the MLP: refused, never trained on."""
     np.save(tmp_path / "zero_pixels.npy", np.zeros((64, 1, 0, 0), np.uint8))
     np.save(tmp_path / "zero_grey.npy", np.zeros((64, 0, 0), np.float32))
     dcgan = launch(["--dataset", "npy", "--data-dir", "zero_pixels.npy", "--image-size", "28", *DCGAN,

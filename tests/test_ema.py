@@ -76,7 +76,7 @@ def test_sampling_swaps_the_average_in_and_back():
 def test_beta_must_be_in_the_open_interval():
     G = models.mlp_generator(3, (4,), 5, dtype="float64").to("numpy", "float64")
     for beta in (0.0, 1.0, 1.5):
-        with pytest.raises(ValueError, match="--ema must be in"):
+        with pytest.raises(ValueError, match="ema must be in"):
             GeneratorEMA(G, beta)
 
 

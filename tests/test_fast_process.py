@@ -44,8 +44,9 @@ import scratchgan
 from scratchgan import fast
 {call}
 from scratchgan.trainer import env_summary
+from scratchgan.fast.process import applied
 print(seen[0] if seen else "numpy-was-loaded", os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
-      scratchgan.blas_setup.applied, env_summary()["OPENBLAS_THREAD_TIMEOUT"])
+      applied()["OPENBLAS_THREAD_TIMEOUT"], env_summary()["OPENBLAS_THREAD_TIMEOUT"])
 """
 
 
@@ -65,7 +66,8 @@ def test_configure_process_loads_numpy_with_a_short_openblas_thread_wait(env, be
 
 def test_numpy_loaded_before_configure_process_is_left_as_it_is():
     code = ("import numpy, os\nimport scratchgan\nfrom scratchgan import fast\nfast.configure_process()\n"
-            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), scratchgan.blas_setup.applied)")
+            "from scratchgan.fast.process import applied\n"
+            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), applied()['OPENBLAS_THREAD_TIMEOUT'])")
     assert _run(code) == ["None", "None"]
 
 

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from datasets import dataset_dir
-from scratchgan import cli, models, viz
+from scratchgan import cli, models, sample_cli, viz
 from scratchgan.checkpoint import load_checkpoint
-from scratchgan.evaluate_cli import load_generator
+from scratchgan.generator_file import load_generator
 from scratchgan.gan import generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def test_sample_and_evaluate_use_the_ema_generator(tmp_path, capsys):
     assert "sample grids and evaluations use the EMA generator" in out
     path = tmp_path / "run" / "checkpoint.npz"
     arrays, meta = load_checkpoint(path)
-    assert cli.sample_main(["--checkpoint", str(path), "--n", "6", "--out", str(tmp_path / "s")]) == 0
+    assert sample_cli.sample_main(["--checkpoint", str(path), "--n", "6", "--out", str(tmp_path / "s")]) == 0
     out, err = capsys.readouterr()
     assert "using the EMA generator" in out and err == ""
     G, _ = models.build_gan(meta["config"], np)
@@ -126,7 +126,7 @@ def test_sample_and_evaluate_use_the_ema_generator(tmp_path, capsys):
     G.flat_store().data[...] = arrays["G_ema/params"]
     viz.save_image_grid(generate(G, arrays["fixed_noise"]), tmp_path / "ema.png", image_shape=(28, 28), scale=2)
     np.testing.assert_array_equal(grid, np.asarray(Image.open(tmp_path / "ema.png")))
-    G2, _, _ = load_generator(path, np)  # what `scratchgan evaluate` measures
+    G2, _, _ = load_generator(path, np, log=print)  # what `scratchgan evaluate` measures (and says)
     assert "using the EMA generator" in capsys.readouterr().out
     np.testing.assert_array_equal(G2.flat_store().data, arrays["G_ema/params"])
 

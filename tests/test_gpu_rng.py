@@ -7,7 +7,7 @@ backend.random_generator. Checked on the fake device, whose default_rng has CuPy
 import numpy as np
 
 from fake_device import xp
-from scratchgan import cli, models, nn, objectives
+from scratchgan import cli, flags, models, nn
 from scratchgan.backend import GPU_RNG_STATES, random_generator
 
 
@@ -26,7 +26,7 @@ def test_random_generator_keeps_numpys_stream_and_fixes_the_device_states():
 def test_every_generator_of_a_training_step_on_the_device_has_the_fixed_states():
     config = dict(cli.MLP_DEFAULTS, image_size=20, batch_size=8, g_hidden="16,32", d_hidden="24,12", latent_dim=6,
                   loss="wgan-gp", seed=5, dropout=0.3)
-    config.update(objectives.DEFAULTS["wgan-gp"])
+    config.update(flags.loss_defaults("wgan-gp"))
     step = models.build_step(config, xp)
     numpy_step = models.build_step(config, np)
     step.step([xp.asarray(np.zeros((8, 20), np.float32)) for _ in range(config["d_steps"])])

@@ -12,7 +12,7 @@ import pytest
 
 from layer_cases import record_error
 from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
-from scratchgan import cli, nn, objectives, optim
+from scratchgan import cli, flags, nn, objectives, optim
 from scratchgan.cli import MLP_DEFAULTS
 from scratchgan.data import BatchLoader, load_dataset
 from scratchgan.gan import NoiseSource
@@ -88,11 +88,11 @@ def test_loss_values_are_the_formulas():
 
 
 def test_make_objective_refuses_what_does_not_fit():
-    with pytest.raises(ValueError, match="unknown loss"):
+    with pytest.raises(ValueError, match="unknown objective"):
         objectives.make_objective("gan")
-    with pytest.raises(ValueError, match="--loss-on probs"):
+    with pytest.raises(ValueError, match="loss_on probs is for the bce objective only"):
         objectives.make_objective("wgan", on_logits=False)
-    with pytest.raises(ValueError, match="--label-smoothing"):
+    with pytest.raises(ValueError, match="label_smoothing is for the bce or lsgan objective"):
         objectives.make_objective("hinge", real_target=0.9)
     with pytest.raises(ValueError, match="positive"):
         objectives.make_objective("wgan-gp", gp_lambda=0.0)
@@ -128,7 +128,7 @@ def test_explicit_flags_beat_the_objectives_defaults():
 def step_config(**overrides):
     c = dict(MLP_DEFAULTS, g_hidden="32,64", d_hidden="64,32", latent_dim=16, batch_size=BATCH, image_size=784)
     loss = overrides.get("loss", "bce")
-    c.update(objectives.DEFAULTS[loss])
+    c.update(flags.loss_defaults(loss))
     c.update(overrides)
     return c
 

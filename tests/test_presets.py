@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from scratchgan import cli, objectives, presets
+from scratchgan import cli, flags, presets
 from scratchgan.checkpoint import load_checkpoint
 
 TINY = ["--dataset", "mnist-bundled", "--g-hidden", "8", "--d-hidden", "8", "--latent-dim", "4", "--limit", "160",
@@ -30,7 +30,7 @@ def test_quality_preset_fills_the_flags_not_given_and_says_so(tmp_path, capsys):
     for key, value in presets.PRESETS["quality"].items():
         assert config[key] == value
     # the preset's objective brings its paper's settings for the flags neither the preset nor the user gave
-    for key, value in objectives.DEFAULTS[config["loss"]].items():
+    for key, value in flags.loss_defaults(config["loss"]).items():
         assert config[key] == value, key
     assert "--preset quality: loss=wgan-gp" in capsys.readouterr().out
 

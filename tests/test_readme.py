@@ -78,7 +78,7 @@ def command_sheet():
 def test_the_command_sheet_names_each_command_and_parses():
     """Every line of the cheat-sheet is a command whose parser accepts its flags (argparse exits 2 on an
     unknown flag or a bad value); running them is the job of the guides' tests and the mpiexec tests."""
-    from scratchgan import cli, evaluate_cli, export, sample_cli, train_options
+    from scratchgan import cli, evaluate_cli, export, flags, sample_cli, train_options
     parsers = {"sample": sample_cli.make_sample_parser, "interpolate": sample_cli.make_interpolate_parser,
                "export": export.make_parser, "evaluate": evaluate_cli.make_parser}
     seen = set()
@@ -100,7 +100,7 @@ def test_the_command_sheet_names_each_command_and_parses():
         command, args = argv[1], argv[2:]
         seen.add(command)
         if command == "train":
-            defaults = train_options.combined_defaults(train_options.arch_of(args), cli.ARCH_DEFAULTS)
+            defaults = flags.defaults(train_options.arch_of(args), both=True)
             cli.make_train_parser("scratchgan train", "", defaults, both=True).parse_args(args)
         else:
             parsers[command](f"scratchgan {command}").parse_args(args)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scratchgan import cli, evaluate_cli, export, latent, sample_cli, viz
+from scratchgan import cli, evaluate_cli, export, generator_file, latent, sample_cli, viz
 from scratchgan.checkpoint import load_checkpoint, save_checkpoint
 from scratchgan.gan import generate
 from tolerances import FLOAT32_EPS, assert_close
@@ -62,7 +62,7 @@ def refused(main, argv, capsys, pattern):
 
 
 def generator(path):
-    G, config, _ = evaluate_cli.load_generator(path, np)
+    G, config, _ = generator_file.load_generator(path, np)
     return G, config
 
 

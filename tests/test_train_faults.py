@@ -88,8 +88,7 @@ def cupy_works():
 # ------------------------------------------------------------------------------------------- --dry-run
 @pytest.mark.skipif(cupy_works(), reason="CuPy and a GPU are here: the dry run runs")
 def test_a_dry_run_on_cupy_without_cupy_leaves_no_folder(tmp_path, capsys):
-    """The issue's case: `train --backend cupy --dry-run` without CuPy printed a temporary folder, then the
-    error, and left the empty folder behind."""
+    """`train --backend cupy --dry-run` without CuPy: one line, exit 2, and no temporary folder made or named."""
     assert train("--backend", "cupy", "--dry-run", "--g-hidden", "8", "--d-hidden", "8", "--no-progress") == 2
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
@@ -102,7 +101,7 @@ def make_npy(path, shape, dtype=np.uint8):
     return str(path)
 
 
-DRY_RUN_CASES = {  # the issue's case first; each refused by the real run before it trains
+DRY_RUN_CASES = {  # each refused by the real run before it trains
     "folder-missing": lambda t: ["--arch", "dcgan", "--dataset", "folder", "--data-dir", str(t / "nonexistent")],
     "folder-empty": lambda t: ["--arch", "dcgan", "--dataset", "folder", "--data-dir", str(t / "empty_folder")],
     "idx-missing": lambda t: ["--dataset", "mnist", "--data-dir", str(t / "nonexistent")],
@@ -122,9 +121,9 @@ DRY_RUN_CASES = {  # the issue's case first; each refused by the real run before
 
 @pytest.mark.parametrize("case", list(DRY_RUN_CASES))
 def test_a_dry_run_refuses_what_the_real_run_refuses(tmp_path, capsys, case):
-    """The issue's case: `train --arch dcgan --dataset folder --data-dir /nonexistent --dry-run` exited 0 while the
-    real run refused. Each case: the real run and the dry run both end in the same one line, exit 2, and
-    write nothing (the dry run makes no temporary folder)."""
+    """A dry run checks the data's paths as its real run does (e.g. `train --arch dcgan --dataset folder
+    --data-dir /nonexistent --dry-run`). Each case: the real run and the dry run both end in the same one
+    line, exit 2, and write nothing (the dry run makes no temporary folder)."""
     (tmp_path / "empty_folder").mkdir()
     (tmp_path / "empty_folder" / "readme.txt").write_text("no pictures yet\n")
     (tmp_path / "notes.txt").write_text("not an array\n")
@@ -157,8 +156,8 @@ def test_a_dry_run_reads_a_npy_files_header_not_its_images(tmp_path, capsys, mon
 
 # ------------------------------------------------------------------------------------------- --tensorboard
 def test_tensorboard_on_a_read_only_place_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
-    """The issue's case: on a read-only mount, `--tensorboard ro/tb` said `choose another --out` (the wrong flag)
-    after writing config.json, so the next plain run was refused as "an earlier run"."""
+    """On a read-only mount, `--tensorboard ro/tb` is refused naming --tensorboard, before config.json is
+    written, so the next plain run is not refused as "an earlier run"."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ro").mkdir()
     with monkeypatch.context() as m:
@@ -182,8 +181,8 @@ def test_tensorboard_on_a_file_system_that_refuses(tmp_path, capsys):
 
 @pytest.mark.skipif(not runlog.tensorboard_available(), reason="tensorboardX (the tensorboard extra) not installed")
 def test_a_checkpoint_does_not_choose_where_tensorboard_writes(tmp_path, capsys, monkeypatch):
-    """The issue's case: a checkpoint whose config.tensorboard was ../elsewhere/victim_tb made `train --resume`
-    write event files there, with no --tensorboard given."""
+    """A checkpoint whose config.tensorboard is ../elsewhere/victim_tb: `train --resume` without --tensorboard
+    writes no event files there (a checkpoint never chooses where a run writes)."""
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -232,8 +231,8 @@ def test_what_a_resume_never_takes_from_a_checkpoint(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------- nothing to do
 def test_a_resume_with_nothing_to_do_changes_nothing(tmp_path, capsys):
-    """The issue's case: `train --resume --out runs/fmnist --epochs 2` on a 4-epoch checkpoint printed "resumed
-    ... at epoch 5" and "done:", trained nothing, and rewrote config.json to "epochs": 2."""
+    """`train --resume --out runs/fmnist --epochs 2` on a 4-epoch checkpoint: one line that it has already done
+    more, exit 2, nothing trained and config.json unchanged."""
     run = tmp_path / "run"
     assert train(*TINY, "--epochs", "4", "--out", str(run)) == 0
     before = snapshot(run)

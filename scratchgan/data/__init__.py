@@ -6,6 +6,7 @@ verified), the bundled 10k MNIST test digits, and the device-resident BatchLoade
     for x in loader.epoch(e, start_batch=b): ...                    # (64, 784) batches, resumable
     faces = load_image_folder("img_align_celeba", image_size=64)    # uint8 (N, 3, 64, 64), cached memmap
 """
+from .download import DownloadError
 from .folder import IMAGE_EXTENSIONS, ImageFolder, load_image_folder, make_demo_folder, open_image_folder
 from .idx import DataError, parse_idx, read_idx
 from .loader import BatchLoader
@@ -14,7 +15,6 @@ from .mnist import (
     DATASET_NAMES,
     DATASETS,
     SPLITS,
-    DownloadError,
     cache_dir,
     data_root,
     download_dataset,

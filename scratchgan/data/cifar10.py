@@ -25,21 +25,17 @@ error, and a FIFO or a device in their place is refused unread.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import http.client
 import os
 import tarfile
-import urllib.error
-import urllib.request
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_path
 from .idx import DataError, NotRegularFile, open_regular, shown
-from .mnist import DEFAULT_TIMEOUT, DownloadError, _describe, data_root
+from .download import DEFAULT_TIMEOUT, DownloadError, Mismatch, download, fetch
+from .mnist import data_root
 
 NAME = "cifar10"
 TITLE = "CIFAR-10"
@@ -55,8 +51,6 @@ SPLITS = {"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test": ("
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 RECORD = 1 + 3 * 32 * 32       # one label byte, then the (3, 32, 32) image
 BATCH_RECORDS = 10_000          # records per batch file of the official release (and of any data_dir)
-_CHUNK = 1 << 16
-_USER_AGENT = "scratchgan (python urllib)"
 
 
 def parse_batch(raw: bytes, source="<bytes>"):
@@ -155,53 +149,19 @@ def _concat(parts):
     return images, labels
 
 
-def _download(url, final, timeout):
-    """Fetch ``url`` into ``final`` atomically, accepted only with the official size and SHA-256."""
-    with contextlib.ExitStack() as stack:
-        try:
-            tmp = stack.enter_context(atomic_path(final, suffix=".part"))
-        except OSError as e:
-            raise DataError(f"cannot write to the cache folder {shown(final.parent)} ({e.strerror or e}); set "
-                            "SCRATCHGAN_DATA to a writable folder or pass --data-dir DIR") from None
-        digest, size = hashlib.sha256(), 0
-        request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-        with open(tmp, "wb") as f, urllib.request.urlopen(request, timeout=timeout) as response:
-            while chunk := response.read(_CHUNK):
-                size += len(chunk)
-                if size > SIZE:
-                    raise _Mismatch(f"served more than the official {SIZE:,} bytes; not the CIFAR-10 tarball")
-                digest.update(chunk)
-                f.write(chunk)
-        if digest.hexdigest() != SHA256:
-            raise _Mismatch(f"SHA-256 mismatch: got {digest.hexdigest()[:12]}... ({size:,} bytes), expected "
-                            f"{SHA256[:12]}... ({SIZE:,} bytes)")
-
-
-class _Mismatch(Exception):
-    """A downloaded file that is not the official tarball."""
+def _verify_download(sha256, tmp, size):
+    if sha256 != SHA256:
+        raise Mismatch(f"SHA-256 mismatch: got {sha256[:12]}... ({size:,} bytes), expected {SHA256[:12]}... "
+                       f"({SIZE:,} bytes)")
 
 
 def _fetch(folder, mirrors, timeout, log):
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"cannot create the cache folder {shown(folder)} ({e.strerror or e}); set SCRATCHGAN_DATA "
-                        "to a writable folder or pass --data-dir DIR") from None
-    final = folder / ARCHIVE
-    failures = []
-    for base in mirrors:
-        url = base if base.endswith(ARCHIVE) else base.rstrip("/") + f"/{ARCHIVE}"
-        if log:
-            log(f"downloading {url} ({SIZE / 1e6:.0f} MB)")
-        try:
-            _download(url, final, timeout)
-            return final
-        except (_Mismatch, urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
-            failures.append((url, _describe(e, timeout)))
-    tried = "; ".join(f"{url} ({why})" for url, why in failures) or "no mirror configured"
-    raise DownloadError(f"could not download {ARCHIVE}: tried {tried}; supply it yourself: --data-dir DIR with "
-                        f"{ARCHIVE} (or its extracted {FOLDER}/), or put it in {shown(folder)}",
-                        reason=tried)
+    def get(url, final):
+        download(url, final, SIZE, _verify_download, timeout,
+                 too_big=f"served more than the official {SIZE:,} bytes; not the CIFAR-10 tarball")
+    return fetch(ARCHIVE, folder, mirrors, get, timeout=timeout, log=log, note=f" ({SIZE / 1e6:.0f} MB)",
+                 supply=f"supply it yourself: --data-dir DIR with {ARCHIVE} (or its extracted {FOLDER}/), or put it "
+                        f"in {shown(folder)}")
 
 
 def load_cifar10(split="train", data_dir=None, download=True, *, mirrors=None, timeout=DEFAULT_TIMEOUT, log=None):

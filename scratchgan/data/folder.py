@@ -438,13 +438,8 @@ def open_image_folder(folder, image_size=64, channels=3, cache_dir=None, log=Non
     C, mode = _channels_mode(channels)
     workers = _check_workers(workers)
     root = Path(folder).expanduser()
-    entries, others = scan_image_folder(root)
+    entries, others = _scan_with_images(root)
     root = root.resolve()
-    if not entries:
-        seen = (f"only {len(others)} other file{'s' if len(others) > 1 else ''} "
-                f"({', '.join(map(shown, others[:3]))}{', ...' if len(others) > 3 else ''})") if others else "nothing"
-        raise DataError(f"image folder {shown(root)}: no image files ({', '.join(IMAGE_EXTENSIONS)}, searched "
-                        f"recursively, hidden files left out); found {seen}")
 
     cache = Path(cache_dir).expanduser() if cache_dir is not None else data_root() / "folders"
     try:
@@ -481,6 +476,23 @@ def open_image_folder(folder, image_size=64, channels=3, cache_dir=None, log=Non
         raise DataError(f"the image cache {shown(npy)} vanished right after it was written")
     images, manifest = hit
     return ImageFolder(images, tuple(manifest["files"]), tuple(skipped), root, npy, False)
+
+
+def _scan_with_images(root):
+    """scan_image_folder(root), DataError when it holds no image file."""
+    entries, others = scan_image_folder(root)
+    if not entries:
+        seen = (f"only {len(others)} other file{'s' if len(others) > 1 else ''} "
+                f"({', '.join(map(shown, others[:3]))}{', ...' if len(others) > 3 else ''})") if others else "nothing"
+        raise DataError(f"image folder {shown(root.resolve())}: no image files ({', '.join(IMAGE_EXTENSIONS)}, "
+                        f"searched recursively, hidden files left out); found {seen}")
+    return entries, others
+
+
+def count_image_folder(folder):
+    """The number of images under ``folder``, checked as ``open_image_folder`` checks it: the folder is
+    listed, nothing is decoded."""
+    return len(_scan_with_images(Path(folder).expanduser())[0])
 
 
 def load_image_folder(folder, image_size=64, channels=3, cache_dir=None, log=None, workers=None, *,

@@ -19,37 +19,21 @@ ones: they are decompressed up to the size their header declares, and no further
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import http.client
 import importlib.resources
 import os
-import urllib.error
-import urllib.parse
-import urllib.request
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..fileio import atomic_path
+from .download import DEFAULT_TIMEOUT, DownloadError, Mismatch, download, fetch
 from .idx import DataError, TooLarge, decode_bytes, is_gzip, load_idx_bytes, parse_idx, read_file, shown
 
 
 class NotOfficial(DataError):
     """A file whose SHA-256 is not the official release's (a corrupt file, another dataset, or the user's own)."""
-
-
-class DownloadError(DataError):
-    """The files are neither on this machine nor could they be downloaded.
-
-    ``reason`` holds a short account of what was tried (for a one-line log message).
-    """
-
-    def __init__(self, message, reason=""):
-        super().__init__(message)
-        self.reason = reason or message
 
 
 @dataclass(frozen=True)
@@ -136,9 +120,6 @@ BUNDLED = "mnist-bundled"  # the 10,000 MNIST test digits shipped inside the pac
 DATASET_NAMES = (*DATASETS, BUNDLED)
 BUNDLED_SPLITS = ("test",)
 
-DEFAULT_TIMEOUT = 30.0  # seconds per connection attempt and per read
-_CHUNK = 1 << 16
-_USER_AGENT = "scratchgan (python urllib)"  # some mirrors refuse urllib's default agent
 
 
 # ----------------------------------------------------------------------------- names and places
@@ -242,53 +223,19 @@ def _check_pair(images, labels, images_src, labels_src):
 
 # ----------------------------------------------------------------------------- download
 
-def _describe(error, timeout):
-    """A short, one-line account of why one URL failed."""
-    if isinstance(error, urllib.error.HTTPError):
-        return f"HTTP {error.code} {error.reason}"
-    if isinstance(error, urllib.error.URLError):
-        error = error.reason  # the socket error behind it, or a text
-    if isinstance(error, TimeoutError):
-        return f"timed out after {timeout:g} s"
-    text = str(error) or type(error).__name__
-    return " ".join(text.split())  # one line, whatever the exception put in
-
-
-class _Mismatch(Exception):
-    """A downloaded file that is not the official one."""
-
-
-def _download_one(url, final, checksum, timeout):
-    """Fetch ``url`` into ``final``: a temp file in the same folder, verified, then os.replace.
-
-    The temp file is removed on any failure, Ctrl-C included, so the cache never holds a half file
-    (and never one under the final name: fileio.atomic_path renames it only when all went well).
-    """
-    with contextlib.ExitStack() as stack:
+def _verify_download(checksum, url):
+    """``download``'s check of an official file: the .gz as published, or (a mirror may recompress) the same
+    IDX content."""
+    def verify(sha256, tmp, size):
+        if sha256 == checksum.gz_sha256:
+            return
         try:
-            tmp = stack.enter_context(atomic_path(final, suffix=".part"))
-        except OSError as e:  # not a mirror's fault: say so instead of trying the next one
-            raise DataError(f"cannot write to the cache folder {shown(final.parent)} ({e.strerror or e}); set "
-                            "SCRATCHGAN_DATA to a writable folder or pass --data-dir DIR") from None
-        digest = hashlib.sha256()
-        size = 0
-        request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-        with open(tmp, "wb") as f, urllib.request.urlopen(request, timeout=timeout) as response:
-            while chunk := response.read(_CHUNK):
-                size += len(chunk)
-                if size > checksum.idx_bytes + (1 << 20):  # a .gz is never much bigger than its content
-                    raise _Mismatch(f"served more than {checksum.idx_bytes + (1 << 20)} bytes; not the dataset file")
-                digest.update(chunk)
-                f.write(chunk)
-        if digest.hexdigest() != checksum.gz_sha256:
-            # a mirror may recompress: the same IDX content is still the official data
-            try:
-                content = decode_bytes(Path(tmp).read_bytes(), url, max_bytes=checksum.idx_bytes)
-            except DataError:
-                content = b""
-            if _sha256(content) != checksum.idx_sha256:
-                raise _Mismatch(f"SHA-256 mismatch: got {digest.hexdigest()[:12]}..., "
-                                f"expected {checksum.gz_sha256[:12]}...")
+            content = decode_bytes(tmp.read_bytes(), url, max_bytes=checksum.idx_bytes)
+        except DataError:
+            content = b""
+        if _sha256(content) != checksum.idx_sha256:
+            raise Mismatch(f"SHA-256 mismatch: got {sha256[:12]}..., expected {checksum.gz_sha256[:12]}...")
+    return verify
 
 
 def _supply_hint(spec, folder):
@@ -299,32 +246,12 @@ def _supply_hint(spec, folder):
 
 def _fetch(spec, stem, folder, mirrors, timeout, log):
     """Download ``stem``.gz from the first mirror that serves the official file; return its path."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"cannot create the cache folder {shown(folder)} ({e.strerror or e}); set SCRATCHGAN_DATA "
-                        "to a writable folder or pass --data-dir DIR") from None
-    final = folder / f"{stem}.gz"
-    failures = []
-    for base in mirrors:
-        url = base if base.endswith(f"{stem}.gz") else base.rstrip("/") + f"/{stem}.gz"
-        if log:
-            log(f"downloading {url}")
-        try:
-            _download_one(url, final, spec.checksums[stem], timeout)
-            return final
-        except (_Mismatch, urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
-            failures.append((url, _describe(e, timeout)))
-            if log:
-                log(f"{url}: {failures[-1][1]}")
-    tried = "; ".join(f"{url} ({why})" for url, why in failures) or "no mirror configured"
-    whys = {why for _, why in failures}
-    if len(failures) > 1 and len(whys) == 1:  # offline: every mirror fails the same way, say it once
-        reason = f"{whys.pop()}, from all {len(failures)} mirrors"
-    else:
-        reason = "; ".join(f"{urllib.parse.urlsplit(url).netloc or url}: {why}" for url, why in failures)
-    raise DownloadError(f"could not download {stem}.gz for {spec.title}: tried {tried}; "
-                        f"{_supply_hint(spec, folder)}", reason=reason or "no mirror configured")
+    checksum = spec.checksums[stem]
+
+    def get(url, final):  # a .gz is never much bigger than its content
+        download(url, final, checksum.idx_bytes + (1 << 20), _verify_download(checksum, url), timeout)
+    return fetch(f"{stem}.gz", folder, mirrors, get, timeout=timeout, log=log, title=spec.title,
+                 supply=_supply_hint(spec, folder))
 
 
 def _get_array(spec, stem, download, verify, mirrors, timeout, log):

@@ -94,3 +94,26 @@ def check_images(array, source="array"):
         raise DataError(f"{source}: float values span [{low:g}, {high:g}]; expected [0, 1] or [-1, 1] "
                         "(or uint8 0..255)")
     return scaled.astype(np.uint8)
+
+
+def count_npy_images(path):
+    """The number of images of a .npy file, checked as ``load_npy_images`` checks it, on the header and the
+    first image only."""
+    path = Path(path).expanduser()
+    if path.is_dir() or not path.exists():
+        load_npy_images(path)  # its one line for a folder or a missing file
+    try:
+        with open_regular(path) as f:  # a FIFO named x.npy would block the read forever
+            magic = f.read(6)
+    except OSError:
+        load_npy_images(path)  # its one line (names escaped) for a FIFO, a device or an unreadable file
+        raise
+    if magic != b"\x93NUMPY":
+        load_npy_images(path)  # its one line for what the file is instead (nothing more is read)
+    try:
+        array = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError):
+        load_npy_images(path)  # raises its own line for the same file
+        raise
+    check_images(array[:1], str(path))  # ranks, channels, square, dtype; the values of the first image
+    return len(array)
