@@ -31,11 +31,12 @@ from .data import BatchLoader, DataError, registry
 from .data.idx import shown
 from .data.transforms import fit_images
 from .errors import SettingError
+from .fast.process import environment as process_environment  # the settings that make timings comparable
 from .evaluate_cli import evaluate_main
 from .export import export_main
 from .models import DCGAN_SIZES, build_step
 from .sample_cli import interpolate_main, sample_main
-from .trainer import Trainer, TrainingDiverged, TrainingInterrupted, env_summary
+from .trainer import Trainer, TrainingDiverged, TrainingInterrupted
 
 EXIT_DIVERGED = 3
 
@@ -261,7 +262,7 @@ def _train(run):
         run.dry_folder = train_options.dry_run_folder(config, run.log)
     run.trainer = trainer = make_trainer(step, loader, config, world, images.shape, writes, run.log)
     if config.get("eval_every") and writes:
-        from .metrics import make_eval_hook
+        from .evaluation import make_eval_hook
         trainer.eval_hook = make_eval_hook(config, loader.images(len(images)).reshape(len(images), 784),
                                            backend=config["backend"], log=run.log)
     run.log(f"training {config['dataset']} ({len(images)} images, split {config['split']}) on "
@@ -332,7 +333,7 @@ def _training_data(config, real, writes, log):
 
 def _build_step(config, xp, world):
     """The run's GANStep (models.build_step), graphed under --cuda-graph."""
-    config["environment"] = {**env_summary(), "fast_paths": fast.enabled()}  # False: --reference
+    config["environment"] = {**process_environment(), "fast_paths": fast.enabled()}  # False: --reference
     step = build_step(config, xp)
     if config["batch_size"] < 2 and any(isinstance(m, nn.BatchNorm1d) for net in (step.G, step.D)
                                         for m in net.modules()):

@@ -21,13 +21,12 @@ import os
 import signal
 import sys
 
+from .errors import UserError  # every command prints it as one line (fail) and exits 2
 from .rundir import temp_target
 
 EXIT_USAGE = 2
 
 
-class UserError(Exception):
-    """A mistake the user can fix; printed as one line."""
 
 
 class Parser(argparse.ArgumentParser):

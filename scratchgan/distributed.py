@@ -37,7 +37,7 @@ import traceback
 import numpy as np
 
 from .backend import array_module, random_generator
-from .cliutil import UserError
+from .errors import UserError
 from .gan import NoiseSource
 
 INSTALL = 'pip install "scratchgan[mpi]" (mpi4py and the MPICH runtime)'

@@ -3,11 +3,11 @@
 A preset is a dict of config values: keys of flags.FLAGS (tests/test_flags.py checks them), nothing else. It sits between the defaults and the command line: a flag you
 give wins over the preset, and the objective's own defaults (``--loss wgan-gp`` brings Adam 1e-4 with
 betas (0, 0.9), 5 critic steps and lambda 10) fill what neither sets. The numbers behind each preset
-are in README.md, "The quality table", and benchmarks/RESULTS.md.
+are in docs/quality.md and benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
-from .cliutil import UserError
+from .errors import UserError
 
 PRESETS = {
     # the lowest Frechet distance per CPU minute of the MLP rows measured on Fashion-MNIST

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
 import time
 from pathlib import Path
@@ -108,7 +107,7 @@ class Trainer:
         noise = np.random.default_rng([seed, 0xF1]).standard_normal((n_samples, step.latent_dim))
         self.fixed_noise = to_device(noise, self.xp, self.dtype)
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
-        self.eval_hook = None  # a metrics.EvalHook: quality metrics every few steps (--eval-every)
+        self.eval_hook = None  # an evaluation.EvalHook: quality metrics every few steps (--eval-every)
         self.last_good = None  # description of the last checkpoint written
         self.last_stats = None  # the last checked statistics (host floats), for the end-of-run warning
         self._stop_requested = False  # the signal number (truthy) of the first Ctrl-C / SIGTERM
@@ -556,16 +555,3 @@ def _lower_best(a, b):
 
 def _section(arrays, prefix):
     return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-
-
-def _openblas_wait():
-    """The OPENBLAS_THREAD_TIMEOUT fast.configure_process loaded NumPy with ('18'), or None."""
-    from .fast.process import applied
-    return applied()["OPENBLAS_THREAD_TIMEOUT"]
-
-
-def env_summary():
-    """The facts that make timings comparable, recorded in config.json."""
-    return {"OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "cpu_count": os.cpu_count(),
-            # the user's value, else the one scratchgan loaded NumPy with (None: NumPy was loaded first)
-            "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT") or _openblas_wait()}

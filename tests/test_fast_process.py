@@ -43,10 +43,10 @@ sys.meta_path.insert(0, Spy())
 import scratchgan
 from scratchgan import fast
 {call}
-from scratchgan.trainer import env_summary
-from scratchgan.fast.process import applied
+import numpy  # now, if the call did not load it
+from scratchgan.fast.process import applied, environment
 print(seen[0] if seen else "numpy-was-loaded", os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
-      applied()["OPENBLAS_THREAD_TIMEOUT"], env_summary()["OPENBLAS_THREAD_TIMEOUT"])
+      applied()["OPENBLAS_THREAD_TIMEOUT"], environment()["OPENBLAS_THREAD_TIMEOUT"])
 """
 
 

@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 
-from scratchgan import metrics, models
+from scratchgan import evaluation, metrics, models
 from scratchgan.data import load_mnist_bundled
 from scratchgan.evaluator import get_evaluator
 
@@ -249,7 +249,7 @@ def test_uint8_and_scaled_images_agree(small_evaluator, digits):
 def test_eval_hook_rows_history_and_collapse_warning(small_evaluator, digits):
     images, _ = digits
     real_x = images[:3000].reshape(3000, -1).astype(np.float32) / 127.5 - 1.0  # like BatchLoader.x
-    hook = metrics.EvalHook(small_evaluator, real_x, n=300, every=50, seed=0)
+    hook = evaluation.EvalHook(small_evaluator, real_x, n=300, every=50, seed=0)
     assert [s for s in range(0, 201) if hook.due(s)] == [50, 100, 150, 200]
     G = models.mlp_generator(latent_dim=8, hidden=(16, 32), seed=0).to("numpy", "float32")
     row = hook(G, 50)
@@ -276,7 +276,7 @@ def test_hook_rows_fit_metrics_csv_and_loss_plot(small_evaluator, digits, tmp_pa
     """The wiring the trainer uses: hook rows joined to loss rows in metrics.csv, extra plot panels."""
     from scratchgan import viz
     images, _ = digits
-    hook = metrics.EvalHook(small_evaluator, images[:500], n=100, every=20, seed=1)
+    hook = evaluation.EvalHook(small_evaluator, images[:500], n=100, every=20, seed=1)
     G = models.mlp_generator(latent_dim=8, hidden=(16, 32), seed=0).to("numpy", "float32")
     with viz.MetricsCSV(tmp_path / "metrics.csv") as csv:
         for step in range(10, 61, 10):
@@ -288,7 +288,7 @@ def test_hook_rows_fit_metrics_csv_and_loss_plot(small_evaluator, digits, tmp_pa
     assert [r["classes_covered"] is not None for r in rows] == [False, True, False, True, False, True]
     assert rows[1]["frechet_distance"] == pytest.approx(hook.history[0]["frechet_distance"])
     viz.plot_losses(rows, tmp_path / "losses.png", extra_panels=metrics.PLOT_PANELS)
-    resumed = metrics.EvalHook(small_evaluator, images[:500], n=100, every=20, seed=1).load_history(rows)
+    resumed = evaluation.EvalHook(small_evaluator, images[:500], n=100, every=20, seed=1).load_history(rows)
     assert resumed.history == hook.history
     assert (tmp_path / "losses.png").stat().st_size > 0
 
@@ -299,7 +299,7 @@ def test_make_eval_hook_from_a_run_config(small_evaluator, digits, tmp_path, mon
     calls = []
     monkeypatch.setattr(ev_module, "get_evaluator", lambda *a, **k: calls.append((a, k)) or small_evaluator)
     config = {"dataset": "mnist-bundled", "data_dir": None, "seed": 2, "eval_every": 500, "latent_dim": 8}
-    hook = metrics.make_eval_hook(config, digits[0][:400], n=100)
+    hook = evaluation.make_eval_hook(config, digits[0][:400], n=100)
     assert calls[0][0] == ("mnist-bundled", None) and hook.every == 500 and hook.n == 100
     assert hook.latent_dim == 8
 

@@ -16,12 +16,12 @@ it; ``scratchgan.replace.TABLE`` lists them all). tests/test_fast_paths.py check
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from . import blas
+from ..backend import cpu_threads  # the one count of usable cores (tests patch it here)
 from ..replace import replaces
 from ..nn import activations as _activations  # the references, for the cases a fast form does not cover
 
@@ -30,21 +30,6 @@ from ..nn import activations as _activations  # the references, for the cases a 
 # Below this many elements of work a part is too small to pay for handing it to a thread (~20 us).
 PARALLEL_MIN_ELEMENTS = 1 << 20
 _pool, _pool_workers = None, 0  # the worker threads, started on first use and kept (a thread start costs ~0.1 ms)
-
-
-def cpu_threads():
-    """Threads for scratchgan's own CPU work: the cores this process may use, or fewer when
-    OPENBLAS_NUM_THREADS or OMP_NUM_THREADS says so (a limit set for the matmuls is taken to be
-    meant for the whole process)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        value = os.environ.get(name, "").strip()
-        if value.isdigit() and int(value) > 0:
-            cores = min(cores, int(value))
-    return max(1, cores)
 
 
 def run_in_parts(task, n, elements, threads=None):
