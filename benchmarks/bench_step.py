@@ -13,7 +13,7 @@ fight over the cores and slow both down several-fold), and the sides alternate, 
 the machine hit both alike. Reported: the median over steps within a run, then the median over
 runs. The GEMM floor is the time of exactly the matmuls scratchgan's step performs, through the
 same array library, back to back: no step built on that library can be faster. With ``--cuda-graph`` (CuPy
-only) a last column times the same step as fast/graph.py's GraphedStep, which gathers its batches inside the
+only) a last column times the same step as fast/cuda_graph/graph.py's GraphedStep, which gathers its batches inside the
 graph from the loader's device copy (a new epoch's order uploaded when one runs out, as the trainer does).
 """
 from __future__ import annotations
@@ -79,15 +79,15 @@ def _minor_faults():
 def worker_scratchgan(batch, steps, warmup, backend, breakdown=False):
     from scratchgan import fast
     fast.configure_process()  # first, as the entry points do (scratchgan/fast/process.py); SCRATCHGAN_REFERENCE=1: not
-    from scratchgan import cli, models  # after the process settings
     import numpy as np
 
-    from scratchgan import cli
     from scratchgan.backend import get_xp, synchronize
+    from scratchgan.cli import train as train_command
     from scratchgan.data import BatchLoader
+    from scratchgan.gan import models  # after the process settings
 
     xp = get_xp(backend)
-    config = dict(cli.MLP_DEFAULTS, image_size=784, batch_size=batch, backend=backend)
+    config = dict(train_command.MLP_DEFAULTS, image_size=784, batch_size=batch, backend=backend)
     step = models.build_step(config, xp)
     # an MNIST-sized dataset, so the data timing gathers from a realistic 188 MB array
     images = np.random.default_rng(0).integers(0, 256, (60000, 28, 28), dtype=np.uint8)
@@ -111,18 +111,19 @@ def worker_scratchgan(batch, steps, warmup, backend, breakdown=False):
 
 
 def worker_graphed(batch, steps, warmup, backend):
-    """The step as a CUDA graph (fast/graph.py): one launch per step after a warm-up and a capture."""
+    """The step as a CUDA graph (fast/cuda_graph/graph.py): one launch per step after a warm-up and a capture."""
     from scratchgan import fast
     fast.configure_process()
     import numpy as np
 
-    from scratchgan import cli, models
     from scratchgan.backend import get_xp, synchronize
+    from scratchgan.cli import train as train_command
     from scratchgan.data import BatchLoader
-    from scratchgan.fast.graph import GraphedStep
+    from scratchgan.fast.cuda_graph.graph import GraphedStep
+    from scratchgan.gan import models
 
     xp = get_xp(backend)
-    config = dict(cli.MLP_DEFAULTS, image_size=784, batch_size=batch, backend=backend)
+    config = dict(train_command.MLP_DEFAULTS, image_size=784, batch_size=batch, backend=backend)
     step = GraphedStep(models.build_step(config, xp), 1)
     images = np.random.default_rng(0).integers(0, 256, (60000, 28, 28), dtype=np.uint8)
     loader = BatchLoader(images, batch, xp=xp)
@@ -320,7 +321,7 @@ def main(argv=None):
     parser.add_argument("--breakdown", action="store_true", help="also time scratchgan per layer and phase")
     parser.add_argument("--quick", action="store_true", help="smoke run: batch 64, 1 rep, few steps")
     parser.add_argument("--cuda-graph", action="store_true",
-                        help="add a column: the step replayed as one CUDA graph (fast/graph.py; --backend cupy)")
+                        help="add a column: the step replayed as one CUDA graph (fast/cuda_graph/graph.py; --backend cupy)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -18,10 +18,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
+import fake_device  # noqa: E402
 import numpy as np  # noqa: E402
 
-import fake_device  # noqa: E402
-from scratchgan import cli, fast, models  # noqa: E402
+from scratchgan import fast
+from scratchgan.cli import train as train_command
+from scratchgan.gan import models  # noqa: E402
 
 COUNT = {"ops": 0, "inside_kernel": False}
 
@@ -57,7 +59,7 @@ def ops_per_step(batch, fused, steps=5):
     else:
         fake_device.xp.__dict__.pop("ElementwiseKernel", None)
     fast.reset()  # choose the replacements again for the fake device's arrays
-    config = dict(cli.MLP_DEFAULTS, image_size=784, batch_size=batch, backend="numpy")
+    config = dict(train_command.MLP_DEFAULTS, image_size=784, batch_size=batch, backend="numpy")
     step = models.build_step(config, fake_device.xp)
     real = fake_device.xp.asarray(np.random.default_rng(0).uniform(-1, 1, (batch, 784)).astype(np.float32))
     step.step([real])  # the first step makes the optimizers' lazy state

@@ -1,7 +1,7 @@
 """The package's two errors: a mistake the user can fix, and a setting the library cannot use.
 
 ``SettingError("ema", "must be in (0, 1), got 1.5")`` names the setting by its config key; a command line
-that knows which flag sets that key says the flag instead (cli.py: ``--ema must be in (0, 1), got 1.5``).
+that knows which flag sets that key says the flag instead (cli/train.py: ``--ema must be in (0, 1), got 1.5``).
 """
 from __future__ import annotations
 

@@ -68,7 +68,7 @@ TABLE = {
     "scratchgan.optim.adam_update": {
         "numpy": ("scratchgan.fast.cpu.adam_update", "close"),
         "cupy": ("scratchgan.fast.kernels.adam_update", "bitwise")},
-    "scratchgan.ema.ema_update": {
+    "scratchgan.gan.ema.ema_update": {
         "numpy": ("scratchgan.fast.cpu.ema_update", "bitwise"),
         "cupy": ("scratchgan.fast.kernels.ema_update", "bitwise")},
 }

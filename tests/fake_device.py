@@ -550,7 +550,7 @@ def to_device(a, dtype=None):
 
 
 # ----------------------------------------------------------------------------- capture mode
-# What CuPy refuses while a stream is being captured into a CUDA graph (fast/graph.py), refused here
+# What CuPy refuses while a stream is being captured into a CUDA graph (fast/cuda_graph/graph.py), refused here
 # on the CPU, with CuPy's errors:
 #   - any cuBLAS call (matmul, dot, tensordot, einsum, @, linalg): NotImplementedError, as CuPy's guard in
 #     cupy_backends/cuda/libs/cublas.pyx (cupy/cupy#6290); any cuRAND call (the legacy xp.random.* functions;
@@ -562,7 +562,7 @@ def to_device(a, dtype=None):
 #     outputs) -- "fixed buffers", enforced;
 #   - a reduction that CuPy's CUB accelerator would run (xp._core's "cub", CuPy's default): CUB's device reduce
 #     allocates its result and its workspace and adds a copy (cupy/cuda/cub.pyx), so it is refused as an
-#     allocation; with the accelerators off (fast/graph.py does so around its warm-up and capture) a reduction
+#     allocation; with the accelerators off (fast/cuda_graph/graph.py does so around its warm-up and capture) a reduction
 #     is one kernel, recorded.
 # A refused CUDA call (a transfer, a sync, an allocation) also invalidates the capture, as CUDA does: the
 # capture's end (``xp.end_capture()``) then raises cudaErrorStreamCaptureInvalidated.

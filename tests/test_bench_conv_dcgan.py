@@ -69,7 +69,7 @@ def test_the_dcgan_step_benchmark_times_the_tutorials_nets():
         import bench_dcgan_step
     finally:
         sys.path.pop(0)
-    from scratchgan import models
+    from scratchgan.gan import models
     G, D = bench_dcgan_step.tutorial_nets(torch, 64, 64, "cpu")
     G_sg, D_sg = models.dcgan_generator(image_size=64, channels=3, width=64), models.dcgan_discriminator(64, 3, 64)
     for ours, theirs in ((G_sg, G), (D_sg, D)):

@@ -85,8 +85,9 @@ def test_dcgan_parity_twins_are_the_same_networks():
         import dcgan_parity
     finally:
         sys.path.pop(0)
-    from scratchgan.models import build_step
     from tolerances import assert_close
+
+    from scratchgan.gan.models import build_step
 
     step = build_step(dcgan_parity.make_config(seed=3, batch_size=8), np)
     G, D = dcgan_parity.torch_twins(step.G, step.D)

@@ -30,8 +30,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratchgan import cli, export, generator_file, sample_cli
 from scratchgan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from scratchgan.cli import export
+from scratchgan.cli import sample as sample_cli
+from scratchgan.cli import train as train_command
+from scratchgan.gan import generator_file
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "mnist-bundled", "--limit", "128", "--batch-size", "32", "--g-hidden", "32,64",
@@ -141,7 +144,7 @@ def source(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("source")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SCRATCHGAN_DATA", str(tmp / "empty-cache"))
-        assert cli.train_main([*TINY, "--out", str(tmp / "run")]) == 0
+        assert train_command.train_main([*TINY, "--out", str(tmp / "run")]) == 0
     return tmp / "run" / "checkpoint.npz"
 
 
@@ -192,7 +195,7 @@ def test_a_23_mb_file_is_not_read_before_its_shapes_are_checked(outcomes, comman
 
 # ---------------------------------------------------------------------------------- in process: the rules
 def _refused(path, pattern, need="training"):
-    from scratchgan import checkpoint_schema
+    from scratchgan.gan import checkpoint_schema
     with pytest.raises(CheckpointError, match=pattern) as info:
         checkpoint_schema.load_run_checkpoint(path, need=need)
     assert "\n" not in str(info.value) and str(path) in str(info.value)
@@ -225,8 +228,8 @@ def test_the_schema_names_the_key_that_breaks_it(source, tmp_path, change, patte
 def test_the_schema_is_one_table_that_covers_every_training_flag():
     """Every key a run records in its config has a rule (a new flag must say what values a checkpoint may
     give it back), and the rules are data: a table of key -> type and range."""
-    from scratchgan import checkpoint_schema
-    keys = set(cli.MLP_DEFAULTS) | set(cli.DCGAN_DEFAULTS) | {"image_size", "image_shape", "num_images",
+    from scratchgan.gan import checkpoint_schema
+    keys = set(train_command.MLP_DEFAULTS) | set(train_command.DCGAN_DEFAULTS) | {"image_size", "image_shape", "num_images",
                                                                "environment", "num_classes", "ranks", "cuda_graph",
                                                                "tf32", "reference", "dry_run_of"}
     assert sorted(keys - set(checkpoint_schema.CONFIG)) == []
@@ -274,7 +277,7 @@ def test_a_crafted_replay_is_refused_before_it_runs(source, tmp_path, capsys):
         path = crafted(source, tmp_path / f"{name}.npz", meta=change)
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("SCRATCHGAN_DATA", str(tmp_path / "cache"))
-            code = cli.train_main(["--resume", str(path), "--out", str(tmp_path / f"r-{name}"), "--epochs", "2",
+            code = train_command.train_main(["--resume", str(path), "--out", str(tmp_path / f"r-{name}"), "--epochs", "2",
                                    "--no-progress"])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and re.search(pattern, err[0]), err
@@ -295,17 +298,17 @@ def written(tmp_path_factory):
         "dry-run": [*TINY, "--dry-run"],
         "best": [*TINY, "--eval-every", "2", "--evaluator", "mlp", "--limit", "64"],
     }
-    from scratchgan import evaluator
+    from scratchgan.eval import evaluator
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SCRATCHGAN_DATA", str(tmp / "cache"))
         # a real evaluator, trained on fewer images than the default so that the run takes a second
         mp.setattr(evaluator, "get_evaluator", functools.partial(evaluator.get_evaluator, limit=600, epochs=1))
         for name, argv in runs.items():
-            assert cli.train_main([*argv, "--out", str(tmp / name)]) == 0, name
-        assert cli.train_main(["--dataset", "mnist-bundled", "--limit", "32", "--batch-size", "16", "--g-width", "2",
+            assert train_command.train_main([*argv, "--out", str(tmp / name)]) == 0, name
+        assert train_command.train_main(["--dataset", "mnist-bundled", "--limit", "32", "--batch-size", "16", "--g-width", "2",
                                "--d-width", "2", "--latent-dim", "8", "--epochs", "1", "--no-progress",
                                "--sample-every", "0", "--channels", "3", "--out", str(tmp / "dcgan")],
-                              prog="dcgan.py", defaults=cli.DCGAN_DEFAULTS) == 0
+                              prog="dcgan.py", defaults=train_command.DCGAN_DEFAULTS) == 0
     paths = {name: tmp / name / "checkpoint.npz" for name in (*runs, "dcgan")}
     paths["snapshot"] = tmp / "mlp-tools" / "checkpoint_epoch0001.npz"
     paths["best-of-run"] = tmp / "best" / "checkpoint_best.npz"
@@ -317,8 +320,8 @@ def written(tmp_path_factory):
 
 
 def test_every_checkpoint_the_project_writes_passes_the_checks(written, tmp_path, capsys):
-    from scratchgan import checkpoint_schema
     from scratchgan.checkpoint import read_meta
+    from scratchgan.gan import checkpoint_schema
     for name, path in written.items():
         need = "generator" if name.startswith("export-") else "training"
         _, meta = checkpoint_schema.load_run_checkpoint(path, need=need)
@@ -332,21 +335,21 @@ def test_every_checkpoint_the_project_writes_passes_the_checks(written, tmp_path
 @pytest.mark.parametrize("name", ["mlp-tools", "conditional", "dcgan", "best-of-run"])
 def test_the_project_s_checkpoints_resume(written, tmp_path, name, monkeypatch):
     """Resumed into a new folder: the replay of noise, dropout and augmentation draws passes its bounds."""
-    from scratchgan import checkpoint_schema
+    from scratchgan.gan import checkpoint_schema
     checkpoint_schema.load_run_checkpoint(written[name], need="training")
     monkeypatch.setenv("SCRATCHGAN_DATA", str(tmp_path / "cache"))
     argv = ["--resume", str(written[name]), "--out", str(tmp_path / "r"), "--epochs", "2", "--no-progress"]
     if name == "best-of-run":  # its run measured with --eval-every: resumed without it, for speed
         argv += ["--eval-every", "0"]
-    assert cli.train_main(argv, prog="scratchgan train", defaults=None) == 0
+    assert train_command.train_main(argv, prog="scratchgan train", defaults=None) == 0
     assert load_checkpoint(tmp_path / "r" / "checkpoint.npz")[1]["epoch"] == 2
 
 
 def test_the_weight_bound_follows_the_builders(written):
     """network_weights is a lower bound of the built networks' parameters, within SLACK_FACTOR of them."""
-    from scratchgan import checkpoint_schema
     from scratchgan.checkpoint import read_meta
-    from scratchgan.models import build_gan
+    from scratchgan.gan import checkpoint_schema
+    from scratchgan.gan.models import build_gan
     for name in ("mlp-tools", "conditional", "dcgan"):
         config = read_meta(written[name])["config"]
         for net, built in zip("GD", build_gan(config, np)):

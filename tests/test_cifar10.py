@@ -15,10 +15,10 @@ import threading
 import numpy as np
 import pytest
 
-from scratchgan import cli
 from scratchgan.checkpoint import load_checkpoint
-from scratchgan.data import DataError, DownloadError
-from scratchgan.data import cifar10
+from scratchgan.cli import train as train_command
+from scratchgan.cli.main import main as cli_main
+from scratchgan.data import DataError, DownloadError, cifar10
 
 PER_BATCH = 2  # records per batch file of the small tarball
 
@@ -184,13 +184,13 @@ TINY_DCGAN = ["--g-width", "2", "--d-width", "2", "--latent-dim", "4", "--batch-
 def test_dcgan_trains_on_cifar10_at_32x32x3_and_the_mlp_at_3072(tarball, server, tmp_path, monkeypatch):
     monkeypatch.setattr(cifar10, "MIRRORS", (server.url,))
     out = tmp_path / "dcgan"
-    assert cli.main(["train", "--arch", "dcgan", "--dataset", "cifar10", *TINY_DCGAN, "--out", str(out)]) == 0
+    assert cli_main(["train", "--arch", "dcgan", "--dataset", "cifar10", *TINY_DCGAN, "--out", str(out)]) == 0
     _, meta = load_checkpoint(out / "checkpoint.npz")
     config = meta["config"]
     assert (config["resolution"], config["channels"], config["image_shape"]) == (32, 3, [3, 32, 32])
     assert meta["global_step"] == 5 * PER_BATCH // 5
     out = tmp_path / "mlp"
-    assert cli.main(["train", "--dataset", "cifar10", "--g-hidden", "8", "--d-hidden", "8", "--batch-size", "5",
+    assert cli_main(["train", "--dataset", "cifar10", "--g-hidden", "8", "--d-hidden", "8", "--batch-size", "5",
                      "--epochs", "1", "--no-progress", "--sample-every", "0", "--out", str(out)]) == 0
     assert load_checkpoint(out / "checkpoint.npz")[1]["config"]["image_size"] == 3072
 
@@ -200,14 +200,14 @@ def test_cli_checksum_mismatch_and_truncated_tarball_exit_2_with_one_line(tarbal
     monkeypatch.setattr(cifar10, "MIRRORS", (server.url,))
     monkeypatch.setattr(cifar10, "SHA256", "f" * 64)
     args = ["train", "--arch", "dcgan", "--dataset", "cifar10", *TINY_DCGAN]
-    assert cli.main([*args, "--out", str(tmp_path / "a")]) == 2
+    assert cli_main([*args, "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("scratchgan train: error: could not download cifar-10-binary.tar.gz")
     assert "SHA-256 mismatch" in err[0]
     path, _ = tarball
     (tmp_path / "cut").mkdir()
     (tmp_path / "cut" / cifar10.ARCHIVE).write_bytes(path.read_bytes()[:300])
-    assert cli.main([*args, "--data-dir", str(tmp_path / "cut"), "--out", str(tmp_path / "b")]) == 2
+    assert cli_main([*args, "--data-dir", str(tmp_path / "cut"), "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "truncated or corrupt tarball" in err[0], err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -19,14 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
+from PIL import Image
 from tolerances import scale
-from scratchgan import cli, models, sample_cli
+
 from scratchgan.checkpoint import load_checkpoint
+from scratchgan.cli import sample as sample_cli
+from scratchgan.cli import train as train_command
 from scratchgan.data import mnist
-from scratchgan.gan import generate
+from scratchgan.gan import models
+from scratchgan.gan.step import generate
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "mnist_mlp.py"
@@ -115,7 +117,7 @@ def error_runs(tmp_path_factory):
     old = os.environ.get("SCRATCHGAN_DATA")
     os.environ["SCRATCHGAN_DATA"] = str(tmp / "empty-cache")
     try:
-        assert cli.train_main([*SAFE, *TINY, "--out", str(tmp / "tiny")]) == 0
+        assert train_command.train_main([*SAFE, *TINY, "--out", str(tmp / "tiny")]) == 0
     finally:
         if old is None:
             del os.environ["SCRATCHGAN_DATA"]
@@ -164,11 +166,11 @@ def test_bundled_digits_default_to_their_test_split(tmp_path, monkeypatch, capsy
     train split explicitly is an error (there is none), not a silent substitution."""
     monkeypatch.setenv("SCRATCHGAN_DATA", str(tmp_path / "empty-cache"))
     out = tmp_path / "run"
-    assert cli.train_main(["--dataset", "mnist-bundled", "--split", "train", *TINY, "--epochs", "1",
+    assert train_command.train_main(["--dataset", "mnist-bundled", "--split", "train", *TINY, "--epochs", "1",
                            "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown split 'train'" in err[0] and "test" in err[0]
-    assert cli.train_main(["--dataset", "mnist-bundled", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    assert train_command.train_main(["--dataset", "mnist-bundled", *TINY, "--epochs", "1", "--out", str(out)]) == 0
     _, meta = load_checkpoint(out / "checkpoint.npz")
     assert meta["config"]["split"] == "test" and meta["global_step"] == 256 // 32
 
@@ -195,7 +197,7 @@ def test_example_help_lists_every_flag_with_its_default(tmp_path):
         assert flag in blocks, f"{flag} missing from --help"
         text = " ".join(blocks[flag].split())
         assert "default" in text, f"{flag}: no default in {text!r}"
-        value = cli.MLP_DEFAULTS[flag[2:].replace("-", "_")]
+        value = train_command.MLP_DEFAULTS[flag[2:].replace("-", "_")]
         assert f"(default: {value})" in text, f"{flag}: default {value!r} not shown in {text!r}"
 
 
@@ -268,7 +270,7 @@ def test_offline_mnist_falls_back_to_the_bundled_digits(tmp_path, monkeypatch, c
     offline = dataclasses.replace(mnist.MNIST, mirrors=mirrors, search_dirs=())
     monkeypatch.setitem(mnist.DATASETS, "mnist", offline)
     out = tmp_path / "run"
-    code = cli.train_main(["--dataset", "mnist", *TINY, "--epochs", "1", "--out", str(out)])
+    code = train_command.train_main(["--dataset", "mnist", *TINY, "--epochs", "1", "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert captured.err == ""
@@ -305,8 +307,8 @@ def test_sample_help_gives_the_shapes_of_both_architectures(tmp_path, monkeypatc
     assert "(N, 28, 28) from an MLP checkpoint" in text and "(N, C, H, W) from a DCGAN one" in text
     monkeypatch.setenv("SCRATCHGAN_DATA", str(tmp_path / "empty-cache"))
     out = tmp_path / "dcgan"
-    assert cli.train_main(["--dataset", "mnist-bundled", "--limit", "64", "--batch-size", "32", "--g-width", "4",
+    assert train_command.train_main(["--dataset", "mnist-bundled", "--limit", "64", "--batch-size", "32", "--g-width", "4",
                            "--d-width", "4", "--latent-dim", "8", "--epochs", "1", "--no-progress",
-                           "--sample-every", "0", "--out", str(out)], prog="dcgan.py", defaults=cli.DCGAN_DEFAULTS) == 0
+                           "--sample-every", "0", "--out", str(out)], prog="dcgan.py", defaults=train_command.DCGAN_DEFAULTS) == 0
     assert sample_cli.sample_main(["--checkpoint", str(out / "checkpoint.npz"), "--n", "3", "--out", str(tmp_path / "s")]) == 0
     assert np.load(tmp_path / "s.npy").shape == (3, 1, 28, 28)

@@ -15,8 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratchgan import cli, evaluate_cli, export, sample_cli
 from scratchgan.checkpoint import load_checkpoint
+from scratchgan.cli import evaluate as evaluate_cli
+from scratchgan.cli import export
+from scratchgan.cli import sample as sample_cli
+from scratchgan.cli import train as train_command
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "mnist-bundled", "--limit", "128", "--batch-size", "32", "--g-hidden", "32,64",
@@ -31,7 +34,7 @@ def checkpoint(tmp_path_factory):
     old = os.environ.get("SCRATCHGAN_DATA")
     os.environ["SCRATCHGAN_DATA"] = str(tmp / "empty-cache")
     try:
-        assert cli.train_main([*TINY, "--out", str(tmp / "mlp")]) == 0
+        assert train_command.train_main([*TINY, "--out", str(tmp / "mlp")]) == 0
     finally:
         if old is None:
             del os.environ["SCRATCHGAN_DATA"]

@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scratchgan import cli, sample_cli
+from scratchgan.cli import sample as sample_cli
+from scratchgan.cli import train as train_command
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -40,8 +41,8 @@ def runs(tmp_path_factory):
     old = os.environ.get("SCRATCHGAN_DATA")
     os.environ["SCRATCHGAN_DATA"] = str(tmp / "empty-cache")
     try:
-        assert cli.train_main([*TINY, "--out", str(tmp / "mlp")]) == 0
-        assert cli.train_main([*TINY, "--conditional", "--out", str(tmp / "cond")]) == 0
+        assert train_command.train_main([*TINY, "--out", str(tmp / "mlp")]) == 0
+        assert train_command.train_main([*TINY, "--conditional", "--out", str(tmp / "cond")]) == 0
     finally:
         if old is None:
             del os.environ["SCRATCHGAN_DATA"]
@@ -225,7 +226,7 @@ def kill_self_then(real):
 
 
 def test_sigterm_while_export_writes(runs, tmp_path, capsys, monkeypatch, guarded_sigterm):
-    from scratchgan import export
+    from scratchgan.cli import export
     monkeypatch.setattr(export, "save_checkpoint", kill_self_then(export.save_checkpoint))
     assert export.export_main(["--checkpoint", str(runs["mlp"]), "--out", str(tmp_path / "G.npz")]) == 143
     assert capsys.readouterr().err == ("scratchgan export: interrupted by SIGTERM; nothing was written "
@@ -245,7 +246,8 @@ def test_sigterm_while_sample_writes_its_grid_leaves_neither_file(runs, tmp_path
 def test_a_signal_as_a_temporary_file_is_created_leaves_no_file(tmp_path, monkeypatch):
     """Python runs a signal's handler as the system call returns: as os.open has just created the temporary
     file of an atomic write (where `sample --outdir` left `.seed0015_0000.png.<pid>.<hex>.tmp` behind)."""
-    from scratchgan import cliutil, fileio
+    from scratchgan import fileio
+    from scratchgan.cli import common as cliutil
     real_open = os.open
 
     def open_then_sigterm(path, flags, *args, **kwargs):

@@ -5,17 +5,18 @@ the conditional G step checked through D, and the path end to end: train a few s
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
-from PIL import Image
-
+from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
 from fake_device import xp as fake_xp
 from layer_cases import record_error
-from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
-from scratchgan import cli, losses, nn, sample_cli
+from PIL import Image
+
+from scratchgan import losses, nn
 from scratchgan.backend import scatter_add
 from scratchgan.checkpoint import load_checkpoint
+from scratchgan.cli import sample as sample_cli
+from scratchgan.cli import train as train_command
 from scratchgan.gradcheck import directional_check, numerical_gradient, relative_error
 
 TABLE = "Conditional layers: analytic vs central differences (relative error)"
@@ -159,8 +160,8 @@ def test_conditional_contract():
     assert y.dtype == np.float32 and y.shape == (3, 1)
     with pytest.raises(ValueError, match="both G and D conditional"):
         from scratchgan import optim
-        from scratchgan.gan import GANStep, NoiseSource
-        from scratchgan.objectives import BCEObjective
+        from scratchgan.gan.objectives import BCEObjective
+        from scratchgan.gan.step import GANStep, NoiseSource
         D = nn.Sequential(nn.Linear(5, 1)).to("numpy")
         GANStep(net, D, optim.Adam(net.parameters()), optim.Adam(D.parameters()), BCEObjective(), 5,
                 NoiseSource(np, 3, 5, 0, "float32"))
@@ -169,7 +170,7 @@ def test_conditional_contract():
 @pytest.mark.parametrize("embedding_dim", [0, 4], ids=["one-hot", "embedding"])
 def test_conditional_generator_step_directional_through_d(embedding_dim):
     """L_G = bce(D(G(z, y), y), 1) over G's store (its embedding included) and over D's."""
-    from scratchgan import models
+    from scratchgan.gan import models
     G = models.mlp_generator(6, (8,), out_dim=10, batchnorm=False, seed=0, dtype="float64",
                              num_classes=3, embedding_dim=embedding_dim).to("numpy", "float64")
     D = models.mlp_discriminator(10, (8,), seed=1, dtype="float64", num_classes=3,
@@ -202,10 +203,10 @@ TINY = ["--g-hidden", "32,64", "--d-hidden", "64,32", "--latent-dim", "16", "--l
 @pytest.fixture(scope="module")
 def conditional_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("conditional") / "run"
-    from scratchgan import viz
+    from scratchgan.run import viz
     plot, viz.plot_losses = viz.plot_losses, lambda *a, **k: None  # matplotlib is slow and not tested here
     try:
-        assert cli.train_main([*fashion_args(), *TINY, "--epochs", "1", "--conditional", "--embedding-dim", "8",
+        assert train_command.train_main([*fashion_args(), *TINY, "--epochs", "1", "--conditional", "--embedding-dim", "8",
                                "--out", str(out)]) == 0
     finally:
         viz.plot_losses = plot
@@ -256,10 +257,10 @@ def test_sample_label_errors_are_one_line(conditional_run, tmp_path, capsys):
 
 def test_conditional_wgan_gp_steps_without_nan(tmp_path):
     """The gradient penalty on a conditional critic (the code joins the input; the penalty is on dD/dx)."""
-    from scratchgan import viz
+    from scratchgan.run import viz
     plot, viz.plot_losses = viz.plot_losses, lambda *a, **k: None
     try:
-        assert cli.train_main([*fashion_args(), *TINY[:-2], "--log-every", "1", "--limit", "320", "--epochs", "1",
+        assert train_command.train_main([*fashion_args(), *TINY[:-2], "--log-every", "1", "--limit", "320", "--epochs", "1",
                                "--conditional", "--loss", "wgan-gp", "--out", str(tmp_path / "run")]) == 0
     finally:
         viz.plot_losses = plot
@@ -268,10 +269,10 @@ def test_conditional_wgan_gp_steps_without_nan(tmp_path):
 
 
 def test_label_on_an_unconditional_checkpoint_is_a_one_line_error(tmp_path, capsys):
-    from scratchgan import viz
+    from scratchgan.run import viz
     plot, viz.plot_losses = viz.plot_losses, lambda *a, **k: None
     try:
-        assert cli.train_main([*fashion_args(), *TINY, "--limit", "64", "--epochs", "1",
+        assert train_command.train_main([*fashion_args(), *TINY, "--limit", "64", "--epochs", "1",
                                "--out", str(tmp_path / "run")]) == 0
     finally:
         viz.plot_losses = plot

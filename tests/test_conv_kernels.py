@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import os
 
+import host_kernels
 import numpy as np
 import pytest
-
-import host_kernels
-from fake_device import FakeElementwiseKernel, xp as fake_xp
+from fake_device import FakeElementwiseKernel
+from fake_device import xp as fake_xp
 from host_kernels import HostElementwiseKernel
 from layer_cases import skip_unless_cupy
-from scratchgan import fast, nn
-from scratchgan import replace
+from test_guard import check_layer_on_fake_device
+
+from scratchgan import fast, nn, replace
 from scratchgan.fast import conv_kernels
 from scratchgan.fast import kernels as fast_kernels
 from scratchgan.nn.conv import col2im, conv_output_size, im2col
-from test_guard import check_layer_on_fake_device
 
 DTYPES = ("float32", "float64")
 # (x shape (N, C, H, W), kernel, stride, padding); the comment gives (H + 2p - k) % s on each axis
@@ -262,10 +262,12 @@ def test_dcgan_step_through_the_kernels_matches_numpy(kernels_on_the_fake_device
     """A whole DCGAN step (32x32, width 4) on the fake device with every kernel lent, fused and conv, against
     the NumPy reference: the same weights after two steps (float64; BCE's exp is CUDA's own, so not bitwise)."""
     from layer_cases import make_input
-    from scratchgan import cli, models
+
+    from scratchgan.cli import train as train_command
+    from scratchgan.gan import models
 
     def build(backend_xp):
-        config = dict(cli.DCGAN_DEFAULTS, resolution=32, channels=3, g_width=4, d_width=4, batch_size=4,
+        config = dict(train_command.DCGAN_DEFAULTS, resolution=32, channels=3, g_width=4, d_width=4, batch_size=4,
                       latent_dim=8, image_size=3 * 32 * 32, image_shape=[3, 32, 32], dtype="float64")
         return models.build_step(config, backend_xp)
 

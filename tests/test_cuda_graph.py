@@ -1,4 +1,4 @@
-"""The training step as one CUDA graph (scratchgan/fast/graph.py, fast/gemm.py), checked without a GPU.
+"""The training step as one CUDA graph (scratchgan/fast/cuda_graph/graph.py, fast/cuda_graph/gemm.py), checked without a GPU.
 
   1. The SGEMM kernel's source, compiled for the host (tests/host_raw_kernels.py: one host thread per
      CUDA thread, barriers for __syncthreads), against NumPy's matmul in float64, every transpose and
@@ -27,15 +27,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-
 import fake_device
 import host_kernels
+import numpy as np
+import pytest
 from fake_device import CUDARuntimeError, FakeRawKernel, xp
-from scratchgan import cli, flags, models, train_options
-from scratchgan.fast import fixed, gemm, graph
 from tolerances import FLOAT32_EPS, assert_close
+
+from scratchgan.cli import flags, train_options
+from scratchgan.cli import train as train_command
+from scratchgan.fast.cuda_graph import fixed, gemm, graph
+from scratchgan.gan import models
 
 REPO = Path(__file__).resolve().parents[1]
 NO_COMPILER = "no C++ compiler (g++ or c++): the kernels cannot be built for the CPU"
@@ -317,7 +319,7 @@ def sgemm_kernel(monkeypatch):
 
 
 def _config(loss, **extra):
-    config = dict(cli.MLP_DEFAULTS, image_size=20, batch_size=8, g_hidden="16,32", d_hidden="24,12", latent_dim=6,
+    config = dict(train_command.MLP_DEFAULTS, image_size=20, batch_size=8, g_hidden="16,32", d_hidden="24,12", latent_dim=6,
                   loss=loss, seed=5)
     config.update(flags.loss_defaults(loss))
     config.update(extra)
@@ -388,8 +390,8 @@ def test_graphed_step_equals_eager_bitwise(numpy_gemm, loss):
 
 
 def test_the_default_step_holds_the_launches_graph_py_counts(numpy_gemm):
-    """fast/graph.py's figure: the default MLP bce step at batch 64, gather included, is 327 launches, 41 GEMMs."""
-    config = dict(cli.MLP_DEFAULTS, loss="bce", image_size=784)
+    """fast/cuda_graph/graph.py's figure: the default MLP bce step at batch 64, gather included, is 327 launches, 41 GEMMs."""
+    config = dict(train_command.MLP_DEFAULTS, loss="bce", image_size=784)
     config.update(flags.loss_defaults("bce"))
     step = graph.GraphedStep(models.build_step(config, xp), 1, dataset=xp.asarray(_dataset(64, 784)))
     step.start_epoch(np.arange(64))
@@ -588,7 +590,7 @@ def _train(out, graphed, epochs, resume=None, loss="bce", conditional=False, d_s
     """The Trainer on the fake device, as `--cuda-graph` runs it: the graphed step gathers its batches from
     the loader's device copy, in the loader's order (the loader hands it no batch: its epoch() refuses)."""
     from scratchgan.data.loader import BatchLoader
-    from scratchgan.trainer import Trainer
+    from scratchgan.run.trainer import Trainer
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (TRAIN_IMAGES, 4, 5), dtype=np.uint8)
     labels = np.arange(TRAIN_IMAGES) % 10 if conditional else None
@@ -632,7 +634,7 @@ def _assert_same_checkpoints(a, b):
 @pytest.mark.parametrize("loss, conditional, d_steps", [("bce", False, 1), ("hinge", True, 2)],
                          ids=["bce", "conditional-hinge"])
 def test_trainer_gathering_in_the_graph_saves_and_resumes_as_eager(numpy_gemm, tmp_path, loss, conditional, d_steps):
-    from scratchgan.trainer import TrainingInterrupted
+    from scratchgan.run.trainer import TrainingInterrupted
     run = dict(loss=loss, conditional=conditional, d_steps=d_steps)
     iters = TRAIN_IMAGES // 8 // d_steps
     _train(tmp_path / "eager", False, 2, **run)
@@ -664,7 +666,7 @@ def test_a_short_last_batch_is_refused_as_the_eager_step_refuses_it(tmp_path):
     """drop_last=False keeps a short last batch, which GANStep refuses when the trainer reaches it; the graph
     (fixed slots) refuses the loader at once, with GANStep's words. drop_last=True (the CLI's) drops it in both."""
     from scratchgan.data.loader import BatchLoader
-    from scratchgan.trainer import Trainer
+    from scratchgan.run.trainer import Trainer
     images = np.random.default_rng(0).integers(0, 256, (50, 4, 5), dtype=np.uint8)  # 6 batches of 8, then 2
     config = _config("bce", out=str(tmp_path))
     eager = Trainer(models.build_step(config, xp), BatchLoader(images, 8, xp=xp, drop_last=False), tmp_path / "e",
@@ -744,7 +746,7 @@ def test_the_gathering_loader_is_the_loader_the_trainer_sees(numpy_gemm):
 
 
 def test_the_cli_hook_refuses_in_one_line():
-    from scratchgan.cliutil import UserError
+    from scratchgan.cli.common import UserError
     step = models.build_step(_config("bce"), np)
     assert train_options.graphed(step, {"cuda_graph": False}, None) is step  # --no-cuda-graph: the eager step
     with pytest.raises(UserError, match="one process"):

@@ -1,4 +1,4 @@
-"""fast/graph.py's _CupyGraph, the part of the CUDA graph that only CuPy runs, against a stand-in of the CuPy API.
+"""fast/cuda_graph/graph.py's _CupyGraph, the part of the CUDA graph that only CuPy runs, against a stand-in of the CuPy API.
 
 No GPU is here, so the calls _CupyGraph makes are checked against a recording stand-in of the few CuPy pieces it
 uses (streams, events, a memory pool, cupy._core's accelerator switches): the order of the streams' events, the
@@ -9,9 +9,9 @@ cupy/cuda/graph.pyx, cupy/_core/_accelerator.pyx); the real thing runs in tests/
 import contextlib
 
 import pytest
-
 from fake_device import _FakeCore
-from scratchgan.fast import graph
+
+from scratchgan.fast.cuda_graph import graph
 
 
 class Invalidated(RuntimeError):

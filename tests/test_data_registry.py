@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scratchgan import checkpoint_schema, flags
+from scratchgan.cli import flags
 from scratchgan.data import DataError, registry
+from scratchgan.gan import checkpoint_schema
 
 
 def test_every_dataset_a_flag_or_a_checkpoint_names_is_in_the_registry():

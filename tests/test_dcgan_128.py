@@ -4,9 +4,10 @@ Shapes stage by stage, and a float64 directional gradient check of the generator
 non-saturating BCE) over both flat stores at a tiny width, BatchNorm in train mode.
 """
 import numpy as np
-
 from layer_cases import record_error
-from scratchgan import gradcheck, losses, models, nn
+
+from scratchgan import gradcheck, losses, nn
+from scratchgan.gan import models
 
 TOL = 1e-7
 TABLE = "directional check: relative error |grad.u - finite difference| / (|grad.u| + |fd|) (float64)"

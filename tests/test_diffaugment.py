@@ -1,4 +1,4 @@
-"""DiffAugment (scratchgan/diffaugment.py): each op's input gradient against central differences in float64
+"""DiffAugment (scratchgan/gan/diffaugment.py): each op's input gradient against central differences in float64
 with its random draws fixed, the whole policy likewise (images and the MLP's flat batches), the ops against
 Zhao et al.'s PyTorch code (forward and autograd), seeded resumable draws, and the G step's gradient through
 the augmentation (directional check over G's parameters).
@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from fake_device import xp as fake_xp
 from layer_cases import make_input, random_like, record_error
-from scratchgan import cli, diffaugment as da, models
-from scratchgan.gan import NoiseSource
+
+from scratchgan.cli import train as train_command
+from scratchgan.gan import diffaugment as da
+from scratchgan.gan import models
+from scratchgan.gan.step import NoiseSource
 from scratchgan.gradcheck import directional_check, numerical_gradient, relative_error
 
 TABLE = "DiffAugment: analytic vs central differences (relative error)"
@@ -185,7 +187,7 @@ def test_non_square_flat_batches_are_refused():
 @pytest.mark.parametrize("policy", ["translation,cutout,color"])
 def test_g_step_gradient_goes_through_the_augmentation(policy):
     """Directional check over G's flat store of the G step's loss g(D(T(G(z)))), the draws replayed."""
-    config = dict(cli.MLP_DEFAULTS, image_size=16, batch_size=4, g_hidden="8", d_hidden="8", latent_dim=3,
+    config = dict(train_command.MLP_DEFAULTS, image_size=16, batch_size=4, g_hidden="8", d_hidden="8", latent_dim=3,
                   dtype="float64", diffaugment=policy)
     step = models.build_step(config, np)
     step.opt_G.step = lambda: None  # look at the gradient only

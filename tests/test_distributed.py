@@ -1,4 +1,4 @@
-"""Data-parallel training (scratchgan/distributed.py) equals one process on the global batch.
+"""Data-parallel training (scratchgan/run/distributed.py) equals one process on the global batch.
 
 The maths in-process first (the sharded noise, masks and batches put back together; the synchronised
 BatchNorm over two threads is in tests/test_sync_batchnorm.py), then real runs under ``mpiexec -n 2`` on
@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fake_device import xp as fake_xp  # tests/fake_device.py: CuPy's rules on the CPU
-from scratchgan import distributed, nn
+
+from scratchgan import nn
 from scratchgan.data import BatchLoader
-from scratchgan.gan import NoiseSource
+from scratchgan.gan.step import NoiseSource
+from scratchgan.run import distributed
 
 REPO = Path(__file__).resolve().parents[1]
 RTOL = 1e-9  # float64 runs; the sums are only reordered
@@ -81,7 +82,7 @@ def test_sharded_dropout_masks_and_batches_are_the_global_ones():
 
 
 def test_a_run_outside_mpi_never_imports_mpi4py():
-    code = ("import sys, scratchgan, scratchgan.cli, scratchgan.distributed as d; "
+    code = ("import sys, scratchgan, scratchgan.cli.train, scratchgan.run.distributed as d; "
             "assert d.init() is None; assert 'mpi4py' not in sys.modules, 'imported'")
     env = {k: v for k, v in os.environ.items() if k not in distributed._SIZE_VARS + distributed._RANK_VARS}
     env["PYTHONPATH"] = str(REPO)
@@ -90,11 +91,11 @@ def test_a_run_outside_mpi_never_imports_mpi4py():
 
 def test_mpiexec_without_mpi4py_says_what_to_install(tmp_path, monkeypatch, capsys):
     """Started by a launcher (its environment) where mpi4py cannot be imported: one line, exit 2."""
-    from scratchgan import cli
+    from scratchgan.cli import train as train_command
     monkeypatch.setenv("PMI_RANK", "0")
     monkeypatch.setenv("PMI_SIZE", "2")
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # what `import mpi4py` meets where it is not installed
-    code = cli.train_main(["--dataset", "mnist-bundled", "--limit", "16", "--batch-size", "8",
+    code = train_command.train_main(["--dataset", "mnist-bundled", "--limit", "16", "--batch-size", "8",
                            "--out", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
@@ -272,7 +273,8 @@ def test_the_readme_launch_lines_use_the_examples_flags():
     """README.md's `mpiexec -n N python examples/...` lines: flags each example's parser accepts (the
     runs themselves are the mpiexec tests above, on the bundled digits; MNIST itself would download)."""
     import shlex
-    from scratchgan.cli import DCGAN_DEFAULTS, MLP_DEFAULTS, make_train_parser
+
+    from scratchgan.cli.train import DCGAN_DEFAULTS, MLP_DEFAULTS, make_train_parser
     text = (REPO / "README.md").read_text()
     lines = [line.split("#")[0].strip() for line in text.splitlines() if line.startswith("mpiexec -n ")]
     examples = [shlex.split(line) for line in lines if "examples/" in line]

@@ -1,24 +1,26 @@
-"""--ema: the moving average of G's flat parameter buffer (scratchgan/ema.py). The update against its formula,
+"""--ema: the moving average of G's flat parameter buffer (scratchgan/gan/ema.py). The update against its formula,
 in the GAN step after every G step, the fused kernel on the fake device against NumPy bit for bit, the
 swap in and out for sampling (BatchNorm statistics G's own), and the checkpoint helpers.
 """
 from __future__ import annotations
 
+import host_kernels
 import numpy as np
 import pytest
-
-import host_kernels
-from fake_device import FakeElementwiseKernel, xp as fake_xp
+from fake_device import FakeElementwiseKernel
+from fake_device import xp as fake_xp
 from layer_cases import make_input
 from tolerances import FLOAT32_EPS, assert_close
-from scratchgan import cli, fast, models, nn
-from scratchgan import replace
-from scratchgan.ema import KEY, UPDATES_KEY, GeneratorEMA, ema_update, use_ema_weights
-from scratchgan.gan import generate
+
+from scratchgan import fast, nn, replace
+from scratchgan.cli import train as train_command
+from scratchgan.gan import models
+from scratchgan.gan.ema import KEY, UPDATES_KEY, GeneratorEMA, ema_update, use_ema_weights
+from scratchgan.gan.step import generate
 
 
 def config(**extra):
-    return dict(cli.MLP_DEFAULTS, image_size=16, batch_size=4, g_hidden="8,6", d_hidden="8", latent_dim=3,
+    return dict(train_command.MLP_DEFAULTS, image_size=16, batch_size=4, g_hidden="8,6", d_hidden="8", latent_dim=3,
                 dtype="float64", **extra)
 
 
@@ -141,7 +143,7 @@ def test_fused_kernel_on_the_fake_device_equals_numpy_bit_for_bit(fused, dtype):
         np.testing.assert_array_equal(got.view(got.dtype.str.replace("f", "u")),
                                       ema.params.view(ema.params.dtype.str.replace("f", "u")))
     assert fused["ema_update"].calls == 3
-    assert fast.replacement_for("scratchgan.ema.ema_update", fake_xp) is not None
+    assert fast.replacement_for("scratchgan.gan.ema.ema_update", fake_xp) is not None
 
 
 def test_the_reference_runs_on_the_fake_device_without_kernels():

@@ -4,7 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from scratchgan import cli, evaluator, viz
+from scratchgan.cli import train as train_command
+from scratchgan.eval import evaluator
+from scratchgan.run import viz
 
 TINY = ["--dataset", "mnist-bundled", "--limit", "512", "--batch-size", "32", "--g-hidden", "32,64",
         "--d-hidden", "64,32", "--no-progress", "--log-every", "4", "--sample-every", "0"]
@@ -28,7 +30,7 @@ def test_eval_every_logs_metrics_into_the_csv_and_the_plot(tmp_path, monkeypatch
         return real_plot(rows, path, **kwargs)
     monkeypatch.setattr(viz, "plot_losses", spy)
     out = tmp_path / "run"
-    assert cli.train_main(TINY + ["--epochs", "1", "--eval-every", "8", "--out", str(out)]) == 0
+    assert train_command.train_main(TINY + ["--epochs", "1", "--eval-every", "8", "--out", str(out)]) == 0
     rows = viz.read_metrics_csv(out / "metrics.csv")
     evaluated = [r for r in rows if r.get("frechet_distance") not in (None, "")]
     assert [r["step"] for r in evaluated] == [8, 16]  # 16 steps in the epoch, every 8th evaluated
@@ -44,7 +46,7 @@ def test_eval_every_logs_metrics_into_the_csv_and_the_plot(tmp_path, monkeypatch
 
 def test_eval_every_with_the_mlp_evaluator(tmp_path, isolated_cache):
     out = tmp_path / "run"
-    assert cli.train_main(TINY + ["--epochs", "1", "--eval-every", "16", "--evaluator", "mlp",
+    assert train_command.train_main(TINY + ["--epochs", "1", "--eval-every", "16", "--evaluator", "mlp",
                                   "--out", str(out)]) == 0
     rows = [r for r in viz.read_metrics_csv(out / "metrics.csv") if r.get("frechet_distance") not in (None, "")]
     assert len(rows) == 1 and np.isfinite(rows[0]["frechet_distance"])
@@ -55,25 +57,25 @@ def test_eval_every_with_the_mlp_evaluator(tmp_path, isolated_cache):
 
 def test_evaluator_flag_is_documented_and_checked(capsys):
     with pytest.raises(SystemExit) as e:
-        cli.train_main(["--help"])
+        train_command.train_main(["--help"])
     assert e.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "--evaluator {cnn,mlp}" in text and "(default: cnn)" in text.split("--evaluator {cnn,mlp}")[-1][:200]
     with pytest.raises(SystemExit) as e:
-        cli.train_main(TINY + ["--eval-every", "8", "--evaluator", "vgg"])
+        train_command.train_main(TINY + ["--eval-every", "8", "--evaluator", "vgg"])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--evaluator" in err[0] and "invalid choice" in err[0]
 
 
 def test_eval_every_is_refused_for_images_the_classifier_does_not_know(tmp_path, capsys):
-    from scratchgan.data import make_demo_folder, load_mnist_bundled
+    from scratchgan.data import load_mnist_bundled, make_demo_folder
     folder = tmp_path / "faces"
     make_demo_folder(folder, load_mnist_bundled()[0][:40], size=28, n=40)
-    code = cli.train_main(["--dataset", "folder", "--data-dir", str(folder), "--epochs", "1", "--eval-every", "5",
+    code = train_command.train_main(["--dataset", "folder", "--data-dir", str(folder), "--epochs", "1", "--eval-every", "5",
                            "--out", str(tmp_path / "d"), "--no-progress", "--batch-size", "8",
                            "--g-width", "4", "--d-width", "4", "--image-size", "28"],
-                          prog="dcgan.py", defaults=cli.DCGAN_DEFAULTS)
+                          prog="dcgan.py", defaults=train_command.DCGAN_DEFAULTS)
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--eval-every" in err[0]
@@ -83,17 +85,17 @@ def test_resuming_a_run_of_an_earlier_release_keeps_the_mlp_evaluator(tmp_path):
     """A checkpoint whose config predates --evaluator measured --eval-every in the MLP's features: its
     metrics.csv (and the collapse check over it) stays in that embedding unless --evaluator says otherwise."""
     from scratchgan.checkpoint import save_checkpoint
-    old_config = {k: v for k, v in cli.MLP_DEFAULTS.items() if k != "evaluator"}
+    old_config = {k: v for k, v in train_command.MLP_DEFAULTS.items() if k != "evaluator"}
     path = save_checkpoint(tmp_path / "checkpoint.npz", {"w": np.zeros(2)},
                            {"config": {**old_config, "eval_every": 100}})
     for argv, kind in ((["--resume", str(path)], "mlp"), (["--resume", str(path), "--evaluator", "cnn"], "cnn")):
-        parser = cli.make_train_parser("t", "", cli.MLP_DEFAULTS)
-        explicit = vars(cli.make_train_parser("t", "", cli.MLP_DEFAULTS, suppress=True).parse_args(argv))
-        config, _ = cli.resolve_config(parser.parse_args(argv), explicit, cli.MLP_DEFAULTS, log=None)
+        parser = train_command.make_train_parser("t", "", train_command.MLP_DEFAULTS)
+        explicit = vars(train_command.make_train_parser("t", "", train_command.MLP_DEFAULTS, suppress=True).parse_args(argv))
+        config, _ = train_command.resolve_config(parser.parse_args(argv), explicit, train_command.MLP_DEFAULTS, log=None)
         assert config["evaluator"] == kind
     path = save_checkpoint(tmp_path / "off.npz", {"w": np.zeros(2)}, {"config": {**old_config, "eval_every": 0}})
     argv = ["--resume", str(path)]
-    explicit = vars(cli.make_train_parser("t", "", cli.MLP_DEFAULTS, suppress=True).parse_args(argv))
-    config, _ = cli.resolve_config(cli.make_train_parser("t", "", cli.MLP_DEFAULTS).parse_args(argv), explicit,
-                                   cli.MLP_DEFAULTS, log=None)
+    explicit = vars(train_command.make_train_parser("t", "", train_command.MLP_DEFAULTS, suppress=True).parse_args(argv))
+    config, _ = train_command.resolve_config(train_command.make_train_parser("t", "", train_command.MLP_DEFAULTS).parse_args(argv), explicit,
+                                   train_command.MLP_DEFAULTS, log=None)
     assert config["evaluator"] == "cnn"  # it measured nothing: the default applies

@@ -1,5 +1,5 @@
-"""Tests of scratchgan.evaluator (softmax cross-entropy, the classifier, its cache) and of the
-`evaluate` command (scratchgan.evaluate_cli).
+"""Tests of scratchgan.eval.evaluator (softmax cross-entropy, the classifier, its cache) and of the
+`evaluate` command (scratchgan.cli.evaluate).
 
 Evaluators here are small (2,000 images, 1-3 epochs) and cached under a temporary SCRATCHGAN_DATA.
 """
@@ -8,14 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
 from tolerances import FLOAT32_EPS
-from scratchgan import cli, evaluate_cli, evaluator, metrics
-from scratchgan.data import DataError, load_mnist_bundled
-from scratchgan.evaluator import get_evaluator, softmax_cross_entropy
-from scratchgan.gradcheck import check_loss
 
+from scratchgan.cli import evaluate as evaluate_cli
+from scratchgan.cli import train as train_command
+from scratchgan.cli.main import main as cli_main
+from scratchgan.data import DataError, load_mnist_bundled
+from scratchgan.eval import evaluator, metrics
+from scratchgan.eval.evaluator import get_evaluator, softmax_cross_entropy
+from scratchgan.gradcheck import check_loss
 
 
 @pytest.fixture(autouse=True)
@@ -157,7 +159,7 @@ def tiny_checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SCRATCHGAN_DATA", str(out / "cache"))
-        code = cli.train_main(["--dataset", "mnist-bundled", "--split", "test", "--limit", "512", "--epochs", "1",
+        code = train_command.train_main(["--dataset", "mnist-bundled", "--split", "test", "--limit", "512", "--epochs", "1",
                                "--g-hidden", "32,64", "--d-hidden", "64,32", "--latent-dim", "16",
                                "--sample-every", "0", "--no-progress", "--out", str(out)])
     assert code == 0
@@ -169,7 +171,7 @@ QUICK = ["--evaluator-limit", "2000", "--evaluator-epochs", "1"]
 
 def test_evaluate_writes_json_with_required_keys(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "res" / "eval.json"
-    code = cli.main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--n", "300", "--json", str(out), *QUICK])
+    code = cli_main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--n", "300", "--json", str(out), *QUICK])
     assert code == 0
     res = json.loads(out.read_text())
     required = {"frechet_distance", "classifier_score", "classes_covered", "precision", "recall", "n"}
@@ -184,7 +186,7 @@ def test_evaluate_writes_json_with_required_keys(tiny_checkpoint, tmp_path, caps
     assert "Frechet distance (classifier features)" in table and "real floor" in table and "noise ceiling" in table
     # deterministic for a fixed seed (the evaluator now comes from the cache)
     out2 = tmp_path / "again.json"
-    assert cli.main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--n", "300", "--json", str(out2),
+    assert cli_main(["evaluate", "--checkpoint", str(tiny_checkpoint), "--n", "300", "--json", str(out2),
                      *QUICK]) == 0
     res2 = json.loads(out2.read_text())
     for key in metrics.METRIC_KEYS:

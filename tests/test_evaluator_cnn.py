@@ -1,5 +1,5 @@
-"""The CNN evaluator (scratchgan.evaluator_cnn): its network, its cache next to the MLP's, and sanity
-checks of the metrics in its features that no GAN is tuned to (scratchgan.corruptions).
+"""The CNN evaluator (scratchgan.eval.evaluator_cnn): its network, its cache next to the MLP's, and sanity
+checks of the metrics in its features that no GAN is tuned to (scratchgan.eval.corruptions).
 
 One CNN evaluator is trained for the whole module on 4,000 of the bundled MNIST digits (2 epochs, 62
 Adam steps: seconds), scored on the 2,000 held out; the metrics compare 600 images with 600 disjoint
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from tolerances import assert_close
-from scratchgan import corruptions, evaluator, metrics
+
 from scratchgan.checkpoint import load_checkpoint, save_checkpoint
 from scratchgan.data import load_mnist_bundled
-from scratchgan.evaluator import get_evaluator
-from scratchgan.evaluator_cnn import build_cnn_classifier, describe_cnn
+from scratchgan.eval import corruptions, evaluator, metrics
+from scratchgan.eval.evaluator import get_evaluator
+from scratchgan.eval.evaluator_cnn import build_cnn_classifier, describe_cnn
 
 N = 600  # images per set: the reference, and each compared set
 LIMIT = 4000  # digits the module's evaluator trains on

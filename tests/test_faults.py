@@ -7,7 +7,7 @@ and a documented exit code, never a traceback, and leaves the last good checkpoi
 
 The cases are started together (their ~1 s imports overlap on a small machine). Faults that cannot
 be provoked for real here are simulated inside the child process by a few lines of Python before
-cli.train_main runs, and each says so: a full disk (the OSError that write() gives on ENOSPC,
+train_command.train_main runs, and each says so: a full disk (the OSError that write() gives on ENOSPC,
 raised in the middle of the second checkpoint) and a read-only file system (EROFS from os.open;
 these tests run as root, for whom chmod blocks nothing). One real unwritable file system is used
 where there is one: /sys.
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratchgan import cli
 from scratchgan.checkpoint import load_checkpoint, save_checkpoint
+from scratchgan.cli import train as train_command
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "mnist_mlp.py"
@@ -41,7 +41,7 @@ DEFAULT_NETS = ["--dataset", "mnist-bundled", "--limit", "256", "--batch-size", 
                 "--sample-every", "0", "--epochs", "1"]
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals, flock and fault drivers")
 
-# Fault drivers: prepended to `sys.exit(cli.train_main(sys.argv[1:]))` in the child process.
+# Fault drivers: prepended to `sys.exit(train_command.train_main(sys.argv[1:]))` in the child process.
 FULL_DISK = """
 import errno, os
 import numpy as np
@@ -94,7 +94,7 @@ def launch(args, tmp, kind="example", driver=None, **env):
     if kind == "module":
         cmd = [sys.executable, "-m", "scratchgan", *args]
     elif kind == "driver":
-        code = driver + "\nimport sys\nfrom scratchgan import cli\nsys.exit(cli.train_main(sys.argv[1:]))\n"
+        code = driver + "\nimport sys\nfrom scratchgan import cli\nsys.exit(train_command.train_main(sys.argv[1:]))\n"
         cmd = [sys.executable, "-c", code, *args]
     else:
         cmd = [sys.executable, str(EXAMPLE), *args]
@@ -119,7 +119,7 @@ def snapshot(folder):
 
 
 def train_in_process(out, *extra):
-    assert cli.train_main([*TINY, "--log-every", "1", "--epochs", "1", "--out", str(out), *extra]) == 0
+    assert train_command.train_main([*TINY, "--log-every", "1", "--epochs", "1", "--out", str(out), *extra]) == 0
 
 
 def dead_pid():
@@ -275,7 +275,7 @@ def test_a_poisoned_state_is_never_saved(faults):
     tmp, _, _, _ = faults
     code, out, err = result(faults, "diverged-state")
     line = one_line(err)
-    assert code == cli.EXIT_DIVERGED, err
+    assert code == train_command.EXIT_DIVERGED, err
     assert re.search(rf"training diverged by step {STEPS}: NaN/Inf in .*opt_G/v \(1,410,960 of 1,410,960 "
                      r"values\).*Last good checkpoint: none yet", line), line
     assert not (tmp / "diverged" / "checkpoint.npz").exists()
@@ -395,7 +395,7 @@ def test_sigterm_saves_after_the_step_in_flight(tmp_path):
 
 # ---------------------------------------------------------------------------------- the run folder, in process
 def test_rundir_rules(tmp_path):
-    from scratchgan import rundir
+    from scratchgan.run import rundir
     run = tmp_path / "run"
     rundir.check(run)  # a fresh folder (not even there yet)
     (run / "samples").mkdir(parents=True)
@@ -427,14 +427,14 @@ def test_a_lock_file_left_by_a_killed_run_does_not_block(tmp_path, monkeypatch):
     monkeypatch.setenv("SCRATCHGAN_DATA", str(tmp_path / "empty-cache"))
     train_in_process(tmp_path / "run")
     (tmp_path / "run" / ".lock").write_text(f"{dead_pid()}\n")
-    assert cli.train_main(["--out", str(tmp_path / "run"), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert train_command.train_main(["--out", str(tmp_path / "run"), "--resume", "--epochs", "2", "--no-progress"]) == 0
     assert not (tmp_path / "run" / ".lock").exists()
 
 
 def test_sigterm_while_loading_data_is_one_line(tmp_path, monkeypatch, capsys):
     """SIGTERM before the training loop (here: while the data loads, which can take minutes for a
     download or an image folder) stops with one line and 143, as Ctrl-C does; nothing is written."""
-    real = cli.load_images
+    real = train_command.load_images
 
     def load_images(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
@@ -442,7 +442,7 @@ def test_sigterm_while_loading_data_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "load_images", load_images)
     monkeypatch.setenv("SCRATCHGAN_DATA", str(tmp_path / "empty-cache"))
     before = signal.getsignal(signal.SIGTERM)
-    assert cli.train_main([*TINY, "--epochs", "1", "--out", str(tmp_path / "run")]) == 128 + signal.SIGTERM
+    assert train_command.train_main([*TINY, "--epochs", "1", "--out", str(tmp_path / "run")]) == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is before
     assert capsys.readouterr().err == "mnist_mlp.py: aborted by SIGTERM; last good checkpoint: none (nothing was saved)\n"
     assert not (tmp_path / "run").exists()

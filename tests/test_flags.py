@@ -1,4 +1,4 @@
-"""The train command's one table of flags (scratchgan/flags.py): everything derived from it agrees with it,
+"""The train command's one table of flags (scratchgan/cli/flags.py): everything derived from it agrees with it,
 and the library's errors name settings, which the command line turns into its flags."""
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from scratchgan import checkpoint_schema, cli, flags, objectives, presets
+from scratchgan.cli import flags
+from scratchgan.cli import train as train_command
+from scratchgan.cli.main import main as cli_main
+from scratchgan.gan import checkpoint_schema, objectives, presets
 
 PACKAGE = Path(__file__).resolve().parents[1] / "scratchgan"
 TINY = ["--dataset", "mnist-bundled", "--limit", "64", "--batch-size", "16", "--epochs", "1", "--g-hidden", "8",
@@ -24,12 +27,12 @@ def test_each_flag_is_stated_once_and_the_defaults_come_from_the_table():
     assert len(flags.BY_KEY) == len(flags.FLAGS)
     names = [f.flag for f in flags.FLAGS] + [f.negation[0] for f in flags.FLAGS if f.negation]
     assert len(names) == len(set(names))
-    for arch, defaults in cli.ARCH_DEFAULTS.items():
+    for arch, defaults in train_command.ARCH_DEFAULTS.items():
         assert defaults["arch"] == arch
         for key, value in defaults.items():
             assert flags.BY_KEY[key].default_for(arch) == value, key
-    assert set(flags.arch_only()["dcgan"]) == set(cli.DCGAN_DEFAULTS) - set(cli.MLP_DEFAULTS)
-    assert set(flags.arch_only()["mlp"]) == set(cli.MLP_DEFAULTS) - set(cli.DCGAN_DEFAULTS)
+    assert set(flags.arch_only()["dcgan"]) == set(train_command.DCGAN_DEFAULTS) - set(train_command.MLP_DEFAULTS)
+    assert set(flags.arch_only()["mlp"]) == set(train_command.MLP_DEFAULTS) - set(train_command.DCGAN_DEFAULTS)
 
 
 def test_presets_and_objective_defaults_name_flags_and_values_the_flags_accept():
@@ -47,14 +50,14 @@ def test_presets_and_objective_defaults_name_flags_and_values_the_flags_accept()
 
 
 def test_a_resume_never_takes_places_or_process_settings_from_the_checkpoint():
-    assert set(cli.COMMAND_LINE_ONLY) == {"out", "resume", "overwrite", "tensorboard", "reference", "cuda_graph",
+    assert set(train_command.COMMAND_LINE_ONLY) == {"out", "resume", "overwrite", "tensorboard", "reference", "cuda_graph",
                                           "tf32"}
 
 
-@pytest.mark.parametrize("defaults, both", [(cli.MLP_DEFAULTS, False), (cli.DCGAN_DEFAULTS, False),
-                                            (cli.MLP_DEFAULTS, True)])
+@pytest.mark.parametrize("defaults, both", [(train_command.MLP_DEFAULTS, False), (train_command.DCGAN_DEFAULTS, False),
+                                            (train_command.MLP_DEFAULTS, True)])
 def test_every_flag_of_a_parser_says_its_default(defaults, both):
-    parser = cli.make_train_parser("t", "", defaults, both=both)
+    parser = train_command.make_train_parser("t", "", defaults, both=both)
     for action in parser._actions:  # argparse keeps them there; it has no public list
         if action.dest in ("help", "version"):
             continue
@@ -89,7 +92,7 @@ def test_the_engine_speaks_the_librarys_words_not_flags(path):
     (["--diffaugment", "flip"], "--diffaugment 'flip': unknown 'flip'"),
 ])
 def test_the_command_line_turns_a_settings_name_into_its_flag(argv, line, tmp_path, capsys):
-    assert cli.main(["train", *TINY, *argv, "--out", str(tmp_path / "o")]) == 2
+    assert cli_main(["train", *TINY, *argv, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and line in err[0], err
 

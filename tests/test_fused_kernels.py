@@ -18,20 +18,21 @@ import inspect
 import os
 import re
 
+import host_kernels
 import numpy as np
 import pytest
-
-import host_kernels
 from fake_device import FakeElementwiseKernel, xp
 from host_kernels import HostElementwiseKernel
 from layer_cases import build_layer, make_input, random_like, skip_unless_cupy
-from scratchgan import backend, cli, fast, gradcheck, losses, models, nn, optim
-from scratchgan import replace
-from scratchgan import ema as ema_module
-from scratchgan.fast import kernels as fast_kernels
-from scratchgan.nn import activations, batchnorm
 from test_guard import _assert_same, check_layer_on_fake_device
 from tolerances import assert_close
+
+from scratchgan import backend, fast, gradcheck, losses, nn, optim, replace
+from scratchgan.cli import train as train_command
+from scratchgan.fast import kernels as fast_kernels
+from scratchgan.gan import ema as ema_module
+from scratchgan.gan import models
+from scratchgan.nn import activations, batchnorm
 
 DTYPES = ("float32", "float64")
 TRANSCENDENTAL = {"sigmoid_forward", "bce_with_logits"}  # call exp / log1p: not bit for bit
@@ -251,7 +252,7 @@ def test_adam_through_the_fused_kernel_equals_numpy_bit_for_bit(fused, weight_de
 def _gan_step(backend_xp):
     # float64: the bias of a Linear followed by BatchNorm has a gradient of pure rounding noise (the
     # normalisation removes it), which Adam scales up to ~lr; in float32 an ulp in the loss's exp moves it
-    config = dict(cli.MLP_DEFAULTS, image_size=784, batch_size=8, g_hidden="16,32", d_hidden="32,16",
+    config = dict(train_command.MLP_DEFAULTS, image_size=784, batch_size=8, g_hidden="16,32", d_hidden="32,16",
                   latent_dim=10, backend="numpy", dtype="float64")
     step = models.build_step(config, backend_xp)
     real = make_input((8, 784), "float64", seed=3).clip(-1, 1)

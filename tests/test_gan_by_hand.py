@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from scratchgan.cli import MLP_DEFAULTS
+from scratchgan.cli.train import MLP_DEFAULTS
 from scratchgan.data import load_mnist_bundled
-from scratchgan.models import build_step
+from scratchgan.gan.models import build_step
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "gan_by_hand.py"

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from scratchgan import nn
-from scratchgan.cli import MLP_DEFAULTS
+from scratchgan.cli.train import MLP_DEFAULTS
 from scratchgan.data import BatchLoader, load_mnist_bundled
-from scratchgan.models import build_step
-from scratchgan.objectives import BCEObjective
+from scratchgan.gan.models import build_step
+from scratchgan.gan.objectives import BCEObjective
 
 BATCH = 32
 STAT_KEYS = {"loss_D", "loss_G", "D_x", "D_G_z", "D_G_z_after"}

@@ -10,13 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from datasets import dataset_dir
 from PIL import Image
 
-from datasets import dataset_dir
-from scratchgan import cli, models, sample_cli, viz
 from scratchgan.checkpoint import load_checkpoint
-from scratchgan.generator_file import load_generator
-from scratchgan.gan import generate
+from scratchgan.cli import sample as sample_cli
+from scratchgan.cli import train as train_command
+from scratchgan.gan import models
+from scratchgan.gan.generator_file import load_generator
+from scratchgan.gan.step import generate
+from scratchgan.run import viz
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "mnist-bundled", "--limit", "64", "--batch-size", "16", "--g-hidden", "8,16",
@@ -31,9 +34,9 @@ def offline_cache(tmp_path, monkeypatch):
 
 
 def train(argv, capsys, dcgan=False):
-    defaults = cli.DCGAN_DEFAULTS if dcgan else cli.MLP_DEFAULTS
+    defaults = train_command.DCGAN_DEFAULTS if dcgan else train_command.MLP_DEFAULTS
     try:
-        code = cli.train_main(argv, prog="test", defaults=defaults)
+        code = train_command.train_main(argv, prog="test", defaults=defaults)
     except SystemExit as e:  # argparse's errors
         code = e.code
     out, err = capsys.readouterr()
@@ -159,7 +162,7 @@ def test_the_readme_example_runs(tmp_path, capsys):
 
 def test_help_lists_the_tools_with_their_defaults(capsys):
     with pytest.raises(SystemExit):
-        cli.make_train_parser("test", "d").parse_args(["--help"])
+        train_command.make_train_parser("test", "d").parse_args(["--help"])
     text = re.sub(r"\s+", " ", capsys.readouterr().out)
     for flag in ("--spectral-norm", "--r1", "--ema", "--diffaugment"):
         assert re.search(re.escape(flag) + r"\b.{0,400}?\(default: [^)]+\)", text), flag

@@ -5,14 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import host_kernels
 import numpy as np
 import pytest
-
-import host_kernels
 from fake_device import FakeRawKernel, xp
-from scratchgan.fast import gemm
 from test_cuda_graph import NumpyArithmeticRawKernel
 from tolerances import FLOAT32_EPS, assert_close
+
+from scratchgan.fast.cuda_graph import gemm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

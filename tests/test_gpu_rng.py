@@ -5,10 +5,13 @@ values from the states in a card-dependent way; so every generator the engine ma
 backend.random_generator. Checked on the fake device, whose default_rng has CuPy's card-dependent count (None).
 """
 import numpy as np
-
 from fake_device import xp
-from scratchgan import cli, flags, models, nn
+
+from scratchgan import nn
 from scratchgan.backend import GPU_RNG_STATES, random_generator
+from scratchgan.cli import flags
+from scratchgan.cli import train as train_command
+from scratchgan.gan import models
 
 
 def test_the_state_count_fits_cupys_kernels():
@@ -24,7 +27,7 @@ def test_random_generator_keeps_numpys_stream_and_fixes_the_device_states():
 
 
 def test_every_generator_of_a_training_step_on_the_device_has_the_fixed_states():
-    config = dict(cli.MLP_DEFAULTS, image_size=20, batch_size=8, g_hidden="16,32", d_hidden="24,12", latent_dim=6,
+    config = dict(train_command.MLP_DEFAULTS, image_size=20, batch_size=8, g_hidden="16,32", d_hidden="24,12", latent_dim=6,
                   loss="wgan-gp", seed=5, dropout=0.3)
     config.update(flags.loss_defaults("wgan-gp"))
     step = models.build_step(config, xp)

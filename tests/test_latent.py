@@ -1,9 +1,9 @@
-"""scratchgan.latent: the seeds a user names, the noise each seed gives, truncation, slerp."""
+"""scratchgan.gan.latent: the seeds a user names, the noise each seed gives, truncation, slerp."""
 import numpy as np
 import pytest
-
-from scratchgan import latent
 from tolerances import assert_close
+
+from scratchgan.gan import latent
 
 F64 = 1e-12  # float64 arithmetic on numbers of size ~1-10: a few ulps, relative
 
@@ -83,7 +83,7 @@ def test_slerp_falls_back_to_lerp_for_parallel_vectors(factor):
 
 
 def test_walk_noise_passes_through_every_seed():
-    from scratchgan.sample_cli import walk_noise
+    from scratchgan.cli.sample import walk_noise
     zs = latent.seed_noise([0, 5, 9], 12)
     walk = walk_noise(zs, 4)
     assert walk.shape == (9, 12)

@@ -1,4 +1,4 @@
-"""Tests of scratchgan.metrics: each metric against a reference computed another way, the known
+"""Tests of scratchgan.eval.metrics: each metric against a reference computed another way, the known
 cases (real vs real, one repeated image, noise), determinism, collapse_check and EvalHook.
 
 The evaluator used here is small and quick (2,000 bundled digits, 3 epochs) and lives in a
@@ -9,9 +9,11 @@ import itertools
 import numpy as np
 import pytest
 
-from scratchgan import evaluation, metrics, models
 from scratchgan.data import load_mnist_bundled
-from scratchgan.evaluator import get_evaluator
+from scratchgan.eval import metrics
+from scratchgan.eval.evaluator import get_evaluator
+from scratchgan.gan import models
+from scratchgan.run import evaluation
 
 # A float32 result that is exactly 0 or 1 in exact arithmetic, compared relative to the size of the
 # quantity it is made from: ~100 float32 ulps (eps = 1.2e-7), whatever BLAS kernel this CPU gets.
@@ -274,7 +276,7 @@ def test_plot_panels_are_metric_keys():
 
 def test_hook_rows_fit_metrics_csv_and_loss_plot(small_evaluator, digits, tmp_path):
     """The wiring the trainer uses: hook rows joined to loss rows in metrics.csv, extra plot panels."""
-    from scratchgan import viz
+    from scratchgan.run import viz
     images, _ = digits
     hook = evaluation.EvalHook(small_evaluator, images[:500], n=100, every=20, seed=1)
     G = models.mlp_generator(latent_dim=8, hidden=(16, 32), seed=0).to("numpy", "float32")
@@ -295,7 +297,7 @@ def test_hook_rows_fit_metrics_csv_and_loss_plot(small_evaluator, digits, tmp_pa
 
 def test_make_eval_hook_from_a_run_config(small_evaluator, digits, tmp_path, monkeypatch):
     monkeypatch.setenv("SCRATCHGAN_DATA", str(tmp_path))
-    import scratchgan.evaluator as ev_module
+    import scratchgan.eval.evaluator as ev_module
     calls = []
     monkeypatch.setattr(ev_module, "get_evaluator", lambda *a, **k: calls.append((a, k)) or small_evaluator)
     config = {"dataset": "mnist-bundled", "data_dir": None, "seed": 2, "eval_every": 500, "latent_dim": 8}

@@ -9,8 +9,9 @@ import re
 import numpy as np
 import pytest
 
-from scratchgan import cli
 from scratchgan.checkpoint import load_checkpoint
+from scratchgan.cli import train as train_command
+from scratchgan.cli.main import main as cli_main
 from scratchgan.data import DataError
 from scratchgan.data.npy import check_images, load_npy_images
 
@@ -97,11 +98,11 @@ def test_mlp_and_dcgan_train_on_an_npy_array(tmp_path):
     x = np.random.default_rng(1).random((8, 3, 20, 20)).astype(np.float32)  # RGB floats in [0, 1], 20x20
     path = save(tmp_path, "mine.npy", x)
     out = tmp_path / "mlp"
-    assert cli.main(["train", "--dataset", "npy", "--data-dir", str(path), *TINY_MLP, "--out", str(out)]) == 0
+    assert cli_main(["train", "--dataset", "npy", "--data-dir", str(path), *TINY_MLP, "--out", str(out)]) == 0
     config = load_checkpoint(out / "checkpoint.npz")[1]["config"]
     assert config["image_size"] == 3 * 20 * 20 and config["image_shape"] == [3, 20, 20]
     out = tmp_path / "dcgan"
-    assert cli.main(["train", "--dataset", "npy", "--data-dir", str(path), *TINY_DCGAN, "--image-size", "32",
+    assert cli_main(["train", "--dataset", "npy", "--data-dir", str(path), *TINY_DCGAN, "--image-size", "32",
                      "--out", str(out)]) == 0
     config = load_checkpoint(out / "checkpoint.npz")[1]["config"]
     assert (config["resolution"], config["channels"], config["image_shape"]) == (32, 3, [3, 32, 32])
@@ -118,7 +119,7 @@ def test_cli_bad_arrays_exit_2_with_one_line(tmp_path, capsys, args, match):
     save(tmp_path, "int.npy", np.zeros((8, 8, 8), np.int64))
     save(tmp_path, "flat.npy", np.zeros((8, 64), np.uint8))
     save(tmp_path, "side20.npy", np.zeros((8, 20, 20), np.uint8))
-    code = cli.main(["train", "--dataset", "npy", *args(tmp_path), "--out", str(tmp_path / "o"), "--no-progress"])
+    code = cli_main(["train", "--dataset", "npy", *args(tmp_path), "--out", str(tmp_path / "o"), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("scratchgan train: error: ")

@@ -9,17 +9,20 @@ import math
 
 import numpy as np
 import pytest
-
-from layer_cases import record_error
 from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
-from scratchgan import cli, flags, nn, objectives, optim
-from scratchgan.cli import MLP_DEFAULTS
+from layer_cases import record_error
+
+from scratchgan import nn, optim
+from scratchgan.cli import flags
+from scratchgan.cli import train as train_command
+from scratchgan.cli.train import MLP_DEFAULTS
 from scratchgan.data import BatchLoader, load_dataset
-from scratchgan.gan import NoiseSource
+from scratchgan.gan import objectives
+from scratchgan.gan.models import build_step
+from scratchgan.gan.objectives import BCEObjective
+from scratchgan.gan.step import NoiseSource
 from scratchgan.gradcheck import numerical_gradient, relative_error
-from scratchgan.models import build_step
-from scratchgan.objectives import BCEObjective
-from scratchgan.trainer import Trainer
+from scratchgan.run.trainer import Trainer
 
 TABLE = "Objectives: dL/dout vs central differences (relative error)"
 TOL = 1e-7
@@ -101,10 +104,10 @@ def test_make_objective_refuses_what_does_not_fit():
 
 # ---------------------------------------------------------------------------------- defaults and flags
 def resolved(argv):
-    parser = cli.make_train_parser("t", "t")
+    parser = train_command.make_train_parser("t", "t")
     args = parser.parse_args(argv)
-    explicit = vars(cli.make_train_parser("t", "t", suppress=True).parse_args(argv))
-    return cli.resolve_config(args, explicit, MLP_DEFAULTS, print)[0]
+    explicit = vars(train_command.make_train_parser("t", "t", suppress=True).parse_args(argv))
+    return train_command.resolve_config(args, explicit, MLP_DEFAULTS, print)[0]
 
 
 def test_each_objective_brings_its_papers_defaults():
@@ -190,7 +193,7 @@ def test_instance_noise_reaches_d_and_is_annealed_linearly(fashion, tmp_path):
                       sample_every=0, log_every=2, progress=False, log=lambda m: None, instance_noise=0.2)
     trainer.write_summaries = lambda fake: None
     trainer.fit(2)
-    rows = __import__("scratchgan.viz", fromlist=["x"]).read_metrics_csv(tmp_path / "run" / "metrics.csv")
+    rows = __import__("scratchgan.run.viz", fromlist=["x"]).read_metrics_csv(tmp_path / "run" / "metrics.csv")
     total = 2 * len(trainer.loader)
     for row in rows:  # sigma used by step t (1-based) is sigma_0 (1 - (t - 1) / T)
         assert row["instance_noise"] == pytest.approx(0.2 * (1 - (row["step"] - 1) / total))
@@ -229,7 +232,7 @@ def test_noise_source_extra_streams_resume_exactly():
 def test_wgan_gp_run_with_instance_noise_resumes_exactly_mid_epoch(fashion, tmp_path):
     """The penalty's alphas and the instance noise come from checkpointed streams (and sigma from the
     step count): a run stopped in the middle of epoch 2 and resumed equals the uninterrupted run."""
-    from scratchgan.trainer import TrainingInterrupted
+    from scratchgan.run.trainer import TrainingInterrupted
     images = fashion[0][:320]  # 10 batches of 32 = 2 iterations of 5 critic steps per epoch
     argv = ["--g-hidden", "16,32", "--d-hidden", "32,16", "--latent-dim", "8", "--batch-size", "32",
             "--loss", "wgan-gp", "--instance-noise", "0.1"]

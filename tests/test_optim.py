@@ -3,8 +3,8 @@ import copy
 
 import numpy as np
 import pytest
-
 from layer_cases import make_input
+
 from scratchgan import losses, nn, optim
 from scratchgan.params import FlatStore, Parameter
 
@@ -278,12 +278,12 @@ def test_update_on_threads_equals_the_update_on_one_thread(make_opt, monkeypatch
 def test_a_training_checkpoint_too_old_to_load_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
     """A checkpoint of a scratchgan before 0.1.0 (Adam's running sums opt_G/m_sum, opt_G/v_sum instead of the
     moments) is not read: resuming it says so in one line, exit 2, and changes nothing."""
-    from scratchgan import cli
     from scratchgan.checkpoint import load_checkpoint, save_checkpoint
+    from scratchgan.cli import train as train_command
     monkeypatch.setenv("SCRATCHGAN_DATA", str(tmp_path / "cache"))
     tiny = ["--dataset", "mnist-bundled", "--limit", "64", "--batch-size", "32", "--g-hidden", "16",
             "--d-hidden", "16", "--latent-dim", "8", "--no-progress", "--sample-every", "0"]
-    assert cli.train_main([*tiny, "--epochs", "1", "--out", str(tmp_path / "old")]) == 0
+    assert train_command.train_main([*tiny, "--epochs", "1", "--out", str(tmp_path / "old")]) == 0
     path = tmp_path / "old" / "checkpoint.npz"
     arrays, meta = load_checkpoint(path)
     beta1, beta2 = 0.5, 0.999  # the MLP GAN's Adam
@@ -293,7 +293,7 @@ def test_a_training_checkpoint_too_old_to_load_is_refused_in_one_line(tmp_path, 
     save_checkpoint(path, arrays, meta)
     before = path.read_bytes()
     capsys.readouterr()
-    assert cli.train_main([*tiny, "--epochs", "2", "--out", str(tmp_path / "old"), "--resume"]) == 2
+    assert train_command.train_main([*tiny, "--epochs", "2", "--out", str(tmp_path / "old"), "--resume"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is too old to load" in err[0] and "m_sum" in err[0], err
     assert path.read_bytes() == before

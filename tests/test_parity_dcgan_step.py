@@ -14,10 +14,11 @@ torch = pytest.importorskip("torch", reason="PyTorch not installed: parity tests
 
 from test_parity_gan_step import BETAS, LR, TorchGAN, assert_close  # noqa: E402
 
-from scratchgan import models, nn, optim  # noqa: E402
+from scratchgan import nn, optim  # noqa: E402
 from scratchgan.data import load_mnist_bundled  # noqa: E402
-from scratchgan.gan import GANStep, NoiseSource  # noqa: E402
-from scratchgan.objectives import BCEObjective  # noqa: E402
+from scratchgan.gan import models
+from scratchgan.gan.objectives import BCEObjective  # noqa: E402
+from scratchgan.gan.step import GANStep, NoiseSource  # noqa: E402
 
 LATENT, WIDTH, SIZE, BATCH = 8, 4, 28, 8
 

@@ -13,10 +13,11 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch not installed: parity tests need pip install torch==2.13.0")
 
-from scratchgan import models, nn, optim  # noqa: E402
+from scratchgan import nn, optim  # noqa: E402
 from scratchgan.data import load_mnist_bundled  # noqa: E402
-from scratchgan.gan import GANStep, NoiseSource  # noqa: E402
-from scratchgan.objectives import BCEObjective  # noqa: E402
+from scratchgan.gan import models
+from scratchgan.gan.objectives import BCEObjective  # noqa: E402
+from scratchgan.gan.step import GANStep, NoiseSource  # noqa: E402
 
 LATENT, G_HIDDEN, D_HIDDEN, IMAGE = 8, (16, 32), (16, 8), 12
 BATCH, LR, BETAS = 16, 2e-4, (0.5, 0.999)

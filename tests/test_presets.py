@@ -6,8 +6,11 @@ import re
 
 import pytest
 
-from scratchgan import cli, flags, presets
 from scratchgan.checkpoint import load_checkpoint
+from scratchgan.cli import flags
+from scratchgan.cli import train as train_command
+from scratchgan.cli.main import main as cli_main
+from scratchgan.gan import presets
 
 TINY = ["--dataset", "mnist-bundled", "--g-hidden", "8", "--d-hidden", "8", "--latent-dim", "4", "--limit", "160",
         "--batch-size", "16", "--epochs", "1", "--no-progress", "--sample-every", "0"]
@@ -24,7 +27,7 @@ def config_of(out):
 
 def test_quality_preset_fills_the_flags_not_given_and_says_so(tmp_path, capsys):
     out = tmp_path / "q"
-    assert cli.main(["train", *TINY, "--preset", "quality", "--out", str(out)]) == 0
+    assert cli_main(["train", *TINY, "--preset", "quality", "--out", str(out)]) == 0
     config = config_of(out)
     assert config["preset"] == "quality"
     for key, value in presets.PRESETS["quality"].items():
@@ -37,7 +40,7 @@ def test_quality_preset_fills_the_flags_not_given_and_says_so(tmp_path, capsys):
 
 def test_given_flags_win_over_the_preset(tmp_path):
     out = tmp_path / "q"
-    assert cli.main(["train", *TINY, "--preset", "quality", "--loss", "hinge", "--lr", "3e-4",
+    assert cli_main(["train", *TINY, "--preset", "quality", "--loss", "hinge", "--lr", "3e-4",
                      "--out", str(out)]) == 0
     config = config_of(out)
     assert config["loss"] == "hinge" and config["lr"] == 3e-4 and config["d_steps"] == 1
@@ -45,7 +48,7 @@ def test_given_flags_win_over_the_preset(tmp_path):
 
 def test_without_a_preset_nothing_changes(tmp_path):
     out = tmp_path / "d"
-    assert cli.main(["train", *TINY, "--out", str(out)]) == 0
+    assert cli_main(["train", *TINY, "--out", str(out)]) == 0
     config = config_of(out)
     assert config["preset"] is None and config["loss"] == "bce" and config["d_steps"] == 1
 
@@ -56,7 +59,7 @@ def test_without_a_preset_nothing_changes(tmp_path):
 ])
 def test_bad_presets_exit_2_with_one_line(tmp_path, capsys, args, pattern):
     try:
-        code = cli.main(["train", "--dataset", "mnist-bundled", *args, "--out", str(tmp_path / "o"), "--no-progress"])
+        code = cli_main(["train", "--dataset", "mnist-bundled", *args, "--out", str(tmp_path / "o"), "--no-progress"])
     except SystemExit as e:  # argparse's errors exit from inside parse_args
         code = e.code
     err = capsys.readouterr().err.strip().splitlines()
@@ -66,19 +69,19 @@ def test_bad_presets_exit_2_with_one_line(tmp_path, capsys, args, pattern):
 
 def test_resume_keeps_the_recipe_and_refuses_another(tmp_path, capsys):
     out = tmp_path / "r"
-    assert cli.main(["train", *TINY, "--out", str(out)]) == 0
+    assert cli_main(["train", *TINY, "--out", str(out)]) == 0
     capsys.readouterr()
-    assert cli.main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress",
+    assert cli_main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress",
                      "--preset", "quality"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "a run's recipe is set when it starts" in err[0], err
-    assert cli.main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 0
+    assert cli_main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 0
     assert config_of(out)["loss"] == "bce"
 
 
 def test_help_documents_every_preset(capsys):
     with pytest.raises(SystemExit):
-        cli.main(["train", "--help"])
+        cli_main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     for name in presets.PRESETS:
         assert f"{name}: {presets.describe(name)}" in text

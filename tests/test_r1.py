@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from fake_device import xp as fake_xp
 from layer_cases import make_input, record_error
-from scratchgan import cli, models, nn
+
+from scratchgan import nn
+from scratchgan.cli import train as train_command
+from scratchgan.gan import models
+from scratchgan.gan.gradient_penalty import R1Penalty, UnsupportedCritic, r1_of_gradients
 from scratchgan.gradcheck import numerical_gradient, relative_error
-from scratchgan.gradient_penalty import R1Penalty, UnsupportedCritic, r1_of_gradients
 
 TABLE = "R1 penalty: analytic vs central differences (relative error)"
 N, D_IN = 6, 5
@@ -129,7 +131,7 @@ def test_refuses_critics_it_cannot_handle_with_the_reason(build, reason):
 
 def test_in_the_gan_step_the_penalty_joins_d_loss():
     """The D update of a step with R1 equals the one without plus the penalty's own gradient."""
-    config = dict(cli.MLP_DEFAULTS, image_size=16, batch_size=4, g_hidden="8", d_hidden="8,6", latent_dim=3,
+    config = dict(train_command.MLP_DEFAULTS, image_size=16, batch_size=4, g_hidden="8", d_hidden="8,6", latent_dim=3,
                   batchnorm=False, dtype="float64")
     real = make_input((4, 16)).clip(-1, 1)
     plain, with_r1 = models.build_step(config, np), models.build_step(dict(config, r1=2.0), np)

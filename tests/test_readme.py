@@ -78,7 +78,10 @@ def command_sheet():
 def test_the_command_sheet_names_each_command_and_parses():
     """Every line of the cheat-sheet is a command whose parser accepts its flags (argparse exits 2 on an
     unknown flag or a bad value); running them is the job of the guides' tests and the mpiexec tests."""
-    from scratchgan import cli, evaluate_cli, export, flags, sample_cli, train_options
+    from scratchgan.cli import evaluate as evaluate_cli
+    from scratchgan.cli import export, flags, train_options
+    from scratchgan.cli import sample as sample_cli
+    from scratchgan.cli import train as train_command
     parsers = {"sample": sample_cli.make_sample_parser, "interpolate": sample_cli.make_interpolate_parser,
                "export": export.make_parser, "evaluate": evaluate_cli.make_parser}
     seen = set()
@@ -91,8 +94,8 @@ def test_the_command_sheet_names_each_command_and_parses():
         if argv[0] == "python":  # an example: its architecture fixed
             script = argv[1]
             assert (ROOT / script).is_file(), script
-            defaults = cli.DCGAN_DEFAULTS if script.endswith("dcgan.py") else cli.MLP_DEFAULTS
-            cli.make_train_parser(script, "", defaults).parse_args(argv[2:])
+            defaults = train_command.DCGAN_DEFAULTS if script.endswith("dcgan.py") else train_command.MLP_DEFAULTS
+            train_command.make_train_parser(script, "", defaults).parse_args(argv[2:])
             seen.add("dcgan --dataset folder" if "folder" in argv else "train")
             seen.update(flag for flag in ("--resume", "--conditional") if flag in argv)
             continue
@@ -101,7 +104,7 @@ def test_the_command_sheet_names_each_command_and_parses():
         seen.add(command)
         if command == "train":
             defaults = flags.defaults(train_options.arch_of(args), both=True)
-            cli.make_train_parser("scratchgan train", "", defaults, both=True).parse_args(args)
+            train_command.make_train_parser("scratchgan train", "", defaults, both=True).parse_args(args)
         else:
             parsers[command](f"scratchgan {command}").parse_args(args)
     for wanted in ("train", "--resume", "--conditional", "sample", "interpolate", "export", "evaluate",

@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scratchgan import cli, evaluator
+from scratchgan.cli import train as train_command
+from scratchgan.cli.main import main as cli_main
+from scratchgan.eval import evaluator
 
 REPO = Path(__file__).resolve().parents[1]
 TITLE = "## Snapshots, the best checkpoint, and samples for other tools"
@@ -52,7 +54,7 @@ def test_the_readme_commands_run(tmp_path, monkeypatch):
     assert [c[3] for c in ours] == ["train", "export", "sample", "interpolate"]
     for argv in ours:
         argv = argv[3:] + (SHRINK if argv[3] == "train" else [])
-        assert cli.main(argv) == 0, argv
+        assert cli_main(argv) == 0, argv
     assert (tmp_path / "runs/best/checkpoint_best.npz").is_file() and (tmp_path / "G.npz").is_file()
     fake = sorted((tmp_path / "fake").iterdir())
     assert len(fake) == 1000 and fake[7].name == "seed0007_0000.png"

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from scratchgan import cli
-from scratchgan.checkpoint import load_checkpoint
-from scratchgan.data import cifar10, load_mnist_bundled, make_demo_folder
-
 from test_cifar10 import make_tarball  # the small tarball in the official layout
+
+from scratchgan.checkpoint import load_checkpoint
+from scratchgan.cli import train as train_command
+from scratchgan.cli.main import main as cli_main
+from scratchgan.data import cifar10, load_mnist_bundled, make_demo_folder
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "training.md"
 SECTION = "## From the installed package: `scratchgan train`"
@@ -73,7 +73,7 @@ def test_readme_command_runs(argv, tmp_path, monkeypatch, capsys):
     if args and args[0] == "train":
         arch = "dcgan" if "dcgan" in args else "mlp"
         args = [*args, *TINY[arch], *SHORT]
-    assert cli.main(args) == 0, capsys.readouterr().err
+    assert cli_main(args) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     if args == ["--version"]:
         assert out.startswith("scratchgan ")

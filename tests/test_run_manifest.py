@@ -1,4 +1,4 @@
-"""A run owns exactly the files it wrote (scratchgan/rundir.py): OUT/manifest.json records the run's id and
+"""A run owns exactly the files it wrote (scratchgan/run/rundir.py): OUT/manifest.json records the run's id and
 every file it writes, before it writes it; --overwrite, the "drop what came after the resumed step" logic
 and the used-folder check act on its entries only, never through a symbolic link, never on a file because
 of its name; --resume writes only into the folder of the checkpoint's own run.
@@ -19,8 +19,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scratchgan import cli, fileio, rundir
+from scratchgan import fileio
 from scratchgan.checkpoint import load_checkpoint, save_checkpoint
+from scratchgan.cli import train as train_command
+from scratchgan.cli.main import main as cli_main
+from scratchgan.run import rundir
 
 TINY = ["--dataset", "mnist-bundled", "--limit", "256", "--batch-size", "64", "--g-hidden", "16,32",
         "--d-hidden", "16", "--latent-dim", "8", "--no-progress", "--log-every", "1"]
@@ -35,7 +38,7 @@ def empty_cache(tmp_path, monkeypatch):
 
 def train(*argv):
     """`scratchgan train ARGV` in this process; the exit code."""
-    return cli.main(["train", *argv])
+    return cli_main(["train", *argv])
 
 
 def one_line(capsys):

@@ -1,4 +1,4 @@
-"""metrics.jsonl (always) and --tensorboard DIR (scratchgan/runlog.py).
+"""metrics.jsonl (always) and --tensorboard DIR (scratchgan/run/runlog.py).
 
 The TensorBoard test reads the event files back without tensorboardX's help: the TFRecord framing
 (length, masked CRC-32C of the length, the record, masked CRC-32C of the record) is checked with a
@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scratchgan import cli, runlog
+from scratchgan.cli import train as train_command
+from scratchgan.cli.main import main as cli_main
+from scratchgan.run import runlog
 
 TINY = ["--dataset", "mnist-bundled", "--g-hidden", "8", "--d-hidden", "8", "--latent-dim", "4", "--limit", "32",
         "--batch-size", "16", "--no-progress", "--sample-every", "2", "--log-every", "2"]
@@ -36,10 +38,10 @@ def read_jsonl(path):
 
 def test_metrics_jsonl_has_the_metrics_csv_rows_and_resumes(tmp_path):
     out = tmp_path / "run"
-    assert cli.main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    assert cli_main(["train", *TINY, "--epochs", "1", "--out", str(out)]) == 0
     with open(out / "metrics.jsonl", "a") as f:  # what an abandoned run logged after the checkpoint
         f.write('{"step": 99, "loss_D": 3.0}\n')
-    assert cli.main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 0
+    assert cli_main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 0
     rows = read_jsonl(out / "metrics.jsonl")
     with open(out / "metrics.csv", newline="") as f:
         table = list(csv.DictReader(f))
@@ -65,7 +67,7 @@ def test_jsonl_drops_a_cut_off_line_and_lines_after_the_resumed_step(tmp_path):
 def test_tensorboard_without_the_extra_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tensorboardX", None)  # as if not installed: find_spec gives None
     assert not runlog.tensorboard_available()
-    code = cli.main(["train", *TINY, "--tensorboard", str(tmp_path / "tb"), "--out", str(tmp_path / "o")])
+    code = cli_main(["train", *TINY, "--tensorboard", str(tmp_path / "tb"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert err[0] == ('scratchgan train: error: --tensorboard needs tensorboardX, which is not installed: '
@@ -121,7 +123,7 @@ def test_tensorboard_writes_the_scalars_and_the_sample_grids(tmp_path):
     from tensorboardX.proto.event_pb2 import Event
 
     out, tb = tmp_path / "run", tmp_path / "tb"
-    assert cli.main(["train", *TINY, "--epochs", "1", "--tensorboard", str(tb), "--out", str(out)]) == 0
+    assert cli_main(["train", *TINY, "--epochs", "1", "--tensorboard", str(tb), "--out", str(out)]) == 0
     files = list(tb.glob("events.out.tfevents.*"))
     assert len(files) == 1 and files[0].stat().st_size > 0
     scalars, images = {}, {}

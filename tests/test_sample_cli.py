@@ -12,11 +12,17 @@ import re
 import numpy as np
 import pytest
 from PIL import Image
-
-from scratchgan import cli, evaluate_cli, export, generator_file, latent, sample_cli, viz
-from scratchgan.checkpoint import load_checkpoint, save_checkpoint
-from scratchgan.gan import generate
 from tolerances import FLOAT32_EPS, assert_close
+
+from scratchgan.checkpoint import load_checkpoint, save_checkpoint
+from scratchgan.cli import evaluate as evaluate_cli
+from scratchgan.cli import export
+from scratchgan.cli import sample as sample_cli
+from scratchgan.cli import train as train_command
+from scratchgan.cli.main import main as cli_main
+from scratchgan.gan import generator_file, latent
+from scratchgan.gan.step import generate
+from scratchgan.run import viz
 
 TINY = ["--dataset", "mnist-bundled", "--limit", "128", "--batch-size", "32", "--g-hidden", "32,64",
         "--d-hidden", "64,32", "--no-progress", "--sample-every", "0", "--epochs", "1", "--latent-dim", "16"]
@@ -30,12 +36,12 @@ def runs(tmp_path_factory):
     old = os.environ.get("SCRATCHGAN_DATA")
     os.environ["SCRATCHGAN_DATA"] = str(tmp / "empty-cache")
     try:
-        assert cli.train_main([*TINY, "--out", str(tmp / "mlp")]) == 0
-        assert cli.train_main([*TINY, "--conditional", "--out", str(tmp / "cond")]) == 0
-        assert cli.train_main(["--dataset", "mnist-bundled", "--limit", "64", "--batch-size", "32", "--g-width", "4",
+        assert train_command.train_main([*TINY, "--out", str(tmp / "mlp")]) == 0
+        assert train_command.train_main([*TINY, "--conditional", "--out", str(tmp / "cond")]) == 0
+        assert train_command.train_main(["--dataset", "mnist-bundled", "--limit", "64", "--batch-size", "32", "--g-width", "4",
                                "--d-width", "4", "--latent-dim", "8", "--epochs", "1", "--no-progress",
                                "--sample-every", "0", "--channels", "3", "--image-size", "28",
-                               "--out", str(tmp / "rgb")], prog="dcgan.py", defaults=cli.DCGAN_DEFAULTS) == 0
+                               "--out", str(tmp / "rgb")], prog="dcgan.py", defaults=train_command.DCGAN_DEFAULTS) == 0
     finally:
         if old is None:
             del os.environ["SCRATCHGAN_DATA"]
@@ -69,7 +75,7 @@ def generator(path):
 # ---------------------------------------------------------------------------------- sample --outdir / --seeds
 def test_outdir_writes_one_grey_png_per_image_named_by_seed_and_index(runs, tmp_path, capsys):
     fake = tmp_path / "fake"
-    code, err = call(cli.main, ["sample", "--checkpoint", str(runs["mlp"]), "--n", "5", "--seed", "7",
+    code, err = call(train_command.main, ["sample", "--checkpoint", str(runs["mlp"]), "--n", "5", "--seed", "7",
                                 "--outdir", str(fake)], capsys)
     assert code == 0, err
     names = sorted(p.name for p in fake.iterdir())
@@ -167,7 +173,7 @@ def test_sample_refuses_bad_inputs(runs, tmp_path, capsys):
 
 # ---------------------------------------------------------------------------------- interpolate
 def test_interpolate_writes_a_gif_and_a_strip_through_the_seeds(runs, tmp_path, capsys):
-    code, err = call(cli.main, ["interpolate", "--checkpoint", str(runs["mlp"]), "--seeds", "0,5,9", "--steps", "4",
+    code, err = call(train_command.main, ["interpolate", "--checkpoint", str(runs["mlp"]), "--seeds", "0,5,9", "--steps", "4",
                                 "--out", str(tmp_path / "walk.gif")], capsys)
     assert code == 0, err
     with Image.open(tmp_path / "walk.gif") as gif:
@@ -217,7 +223,7 @@ def test_interpolate_refuses_bad_inputs(runs, tmp_path, capsys):
 # ---------------------------------------------------------------------------------- export
 def test_export_writes_the_generator_alone_and_sample_and_evaluate_read_it(runs, tmp_path, capsys, monkeypatch):
     G_path = tmp_path / "G.npz"
-    code, err = call(cli.main, ["export", "--checkpoint", str(runs["mlp"]), "--out", str(G_path)], capsys)
+    code, err = call(train_command.main, ["export", "--checkpoint", str(runs["mlp"]), "--out", str(G_path)], capsys)
     assert code == 0, err
     arrays, meta = load_checkpoint(G_path)
     full, full_meta = load_checkpoint(runs["mlp"])
@@ -277,7 +283,7 @@ def test_export_refuses_bad_inputs(runs, tmp_path, capsys):
 def test_train_resume_refuses_an_export(runs, tmp_path, capsys):
     G_path = tmp_path / "G.npz"
     assert call(export.export_main, ["--checkpoint", str(runs["mlp"]), "--out", str(G_path)], capsys)[0] == 0
-    refused(cli.train_main, [*TINY, "--resume", str(G_path), "--out", str(tmp_path / "r")], capsys,
+    refused(train_command.train_main, [*TINY, "--resume", str(G_path), "--out", str(tmp_path / "r")], capsys,
             r"cannot resume: .*G\.npz is an exported generator")
     assert not (tmp_path / "r").exists()
 
@@ -292,6 +298,6 @@ def test_help_documents_the_new_commands_and_flags(capsys):
         text = " ".join(capsys.readouterr().out.split())
         for w in words:
             assert w in text, (main.__name__, w)
-    assert cli.main(["--help"]) == 0
+    assert cli_main(["--help"]) == 0
     text = capsys.readouterr().out
     assert "export" in text and "interpolate" in text

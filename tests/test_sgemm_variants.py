@@ -1,14 +1,14 @@
-"""fast/gemm.py's variants of the graph's SGEMM, checked on the CPU as the default kernel is (tests/test_cuda_graph.py):
+"""fast/cuda_graph/gemm.py's variants of the graph's SGEMM, checked on the CPU as the default kernel is (tests/test_cuda_graph.py):
 the 32 x 32 tile and split-K, their CUDA source compiled with g++ (one host thread per CUDA thread), called through
 the fake device's RawKernel as the graph would call them, against NumPy's matmul in float64; mutated kernels fail.
 Which one the graph uses is chosen by measurement on a GPU (benchmarks/bench_sgemm.py), not here."""
+import host_kernels
 import numpy as np
 import pytest
-
-import host_kernels
 from fake_device import FakeRawKernel, xp
-from scratchgan.fast import gemm
 from tolerances import FLOAT32_EPS, assert_close
+
+from scratchgan.fast.cuda_graph import gemm
 
 CASES = [  # M, N, K, A transposed, B transposed, beta: tile edges, K not a multiple of 8, the backward's layouts
     (70, 50, 30, False, False, 0.0), (33, 65, 17, True, False, 1.0), (3, 5, 200, False, True, 0.0),

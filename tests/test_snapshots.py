@@ -8,8 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from scratchgan import cli, evaluator, rundir, trainer, viz
 from scratchgan.checkpoint import load_checkpoint, save_checkpoint
+from scratchgan.cli import train as train_command
+from scratchgan.eval import evaluator
+from scratchgan.run import rundir, trainer, viz
 
 TINY = ["--dataset", "mnist-bundled", "--limit", "256", "--batch-size", "32", "--g-hidden", "32,64",
         "--d-hidden", "64,32", "--no-progress", "--sample-every", "0", "--log-every", "4"]
@@ -35,7 +37,7 @@ def same_state(a, b):
 @pytest.mark.slow
 def test_snapshots_are_kept_and_resume_exactly(tmp_path):
     run = tmp_path / "run"
-    assert cli.train_main([*TINY, "--epochs", "2", "--snapshot-every", "1", "--out", str(run)]) == 0
+    assert train_command.train_main([*TINY, "--epochs", "2", "--snapshot-every", "1", "--out", str(run)]) == 0
     assert sorted(p.name for p in run.glob("checkpoint*.npz")) == [
         "checkpoint.npz", "checkpoint_epoch0001.npz", "checkpoint_epoch0002.npz"]
     _, meta = load_checkpoint(run / "checkpoint_epoch0001.npz")
@@ -43,7 +45,7 @@ def test_snapshots_are_kept_and_resume_exactly(tmp_path):
     assert same_state(run / "checkpoint_epoch0002.npz", run / "checkpoint.npz")
     # resuming from a snapshot (into another folder) retraces the run bit for bit; every 3rd epoch: none at 2
     other = tmp_path / "other"
-    assert cli.train_main([*TINY, "--epochs", "2", "--snapshot-every", "3", "--resume",
+    assert train_command.train_main([*TINY, "--epochs", "2", "--snapshot-every", "3", "--resume",
                            str(run / "checkpoint_epoch0001.npz"), "--out", str(other)]) == 0
     assert same_state(other / "checkpoint.npz", run / "checkpoint.npz")
     assert not list(other.glob("checkpoint_epoch*.npz"))
@@ -59,7 +61,7 @@ def test_overwrite_clears_snapshots_and_best_and_nothing_else(tmp_path):
         rundir.check(run)
     save_checkpoint(manifest.record(run / "checkpoint_best.npz"), {"x": np.zeros(1)}, {})
     assert {p.name for p in rundir.outputs_in(run)} == {"checkpoint_best.npz", "checkpoint_epoch0004.npz"}
-    assert cli.train_main([*TINY, "--epochs", "1", "--out", str(run), "--overwrite"]) == 0
+    assert train_command.train_main([*TINY, "--epochs", "1", "--out", str(run), "--overwrite"]) == 0
     assert not (run / "checkpoint_epoch0004.npz").exists() and not (run / "checkpoint_best.npz").exists()
     assert (run / "checkpoint_mine.npz").read_bytes() == b"user's"
 
@@ -67,11 +69,11 @@ def test_overwrite_clears_snapshots_and_best_and_nothing_else(tmp_path):
 def test_snapshot_every_is_checked_and_documented(tmp_path, capsys):
     for value, pattern in (("-1", "0 or more, got -1"), ("abc", "expected a non-negative integer, got 'abc'")):
         with pytest.raises(SystemExit) as e:
-            cli.train_main([*TINY, "--snapshot-every", value, "--out", str(tmp_path / "o")])
+            train_command.train_main([*TINY, "--snapshot-every", value, "--out", str(tmp_path / "o")])
         err = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and len(err) == 1 and "--snapshot-every" in err[0] and pattern in err[0], err
     with pytest.raises(SystemExit):
-        cli.train_main(["--help"])
+        train_command.train_main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "checkpoint_epochNNNN.npz" in text and "0 = off (default: 0)" in text and "checkpoint_best.npz" in text
     assert not (tmp_path / "o").exists()
@@ -80,7 +82,7 @@ def test_snapshot_every_is_checked_and_documented(tmp_path, capsys):
 @pytest.mark.slow
 def test_best_checkpoint_holds_the_lowest_distance_with_its_step(tmp_path, capsys):
     run = tmp_path / "run"
-    assert cli.train_main([*TINY, "--epochs", "1", "--eval-every", "2", "--out", str(run)]) == 0
+    assert train_command.train_main([*TINY, "--epochs", "1", "--eval-every", "2", "--out", str(run)]) == 0
     rows = [r for r in viz.read_metrics_csv(run / "metrics.csv") if r.get("frechet_distance") not in (None, "")]
     assert [r["step"] for r in rows] == [2, 4, 6, 8]
     lowest = min(rows, key=lambda r: r["frechet_distance"])
@@ -93,7 +95,7 @@ def test_best_checkpoint_holds_the_lowest_distance_with_its_step(tmp_path, capsy
     out = capsys.readouterr().out
     assert f"step {best['step']}: lowest Frechet distance so far" in out
     # the best checkpoint is a full training state: it resumes; in another folder, that run keeps its own best
-    assert cli.train_main([*TINY, "--epochs", "2", "--resume", str(run / "checkpoint_best.npz"),
+    assert train_command.train_main([*TINY, "--epochs", "2", "--resume", str(run / "checkpoint_best.npz"),
                            "--out", str(tmp_path / "from_best")]) == 0
     own = json.loads((tmp_path / "from_best" / "config.json").read_text())["best"]
     assert own["step"] > best["step"]
@@ -115,12 +117,12 @@ def test_a_resumed_run_keeps_a_better_best(tmp_path, capsys, where):
     """The best so far travels in the checkpoint's meta, and the one checkpoint_best.npz records is read
     too (it can be newer than the checkpoint resumed): a resumed run does not replace it with a worse one."""
     run = tmp_path / "run"
-    assert cli.train_main([*TINY, "--epochs", "1", "--eval-every", "4", "--out", str(run)]) == 0
+    assert train_command.train_main([*TINY, "--epochs", "1", "--eval-every", "4", "--out", str(run)]) == 0
     unbeatable = {"frechet_distance": 1e-3, "step": 4}
     _set_best(run / ("checkpoint.npz" if where == "rolling checkpoint" else "checkpoint_best.npz"), unbeatable)
     kept = (run / "checkpoint_best.npz").read_bytes()
     capsys.readouterr()
-    assert cli.train_main([*TINY, "--epochs", "2", "--eval-every", "4", "--resume", "--out", str(run)]) == 0
+    assert train_command.train_main([*TINY, "--epochs", "2", "--eval-every", "4", "--resume", "--out", str(run)]) == 0
     assert (run / "checkpoint_best.npz").read_bytes() == kept
     assert "lowest Frechet distance" not in capsys.readouterr().out
     assert json.loads((run / "config.json").read_text())["best"] == unbeatable
@@ -130,10 +132,10 @@ def test_a_resumed_run_keeps_a_better_best(tmp_path, capsys, where):
 @pytest.mark.slow
 def test_an_old_checkpoint_without_best_resumes_and_finds_one(tmp_path):
     run = tmp_path / "run"
-    assert cli.train_main([*TINY, "--epochs", "1", "--out", str(run)]) == 0
+    assert train_command.train_main([*TINY, "--epochs", "1", "--out", str(run)]) == 0
     _set_best(run / "checkpoint.npz", None)
     assert "best" not in load_checkpoint(run / "checkpoint.npz")[1]
-    assert cli.train_main([*TINY, "--epochs", "2", "--eval-every", "4", "--resume", "--out", str(run)]) == 0
+    assert train_command.train_main([*TINY, "--epochs", "2", "--eval-every", "4", "--resume", "--out", str(run)]) == 0
     best = json.loads((run / "config.json").read_text())["best"]
     assert best["step"] in (12, 16) and load_checkpoint(run / "checkpoint_best.npz")[1]["global_step"] == best["step"]
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from layer_cases import build_layer, check_contract, import_torch, make_input, random_like, record_error
 from test_guard import check_layer_on_fake_device
-from scratchgan import gradcheck, models, nn
-from scratchgan.gradient_penalty import GradientPenalty, UnsupportedCritic
+
+from scratchgan import gradcheck, nn
+from scratchgan.gan import models
+from scratchgan.gan.gradient_penalty import GradientPenalty, UnsupportedCritic
 from scratchgan.nn.spectral_norm import SpectralNorm, apply_spectral_norm, power_iteration
 
 TABLE = "SpectralNorm: analytic vs central differences (relative error)"
@@ -179,8 +180,8 @@ def test_gradient_penalty_refuses_spectral_norm_with_the_reason():
 
 
 def test_gan_step_with_spectral_norm_float32():
-    from scratchgan import cli
-    config = dict(cli.MLP_DEFAULTS, image_size=16, batch_size=4, g_hidden="8", d_hidden="8,6", latent_dim=3,
+    from scratchgan.cli import train as train_command
+    config = dict(train_command.MLP_DEFAULTS, image_size=16, batch_size=4, g_hidden="8", d_hidden="8,6", latent_dim=3,
                   spectral_norm=True, batchnorm=False)
     step = models.build_step(config, np)
     assert sum(isinstance(m, nn.SpectralNorm) for m in step.D.modules()) == 3
@@ -217,8 +218,8 @@ def test_on_the_fake_device_equals_numpy(kind, mode):
 
 
 def test_conditional_discriminator_with_spectral_norm():
-    from scratchgan import cli
-    config = dict(cli.MLP_DEFAULTS, image_size=16, batch_size=4, g_hidden="8", d_hidden="8", latent_dim=3,
+    from scratchgan.cli import train as train_command
+    config = dict(train_command.MLP_DEFAULTS, image_size=16, batch_size=4, g_hidden="8", d_hidden="8", latent_dim=3,
                   spectral_norm=True, conditional=True, num_classes=3, embedding_dim=2, batchnorm=False)
     step = models.build_step(config, np)
     assert sum(isinstance(m, nn.SpectralNorm) for m in step.D.modules()) == 2

@@ -1,4 +1,4 @@
-"""SyncBatchNorm1d/2d (scratchgan/nn/sync_batchnorm.py) and the one-process World (scratchgan/distributed.py).
+"""SyncBatchNorm1d/2d (scratchgan/nn/sync_batchnorm.py) and the one-process World (scratchgan/run/distributed.py).
 
 SyncBatchNorm is BatchNorm over a batch split across ranks. Its gradients are checked by central
 differences in float64, train and eval: with the one-process World (it is BatchNorm), and with two ranks
@@ -11,12 +11,13 @@ import threading
 
 import numpy as np
 import pytest
-
 from fake_device import xp as fake_xp  # tests/fake_device.py: CuPy's rules on the CPU
 from layer_cases import build_layer, make_input
-from scratchgan import gradcheck, models, nn
-from scratchgan.distributed import World
+
+from scratchgan import gradcheck, nn
+from scratchgan.gan import models
 from scratchgan.gradcheck import numerical_gradient, relative_error
+from scratchgan.run.distributed import World
 
 TOL = 1e-7  # the gradient checks' relative error (float64)
 RTOL = 1e-9  # two ranks against one process: the sums are only reordered

@@ -14,11 +14,11 @@ import types
 
 import numpy as np
 import pytest
-
 from layer_cases import skip_unless_cupy
+from test_cli import EXAMPLE, REPO, env_for, run
+
 from scratchgan.backend import BackendError
 from scratchgan.fast import precision
-from test_cli import EXAMPLE, REPO, env_for, run
 
 DCGAN_EXAMPLE = REPO / "examples" / "dcgan.py"
 
@@ -44,8 +44,8 @@ def test_tf32_on_numpy_is_refused_in_one_line_before_anything_is_written(tmp_pat
 def test_tf32_with_the_cuda_graph_is_refused_in_one_line(tmp_path):
     """The graph's matmuls are scratchgan's own GEMM kernel, not cuBLAS: TF32 would silently not reach them.
     Refused before the backend is loaded, so with or without CuPy."""
-    from scratchgan import train_options
-    from scratchgan.cliutil import UserError
+    from scratchgan.cli import train_options
+    from scratchgan.cli.common import UserError
     config = {"arch": "mlp", "dataset": "mnist", "backend": "cupy", "tf32": True, "cuda_graph": True}
     with pytest.raises(UserError, match="--tf32 does not reach --cuda-graph's matmuls"):
         train_options.check_flags(config, explicit={"tf32", "cuda_graph"}, arch_choosable=False)

@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratchgan import __version__, cli
+from scratchgan import __version__
 from scratchgan.checkpoint import load_checkpoint
+from scratchgan.cli import train as train_command
+from scratchgan.cli.main import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MLP = ["--g-hidden", "8", "--d-hidden", "8", "--latent-dim", "4", "--limit", "64", "--batch-size", "16",
@@ -49,13 +51,13 @@ def help_blocks(text):
 def test_train_help_states_both_architectures_defaults(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")
     with pytest.raises(SystemExit) as e:
-        cli.main(["train", "--help"])
+        cli_main(["train", "--help"])
     assert e.value.code == 0
     blocks = help_blocks(capsys.readouterr().out)
     for flag, key in [("--dataset", "dataset"), ("--batch-size", "batch_size"), ("--out", "out"),
                       ("--sample-every", "sample_every")]:
-        assert cli.MLP_DEFAULTS[key] != cli.DCGAN_DEFAULTS[key]
-        assert (f"(default: {cli.MLP_DEFAULTS[key]} for --arch mlp, {cli.DCGAN_DEFAULTS[key]} for --arch dcgan)"
+        assert train_command.MLP_DEFAULTS[key] != train_command.DCGAN_DEFAULTS[key]
+        assert (f"(default: {train_command.MLP_DEFAULTS[key]} for --arch mlp, {train_command.DCGAN_DEFAULTS[key]} for --arch dcgan)"
                 in blocks[flag]), blocks[flag]
     for flag in ("--image-size", "--channels", "--g-width", "--d-width"):
         assert "(--arch dcgan only)" in blocks[flag]
@@ -67,11 +69,11 @@ def test_train_help_states_both_architectures_defaults(capsys, monkeypatch):
         assert "default" in block or flag in ("--help", "--version"), block
 
 
-@pytest.mark.parametrize("defaults, prog", [(cli.MLP_DEFAULTS, "mnist_mlp.py"), (cli.DCGAN_DEFAULTS, "dcgan.py")])
+@pytest.mark.parametrize("defaults, prog", [(train_command.MLP_DEFAULTS, "mnist_mlp.py"), (train_command.DCGAN_DEFAULTS, "dcgan.py")])
 def test_the_examples_help_keeps_one_default_each_and_has_the_new_flags(defaults, prog, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")
     with pytest.raises(SystemExit):
-        cli.train_main(["--help"], prog=prog, defaults=defaults)
+        train_command.train_main(["--help"], prog=prog, defaults=defaults)
     blocks = help_blocks(capsys.readouterr().out)
     assert "--arch" not in blocks
     assert f"(default: {defaults['batch_size']})" in blocks["--batch-size"]
@@ -82,8 +84,8 @@ def test_the_examples_help_keeps_one_default_each_and_has_the_new_flags(defaults
 
 def _same_run(tmp_path, a_args, b_args, b_defaults, b_prog):
     """Train with `scratchgan train A` and with the example's entry B; return both checkpoints."""
-    assert cli.main(["train", *a_args, "--out", str(tmp_path / "a")]) == 0
-    assert cli.train_main([*b_args, "--out", str(tmp_path / "b")], prog=b_prog, defaults=b_defaults) == 0
+    assert cli_main(["train", *a_args, "--out", str(tmp_path / "a")]) == 0
+    assert train_command.train_main([*b_args, "--out", str(tmp_path / "b")], prog=b_prog, defaults=b_defaults) == 0
     return load_checkpoint(tmp_path / "a" / "checkpoint.npz"), load_checkpoint(tmp_path / "b" / "checkpoint.npz")
 
 
@@ -91,7 +93,7 @@ def _same_run(tmp_path, a_args, b_args, b_defaults, b_prog):
 def test_scratchgan_train_runs_the_examples_code(tmp_path, arch):
     """`scratchgan train --arch A` with the example's defaults trains bit for bit what the example trains."""
     tiny = TINY_DCGAN if arch == "dcgan" else TINY_MLP
-    defaults = cli.ARCH_DEFAULTS[arch]
+    defaults = train_command.ARCH_DEFAULTS[arch]
     data = ["--dataset", "mnist-bundled"]
     (arrays_a, meta_a), (arrays_b, meta_b) = _same_run(tmp_path, ["--arch", arch, *data, *tiny], [*data, *tiny],
                                                        defaults, f"{arch}.py")
@@ -106,8 +108,8 @@ def test_scratchgan_train_runs_the_examples_code(tmp_path, arch):
 
 def test_dcgan_resumes_without_repeating_arch(tmp_path):
     out = tmp_path / "d"
-    assert cli.main(["train", "--arch", "dcgan", "--dataset", "mnist-bundled", *TINY_DCGAN, "--out", str(out)]) == 0
-    assert cli.main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 0
+    assert cli_main(["train", "--arch", "dcgan", "--dataset", "mnist-bundled", *TINY_DCGAN, "--out", str(out)]) == 0
+    assert cli_main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 0
     _, meta = load_checkpoint(out / "checkpoint.npz")
     assert meta["config"]["arch"] == "dcgan" and meta["global_step"] == 2 * 64 // 16
 
@@ -123,7 +125,7 @@ def test_dcgan_resumes_without_repeating_arch(tmp_path):
 ])
 def test_bad_combinations_exit_2_with_one_line(tmp_path, capsys, args, pattern):
     try:
-        code = cli.main(["train", "--dataset", "mnist-bundled", *args, "--out", str(tmp_path / "o"), "--no-progress"])
+        code = cli_main(["train", "--dataset", "mnist-bundled", *args, "--out", str(tmp_path / "o"), "--no-progress"])
     except SystemExit as e:  # argparse's errors exit from inside parse_args
         code = e.code
     err = capsys.readouterr().err.strip().splitlines()
@@ -166,7 +168,7 @@ def test_dry_run_reads_no_data_and_writes_a_temporary_run(tmp_path, monkeypatch,
     (tmp_path / "tmp").mkdir()
     import tempfile
     monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
-    assert cli.main(["train", "--dataset", "fashion-mnist", "--dry-run", "--g-hidden", "8", "--d-hidden", "8",
+    assert cli_main(["train", "--dataset", "fashion-mnist", "--dry-run", "--g-hidden", "8", "--d-hidden", "8",
                      "--no-progress"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("dry run: 3 steps on random images, no dataset read; outputs in ")
@@ -179,7 +181,7 @@ def test_dry_run_reads_no_data_and_writes_a_temporary_run(tmp_path, monkeypatch,
 
 def test_dry_run_into_out_takes_the_datasets_shape_for_the_dcgan(tmp_path):
     out = tmp_path / "dry"
-    assert cli.main(["train", "--arch", "dcgan", "--dataset", "cifar10", "--dry-run", "--g-width", "2",
+    assert cli_main(["train", "--arch", "dcgan", "--dataset", "cifar10", "--dry-run", "--g-width", "2",
                      "--d-width", "2", "--batch-size", "4", "--d-steps", "2", "--no-progress", "--out", str(out)]) == 0
     _, meta = load_checkpoint(out / "checkpoint.npz")
     assert meta["config"]["image_shape"] == [3, 32, 32] and meta["global_step"] == 3
@@ -189,11 +191,11 @@ def test_dry_run_into_out_takes_the_datasets_shape_for_the_dcgan(tmp_path):
 
 def test_a_dry_runs_checkpoint_is_not_resumed(tmp_path, capsys):
     out = tmp_path / "dry"
-    assert cli.main(["train", "--dry-run", "--g-hidden", "8", "--d-hidden", "8", "--batch-size", "4",
+    assert cli_main(["train", "--dry-run", "--g-hidden", "8", "--d-hidden", "8", "--batch-size", "4",
                      "--no-progress", "--out", str(out)]) == 0
     before = (out / "checkpoint.npz").read_bytes()
     capsys.readouterr()
-    assert cli.main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 2
+    assert cli_main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a --dry-run's checkpoint" in err[0], err
     assert (out / "checkpoint.npz").read_bytes() == before
@@ -212,7 +214,7 @@ def test_your_own_idx_files_train_with_one_line_saying_they_are_not_official(tmp
     (own / "train-images-idx3-ubyte").write_bytes(idx_bytes(rng.integers(0, 256, (32, 28, 28))))
     (own / "train-labels-idx1-ubyte").write_bytes(idx_bytes(rng.integers(0, 10, 32)))
     out = tmp_path / "run"
-    assert cli.main(["train", "--data-dir", str(own), *TINY_MLP, "--out", str(out)]) == 0
+    assert cli_main(["train", "--data-dir", str(own), *TINY_MLP, "--out", str(out)]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if "official" in line]
     assert len(lines) == 1, lines
     assert re.match(r"train-images-idx3-ubyte, train-labels-idx1-ubyte in .*own are not the official MNIST files "
@@ -220,6 +222,6 @@ def test_your_own_idx_files_train_with_one_line_saying_they_are_not_official(tmp
     assert load_checkpoint(out / "checkpoint.npz")[1]["global_step"] == 32 // 16
     # a file that is not IDX at all is still refused, in one line
     (own / "train-images-idx3-ubyte").write_bytes(b"garbage" * 10)
-    assert cli.main(["train", "--data-dir", str(own), *TINY_MLP, "--out", str(tmp_path / "bad")]) == 2
+    assert cli_main(["train", "--data-dir", str(own), *TINY_MLP, "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not an IDX file" in err[0], err

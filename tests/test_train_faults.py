@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratchgan import cli, runlog
 from scratchgan.backend import BackendError, get_xp
 from scratchgan.checkpoint import load_checkpoint, save_checkpoint
+from scratchgan.cli import train as train_command
+from scratchgan.cli.main import main as cli_main
+from scratchgan.run import runlog
 
 TINY = ["--dataset", "mnist-bundled", "--limit", "128", "--batch-size", "32", "--g-hidden", "16",
         "--d-hidden", "16", "--latent-dim", "8", "--no-progress", "--sample-every", "0"]
@@ -36,7 +38,7 @@ def isolated(tmp_path, monkeypatch):
 
 
 def train(*argv):
-    return cli.main(["train", *argv])
+    return cli_main(["train", *argv])
 
 
 def one_line(capsys):
@@ -213,9 +215,9 @@ def test_what_a_resume_never_takes_from_a_checkpoint(tmp_path, capsys):
                           resume=str(tmp_path / "evil.npz"))
     crafted = save_checkpoint(tmp_path / "dl" / "crafted.npz", arrays, meta)
     argv = ["--resume", str(crafted)]
-    parser = cli.make_train_parser("t", "", cli.MLP_DEFAULTS)
-    explicit = vars(cli.make_train_parser("t", "", cli.MLP_DEFAULTS, suppress=True).parse_args(argv))
-    config, resume = cli.resolve_config(parser.parse_args(argv), explicit, cli.MLP_DEFAULTS, log=lambda line: None)
+    parser = train_command.make_train_parser("t", "", train_command.MLP_DEFAULTS)
+    explicit = vars(train_command.make_train_parser("t", "", train_command.MLP_DEFAULTS, suppress=True).parse_args(argv))
+    config, resume = train_command.resolve_config(parser.parse_args(argv), explicit, train_command.MLP_DEFAULTS, log=lambda line: None)
     assert resume == crafted and config["resume"] == str(crafted)
     assert config["out"] == str(crafted.parent) and config["tensorboard"] is None and config["overwrite"] is False
     # data read from a path the checkpoint names: only for its own run in its own folder

@@ -1,6 +1,6 @@
 """The training loop: its outputs, the checkpoint, exact resume (epoch end and mid-epoch), the NaN
 watchdog, seeded determinism. Tiny MLPs on small real subsets: bundled MNIST digits for the Trainer
-used directly, Fashion-MNIST from ../shared/datasets through ``cli.train_main``.
+used directly, Fashion-MNIST from ../shared/datasets through ``train_command.train_main``.
 """
 from __future__ import annotations
 
@@ -13,16 +13,17 @@ import sys
 
 import numpy as np
 import pytest
+from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
 from PIL import Image
 
-from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
-from scratchgan import cli, viz
 from scratchgan.checkpoint import load_checkpoint
-from scratchgan.cli import MLP_DEFAULTS
+from scratchgan.cli import train as train_command
+from scratchgan.cli.train import MLP_DEFAULTS
 from scratchgan.data import BatchLoader, load_mnist_bundled
-from scratchgan.gan import GANStep
-from scratchgan.models import build_step
-from scratchgan.trainer import STAT_KEYS, Trainer, TrainingDiverged, TrainingInterrupted
+from scratchgan.gan.models import build_step
+from scratchgan.gan.step import GANStep
+from scratchgan.run import viz
+from scratchgan.run.trainer import STAT_KEYS, Trainer, TrainingDiverged, TrainingInterrupted
 
 N_IMAGES, BATCH = 256, 32
 STEPS_PER_EPOCH = N_IMAGES // BATCH  # 8
@@ -51,10 +52,10 @@ def fashion_args():
 
 
 def train(out, *extra, log_every=2, sample_every=3):
-    """cli.train_main on 256 Fashion-MNIST images with tiny networks; returns the exit code."""
+    """train_command.train_main on 256 Fashion-MNIST images with tiny networks; returns the exit code."""
     argv = [*fashion_args(), "--split", "test", *TINY, "--out", str(out), "--log-every", str(log_every),
             "--sample-every", str(sample_every), *extra]
-    return cli.train_main(argv)
+    return train_command.train_main(argv)
 
 
 def arrays_of(path):
@@ -81,7 +82,7 @@ def csv_rows(path):
 # ---------------------------------------------------------------------------------- one full run
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
-    """2 uninterrupted epochs through cli.train_main (16 steps), seed 0."""
+    """2 uninterrupted epochs through train_command.train_main (16 steps), seed 0."""
     out = tmp_path_factory.mktemp("reference") / "run"
     cache = tmp_path_factory.mktemp("cache")
     old = os.environ.get("SCRATCHGAN_DATA")
@@ -159,7 +160,7 @@ def test_resume_at_epoch_end_is_bit_identical(reference_run, tmp_path, capsys):
     arrays, meta = arrays_of(out / "checkpoint.npz")
     assert meta["epoch"] == 1 and meta["global_step"] == STEPS_PER_EPOCH
     capsys.readouterr()
-    assert cli.train_main(["--out", str(out), "--epochs", "2", "--resume", "--no-progress"]) == 0
+    assert train_command.train_main(["--out", str(out), "--epochs", "2", "--resume", "--no-progress"]) == 0
     assert f"resumed from {out / 'checkpoint.npz'} at epoch 2, step {STEPS_PER_EPOCH}" in capsys.readouterr().out
     assert_same_arrays(reference_run / "checkpoint.npz", out / "checkpoint.npz")
     assert csv_rows(out / "metrics.csv") == csv_rows(reference_run / "metrics.csv")
@@ -360,7 +361,7 @@ def test_watchdog_through_the_cli_exits_3(tmp_path, monkeypatch, capsys):
         return original(self, real_batches)
 
     monkeypatch.setattr(GANStep, "step", step)
-    assert train(tmp_path / "run", "--epochs", "1", log_every=1) == cli.EXIT_DIVERGED
+    assert train(tmp_path / "run", "--epochs", "1", log_every=1) == train_command.EXIT_DIVERGED
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "at step 4" in err[0] and "Traceback" not in err[0]
     assert not (tmp_path / "run" / "checkpoint.npz").exists()
@@ -430,7 +431,7 @@ def test_a_second_ctrl_c_aborts_at_once_with_a_message(tmp_path, monkeypatch, ca
     monkeypatch.setattr(GANStep, "step", step)
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     out = tmp_path / "run"
-    assert train(out, "--epochs", "2") == cli.EXIT_INTERRUPTED
+    assert train(out, "--epochs", "2") == train_command.EXIT_INTERRUPTED
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err

@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scratchgan.viz import (MetricsCSV, make_grid, plot_losses, read_metrics_csv, save_image_grid,
-                            save_progress_gif, save_real_vs_fake)
+from scratchgan.run.viz import (
+    MetricsCSV,
+    make_grid,
+    plot_losses,
+    read_metrics_csv,
+    save_image_grid,
+    save_progress_gif,
+    save_real_vs_fake,
+)
 
 
 def _no_tmp(directory):

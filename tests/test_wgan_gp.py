@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from fake_device import xp as fake_xp
 from layer_cases import record_error
+
 from scratchgan import nn
+from scratchgan.gan.gradient_penalty import GradientPenalty, UnsupportedCritic, critic_layers, penalty_of_gradients
+from scratchgan.gan.objectives import WGANGPObjective
 from scratchgan.gradcheck import directional_check, numerical_gradient, relative_error
-from scratchgan.gradient_penalty import GradientPenalty, UnsupportedCritic, critic_layers, penalty_of_gradients
-from scratchgan.objectives import WGANGPObjective
 
 TABLE = "WGAN-GP penalty: analytic vs central differences (relative error)"
 TOL = 1e-7
@@ -225,7 +225,7 @@ def test_unsupported_critics_are_refused_naming_layer_and_reason(layers, where, 
 
 def test_batchnorm_critic_is_refused_by_the_step():
     from scratchgan import optim
-    from scratchgan.gan import GANStep, NoiseSource
+    from scratchgan.gan.step import GANStep, NoiseSource
     G = nn.Sequential(nn.Linear(3, 5), nn.Tanh()).to("numpy")
     D = nn.Sequential(nn.Linear(5, 4), nn.LeakyReLU(0.2), nn.BatchNorm1d(4), nn.Linear(4, 1)).to("numpy")
     with pytest.raises(UnsupportedCritic, match="layer 2 is BatchNorm1d"):

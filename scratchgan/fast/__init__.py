@@ -10,8 +10,8 @@ the same arguments and results as the reference function it replaces (llm.c keep
     fast/kernels.py  CuPy: fused elementwise CUDA kernels, one launch instead of several passes
     fast/conv_kernels.py  CuPy: im2col and col2im as one gather kernel each
     fast/process.py  process-wide settings (OpenBLAS's thread wait, glibc's heap): one explicit call
-    fast/graph.py    CuPy: the whole MLP GAN step (GANStep.step) as one CUDA graph, ``--cuda-graph``
-                     (experimental: never run on a GPU); fast/fixed.py the maths in fixed buffers, fast/gemm.py
+    fast/cuda_graph/graph.py    CuPy: the whole MLP GAN step (GANStep.step) as one CUDA graph, ``--cuda-graph``
+                     (experimental: never run on a GPU); fast/cuda_graph/fixed.py the maths in fixed buffers, fast/cuda_graph/gemm.py
                      an SGEMM kernel instead of cuBLAS
 
 The registry (``TABLE``, ``@replaceable``, the switch) is scratchgan/replace.py, below the maths it

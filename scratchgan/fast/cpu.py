@@ -20,10 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import blas
 from ..backend import cpu_threads  # the one count of usable cores (tests patch it here)
-from ..replace import replaces
 from ..nn import activations as _activations  # the references, for the cases a fast form does not cover
+from ..replace import replaces
+from . import blas
 
 # ------------------------------------------------------------------------------------ the cores
 
@@ -304,11 +304,11 @@ def _optim():
     return optim
 
 
-@replaces("scratchgan.ema.ema_update", "bitwise")
+@replaces("scratchgan.gan.ema.ema_update", "bitwise")
 def ema_update(ema, theta, beta):
     """ema += (1 - beta) (theta - ema) over parts of the flat buffers, one per core, through a scratch array:
     the reference's three roundings in its order, without its two temporary arrays of G's size."""
-    from .. import ema as reference
+    from ..gan import ema as reference
     if ema.ndim != 1 or not (ema.flags.c_contiguous and theta.flags.c_contiguous):
         return reference.ema_update.reference(ema, theta, beta)
     scratch = _workspace(ema, 2)
