@@ -45,7 +45,8 @@ BIG_COLUMNS = 90_000  # G's last weight as (64, 90000) float32: a 23 MB checkpoi
 DRIVER = """
 import os, sys, tracemalloc
 from scratchgan.__main__ import main
-from scratchgan import cli, evaluate_cli, export, fast, sample_cli  # imported before the measurement starts
+from scratchgan import fast
+from scratchgan.cli import evaluate, export, sample, train  # imported before the measurement starts
 fast.configure_process()  # its one deliberate 32 MiB block (fast/process.py), before the measurement too
 tracemalloc.start()
 try:

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from scratchgan.checkpoint import load_checkpoint
-from scratchgan.cli import train as train_command
 from scratchgan.cli.main import main as cli_main
 from scratchgan.data import DataError, DownloadError, cifar10
 

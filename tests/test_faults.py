@@ -45,7 +45,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals, 
 FULL_DISK = """
 import errno, os
 import numpy as np
-from scratchgan import trainer
+from scratchgan.run import trainer
 real_save, real_write = trainer.save_checkpoint, np.lib.format.write_array
 saves = []
 def write_array(fp, array, *args, **kwargs):  # the disk fills up in the middle of the 2nd checkpoint
@@ -94,7 +94,7 @@ def launch(args, tmp, kind="example", driver=None, **env):
     if kind == "module":
         cmd = [sys.executable, "-m", "scratchgan", *args]
     elif kind == "driver":
-        code = driver + "\nimport sys\nfrom scratchgan import cli\nsys.exit(train_command.train_main(sys.argv[1:]))\n"
+        code = driver + "\nimport sys\nfrom scratchgan.cli import train as train_command\nsys.exit(train_command.train_main(sys.argv[1:]))\n"
         cmd = [sys.executable, "-c", code, *args]
     else:
         cmd = [sys.executable, str(EXAMPLE), *args]
@@ -439,7 +439,7 @@ def test_sigterm_while_loading_data_is_one_line(tmp_path, monkeypatch, capsys):
     def load_images(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
-    monkeypatch.setattr(cli, "load_images", load_images)
+    monkeypatch.setattr(train_command, "load_images", load_images)
     monkeypatch.setenv("SCRATCHGAN_DATA", str(tmp_path / "empty-cache"))
     before = signal.getsignal(signal.SIGTERM)
     assert train_command.train_main([*TINY, "--epochs", "1", "--out", str(tmp_path / "run")]) == 128 + signal.SIGTERM

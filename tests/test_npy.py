@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from scratchgan.checkpoint import load_checkpoint
-from scratchgan.cli import train as train_command
 from scratchgan.cli.main import main as cli_main
 from scratchgan.data import DataError
 from scratchgan.data.npy import check_images, load_npy_images

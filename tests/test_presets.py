@@ -8,7 +8,6 @@ import pytest
 
 from scratchgan.checkpoint import load_checkpoint
 from scratchgan.cli import flags
-from scratchgan.cli import train as train_command
 from scratchgan.cli.main import main as cli_main
 from scratchgan.gan import presets
 

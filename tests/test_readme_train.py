@@ -16,7 +16,6 @@ import pytest
 from test_cifar10 import make_tarball  # the small tarball in the official layout
 
 from scratchgan.checkpoint import load_checkpoint
-from scratchgan.cli import train as train_command
 from scratchgan.cli.main import main as cli_main
 from scratchgan.data import cifar10, load_mnist_bundled, make_demo_folder
 

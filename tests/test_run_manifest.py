@@ -21,7 +21,6 @@ from PIL import Image
 
 from scratchgan import fileio
 from scratchgan.checkpoint import load_checkpoint, save_checkpoint
-from scratchgan.cli import train as train_command
 from scratchgan.cli.main import main as cli_main
 from scratchgan.run import rundir
 

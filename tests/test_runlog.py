@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scratchgan.cli import train as train_command
 from scratchgan.cli.main import main as cli_main
 from scratchgan.run import runlog
 
