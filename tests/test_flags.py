@@ -76,7 +76,8 @@ def _engine_raise_texts(path):
 
 # gradient_penalty.py is left out: its rewrite (one second-order pass per layer) is under way elsewhere
 ENGINE = [*sorted((PACKAGE / "nn").glob("*.py")), *(PACKAGE / f"{m}.py" for m in (
-    "losses", "optim", "params", "gan", "objectives", "models", "ema", "diffaugment", "metrics"))]
+    "losses", "optim", "params", "gan/step", "gan/objectives", "gan/models", "gan/ema", "gan/diffaugment",
+    "eval/metrics"))]
 
 
 @pytest.mark.parametrize("path", ENGINE, ids=lambda p: p.name)

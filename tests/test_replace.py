@@ -19,7 +19,7 @@ from scratchgan.nn import linear
 
 PACKAGE = Path(__file__).resolve().parents[1] / "scratchgan"
 MATHS = [*sorted((PACKAGE / "nn").glob("*.py")), *(PACKAGE / f"{name}.py" for name in
-                                                      ("losses", "optim", "params", "ema"))]
+                                                      ("losses", "optim", "params", "gan/ema"))]
 MARKED = MATHS
 KIND = {"numpy": "CPU", "cupy": "CuPy"}
 

@@ -75,7 +75,7 @@ def generator(path):
 # ---------------------------------------------------------------------------------- sample --outdir / --seeds
 def test_outdir_writes_one_grey_png_per_image_named_by_seed_and_index(runs, tmp_path, capsys):
     fake = tmp_path / "fake"
-    code, err = call(train_command.main, ["sample", "--checkpoint", str(runs["mlp"]), "--n", "5", "--seed", "7",
+    code, err = call(cli_main, ["sample", "--checkpoint", str(runs["mlp"]), "--n", "5", "--seed", "7",
                                 "--outdir", str(fake)], capsys)
     assert code == 0, err
     names = sorted(p.name for p in fake.iterdir())
@@ -173,7 +173,7 @@ def test_sample_refuses_bad_inputs(runs, tmp_path, capsys):
 
 # ---------------------------------------------------------------------------------- interpolate
 def test_interpolate_writes_a_gif_and_a_strip_through_the_seeds(runs, tmp_path, capsys):
-    code, err = call(train_command.main, ["interpolate", "--checkpoint", str(runs["mlp"]), "--seeds", "0,5,9", "--steps", "4",
+    code, err = call(cli_main, ["interpolate", "--checkpoint", str(runs["mlp"]), "--seeds", "0,5,9", "--steps", "4",
                                 "--out", str(tmp_path / "walk.gif")], capsys)
     assert code == 0, err
     with Image.open(tmp_path / "walk.gif") as gif:
@@ -223,7 +223,7 @@ def test_interpolate_refuses_bad_inputs(runs, tmp_path, capsys):
 # ---------------------------------------------------------------------------------- export
 def test_export_writes_the_generator_alone_and_sample_and_evaluate_read_it(runs, tmp_path, capsys, monkeypatch):
     G_path = tmp_path / "G.npz"
-    code, err = call(train_command.main, ["export", "--checkpoint", str(runs["mlp"]), "--out", str(G_path)], capsys)
+    code, err = call(cli_main, ["export", "--checkpoint", str(runs["mlp"]), "--out", str(G_path)], capsys)
     assert code == 0, err
     arrays, meta = load_checkpoint(G_path)
     full, full_meta = load_checkpoint(runs["mlp"])
