@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))  # the helper modules beside this file
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "support"))  # the helper modules (tests/support/)
 
 import datasets  # noqa: E402
 import layer_cases  # noqa: E402
