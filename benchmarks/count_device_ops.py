@@ -1,9 +1,9 @@
 """Device operations per training step of the default MLP GAN, with and without the fused CuPy kernels
 (scratchgan/fast/kernels.py).
 
-Runs the step on the fake device of the tests (tests/fake_device.py: NumPy underneath, no GPU needed)
+Runs the step on the fake device of the tests (tests/support/fake_device.py: NumPy underneath, no GPU needed)
 and counts every array the device makes or writes: each xp function call, array operator and in-place
-operator counts one, and so does each fused kernel launch (its host stand-in, tests/host_kernels.py,
+operator counts one, and so does each fused kernel launch (its host stand-in, tests/support/host_kernels.py,
 needs a C++ compiler). Views (reshape, slices) count too, so the figures are upper bounds on the
 kernel launches a GPU would see. Matmuls count one each on both paths.
 
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
+sys.path[:0] = [str(ROOT / "tests" / "support"), str(ROOT)]
 
 import fake_device  # noqa: E402
 import numpy as np  # noqa: E402

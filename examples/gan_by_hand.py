@@ -10,7 +10,7 @@ Read it top to bottom: two networks, two optimizers, then one training step writ
 backward, update, in the order the maths runs. What runs is the textbook code of scratchgan/nn/,
 losses.py and optim.py (a print in nn/activations.py's leaky_relu_backward prints here); ``--fast``
 also trains a twin on the replacements of scratchgan/fast/ and prints both losses and times per step.
-It is the step that scratchgan.gan.step.GANStep runs (tests/test_gan_by_hand.py checks that they agree),
+It is the step that scratchgan.gan.step.GANStep runs (tests/gan/test_gan_by_hand.py checks that they agree),
 without GANStep's options: other objectives, several D steps, penalties, class labels, checkpoints.
 """
 import argparse

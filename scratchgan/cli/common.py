@@ -9,7 +9,7 @@ and output to a reader that has gone.
   output to the null device and the work goes on; the process entry point (``finish_output``) flushes
   stdout where its failure can be handled. No ``BrokenPipeError`` traceback, ever.
 
-Every command module of cli/ imports this; nothing outside cli/ imports cli/ (tests/test_layout.py), so the
+Every command module of cli/ imports this; nothing outside cli/ imports cli/ (tests/project/test_layout.py), so the
 library never depends on the command line.
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@ examples/dcgan.py (``add_flags``), their ``--help`` (the "(default: ...)" ending
 defaults of each architecture (``defaults``), the objectives' defaults (``loss_defaults``), which flags a
 resume takes from the checkpoint (``from_checkpoint``) and the flags of one architecture only
 (``arch_only``). A preset (presets.py) names values of these flags; the checkpoint schema
-(checkpoint_schema.CONFIG) has a rule for every one of them (tests/test_flags.py checks both).
+(checkpoint_schema.CONFIG) has a rule for every one of them (tests/cli/test_flags.py checks both).
 
 A default is one value, or ``ByArch(mlp=..., dcgan=...)`` where the two architectures differ;
 ``by_loss`` gives the values a ``--loss`` brings (its paper's settings) for the flags the user does not give.

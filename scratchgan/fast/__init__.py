@@ -17,7 +17,7 @@ the same arguments and results as the reference function it replaces (llm.c keep
 The registry (``TABLE``, ``@replaceable``, the switch) is scratchgan/replace.py, below the maths it
 lists; each function here says with ``@replaces`` which reference it stands for, checked against that
 table. Its names (``TABLE``, ``set_enabled``, ``active``, ...) are reachable from here as before.
-tests/test_fast_paths.py runs each replacement against its reference: bit for bit where the arithmetic
+tests/fast/test_fast_paths.py runs each replacement against its reference: bit for bit where the arithmetic
 is the same ("bitwise"), else to a few ulp.
 
 Importing this package changes nothing in the process and does not import NumPy (so that an entry

@@ -12,7 +12,7 @@ Three tricks, measured in benchmarks/RESULTS.md:
   temporary: 2-3x faster than ``(a * b).sum(axis)`` for BatchNorm's statistics, in another order of
   summation (so "close", not "bitwise").
 Each function here takes and returns what its reference takes and returns (``@replaces`` names
-it; ``scratchgan.replace.TABLE`` lists them all). tests/test_fast_paths.py checks each against it.
+it; ``scratchgan.replace.TABLE`` lists them all). tests/fast/test_fast_paths.py checks each against it.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ bitwise bodies spell their float operations with the helpers of PREAMBLE: ``add_
 ``mul_rn``, ``div_rn``, ``sqrt_rn``, ``is_gt``, ``is_ne`` are single PTX instructions (``mul.rn.f32``, ...)
 without ``.ftz``, which no compiler flag changes and which are never fused (an explicit rounding
 mode forbids it). The "close" kernels (sigmoid, BCE: CUDA's exp and log1p are not NumPy's) use
-plain operators. tests/test_fused_kernels.py compiles these bodies with NVRTC as CuPy would (CuPy's
+plain operators. tests/fast/test_fused_kernels.py compiles these bodies with NVRTC as CuPy would (CuPy's
 ``-ftz=true`` included) and checks the PTX, and with g++ for the CPU to run them against NumPy.
 """
 from __future__ import annotations

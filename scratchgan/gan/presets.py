@@ -1,6 +1,6 @@
 """Named recipes: ``--preset NAME`` sets the flags you do not give to values chosen by measurement.
 
-A preset is a dict of config values: keys of flags.FLAGS (tests/test_flags.py checks them), nothing else. It sits between the defaults and the command line: a flag you
+A preset is a dict of config values: keys of flags.FLAGS (tests/cli/test_flags.py checks them), nothing else. It sits between the defaults and the command line: a flag you
 give wins over the preset, and the objective's own defaults (``--loss wgan-gp`` brings Adam 1e-4 with
 betas (0, 0.9), 5 critic steps and lambda 10) fill what neither sets. The numbers behind each preset
 are in docs/quality.md and benchmarks/RESULTS.md.

@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 from commands import EXAMPLE, env_for, finish, launch, run
-from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
+from datasets import dataset_dir  # tests/support/datasets.py: ../shared/datasets, found relative
 from PIL import Image
 from tolerances import scale
 

@@ -29,7 +29,7 @@ from scratchgan.data import (
 )
 from scratchgan.data import download as download_module
 
-from datasets import ROOT as SHARED  # noqa: E402  (tests/datasets.py: ../shared/datasets, found relative)
+from datasets import ROOT as SHARED  # noqa: E402  (tests/support/datasets.py: ../shared/datasets, found relative)
 from datasets import dataset_dir  # noqa: E402
 
 MNIST_DIR = SHARED / "mnist"

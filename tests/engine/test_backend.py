@@ -178,4 +178,4 @@ def test_real_cupy_backend_is_the_cupy_module():
 
 
 # The CPU threads (run_in_parts), the heap setting and OpenBLAS's thread wait moved to scratchgan/fast/;
-# their tests are in tests/test_fast_process.py.
+# their tests are in tests/fast/test_fast_process.py.

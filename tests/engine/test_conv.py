@@ -3,7 +3,7 @@
 One table of cases (kernel 1..5, stride 1..2, padding 0..2, non-square inputs and kernels,
 output_padding, no bias, the DCGAN shapes) feeds the central-difference checks (float64, relative
 error < 1e-7 for x, W and b, train and eval) and the PyTorch parity checks (float64: y, dx, dW, db
-with rtol 1e-9). The worst errors land in the session's tables (tests/layer_cases.py).
+with rtol 1e-9). The worst errors land in the session's tables (tests/support/layer_cases.py).
 """
 import numpy as np
 import pytest

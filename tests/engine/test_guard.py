@@ -1,9 +1,9 @@
-"""The CPU-only guard: every layer, loss and optimizer run on the fake device (tests/fake_device.py).
+"""The CPU-only guard: every layer, loss and optimizer run on the fake device (tests/support/fake_device.py).
 
 A NumPy call on device data, or a host array mixed into device arithmetic, raises there as it
 would on CuPy; and since the fake computes with NumPy underneath, every result must equal the
 NumPy run of the reference code bit for bit (the NumPy side runs with the fast paths off: the fake
-device has none of them, unless tests/test_fused_kernels.py lends it the CUDA kernels, which give
+device has none of them, unless tests/fast/test_fused_kernels.py lends it the CUDA kernels, which give
 the reference's bits too). Other test files reuse ``check_layer_on_fake_device`` for their layers.
 """
 import numpy as np

@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 import pytest
-from fake_device import xp as fake_xp  # tests/fake_device.py: CuPy's rules on the CPU
+from fake_device import xp as fake_xp  # tests/support/fake_device.py: CuPy's rules on the CPU
 from layer_cases import build_layer, make_input
 
 from scratchgan import gradcheck, nn
@@ -175,7 +175,7 @@ def test_gradients_with_two_ranks_equal_central_differences_and_one_batchnorm(pl
 def test_synchronised_batchnorm_equals_the_whole_batch(layer_class, sync_class, shape, device):
     """Two ranks with half the batch each: y, dx (in local-loss units, x2), the averaged parameter
     gradients and the running statistics equal one layer on the whole batch. On the fake device too:
-    the synchronised path makes no NumPy call on device arrays (tests/fake_device.py)."""
+    the synchronised path makes no NumPy call on device arrays (tests/support/fake_device.py)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape) * 2.0 + 0.5
     dy = rng.standard_normal(shape)  # dL/dy of a loss that is a mean over the whole batch

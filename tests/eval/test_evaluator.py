@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
+from datasets import dataset_dir  # tests/support/datasets.py: ../shared/datasets, found relative
 from tolerances import FLOAT32_EPS
 
 from scratchgan.cli import evaluate as evaluate_cli

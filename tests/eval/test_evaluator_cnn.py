@@ -176,7 +176,7 @@ def test_corruptions_keep_shape_range_and_level_zero():
 
 
 def test_cnn_evaluator_trains_and_embeds_on_the_fake_device(fake_xp):
-    """No NumPy call reaches device arrays (tests/fake_device.py): training and embedding on the guarded
+    """No NumPy call reaches device arrays (tests/support/fake_device.py): training and embedding on the guarded
     stand-in give the host's numbers (the reference code on both sides)."""
     from scratchgan import fast
     images, labels = load_mnist_bundled()

@@ -1,6 +1,6 @@
 """im2col and col2im as single CUDA kernels (scratchgan/fast/conv_kernels.py), checked without a GPU.
 
-Each kernel body is compiled for the CPU (tests/host_kernels.py: the same body, loops for threads)
+Each kernel body is compiled for the CPU (tests/support/host_kernels.py: the same body, loops for threads)
 and compared bit for bit with the reference im2col / col2im of scratchgan/nn/conv.py, over kernel
 sizes 1-5, strides 1 and 2, padding 0-2, sizes where (H + 2p - k) % s != 0 (input rows no window
 reaches), NCHW and channels-last inputs, float32 and float64 with the edge values (+-0, inf, NaN,

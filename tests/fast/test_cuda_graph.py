@@ -1,9 +1,9 @@
 """The training step as one CUDA graph (scratchgan/fast/cuda_graph/graph.py, fast/cuda_graph/gemm.py), checked without a GPU.
 
-  1. The SGEMM kernel's source, compiled for the host (tests/host_raw_kernels.py: one host thread per
+  1. The SGEMM kernel's source, compiled for the host (tests/support/host_raw_kernels.py: one host thread per
      CUDA thread, barriers for __syncthreads), against NumPy's matmul in float64, every transpose and
      beta; a mutated kernel fails. Where CuPy's NVRTC is installed (no GPU needed) it compiles for sm_90.
-  2. The fake device's capture mode (tests/fake_device.py) refuses, with CuPy's errors, what CuPy refuses
+  2. The fake device's capture mode (tests/support/fake_device.py) refuses, with CuPy's errors, what CuPy refuses
      while capturing: cuBLAS and cuRAND calls, host transfers and syncs, and here every allocation;
      a capture records without computing, and a launch replays.
   3. The graphed step on the fake device equals the eager GANStep bit for bit after 3 steps (a warm-up,

@@ -4,7 +4,7 @@ No GPU is here, so the calls _CupyGraph makes are checked against a recording st
 uses (streams, events, a memory pool, cupy._core's accelerator switches): the order of the streams' events, the
 capture ended after an error with that error raised, CUB off around the warm-up and the capture, and a launch on
 the caller's stream with no event. The stand-in follows CuPy 14.2's signatures (cupy/cuda/stream.pyx,
-cupy/cuda/graph.pyx, cupy/_core/_accelerator.pyx); the real thing runs in tests/test_cuda_graph.py's GPU tests.
+cupy/cuda/graph.pyx, cupy/_core/_accelerator.pyx); the real thing runs in tests/fast/test_cuda_graph.py's GPU tests.
 """
 import contextlib
 

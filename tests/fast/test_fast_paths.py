@@ -3,11 +3,11 @@
 For each entry of the table and each backend it names:
 - "numpy": the replacement (fast/cpu.py, fast/blas.py) on NumPy arrays, split over 3 threads even
   for these small arrays, against the reference with every fast path off;
-- "cupy": the CUDA kernel's body compiled for the CPU (tests/host_kernels.py), run through the fake
-  device (tests/fake_device.py) as cupy.ElementwiseKernel would run it, against the same reference.
+- "cupy": the CUDA kernel's body compiled for the CPU (tests/support/host_kernels.py), run through the fake
+  device (tests/support/fake_device.py) as cupy.ElementwiseKernel would run it, against the same reference.
 "bitwise" entries must give the reference's bits (edge values included: +-0, +-inf, NaN,
 subnormals, the largest floats); "close" ones agree to a few ulp of the result's scale on finite
-values. On a GPU, tests/test_fused_kernels.py runs the kernels through CuPy itself.
+values. On a GPU, tests/fast/test_fused_kernels.py runs the kernels through CuPy itself.
 """
 from __future__ import annotations
 

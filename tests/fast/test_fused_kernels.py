@@ -1,10 +1,10 @@
 """The CuPy fused kernels (scratchgan/fast/kernels.py), tested without a GPU and, where one is visible, on it.
 
-On the CPU each kernel body is compiled by the system's C++ compiler (tests/host_kernels.py) and
+On the CPU each kernel body is compiled by the system's C++ compiler (tests/support/host_kernels.py) and
   1. run directly against the reference function it replaces, on random values and on the edge values
      (+-0, +-inf, NaN, subnormals, the largest floats): bit for bit where the body is made of
      +, -, *, / and sqrt, to a few ulp where it calls exp or log1p;
-  2. lent to the fake device (tests/fake_device.py) as its ElementwiseKernel, so that every layer,
+  2. lent to the fake device (tests/support/fake_device.py) as its ElementwiseKernel, so that every layer,
      the loss and Adam take their fused branch as they would on CuPy: results against NumPy,
      gradient checks in float64, a whole GAN step, and a count that the kernels really ran.
 A mutated kernel must fail these checks, so they are not vacuous. On a GPU the same comparisons

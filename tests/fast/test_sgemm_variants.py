@@ -1,4 +1,4 @@
-"""fast/cuda_graph/gemm.py's variants of the graph's SGEMM, checked on the CPU as the default kernel is (tests/test_cuda_graph.py):
+"""fast/cuda_graph/gemm.py's variants of the graph's SGEMM, checked on the CPU as the default kernel is (tests/fast/test_cuda_graph.py):
 the 32 x 32 tile and split-K, their CUDA source compiled with g++ (one host thread per CUDA thread), called through
 the fake device's RawKernel as the graph would call them, against NumPy's matmul in float64; mutated kernels fail.
 Which one the graph uses is chosen by measurement on a GPU (benchmarks/bench_sgemm.py), not here."""
@@ -102,7 +102,7 @@ def test_choose_splits_fills_the_gpu_only_where_the_tiles_do_not():
     assert gemm.choose_splits(4096, 1024, 784, sms=132) == 1  # 1024 blocks already
 
 
-MUTATIONS = [  # each breaks split-K only: the default kernel's mutations are tests/test_cuda_graph.py's
+MUTATIONS = [  # each breaks split-K only: the default kernel's mutations are tests/fast/test_cuda_graph.py's
     ("for (int z = 1; z < splits; ++z)", "for (int z = 1; z + 1 < splits; ++z)"),  # the last run is dropped
     ("float* P = partial + (size_t)blockIdx.z * M * N;", "float* P = partial;"),  # every run into slice 0
     ("if (beta != 0.0f) c += beta * C[i];", ""),  # p.grad += x^T dy loses the +=

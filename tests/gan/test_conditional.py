@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
+from datasets import dataset_dir  # tests/support/datasets.py: ../shared/datasets, found relative
 from fake_device import xp as fake_xp
 from layer_cases import record_error
 from PIL import Image

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
+from datasets import dataset_dir  # tests/support/datasets.py: ../shared/datasets, found relative
 from layer_cases import record_error
 
 from scratchgan import nn, optim

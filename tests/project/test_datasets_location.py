@@ -1,5 +1,5 @@
 """The tests find the real data relative to the repository, skip with what to fetch when it is
-missing, and fail instead of skipping under CI=true (tests/datasets.py)."""
+missing, and fail instead of skipping under CI=true (tests/support/datasets.py)."""
 import os
 import re
 import subprocess

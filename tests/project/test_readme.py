@@ -86,7 +86,7 @@ def test_the_command_sheet_names_each_command_and_parses():
                "export": export.make_parser, "evaluate": evaluate_cli.make_parser}
     seen = set()
     for argv in command_sheet():
-        if argv[0] == "mpiexec":  # its flags: tests/test_distributed.py
+        if argv[0] == "mpiexec":  # its flags: tests/run/test_distributed.py
             seen.add("mpiexec")
             continue
         if argv[:2] == ["python", "-m"]:

@@ -2,7 +2,7 @@
 
 A float32 result is right to a few ulps of the numbers it is made from, so a fixed ``atol=1e-6`` is too
 loose for a result of size 1e-3 and too tight for one of size 1e3. Tolerances scale with the quantity
-(tests/tolerances.py); a literal absolute tolerance is allowed only on a float64 comparison, said on
+(tests/support/tolerances.py); a literal absolute tolerance is allowed only on a float64 comparison, said on
 its line or one of the two above (a call spread over lines).
 """
 import re
@@ -27,7 +27,7 @@ def test_every_literal_absolute_tolerance_is_on_a_float64_comparison():
                     and not any("float64" in l for l in lines[max(i - 2, 0):i + 1])):
                 bare.append(f"{path.name}:{i + 1}: {line.strip()}")
     assert not bare, ("absolute tolerances on what may be float32 results; scale them with the quantity "
-                      "(tests/tolerances.py) or say 'float64' on the line:\n" + "\n".join(bare))
+                      "(tests/support/tolerances.py) or say 'float64' on the line:\n" + "\n".join(bare))
 
 
 def test_assert_close_scales_the_absolute_tolerance_with_the_result():

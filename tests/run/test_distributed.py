@@ -1,7 +1,7 @@
 """Data-parallel training (scratchgan/run/distributed.py) equals one process on the global batch.
 
 The maths in-process first (the sharded noise, masks and batches put back together; the synchronised
-BatchNorm over two threads is in tests/test_sync_batchnorm.py), then real runs under ``mpiexec -n 2`` on
+BatchNorm over two threads is in tests/engine/test_sync_batchnorm.py), then real runs under ``mpiexec -n 2`` on
 the CPU in float64: G's and D's weights, BatchNorm buffers and Adam moments equal the single-process
 run's to 1e-9 (relative), and a 2-rank checkpoint resumes in one process. The MPI tests skip where
 mpi4py / mpiexec are missing (the floor venv): ``pip install "scratchgan[mpi]"``.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_device import xp as fake_xp  # tests/fake_device.py: CuPy's rules on the CPU
+from fake_device import xp as fake_xp  # tests/support/fake_device.py: CuPy's rules on the CPU
 
 from scratchgan import nn
 from scratchgan.data import BatchLoader

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 import pytest
-from datasets import dataset_dir  # tests/datasets.py: ../shared/datasets, found relative
+from datasets import dataset_dir  # tests/support/datasets.py: ../shared/datasets, found relative
 from PIL import Image
 
 from scratchgan.checkpoint import load_checkpoint

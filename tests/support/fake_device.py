@@ -517,10 +517,10 @@ def unwrap_host(value):
 
 class FakeElementwiseKernel:
     """``cupy.ElementwiseKernel`` on the fake device: the kernel body compiled for the CPU
-    (tests/host_kernels.py) run on the arrays' payloads. Host arrays are refused as CuPy refuses
+    (tests/support/host_kernels.py) run on the arrays' payloads. Host arrays are refused as CuPy refuses
     them; ``calls`` counts the launches. The fake module has no ElementwiseKernel of its own (so the
-    reference code runs there: scratchgan.fast finds no replacement); tests/test_fused_kernels.py and
-    tests/test_fast_paths.py lend it this one."""
+    reference code runs there: scratchgan.fast finds no replacement); tests/fast/test_fused_kernels.py and
+    tests/fast/test_fast_paths.py lend it this one."""
 
     def __init__(self, in_params, out_params, operation, name="kernel", **kwargs):
         self.kernel = HostElementwiseKernel(in_params, out_params, operation, name, **kwargs)
@@ -742,7 +742,7 @@ FakeDeviceModule.end_capture = staticmethod(end_capture)
 
 
 class FakeRawKernel:
-    """``cupy.RawKernel`` on the fake device: the CUDA source compiled for the host (tests/host_raw_kernels.py),
+    """``cupy.RawKernel`` on the fake device: the CUDA source compiled for the host (tests/support/host_raw_kernels.py),
     run on the arrays' payloads; recorded during a capture. Tests lend it as ``xp.RawKernel``."""
 
     def __init__(self, code, name, **kwargs):

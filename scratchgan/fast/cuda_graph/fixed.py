@@ -11,7 +11,7 @@ of those buffers (``out=``, in place), so that they allocate nothing and give th
     optim.adam_update, rmsprop -> AdamPlan (t on the device), RMSpropPlan
 Matmuls go through fast/cuda_graph/gemm.py's kernel (CuPy refuses cuBLAS inside a capture). The textbook layers
 stay as they are; these are their fixed-buffer twins, checked bit for bit against them
-(tests/test_cuda_graph.py).
+(tests/fast/test_cuda_graph.py).
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ Variants (not the default: the choice is to be made by measurement on a GPU, ben
     blocks finish). S times the blocks for the products with a long K and a small M x N (dx = dy W^T).
 All three share the tile loop (``sgemm_tile``); with S = 1 split-K gives the plain kernel's bits.
 
-Status: the kernels' arithmetic is checked on the CPU (tests/test_cuda_graph.py and tests/test_sgemm_variants.py
+Status: the kernels' arithmetic is checked on the CPU (tests/fast/test_cuda_graph.py and tests/fast/test_sgemm_variants.py
 compile this very source with g++, one host thread per CUDA thread, and compare it with NumPy's matmul, and
 mutated kernels fail) and NVRTC compiles it where CuPy is installed; it has NEVER RUN ON A GPU.
 """

@@ -30,14 +30,14 @@ Sigmoid D (``--loss-on probs``), spectral norm, another dtype than float32, weig
 
 The graph holds one launch per operation of the reference maths (the fused kernels of kernels.py are
 not used inside it yet): 327 launches for the default bce step at batch 64, 41 of them GEMMs and 4 the
-batch's gather, counted on the fake device (tests/test_cuda_graph.py). Replayed by one call, their
+batch's gather, counted on the fake device (tests/fast/test_cuda_graph.py). Replayed by one call, their
 number costs no Python; fusing them is the next step.
 
 The arithmetic is the eager step's (scratchgan/gan/step.py with the reference layers), operation for
 operation: on the tests' fake device (NumPy arithmetic) a replayed step gives the same bits as GANStep
-(tests/test_cuda_graph.py), and the fake device's capture mode refuses what CuPy refuses.
+(tests/fast/test_cuda_graph.py), and the fake device's capture mode refuses what CuPy refuses.
 
-What a read of CuPy 14.2's source changed here (each checked on the fake device, tests/test_cuda_graph.py):
+What a read of CuPy 14.2's source changed here (each checked on the fake device, tests/fast/test_cuda_graph.py):
   - WGAN-GP's alpha is drawn with its shape: ``Generator.random(out=)`` without ``size`` draws ONE number and
     broadcasts it (cupy/random/_generator_api.pyx), where NumPy fills ``out``;
   - CuPy's CUB accelerator is off during the warm-up and the capture (``one_kernel_reductions``): with it, each
