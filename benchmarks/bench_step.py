@@ -335,6 +335,10 @@ def main(argv=None):
             res = worker_graphed(batch, steps, warmup, backend)
         elif kind in ("torch", "torch-frozen-d"):
             res = worker_torch(batch, steps, warmup, backend, freeze_d=kind == "torch-frozen-d")
+        elif kind == "torch-same":  # PyTorch in a process set up as scratchgan's is (glibc's heap threshold)
+            from scratchgan import fast
+            fast.configure_process()
+            res = worker_torch(batch, steps, warmup, backend)
         else:
             res = worker_gemm(kind.split("-")[1], batch, steps, warmup, backend)
         print(json.dumps(res))
@@ -344,7 +348,8 @@ def main(argv=None):
         args.batches, args.reps, args.steps, args.warmup = "64", 1, 10, 3
     batches = [int(b) for b in args.batches.split(",")]
     have_torch = importlib.util.find_spec("torch") is not None
-    sides = ["scratchgan", "gemm-numpy"] + (["torch", "torch-frozen-d", "gemm-torch"] if have_torch else [])
+    sides = ["scratchgan", "gemm-numpy"] + (["torch", "torch-same", "torch-frozen-d", "gemm-torch"] if have_torch
+                                            else [])
     graphed = args.cuda_graph and args.backend == "cupy"
     if graphed:
         sides.append("graphed")
@@ -363,27 +368,31 @@ def main(argv=None):
                 samples[side].append(res)
         med = {s: statistics.median(r["ms"] for r in samples[s]) for s in sides}
         med["data"] = statistics.median(r["data_ms"] for r in samples["scratchgan"])
-        for s in ("scratchgan", "torch"):
+        for s in ("scratchgan", "torch", "torch-same"):
             if s in sides:
                 med[f"{s}_faults"] = statistics.median(r["faults"] for r in samples[s])
         results[batch] = med
         print(f"# batch {batch}: done ({args.reps} runs x {steps} steps per side)", flush=True)
 
     flops = {b: step_flops(b) for b in batches}
-    head = ["batch", "GFLOP/step", "scratchgan ms", "PyTorch ms", "ratio", "PyTorch (D frozen) ms", "ratio",
+    head = ["batch", "GFLOP/step", "scratchgan ms", "PyTorch ms", "ratio", "PyTorch, same process settings ms",
+            "ratio", "PyTorch (D frozen) ms", "ratio",
             "GEMM floor ms", "scratchgan/floor", "scratchgan GFLOP/s", "torch GEMM floor ms", "data ms/batch",
-            "page faults/step (scratchgan, PyTorch)", "graphed ms (--cuda-graph)", "graphed / PyTorch"]
+            "page faults/step (scratchgan, PyTorch, PyTorch same settings)", "graphed ms (--cuda-graph)", "graphed / PyTorch"]
     rows = []
     for b in batches:
         r = results[b]
         t = r.get("torch")
         tf = r.get("torch-frozen-d")
+        ts = r.get("torch-same")
         rows.append([b, f"{flops[b] / 1e9:.2f}", f"{r['scratchgan']:.2f}", f"{t:.2f}" if t else "-",
-                     f"{r['scratchgan'] / t:.2f}" if t else "-", f"{tf:.2f}" if tf else "-",
+                     f"{r['scratchgan'] / t:.2f}" if t else "-", f"{ts:.2f}" if ts else "-",
+                     f"{r['scratchgan'] / ts:.2f}" if ts else "-", f"{tf:.2f}" if tf else "-",
                      f"{r['scratchgan'] / tf:.2f}" if tf else "-", f"{r['gemm-numpy']:.2f}",
                      f"{r['scratchgan'] / r['gemm-numpy']:.2f}", f"{flops[b] / r['scratchgan'] / 1e6:.0f}",
                      f"{r['gemm-torch']:.2f}" if have_torch else "-", f"{r['data']:.3f}",
-                     f"{r['scratchgan_faults']:.0f}, " + (f"{r['torch_faults']:.0f}" if t else "-"),
+                     f"{r['scratchgan_faults']:.0f}, " + (f"{r['torch_faults']:.0f}, {r['torch-same_faults']:.0f}"
+                                                          if t else "-"),
                      f"{r['graphed']:.3f}" if graphed else "-",
                      f"{r['graphed'] / t:.2f}" if graphed and t else "-"])
     print()
@@ -392,7 +401,9 @@ def main(argv=None):
     for row in rows:
         print("| " + " | ".join(map(str, row)) + " |")
     print("\nratio = scratchgan ms / PyTorch ms (below 1: scratchgan is faster). PyTorch runs the DCGAN-tutorial "
-          "step; '(D frozen)' also skips D's parameter gradients in the G step, as scratchgan does.")
+          "step; 'same process settings': its process first calls scratchgan.fast.configure_process(), as "
+          "scratchgan's does (glibc's heap threshold, OpenBLAS's thread wait); '(D frozen)' also skips D's "
+          "parameter gradients in the G step, as scratchgan does.")
 
     if args.breakdown:
         for b in batches:

@@ -417,25 +417,7 @@ class Trainer:
                 stats = s.step([next(batches) for _ in range(d)])
                 self.global_step += 1
                 self.batch_in_epoch += d
-                row = None
-                if self.global_step % self.log_every == 0:
-                    host = self._check_finite(self._with_grad_norms(stats))
-                    row = {"step": self.global_step, "epoch": self.epoch + 1, **host}
-                    k_x, k_fake = getattr(s, "keys", ("D_x", "D_G_z"))[:2]  # D(.) probabilities or C(.) scores
-                    bar.set_postfix({"loss_D": f"{host['loss_D']:.3f}", "loss_G": f"{host['loss_G']:.3f}",
-                                     f"{k_x[0]}(x)": f"{host[k_x]:.2f}", f"{k_x[0]}(G(z))": f"{host[k_fake]:.2f}"},
-                                    refresh=False)
-                if self.eval_hook is not None and self.eval_hook.due(self.global_step):
-                    row = row or {"step": self.global_step, "epoch": self.epoch + 1}
-                    with self._sampling() as G:  # the EMA generator when the run keeps one
-                        row.update(self.eval_hook(G, self.global_step))
-                    self._keep_best(row)
-                    if self.eval_hook.warning:  # set once per newly detected collapse
-                        bar.write(f"warning at step {self.global_step}: {self.eval_hook.warning}")
-                if row:
-                    csv.append(row)
-                    if self.runlog is not None:  # None on the ranks that write nothing
-                        self.runlog.append(row)
+                self._log_step(stats, bar, csv)
                 if self.sample_every and self.global_step % self.sample_every == 0:
                     self.save_samples()
                 bar.update(1)
@@ -463,6 +445,28 @@ class Trainer:
         done = self.steps_per_epoch - start_iter
         self.log(f"epoch {self.epoch}/{epochs} done in {seconds:.1f} s ({done / max(seconds, 1e-9):.1f} steps/s); "
                  f"samples: {sample_path}")
+
+    def _log_step(self, stats, bar, csv):
+        """At a log step: the finite check, the progress bar and a metrics row; at an eval step: the metrics."""
+        s, row = self.step, None
+        if self.global_step % self.log_every == 0:
+            host = self._check_finite(self._with_grad_norms(stats))
+            row = {"step": self.global_step, "epoch": self.epoch + 1, **host}
+            k_x, k_fake = getattr(s, "keys", ("D_x", "D_G_z"))[:2]  # D(.) probabilities or C(.) scores
+            bar.set_postfix({"loss_D": f"{host['loss_D']:.3f}", "loss_G": f"{host['loss_G']:.3f}",
+                             f"{k_x[0]}(x)": f"{host[k_x]:.2f}", f"{k_x[0]}(G(z))": f"{host[k_fake]:.2f}"},
+                            refresh=False)
+        if self.eval_hook is not None and self.eval_hook.due(self.global_step):
+            row = row or {"step": self.global_step, "epoch": self.epoch + 1}
+            with self._sampling() as G:  # the EMA generator when the run keeps one
+                row.update(self.eval_hook(G, self.global_step))
+            self._keep_best(row)
+            if self.eval_hook.warning:  # set once per newly detected collapse
+                bar.write(f"warning at step {self.global_step}: {self.eval_hook.warning}")
+        if row:
+            csv.append(row)
+            if self.runlog is not None:  # None on the ranks that write nothing
+                self.runlog.append(row)
 
     def _with_grad_norms(self, stats):
         """stats plus grad_norm_G / grad_norm_D: the L2 norm of each flat gradient buffer (log steps only)."""
