@@ -52,14 +52,15 @@ def worker_scratchgan(args, tf32):
     fast.configure_process()  # as the entry points do (scratchgan/fast/process.py)
     import numpy as np
 
-    from scratchgan import cli, models
     from scratchgan.backend import get_xp, synchronize
+    from scratchgan.cli import train as train_command
+    from scratchgan.gan import models
 
     xp = get_xp(args.backend)
     if tf32:
         from scratchgan.fast.precision import use_tf32
         use_tf32(xp)
-    config = dict(cli.DCGAN_DEFAULTS, backend=args.backend, resolution=args.size, channels=3, batch_size=args.batch,
+    config = dict(train_command.DCGAN_DEFAULTS, backend=args.backend, resolution=args.size, channels=3, batch_size=args.batch,
                   g_width=args.width, d_width=args.width, image_size=3 * args.size ** 2,
                   image_shape=[3, args.size, args.size])
     step = models.build_step(config, xp)

@@ -35,11 +35,12 @@ def worker(args):
     from scratchgan import fast
     fast.configure_process()
     import numpy as np
-    from scratchgan import distributed
+
     from scratchgan.backend import get_xp, synchronize
-    from scratchgan.cli import DCGAN_DEFAULTS, MLP_DEFAULTS
+    from scratchgan.cli.train import DCGAN_DEFAULTS, MLP_DEFAULTS
     from scratchgan.data import BatchLoader
-    from scratchgan.models import build_step
+    from scratchgan.gan.models import build_step
+    from scratchgan.run import distributed
 
     world = distributed.init(args.backend)
     xp = get_xp(args.backend)

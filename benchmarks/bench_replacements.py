@@ -8,7 +8,9 @@ import sys
 import time
 
 import numpy as np
+
 from scratchgan import replace
+
 rng = np.random.default_rng(0)
 f32 = lambda *s: rng.standard_normal(s).astype(np.float32)
 N = 64
@@ -19,6 +21,7 @@ xc = f32(N, 64, 16, 16)
 P = 1_400_000
 theta, g, m, v, buf, ema = (f32(P) for _ in range(6)); v = np.abs(v)
 from scratchgan.nn import batchnorm, conv
+
 _, bncache, _, _ = batchnorm.batchnorm_train_forward.reference(h, bn_g, bn_b, 1e-5)
 cols = conv.im2col.reference(xc, (4, 4), (2, 2), (1, 1))
 grad = np.zeros((512, 1024), np.float32)
@@ -35,7 +38,7 @@ cases = {
     "scratchgan.nn.conv.im2col": (xc, (4, 4), (2, 2), (1, 1)),
     "scratchgan.nn.conv.col2im": (cols, xc.shape, (4, 4), (2, 2), (1, 1)),
     "scratchgan.optim.adam_update": (theta, g, m, v, 3, 2e-4, 0.5, 0.999, 1e-8),
-    "scratchgan.ema.ema_update": (ema, theta, 0.999),
+    "scratchgan.gan.ema.ema_update": (ema, theta, 0.999),
 }
 extra = {"linear_forward: y += b in place": (lambda: (lambda y: y.__iadd__(b))(x @ W), lambda: x @ W + b),
          "zero_fill: fill split over the cores": (lambda: __import__("scratchgan.fast.cpu").fast.cpu.run_in_parts(

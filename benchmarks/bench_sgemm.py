@@ -1,4 +1,4 @@
-"""The CUDA graph's SGEMM (scratchgan/fast/gemm.py) per GEMM shape of the MLP GAN step, against cupy.matmul.
+"""The CUDA graph's SGEMM (scratchgan/fast/cuda_graph/gemm.py) per GEMM shape of the MLP GAN step, against cupy.matmul.
 
     python benchmarks/bench_sgemm.py --backend cupy                  # batches 64, 1024, 4096 on the GPU
     python benchmarks/bench_sgemm.py --backend cupy --batches 64     # one batch
@@ -28,7 +28,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_step's shapes
 
 import numpy as np  # noqa: E402
-
 from bench_step import gemm_shapes  # noqa: E402
 
 KERNELS = ("64x64", "32x32", "split-K")
@@ -83,7 +82,7 @@ def kernel_calls(xp, gemm, a, b, sms):
 
 def measure(xp, batch, reps, warmup, sms):
     """Rows of (M, K, N, layout, count, matmul us, {variant: us}, {variant: rel. difference}, splits)."""
-    from scratchgan.fast import gemm
+    from scratchgan.fast.cuda_graph import gemm
     rng = np.random.default_rng(0)
     rows = []
     for (M, K, N, layout), count in sorted(step_shapes(batch).items()):

@@ -13,7 +13,7 @@ fight over the cores and slow both down several-fold), and the sides alternate, 
 the machine hit both alike. Reported: the median over steps within a run, then the median over
 runs. The GEMM floor is the time of exactly the matmuls scratchgan's step performs, through the
 same array library, back to back: no step built on that library can be faster. With ``--cuda-graph`` (CuPy
-only) a last column times the same step as fast/graph.py's GraphedStep, which gathers its batches inside the
+only) a last column times the same step as fast/cuda_graph/graph.py's GraphedStep, which gathers its batches inside the
 graph from the loader's device copy (a new epoch's order uploaded when one runs out, as the trainer does).
 """
 from __future__ import annotations
@@ -79,15 +79,15 @@ def _minor_faults():
 def worker_scratchgan(batch, steps, warmup, backend, breakdown=False):
     from scratchgan import fast
     fast.configure_process()  # first, as the entry points do (scratchgan/fast/process.py); SCRATCHGAN_REFERENCE=1: not
-    from scratchgan import cli, models  # after the process settings
     import numpy as np
 
-    from scratchgan import cli
     from scratchgan.backend import get_xp, synchronize
+    from scratchgan.cli import train as train_command
     from scratchgan.data import BatchLoader
+    from scratchgan.gan import models  # after the process settings
 
     xp = get_xp(backend)
-    config = dict(cli.MLP_DEFAULTS, image_size=784, batch_size=batch, backend=backend)
+    config = dict(train_command.MLP_DEFAULTS, image_size=784, batch_size=batch, backend=backend)
     step = models.build_step(config, xp)
     # an MNIST-sized dataset, so the data timing gathers from a realistic 188 MB array
     images = np.random.default_rng(0).integers(0, 256, (60000, 28, 28), dtype=np.uint8)
@@ -111,18 +111,19 @@ def worker_scratchgan(batch, steps, warmup, backend, breakdown=False):
 
 
 def worker_graphed(batch, steps, warmup, backend):
-    """The step as a CUDA graph (fast/graph.py): one launch per step after a warm-up and a capture."""
+    """The step as a CUDA graph (fast/cuda_graph/graph.py): one launch per step after a warm-up and a capture."""
     from scratchgan import fast
     fast.configure_process()
     import numpy as np
 
-    from scratchgan import cli, models
     from scratchgan.backend import get_xp, synchronize
+    from scratchgan.cli import train as train_command
     from scratchgan.data import BatchLoader
-    from scratchgan.fast.graph import GraphedStep
+    from scratchgan.fast.cuda_graph.graph import GraphedStep
+    from scratchgan.gan import models
 
     xp = get_xp(backend)
-    config = dict(cli.MLP_DEFAULTS, image_size=784, batch_size=batch, backend=backend)
+    config = dict(train_command.MLP_DEFAULTS, image_size=784, batch_size=batch, backend=backend)
     step = GraphedStep(models.build_step(config, xp), 1)
     images = np.random.default_rng(0).integers(0, 256, (60000, 28, 28), dtype=np.uint8)
     loader = BatchLoader(images, batch, xp=xp)
@@ -320,7 +321,7 @@ def main(argv=None):
     parser.add_argument("--breakdown", action="store_true", help="also time scratchgan per layer and phase")
     parser.add_argument("--quick", action="store_true", help="smoke run: batch 64, 1 rep, few steps")
     parser.add_argument("--cuda-graph", action="store_true",
-                        help="add a column: the step replayed as one CUDA graph (fast/graph.py; --backend cupy)")
+                        help="add a column: the step replayed as one CUDA graph (fast/cuda_graph/graph.py; --backend cupy)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -334,6 +335,10 @@ def main(argv=None):
             res = worker_graphed(batch, steps, warmup, backend)
         elif kind in ("torch", "torch-frozen-d"):
             res = worker_torch(batch, steps, warmup, backend, freeze_d=kind == "torch-frozen-d")
+        elif kind == "torch-same":  # PyTorch in a process set up as scratchgan's is (glibc's heap threshold)
+            from scratchgan import fast
+            fast.configure_process()
+            res = worker_torch(batch, steps, warmup, backend)
         else:
             res = worker_gemm(kind.split("-")[1], batch, steps, warmup, backend)
         print(json.dumps(res))
@@ -343,7 +348,8 @@ def main(argv=None):
         args.batches, args.reps, args.steps, args.warmup = "64", 1, 10, 3
     batches = [int(b) for b in args.batches.split(",")]
     have_torch = importlib.util.find_spec("torch") is not None
-    sides = ["scratchgan", "gemm-numpy"] + (["torch", "torch-frozen-d", "gemm-torch"] if have_torch else [])
+    sides = ["scratchgan", "gemm-numpy"] + (["torch", "torch-same", "torch-frozen-d", "gemm-torch"] if have_torch
+                                            else [])
     graphed = args.cuda_graph and args.backend == "cupy"
     if graphed:
         sides.append("graphed")
@@ -362,27 +368,31 @@ def main(argv=None):
                 samples[side].append(res)
         med = {s: statistics.median(r["ms"] for r in samples[s]) for s in sides}
         med["data"] = statistics.median(r["data_ms"] for r in samples["scratchgan"])
-        for s in ("scratchgan", "torch"):
+        for s in ("scratchgan", "torch", "torch-same"):
             if s in sides:
                 med[f"{s}_faults"] = statistics.median(r["faults"] for r in samples[s])
         results[batch] = med
         print(f"# batch {batch}: done ({args.reps} runs x {steps} steps per side)", flush=True)
 
     flops = {b: step_flops(b) for b in batches}
-    head = ["batch", "GFLOP/step", "scratchgan ms", "PyTorch ms", "ratio", "PyTorch (D frozen) ms", "ratio",
+    head = ["batch", "GFLOP/step", "scratchgan ms", "PyTorch ms", "ratio", "PyTorch, same process settings ms",
+            "ratio", "PyTorch (D frozen) ms", "ratio",
             "GEMM floor ms", "scratchgan/floor", "scratchgan GFLOP/s", "torch GEMM floor ms", "data ms/batch",
-            "page faults/step (scratchgan, PyTorch)", "graphed ms (--cuda-graph)", "graphed / PyTorch"]
+            "page faults/step (scratchgan, PyTorch, PyTorch same settings)", "graphed ms (--cuda-graph)", "graphed / PyTorch"]
     rows = []
     for b in batches:
         r = results[b]
         t = r.get("torch")
         tf = r.get("torch-frozen-d")
+        ts = r.get("torch-same")
         rows.append([b, f"{flops[b] / 1e9:.2f}", f"{r['scratchgan']:.2f}", f"{t:.2f}" if t else "-",
-                     f"{r['scratchgan'] / t:.2f}" if t else "-", f"{tf:.2f}" if tf else "-",
+                     f"{r['scratchgan'] / t:.2f}" if t else "-", f"{ts:.2f}" if ts else "-",
+                     f"{r['scratchgan'] / ts:.2f}" if ts else "-", f"{tf:.2f}" if tf else "-",
                      f"{r['scratchgan'] / tf:.2f}" if tf else "-", f"{r['gemm-numpy']:.2f}",
                      f"{r['scratchgan'] / r['gemm-numpy']:.2f}", f"{flops[b] / r['scratchgan'] / 1e6:.0f}",
                      f"{r['gemm-torch']:.2f}" if have_torch else "-", f"{r['data']:.3f}",
-                     f"{r['scratchgan_faults']:.0f}, " + (f"{r['torch_faults']:.0f}" if t else "-"),
+                     f"{r['scratchgan_faults']:.0f}, " + (f"{r['torch_faults']:.0f}, {r['torch-same_faults']:.0f}"
+                                                          if t else "-"),
                      f"{r['graphed']:.3f}" if graphed else "-",
                      f"{r['graphed'] / t:.2f}" if graphed and t else "-"])
     print()
@@ -391,7 +401,9 @@ def main(argv=None):
     for row in rows:
         print("| " + " | ".join(map(str, row)) + " |")
     print("\nratio = scratchgan ms / PyTorch ms (below 1: scratchgan is faster). PyTorch runs the DCGAN-tutorial "
-          "step; '(D frozen)' also skips D's parameter gradients in the G step, as scratchgan does.")
+          "step; 'same process settings': its process first calls scratchgan.fast.configure_process(), as "
+          "scratchgan's does (glibc's heap threshold, OpenBLAS's thread wait); '(D frozen)' also skips D's "
+          "parameter gradients in the G step, as scratchgan does.")
 
     if args.breakdown:
         for b in batches:

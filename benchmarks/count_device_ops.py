@@ -1,9 +1,9 @@
 """Device operations per training step of the default MLP GAN, with and without the fused CuPy kernels
 (scratchgan/fast/kernels.py).
 
-Runs the step on the fake device of the tests (tests/fake_device.py: NumPy underneath, no GPU needed)
+Runs the step on the fake device of the tests (tests/support/fake_device.py: NumPy underneath, no GPU needed)
 and counts every array the device makes or writes: each xp function call, array operator and in-place
-operator counts one, and so does each fused kernel launch (its host stand-in, tests/host_kernels.py,
+operator counts one, and so does each fused kernel launch (its host stand-in, tests/support/host_kernels.py,
 needs a C++ compiler). Views (reshape, slices) count too, so the figures are upper bounds on the
 kernel launches a GPU would see. Matmuls count one each on both paths.
 
@@ -16,12 +16,14 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
-
-import numpy as np  # noqa: E402
+sys.path[:0] = [str(ROOT / "tests" / "support"), str(ROOT)]
 
 import fake_device  # noqa: E402
-from scratchgan import cli, fast, models  # noqa: E402
+import numpy as np  # noqa: E402
+
+from scratchgan import fast
+from scratchgan.cli import train as train_command
+from scratchgan.gan import models  # noqa: E402
 
 COUNT = {"ops": 0, "inside_kernel": False}
 
@@ -57,7 +59,7 @@ def ops_per_step(batch, fused, steps=5):
     else:
         fake_device.xp.__dict__.pop("ElementwiseKernel", None)
     fast.reset()  # choose the replacements again for the fake device's arrays
-    config = dict(cli.MLP_DEFAULTS, image_size=784, batch_size=batch, backend="numpy")
+    config = dict(train_command.MLP_DEFAULTS, image_size=784, batch_size=batch, backend="numpy")
     step = models.build_step(config, fake_device.xp)
     real = fake_device.xp.asarray(np.random.default_rng(0).uniform(-1, 1, (batch, 784)).astype(np.float32))
     step.step([real])  # the first step makes the optimizers' lazy state

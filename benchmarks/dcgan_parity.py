@@ -14,7 +14,7 @@ For each seed, two training runs, each in its own process, one after the other:
   updated D, Adam on G) and ``torch.optim.Adam``.
 
 Then each G (eval mode: BatchNorm's running statistics) draws ``--n`` images from one fixed z, and
-the built-in evaluator (``scratchgan.evaluator``, the default kind of ``scratchgan evaluate``) scores
+the built-in evaluator (``scratchgan.eval.evaluator``, the default kind of ``scratchgan evaluate``) scores
 them against ``--n`` real test images: Frechet distance in its features, precision, recall, classes
 covered. The two implementations agree when the gap between their means is within the spread of the
 seeds (the largest minus the smallest distance over all runs of one side). Float32, the CPU.
@@ -34,8 +34,8 @@ SIDES = ("scratchgan", "torch")
 
 
 def make_config(seed, batch_size):
-    from scratchgan import cli
-    config = dict(cli.DCGAN_DEFAULTS)
+    from scratchgan.cli import train as train_command
+    config = dict(train_command.DCGAN_DEFAULTS)
     config.update(dataset="fashion-mnist", resolution=28, channels=1, seed=seed, batch_size=batch_size,
                   image_size=784, image_shape=[28, 28])
     return config
@@ -44,6 +44,7 @@ def make_config(seed, batch_size):
 def torch_twins(G_sg, D_sg):
     """torch.nn.Sequential copies of scratchgan's DCGAN G and D (28x28: two stages), weights included."""
     import torch
+
     from scratchgan import nn
 
     def twin(net):
@@ -84,8 +85,9 @@ def worker(side, seed, args):
     from scratchgan import fast
     fast.configure_process()
     import numpy as np
+
     from scratchgan.data import BatchLoader, load_dataset
-    from scratchgan.models import build_step
+    from scratchgan.gan.models import build_step
 
     config = make_config(seed, args.batch_size)
     images, _ = load_dataset("fashion-mnist", "train", data_dir=args.data_dir)
@@ -130,7 +132,7 @@ def worker(side, seed, args):
             return np.concatenate([step.G.forward(z[i:i + 500]) for i in range(0, len(z), 500)])
 
     # The same batches and z for both sides: the trainer's loader and noise stream, drawn here.
-    from scratchgan.gan import NoiseSource
+    from scratchgan.gan.step import NoiseSource
     noise = NoiseSource(np, args.batch_size, config["latent_dim"], seed=seed, dtype="float32")
     t0, done, epoch = time.perf_counter(), 0, 0
     while done < total:
@@ -162,8 +164,10 @@ def run_worker(side, seed, args):
 def score(runs, args):
     """The evaluator's metrics of every run's samples against --n real test images."""
     import numpy as np
-    from scratchgan import evaluator as ev_module, metrics
+
     from scratchgan.data import load_dataset
+    from scratchgan.eval import evaluator as ev_module
+    from scratchgan.eval import metrics
     kwargs = {}
     if args.evaluator and "kind" in inspect.signature(ev_module.get_evaluator).parameters:
         kwargs["kind"] = args.evaluator

@@ -5,7 +5,7 @@
 
 Uses the dataset's cached evaluator(s) (trained on first use, as `scratchgan evaluate` does) and the
 test split: N real images are the reference, N other real images the "fresh real subset" (the floor);
-each corruption (scratchgan.corruptions) is applied to that fresh subset at increasing levels. Class
+each corruption (scratchgan.eval.corruptions) is applied to that fresh subset at increasing levels. Class
 subsets: M images (M: the size of the fresh subset's smallest class) from its first k classes, against
 the same reference, next to all 10 classes at the same M (the Frechet distance's bias depends on N). Then the precision of
 uniform noise and the coverage of a one-class sample, and how precision depends on the share of the largest
@@ -23,9 +23,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scratchgan import corruptions, metrics  # noqa: E402
 from scratchgan.data import load_dataset_or_bundled  # noqa: E402
-from scratchgan.evaluator import KINDS, get_evaluator  # noqa: E402
+from scratchgan.eval import corruptions, metrics  # noqa: E402
+from scratchgan.eval.evaluator import KINDS, get_evaluator  # noqa: E402
 
 
 def curves(evaluator, ref_images, fresh, fresh_labels, seed=0):

@@ -53,8 +53,8 @@ fi
 
 # ------------------------------------------------------------------------------------------- the sizes
 if [ "$TINY" = 1 ]; then
-    GPU_TESTS=(tests/test_gpu_rng.py -k "cupy or gpu or nvrtc or states")
-    SUITE=(tests/test_gpu_rng.py)
+    GPU_TESTS=(tests/fast/test_gpu_rng.py -k "cupy or gpu or nvrtc or states")
+    SUITE=(tests/fast/test_gpu_rng.py)
     MLP=(--limit 128 --batch-size 32 --g-hidden 16,32 --d-hidden 32,16 --latent-dim 8)
     STEP=(--batches 64 --reps 1 --steps 2 --warmup 1)
     SGEMM=(--quick)

@@ -5,7 +5,7 @@
     python examples/dcgan.py --help                                           # every flag, with its default
 
 Same outputs, checkpoints, resume and progress display as examples/mnist_mlp.py (shared code in
-scratchgan/cli.py). A folder of images is decoded once into a cached uint8 array.
+scratchgan/cli/train.py). A folder of images is decoded once into a cached uint8 array.
 
 The same code as `scratchgan train --arch dcgan` (the installed command, for both networks); this file fixes
 the architecture and its defaults.
@@ -18,7 +18,7 @@ if __name__ == "__main__":
     # first, before anything loads NumPy: OpenBLAS reads its thread wait only then (scratchgan/fast/process.py);
     # with --reference (or SCRATCHGAN_REFERENCE=1) nothing is set
     fast.configure_process(sys.argv[1:])
-    from scratchgan.cli import DCGAN_DEFAULTS, train_main
+    from scratchgan.cli.train import DCGAN_DEFAULTS, train_main
     sys.exit(train_main(prog="dcgan.py", defaults=DCGAN_DEFAULTS,
                         description="Train a DCGAN on MNIST-like data or a folder of images, from scratch in "
                                     "NumPy (or CuPy with --backend cupy)."))

@@ -10,7 +10,7 @@ Read it top to bottom: two networks, two optimizers, then one training step writ
 backward, update, in the order the maths runs. What runs is the textbook code of scratchgan/nn/,
 losses.py and optim.py (a print in nn/activations.py's leaky_relu_backward prints here); ``--fast``
 also trains a twin on the replacements of scratchgan/fast/ and prints both losses and times per step.
-It is the step that scratchgan.gan.GANStep runs (tests/test_gan_by_hand.py checks that they agree),
+It is the step that scratchgan.gan.step.GANStep runs (tests/gan/test_gan_by_hand.py checks that they agree),
 without GANStep's options: other objectives, several D steps, penalties, class labels, checkpoints.
 """
 import argparse
@@ -21,7 +21,7 @@ import numpy as np
 
 from scratchgan import losses, nn, optim, replace
 from scratchgan.data import load_dataset, load_mnist_bundled
-from scratchgan.viz import save_image_grid
+from scratchgan.run.viz import save_image_grid
 
 LATENT = 100  # size of the noise vector z
 
@@ -31,7 +31,7 @@ def make_generator(seed):
 
     BatchNorm after the wider hidden layers keeps their activations in a healthy range; Tanh at the
     end matches the real images, which we scale to [-1, 1]. Every Linear draws its weights from one
-    seeded generator, in order, so a seed gives the same network (scratchgan.models.mlp_generator).
+    seeded generator, in order, so a seed gives the same network (scratchgan.gan.models.mlp_generator).
     """
     rng = np.random.default_rng([seed, 1])
     return nn.Sequential(

@@ -18,5 +18,5 @@ if __name__ == "__main__":
     # first, before anything loads NumPy: OpenBLAS reads its thread wait only then (scratchgan/fast/process.py);
     # with --reference (or SCRATCHGAN_REFERENCE=1) nothing is set
     fast.configure_process(sys.argv[1:])
-    from scratchgan.cli import train_main
+    from scratchgan.cli.train import train_main
     sys.exit(train_main(prog="mnist_mlp.py"))

@@ -8,9 +8,9 @@ import importlib
 
 __version__ = "0.1.0"
 __all__ = ["backend", "gradcheck", "losses", "nn", "optim", "params", "fast", "get_xp", "to_numpy", "__version__"]
-_SUBMODULES = {"backend", "checkpoint", "cli", "data", "evaluate_cli", "evaluator", "fast", "gan",
-               "gradcheck", "gradient_penalty", "losses", "metrics", "models", "nn", "objectives", "optim",
-               "params", "trainer", "viz"}
+# the engine's modules, then the wings (gan, run, eval, cli) and data and fast beside them
+_SUBMODULES = {"backend", "checkpoint", "errors", "fileio", "gradcheck", "losses", "nn", "optim", "params", "replace",
+               "gan", "run", "eval", "cli", "data", "fast"}
 
 
 def __getattr__(name):

@@ -1,4 +1,4 @@
-"""`python -m scratchgan train|sample|evaluate ...` and the `scratchgan` command: the process entry point."""
+"""`python -m scratchgan train|sample ...` and the `scratchgan` command: the process entry point."""
 import sys
 
 from . import fast
@@ -9,8 +9,8 @@ def main(argv=None):
     # first, before anything loads NumPy: OpenBLAS reads its thread wait only then (scratchgan/fast/process.py);
     # nothing is set with --reference or SCRATCHGAN_REFERENCE=1
     fast.configure_process(argv)
-    from .cli import main as cli_main
-    from .cliutil import finish_output
+    from .cli.common import finish_output
+    from .cli.main import main as cli_main
     return finish_output(cli_main, argv)  # a reader that has gone (`scratchgan -h | head -1`): no traceback
 
 

@@ -4,10 +4,13 @@ Layer code never imports numpy or cupy to work on data: it asks ``array_module(x
 for the module that owns ``x`` and calls that (``xp.exp``, ``xp.where``, ...), so the
 same line runs on the CPU and on the GPU. This file also holds the host/device
 conversions (``to_numpy``, ``to_device``), ``synchronize`` for honest GPU timings,
-and the clear one-line errors users get when a backend cannot be used. (Speed-ups for either
+and the clear one-line errors users get when a backend cannot be used, and ``cpu_threads``, the cores this
+process may use. (Speed-ups for either
 backend live in scratchgan/fast/, not here.)
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -159,3 +162,18 @@ def scatter_add(a, indices, values):
         cupyx.scatter_add(a, indices, values)
     else:
         array_module(a).add.at(a, indices, values)
+
+
+def cpu_threads():
+    """Threads for scratchgan's own CPU work: the cores this process may use, or fewer when
+    OPENBLAS_NUM_THREADS or OMP_NUM_THREADS says so (a limit set for the matmuls is taken to be
+    meant for the whole process)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            cores = min(cores, int(value))
+    return max(1, cores)

@@ -1,7 +1,7 @@
-"""The library's error for a setting it cannot use, in the library's own words.
+"""The package's two errors: a mistake the user can fix, and a setting the library cannot use.
 
 ``SettingError("ema", "must be in (0, 1), got 1.5")`` names the setting by its config key; a command line
-that knows which flag sets that key says the flag instead (cli.py: ``--ema must be in (0, 1), got 1.5``).
+that knows which flag sets that key says the flag instead (cli/train.py: ``--ema must be in (0, 1), got 1.5``).
 """
 from __future__ import annotations
 
@@ -12,3 +12,7 @@ class SettingError(ValueError):
     def __init__(self, setting, why):
         super().__init__(f"{setting} {why}")
         self.setting, self.why = setting, why
+
+
+class UserError(Exception):
+    """A mistake the user can fix (a flag, a file, a folder); every command prints it as one line and exits 2."""

@@ -10,8 +10,8 @@ the registry's loader), so the maths never imports ``fast/``.
 One switch turns every replacement off, so that what runs is exactly the textbook:
 ``SCRATCHGAN_REFERENCE=1`` in the environment, ``--reference`` on ``scratchgan train`` and the examples,
 or ``set_enabled(False)``. ``active(backend)`` says which replacements run here; ``python -m
-scratchgan.fast`` prints the table. tests/test_fast_paths.py runs each against its reference; a layer's
-own file marks each replaceable function with a ``# fast:`` comment (tests/test_replace.py keeps the
+scratchgan.fast`` prints the table. tests/fast/test_fast_paths.py runs each against its reference; a layer's
+own file marks each replaceable function with a ``# fast:`` comment (tests/engine/test_replace.py keeps the
 marks and this table in step). Importing this module changes nothing in the process.
 """
 from __future__ import annotations
@@ -68,12 +68,12 @@ TABLE = {
     "scratchgan.optim.adam_update": {
         "numpy": ("scratchgan.fast.cpu.adam_update", "close"),
         "cupy": ("scratchgan.fast.kernels.adam_update", "bitwise")},
-    "scratchgan.ema.ema_update": {
+    "scratchgan.gan.ema.ema_update": {
         "numpy": ("scratchgan.fast.cpu.ema_update", "bitwise"),
         "cupy": ("scratchgan.fast.kernels.ema_update", "bitwise")},
 }
 
-# Replacements written and tested against their reference (tests/test_conv_subpixel.py) but not active:
+# Replacements written and tested against their reference (tests/fast/test_conv_subpixel.py) but not active:
 # measured slower where they could run, or not measured yet. Same format as TABLE, plus why not; a
 # benchmark switches one on with ``trying(name, backend)`` to measure it again (bench_conv.py --subpixel).
 INACTIVE = {

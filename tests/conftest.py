@@ -4,10 +4,10 @@
 - ``backend``: runs a test once per backend name, "numpy" and "cupy"; cupy is skipped with a
   reason unless CuPy imports and a GPU is visible (``scratchgan.backend.cupy_available()``).
   Use it as a fixture argument: ``def test_x(backend): xp = get_xp(backend)``.
-- ``fake_xp``: the guarded stand-in device module (tests/fake_device.py).
+- ``fake_xp``: the guarded stand-in device module (tests/support/fake_device.py).
 At the end of a session the worst-error tables recorded by the gradient-check, parity and
 directional tests are printed: the worst per layer, or every layer/quantity/mode with -s or -v
-(tests/layer_cases.py: ``record_error``).
+(tests/support/layer_cases.py: ``record_error``).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))  # the helper modules beside this file
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "support"))  # the helper modules (tests/support/)
 
 import datasets  # noqa: E402
 import layer_cases  # noqa: E402

@@ -63,7 +63,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..fast.cpu import cpu_threads  # the one count of usable cores
+from ..backend import cpu_threads  # the one count of usable cores
 from ..fileio import atomic_path, atomic_write
 from .idx import DataError, NotRegularFile, open_regular, shown
 from .mnist import data_root
@@ -500,7 +500,7 @@ def load_image_folder(folder, image_size=64, channels=3, cache_dir=None, log=Non
     """All images under ``folder`` as a read-only np.memmap, uint8 (N, C, S, S), S = ``image_size``.
 
     Decoded once (resize the shorter side to S, bicubic, then center-crop S x S; ``channels`` 3 = "RGB"
-    or 1 = "L") with ``workers`` threads (default: ``fast.cpu.cpu_threads()``, the usable cores) into a
+    or 1 = "L") with ``workers`` threads (default: ``backend.cpu_threads()``, the usable cores) into a
     cached .npy under ``cache_dir`` (default ``data_root()/"folders"``); later calls map that file and
     decode nothing. ``log``: a
     callable for progress lines (start, end with the time, skipped files); ``progress``: a tqdm bar

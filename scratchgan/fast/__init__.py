@@ -10,14 +10,14 @@ the same arguments and results as the reference function it replaces (llm.c keep
     fast/kernels.py  CuPy: fused elementwise CUDA kernels, one launch instead of several passes
     fast/conv_kernels.py  CuPy: im2col and col2im as one gather kernel each
     fast/process.py  process-wide settings (OpenBLAS's thread wait, glibc's heap): one explicit call
-    fast/graph.py    CuPy: the whole MLP GAN step (GANStep.step) as one CUDA graph, ``--cuda-graph``
-                     (experimental: never run on a GPU); fast/fixed.py the maths in fixed buffers, fast/gemm.py
+    fast/cuda_graph/graph.py    CuPy: the whole MLP GAN step (GANStep.step) as one CUDA graph, ``--cuda-graph``
+                     (experimental: never run on a GPU); fast/cuda_graph/fixed.py the maths in fixed buffers, fast/cuda_graph/gemm.py
                      an SGEMM kernel instead of cuBLAS
 
 The registry (``TABLE``, ``@replaceable``, the switch) is scratchgan/replace.py, below the maths it
 lists; each function here says with ``@replaces`` which reference it stands for, checked against that
 table. Its names (``TABLE``, ``set_enabled``, ``active``, ...) are reachable from here as before.
-tests/test_fast_paths.py runs each replacement against its reference: bit for bit where the arithmetic
+tests/fast/test_fast_paths.py runs each replacement against its reference: bit for bit where the arithmetic
 is the same ("bitwise"), else to a few ulp.
 
 Importing this package changes nothing in the process and does not import NumPy (so that an entry

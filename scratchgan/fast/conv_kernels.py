@@ -14,8 +14,8 @@ offset. Here each is a single ``cupy.ElementwiseKernel`` with one thread per ele
   it adds the entries in the reference's order (kernel row i, then column j, from 0), so the sums
   have the reference's bits. The image is written channels-last, as the reference leaves it.
 
-Both are bit for bit the reference (tests/test_conv_kernels.py runs the bodies on the CPU through
-tests/host_kernels.py, and through CuPy where a GPU is visible). The sums use ``add_rn`` from
+Both are bit for bit the reference (tests/fast/test_conv_kernels.py runs the bodies on the CPU through
+tests/support/host_kernels.py, and through CuPy where a GPU is visible). The sums use ``add_rn`` from
 fast/kernels.py's PREAMBLE: an IEEE add that no ``-ftz`` flushes. ``raw T`` arguments are indexed by
 their logical C-order index (CuPy's CArray follows the strides), so any memory layout is read right.
 """

@@ -12,39 +12,24 @@ Three tricks, measured in benchmarks/RESULTS.md:
   temporary: 2-3x faster than ``(a * b).sum(axis)`` for BatchNorm's statistics, in another order of
   summation (so "close", not "bitwise").
 Each function here takes and returns what its reference takes and returns (``@replaces`` names
-it; ``scratchgan.replace.TABLE`` lists them all). tests/test_fast_paths.py checks each against it.
+it; ``scratchgan.replace.TABLE`` lists them all). tests/fast/test_fast_paths.py checks each against it.
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import blas
-from ..replace import replaces
+from ..backend import cpu_threads  # the one count of usable cores (tests patch it here)
 from ..nn import activations as _activations  # the references, for the cases a fast form does not cover
+from ..replace import replaces
+from . import blas
 
 # ------------------------------------------------------------------------------------ the cores
 
 # Below this many elements of work a part is too small to pay for handing it to a thread (~20 us).
 PARALLEL_MIN_ELEMENTS = 1 << 20
 _pool, _pool_workers = None, 0  # the worker threads, started on first use and kept (a thread start costs ~0.1 ms)
-
-
-def cpu_threads():
-    """Threads for scratchgan's own CPU work: the cores this process may use, or fewer when
-    OPENBLAS_NUM_THREADS or OMP_NUM_THREADS says so (a limit set for the matmuls is taken to be
-    meant for the whole process)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        value = os.environ.get(name, "").strip()
-        if value.isdigit() and int(value) > 0:
-            cores = min(cores, int(value))
-    return max(1, cores)
 
 
 def run_in_parts(task, n, elements, threads=None):
@@ -319,11 +304,11 @@ def _optim():
     return optim
 
 
-@replaces("scratchgan.ema.ema_update", "bitwise")
+@replaces("scratchgan.gan.ema.ema_update", "bitwise")
 def ema_update(ema, theta, beta):
     """ema += (1 - beta) (theta - ema) over parts of the flat buffers, one per core, through a scratch array:
     the reference's three roundings in its order, without its two temporary arrays of G's size."""
-    from .. import ema as reference
+    from ..gan import ema as reference
     if ema.ndim != 1 or not (ema.flags.c_contiguous and theta.flags.c_contiguous):
         return reference.ema_update.reference(ema, theta, beta)
     scratch = _workspace(ema, 2)

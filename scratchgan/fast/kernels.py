@@ -16,13 +16,13 @@ bitwise bodies spell their float operations with the helpers of PREAMBLE: ``add_
 ``mul_rn``, ``div_rn``, ``sqrt_rn``, ``is_gt``, ``is_ne`` are single PTX instructions (``mul.rn.f32``, ...)
 without ``.ftz``, which no compiler flag changes and which are never fused (an explicit rounding
 mode forbids it). The "close" kernels (sigmoid, BCE: CUDA's exp and log1p are not NumPy's) use
-plain operators. tests/test_fused_kernels.py compiles these bodies with NVRTC as CuPy would (CuPy's
+plain operators. tests/fast/test_fused_kernels.py compiles these bodies with NVRTC as CuPy would (CuPy's
 ``-ftz=true`` included) and checks the PTX, and with g++ for the CPU to run them against NumPy.
 """
 from __future__ import annotations
 
-from ..replace import replaces
 from ..backend import array_module
+from ..replace import replaces
 
 # The options for NVRTC; see the module docstring for why the bodies do not rely on them alone.
 OPTIONS = ("--fmad=false", "-ftz=false", "--prec-div=true", "--prec-sqrt=true")
@@ -189,7 +189,7 @@ def adam_update(theta, g, m, v, t, lr, beta1, beta2, eps, weight_decay=0.0):
                                                1.0 - beta2 ** t, lr, eps, weight_decay, theta, m, v)
 
 
-@replaces("scratchgan.ema.ema_update", "bitwise")
+@replaces("scratchgan.gan.ema.ema_update", "bitwise")
 def ema_update(ema, theta, beta):
     """The generator's weight average in one launch instead of three passes."""
     kernel(array_module(ema), "ema_update")(theta, 1.0 - beta, ema)

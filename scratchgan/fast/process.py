@@ -42,6 +42,13 @@ def applied():
     return dict(_state)
 
 
+def environment():
+    """The facts that make timings comparable, recorded in a run's config.json."""
+    return {"OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "cpu_count": os.cpu_count(),
+            # the user's value, else the one configure_process loaded NumPy with (None: NumPy was loaded first)
+            "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT") or _state["OPENBLAS_THREAD_TIMEOUT"]}
+
+
 def wants_reference(argv=None):
     """True when the run asks for the reference path: ``--reference`` in ``argv`` or the environment's switch."""
     from . import enabled

@@ -7,7 +7,7 @@ the average over ranks of the slices' means (docs/derivations/sync_batchnorm.md)
 ``world.mean_over_ranks(*means)`` does the averaging (one all-reduce); with one rank it is the identity
 and the layer is BatchNorm. Eval mode uses the running statistics, the same on every rank: BatchNorm's.
 As PyTorch's ``SyncBatchNorm`` and ``convert_sync_batchnorm``; the world is a constructor argument,
-so this module imports no MPI (scratchgan/distributed.py makes the world).
+so this module imports no MPI (scratchgan/run/distributed.py makes the world).
 """
 from __future__ import annotations
 

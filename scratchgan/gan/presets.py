@@ -1,0 +1,38 @@
+"""Named recipes: ``--preset NAME`` sets the flags you do not give to values chosen by measurement.
+
+A preset is a dict of config values: keys of flags.FLAGS (tests/cli/test_flags.py checks them), nothing else. It sits between the defaults and the command line: a flag you
+give wins over the preset, and the objective's own defaults (``--loss wgan-gp`` brings Adam 1e-4 with
+betas (0, 0.9), 5 critic steps and lambda 10) fill what neither sets. The numbers behind each preset
+are in docs/quality.md and benchmarks/RESULTS.md.
+"""
+from __future__ import annotations
+
+from ..errors import UserError
+
+PRESETS = {
+    # the lowest Frechet distance per CPU minute of the MLP rows measured on Fashion-MNIST
+    # (benchmarks/quality_table.py): WGAN-GP with its paper's settings
+    "quality": {"loss": "wgan-gp"},
+}
+ARCHES = {"quality": ("mlp",)}  # the architectures each preset was measured on
+
+
+def describe(name):
+    """'loss=wgan-gp, ...' for --help and the log."""
+    return ", ".join(f"{k}={v}" for k, v in PRESETS[name].items())
+
+
+def apply(config, explicit):
+    """Write the preset's values into ``config`` where the flag was not given; return the flags that
+    count as chosen (the preset's, then the explicit ones on top) for the objective's defaults."""
+    name = config.get("preset")
+    if not name:
+        return explicit
+    arch = config.get("arch", "mlp")
+    if arch not in ARCHES[name]:
+        raise UserError(f"--preset {name} was measured for --arch {' / '.join(ARCHES[name])} only; drop --preset "
+                        f"for --arch {arch} and give its flags yourself")
+    for key, value in PRESETS[name].items():
+        if key not in explicit:
+            config[key] = value
+    return {**PRESETS[name], **explicit}

@@ -1,0 +1,98 @@
+"""Quality metrics during a training run (``--eval-every``): every few steps, ``n`` samples from one fixed
+noise batch are measured against the run's real images with the dataset's evaluator (metrics.py's maths),
+and a fall in coverage or spread is reported once as a possible mode collapse."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import array_module, to_device
+from ..eval.metrics import DEFAULT_K, METRIC_KEYS, RealReference, collapse_check, compare
+from ..gan.step import generate
+
+
+class EvalHook:
+    """Periodic quality metrics during training, on ``n`` samples from a fixed noise batch.
+
+        hook = EvalHook(evaluator, real_images, n=2000, every=1000, seed=0)
+        if hook.due(step):
+            values = hook(G, step)        # {"frechet_distance": ..., ...}: floats for metrics.csv
+            if hook.warning: log(hook.warning)
+
+    ``real_images``: uint8 or [-1, 1] floats (N, ...) on any backend (e.g. a BatchLoader's ``x``); a
+    seeded subset of ``n`` of them is the reference. ``history`` keeps every row; ``warning`` is the
+    collapse_check text when a call newly detects a fall (None otherwise, so it is logged once).
+    """
+
+    def __init__(self, evaluator, real_images, n=2000, every=1000, seed=0, k=DEFAULT_K, latent_dim=None):
+        if int(every) < 0 or int(n) < k + 2:
+            raise ValueError(f"EvalHook needs every >= 0 and n >= {k + 2}, got every={every}, n={n}")
+        self.evaluator, self.every, self.seed, self.k = evaluator, int(every), int(seed), int(k)
+        self.latent_dim = latent_dim
+        N = real_images.shape[0]
+        self.n = min(int(n), N)
+        rng = np.random.default_rng([self.seed, 0xE7A1])
+        idx = np.sort(rng.choice(N, self.n, replace=False))
+        subset = real_images[to_device(idx, array_module(real_images))]
+        self.reference = RealReference(evaluator, subset, self.k)
+        self.z = None  # the fixed noise, made at the first call (latent size and backend come from G)
+        self.history = []
+        self.warning = None
+        self._flagged = set()
+
+    def load_history(self, rows):
+        """Refill ``history`` from metrics.csv rows (after a resume), so collapse_check sees the past."""
+        self.history = [{"step": int(r["step"]), **{k: r.get(k) for k in METRIC_KEYS}}
+                        for r in rows if r.get("classes_covered") not in (None, "")]
+        return self
+
+    def due(self, step):
+        return self.every > 0 and step > 0 and step % self.every == 0
+
+    def fixed_noise(self, G):
+        if self.z is None:
+            latent = self.latent_dim
+            if latent is None:  # an MLP generator starts with Linear(latent, ...)
+                first = G[0] if hasattr(G, "__getitem__") else None
+                if not hasattr(first, "in_features"):
+                    raise ValueError("EvalHook: pass latent_dim= (this generator does not start with Linear)")
+                latent = first.in_features
+            z = np.random.default_rng([self.seed, 0x2E]).standard_normal((self.n, latent))
+            self.z = to_device(z, G.xp, G.dtype)
+        return self.z
+
+    def __call__(self, G, step, batch_size=1000):
+        """Metrics of G's samples from the fixed noise at ``step``: {key: float} for METRIC_KEYS."""
+        z = self.fixed_noise(G)
+        feats, probs = [], []
+        for s in range(0, self.n, batch_size):
+            f, p = self.evaluator.embed(generate(G, z[s:s + batch_size]))
+            feats.append(f)
+            probs.append(p)
+        values = compare(self.reference, features=np.concatenate(feats), probs=np.concatenate(probs))
+        row = {key: values[key] for key in METRIC_KEYS}
+        self.history.append({"step": int(step), **row})
+        text = collapse_check(self.history, reference_spread=self.reference.spread)
+        flags = set()
+        if text:
+            flags = {name for name in ("classes covered", "feature spread") if name in text}
+        new = flags - self._flagged
+        self._flagged = flags
+        self.warning = text if new else None
+        return row
+
+
+def make_eval_hook(config, real_images, backend="numpy", n=2000, every=None, log=None):
+    """An EvalHook for a training run's config (dataset, data_dir, seed, eval_every, latent_dim, evaluator).
+
+    Loads the dataset's evaluator of kind ``config["evaluator"]`` (default "cnn") from the cache, or trains
+    it now (seconds for the MLP; minutes of CPU for the CNN on Fashion-MNIST's 60k), logged through ``log``. ``real_images``: the run's training images, e.g. ``loader.x``.
+    """
+    from ..eval.evaluator import get_evaluator  # here, not at the top: loaded only when a run asks for metrics
+
+    evaluator = get_evaluator(config["dataset"], config.get("data_dir"), kind=config.get("evaluator", "cnn"),
+                              backend=backend, log=log)
+    if log:
+        log(evaluator.describe())
+    every = config.get("eval_every", 0) if every is None else every
+    return EvalHook(evaluator, real_images, n=n, every=every, seed=int(config.get("seed", 0)),
+                    latent_dim=config.get("latent_dim"))

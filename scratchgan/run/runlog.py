@@ -1,0 +1,157 @@
+"""The run's logs besides metrics.csv: ``metrics.jsonl`` (always) and TensorBoard event files (``--tensorboard DIR``).
+
+    metrics.jsonl   one JSON object per logged step, the same keys and values as the metrics.csv row
+                    ({"step": 10, "epoch": 1, "loss_D": 1.38, ...}); resumable like the CSV: a resumed run
+                    first drops the lines after its checkpoint's step, and a line cut off by a crash
+    TensorBoard     every metrics.csv value as a scalar (tag = the column name, at its step), and every
+                    sample grid the run saves as an image (tag "samples"), written with tensorboardX, a small
+                    writer that needs neither TensorFlow nor torch: ``pip install "scratchgan[tensorboard]"``
+
+``tensorboard_available()`` is what the CLI asks before a run starts, so a missing extra is a one-line
+error, not a failure after the first epoch.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..fileio import atomic_write
+
+JSONL_NAME = "metrics.jsonl"
+INSTALL_HINT = 'pip install "scratchgan[tensorboard]"'
+
+
+class LogError(ValueError):
+    """metrics.jsonl holds a line that is not a logged step; the message names the file and the line."""
+
+
+def tensorboard_available():
+    """True when tensorboardX can be imported (without importing it)."""
+    return importlib.util.find_spec("tensorboardX") is not None
+
+
+def _json_value(value):
+    """A finite float as itself; NaN/Inf as null (JSON has no NaN); ints and text unchanged."""
+    if isinstance(value, (bool, int, str)) or value is None:
+        return value
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class MetricsJSONL:
+    """Append-only ``metrics.jsonl``: one object per ``append(row)``, flushed at once."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._file = None
+        if self.path.exists() and self.path.stat().st_size > 0:
+            raw = self.path.read_bytes()
+            if not raw.endswith(b"\n"):  # the last line was cut off by a crash mid-write: drop it
+                with open(self.path, "r+b") as f:
+                    f.truncate(raw.rfind(b"\n") + 1)
+
+    def append(self, row):
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8")
+        self._file.write(json.dumps({k: _json_value(v) for k, v in row.items()}) + "\n")
+        self._file.flush()
+
+    def rows(self):
+        """(line, row) of every line logged so far; reads only. LogError, naming the file and the line, for a
+        line that is not a JSON object with a numeric step (a damaged disk, an edit by hand)."""
+        if not self.path.exists():
+            return []
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        except UnicodeDecodeError as e:
+            raise LogError(f"{self.path}: not UTF-8 text (byte {e.start}); the run's log is damaged: repair or "
+                           "delete it, then resume") from None
+        rows = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as e:  # json.JSONDecodeError
+                reason = f"not JSON: {e.msg}"
+            else:
+                step = row.get("step", 0) if isinstance(row, dict) else None
+                if isinstance(step, (int, float)) and not isinstance(step, bool):
+                    rows.append((line, row))
+                    continue
+                reason = "not a logged step (a JSON object with a numeric \"step\")"
+            raise LogError(f"{self.path}, line {number}: {reason}; the run's log is damaged: repair or delete that "
+                           "line, then resume")
+        return rows
+
+    def truncate_after(self, step):
+        """Forget the lines logged after ``step`` (a resumed run continues from there)."""
+        self.close()
+        if not self.path.exists():
+            return
+        raw = self.path.read_text(encoding="utf-8")
+        kept = [line for line, row in self.rows() if row.get("step", 0) <= step]
+        if "".join(kept) != raw:
+            with atomic_write(self.path) as f:  # the whole log or the old one, whatever happens meanwhile
+                f.write("".join(kept).encode("utf-8"))
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class TensorBoardLog:
+    """Scalars and sample grids into TensorBoard event files under ``logdir`` (tensorboardX's SummaryWriter)."""
+
+    def __init__(self, logdir):
+        from tensorboardX import SummaryWriter  # the optional extra: only here, only when asked for
+        self.logdir = Path(logdir)
+        self.writer = SummaryWriter(logdir=str(self.logdir))
+
+    def scalars(self, row):
+        step = int(row["step"])
+        for key, value in row.items():
+            if key in ("step", "epoch") or value is None:
+                continue
+            value = float(value)
+            if math.isfinite(value):
+                self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def image(self, tag, png_path, step):
+        """The grid PNG the run just wrote, as TensorBoard shows it: (H, W, 3) uint8."""
+        from PIL import Image
+        with Image.open(png_path) as im:
+            grid = np.asarray(im.convert("RGB"))
+        self.writer.add_image(tag, grid, int(step), dataformats="HWC")
+        self.writer.flush()
+
+    def close(self):
+        self.writer.close()
+
+
+class RunLog:
+    """What the trainer calls: ``append(row)`` at each logged step, ``image(path, step)`` for each sample grid."""
+
+    def __init__(self, out, tensorboard=None):
+        self.jsonl = MetricsJSONL(Path(out) / JSONL_NAME)
+        self.tensorboard = TensorBoardLog(tensorboard) if tensorboard else None
+
+    def append(self, row):
+        self.jsonl.append(row)
+        if self.tensorboard is not None:
+            self.tensorboard.scalars(row)
+
+    def image(self, png_path, step):
+        if self.tensorboard is not None:
+            self.tensorboard.image("samples", png_path, step)
+
+    def close(self):
+        self.jsonl.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
