@@ -157,6 +157,7 @@ def test_a_dry_run_reads_a_npy_files_header_not_its_images(tmp_path, capsys, mon
 
 
 # ------------------------------------------------------------------------------------------- --tensorboard
+@pytest.mark.skipif(not runlog.tensorboard_available(), reason="tensorboardX (the tensorboard extra) not installed")
 def test_tensorboard_on_a_read_only_place_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
     """On a read-only mount, `--tensorboard ro/tb` is refused naming --tensorboard, before config.json is
     written, so the next plain run is not refused as "an earlier run"."""
@@ -172,6 +173,7 @@ def test_tensorboard_on_a_read_only_place_is_refused_before_anything_is_written(
     assert train(*TINY, "--epochs", "1", "--out", "run") == 0  # the next plain run
 
 
+@pytest.mark.skipif(not runlog.tensorboard_available(), reason="tensorboardX (the tensorboard extra) not installed")
 @pytest.mark.skipif(not os.path.ismount("/sys"), reason="no /sys mount here")
 def test_tensorboard_on_a_file_system_that_refuses(tmp_path, capsys):
     code = train(*TINY, "--epochs", "1", "--out", str(tmp_path / "run"), "--tensorboard", "/sys/scratchgan-test-tb")
