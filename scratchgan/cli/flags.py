@@ -219,6 +219,12 @@ FLAGS = (
          shown="off, full float32", resumes=False),
 )
 BY_KEY = {flag.key: flag for flag in FLAGS}
+# where the settings above may come from besides the command line: not a setting itself (never recorded)
+CONFIG_FILE = Flag("config", "conveniences", None, "take the settings from FILE, JSON (or YAML with the extra: "
+                   'pip install "scratchgan[yaml]") whose keys are the config keys of these flags (batch_size for '
+                   "--batch-size), a run's own config.json included; flags given here win; the places a run "
+                   "writes (out, resume, overwrite, tensorboard) come from the command line only",
+                   metavar="FILE", shown="none", resumes=False)
 
 
 def name_of(key):
@@ -299,4 +305,5 @@ def add_flags(parser, arch, both=False, suppress=False):
             name, text = flag.negation
             where.add_argument(name, dest=flag.key, action="store_false", help=text,
                                default=argparse.SUPPRESS if suppress else flag.default_for(arch))
+    groups[CONFIG_FILE.group].add_argument(CONFIG_FILE.flag, **_arguments(CONFIG_FILE, arch, both, suppress))
     return parser

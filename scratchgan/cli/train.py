@@ -34,7 +34,7 @@ from ..gan.checkpoint_schema import load_run_checkpoint
 from ..gan.models import DCGAN_SIZES, build_step
 from ..run import distributed, rundir
 from ..run.trainer import Trainer, TrainingDiverged, TrainingInterrupted
-from . import flags, train_options
+from . import config_file, flags, train_options
 from .common import EXIT_INTERRUPTED, EXIT_TERMINATED, Parser, Terminated, UserError, signal_name, stop_on_sigterm
 from .common import fail as _fail
 from .common import log as _log
@@ -210,6 +210,8 @@ class _Run:
     log: object = _log
     trainer: Trainer | None = None
     dry_folder: str | None = None  # the temporary folder of a --dry-run without --out, made after every check
+    config_path: str | None = None  # --config FILE
+    from_file: frozenset = frozenset()  # the keys of ``explicit`` that FILE set (no flag gave them)
 
 
 def command_main(argv=None):
@@ -219,16 +221,25 @@ def command_main(argv=None):
 
 def _train_main(argv, prog, description, defaults):
     both = defaults is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        path, data = _read_config_file(argv)
+    except UserError as e:
+        return _fail(prog, e)
     if both:
-        argv = list(sys.argv[1:] if argv is None else argv)
-        defaults = flags.defaults(train_options.arch_of(argv), both=True)
+        given = data.get("arch") if data.get("arch") in flags.ARCHES else None  # a bad one: said below
+        defaults = flags.defaults(train_options.arch_of(argv, given), both=True)
     description = description or (TRAIN_DESCRIPTION if both else MLP_DESCRIPTION)
     args = make_train_parser(prog, description, defaults, both=both).parse_args(argv)
-    if args.reference:
-        fast.set_enabled(False)  # every layer, loss and optimizer runs its reference code
-    fast.configure_process()  # unless --reference: the CPU process settings of scratchgan/fast/process.py
     explicit = vars(make_train_parser(prog, description, defaults, suppress=True, both=both).parse_args(argv))
     run = _Run(prog, args, explicit, defaults, both)
+    try:
+        _apply_config_file(run, path, data)
+    except UserError as e:
+        return _fail(prog, e)
+    if run.args.reference:
+        fast.set_enabled(False)  # every layer, loss and optimizer runs its reference code
+    fast.configure_process()  # unless --reference: the CPU process settings of scratchgan/fast/process.py
     previous_sigterm = stop_on_sigterm()  # outside Trainer.fit (which saves first), as Ctrl-C stops Python
     try:
         return _train(run)
@@ -242,6 +253,29 @@ def _train_main(argv, prog, description, defaults):
         if run.dry_folder is not None:  # a dry run that stopped before training: its empty folder goes
             with contextlib.suppress(OSError):
                 os.rmdir(run.dry_folder)
+
+
+def _read_config_file(argv):
+    """(--config FILE's path, its mapping), or (None, {}) without --config."""
+    path = config_file.path_of(argv)
+    return (path, config_file.read(path)) if path is not None else (None, {})
+
+
+def _apply_config_file(run, path, data):
+    """The settings of --config FILE under the flags given: into ``run.args`` and ``run.explicit`` (a file's
+    setting counts as given, for the preset, the objective's defaults and a resume)."""
+    del run.args.config
+    run.explicit.pop("config", None)
+    if path is None:
+        return
+    values, places = config_file.settings(data, path, run.defaults["arch"], None if run.both else run.defaults["arch"])
+    run.config_path, run.from_file = path, frozenset(set(values) - set(run.explicit))
+    for key in run.from_file:
+        setattr(run.args, key, values[key])
+    run.explicit = {**values, **run.explicit}
+    if places:
+        run.log(f"--config {path}: {', '.join(places)} not applied (where a run writes comes from the command "
+                "line only)")
 
 
 def _train(run):

@@ -39,15 +39,16 @@ def graphed(step, config, world):
     return graph.GraphedStep(step, config["d_steps"])
 
 
-def arch_of(argv):
-    """The ``--arch`` of a `scratchgan train` command line; without it, the resumed checkpoint's, else mlp."""
+def arch_of(argv, given=None):
+    """The ``--arch`` of a `scratchgan train` command line; without it ``given`` (a --config file's), the
+    resumed checkpoint's, else mlp."""
     pre = Parser(prog="scratchgan train", add_help=False)
     pre.add_argument("--arch", choices=flags.ARCHES, default=None)
     pre.add_argument("--resume", nargs="?", const="", default=None)
     pre.add_argument("--out", default=None)
     known, _ = pre.parse_known_args(argv)
-    if known.arch:
-        return known.arch
+    if known.arch or given:
+        return known.arch or given
     if known.resume is not None:  # continue a DCGAN run without repeating --arch dcgan
         path = Path(known.resume) if known.resume else Path(known.out or "runs/mnist_mlp") / "checkpoint.npz"
         try:
