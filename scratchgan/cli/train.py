@@ -432,6 +432,8 @@ def _exit_code(run, error):
     """The one place a training command's exceptions become a line on stderr and an exit code: 2 for what
     the user can fix, 3 for a diverged run, 128 + signal for Ctrl-C / SIGTERM. Anything else is re-raised."""
     prog, trainer = run.prog, run.trainer
+    if isinstance(error, SettingError) and error.setting in run.from_file:  # -> the file's key
+        return _fail(prog, f"--config {run.config_path}: {error.setting} {error.why}")
     if isinstance(error, SettingError) and error.setting in flags.BY_KEY:  # the library's words -> the flag
         return _fail(prog, f"{flags.name_of(error.setting)} {error.why}")
     if isinstance(error, USER_FAULTS):

@@ -57,6 +57,8 @@ def test_the_dcgan_architecture_comes_from_the_file(tmp_path):
     ({"loss": "gan"}, "--config c.json: loss: 'gan' is not one of bce, wgan, wgan-gp, lsgan, hinge"),
     ({"spectral_norm": "yes"}, "--config c.json: spectral_norm: expected true or false, got 'yes'"),
     ({"epochs": None}, "--config c.json: epochs: null is not a value of --epochs"),
+    ({"diffaugment": "zoom"}, "--config c.json: diffaugment 'zoom': unknown 'zoom'; give a comma-separated list of "
+                              "color, translation, cutout"),  # checked where it is used, said of the file
     ({"g_width": 8}, "--config c.json: g_width is a setting of --arch dcgan; this run is --arch mlp"),
     ([1, 2], "--config c.json: expected an object of settings (key: value), got list"),
     ("{", "--config c.json: not valid JSON (Expecting property name enclosed in double quotes at line 1, column 2)"),
