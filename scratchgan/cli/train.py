@@ -34,7 +34,7 @@ from ..gan.checkpoint_schema import load_run_checkpoint
 from ..gan.models import DCGAN_SIZES, build_step
 from ..run import distributed, rundir
 from ..run.trainer import Trainer, TrainingDiverged, TrainingInterrupted
-from . import config_file, flags, train_options
+from . import config_file, flags, plan, train_options
 from .common import EXIT_INTERRUPTED, EXIT_TERMINATED, Parser, Terminated, UserError, signal_name, stop_on_sigterm
 from .common import fail as _fail
 from .common import log as _log
@@ -295,6 +295,8 @@ def _train(run):
     train_options.apply_precision(config, xp)  # --tf32
     images, labels = _training_data(config, real, writes, run.log)
     step = _build_step(config, xp, world)
+    if real is not None:
+        _show_plan(run, real, step, xp, config)
     loader = BatchLoader(images, config["batch_size"], xp=xp, dtype=config["dtype"], seed=config["seed"],
                          flatten=config.get("arch") != "dcgan", labels=labels)
     if config.get("cuda_graph"):  # the graph gathers its batches from the loader's device copy
@@ -332,6 +334,15 @@ def _prepare_dry_run(config, explicit, world):
     if world is not None:
         raise UserError("--dry-run runs in one process; start it without mpiexec")
     return train_options.prepare_dry_run(config, explicit)
+
+
+def _show_plan(run, real, step, xp, config):
+    """--dry-run: the plan of the real run (plan.py), before the dry run's own steps."""
+    said = plan.sources(real.planned, set(run.explicit) - run.from_file, run.from_file, run.config_path)
+    whole = train_options.check_data_source(config) if real.limit else real.count  # without --limit
+    count, known = plan.dataset_size(real.planned, real.count, whole)
+    for line in plan.lines(real.planned, said, count, known, step, xp, config):
+        run.log(line)
 
 
 def _check_outputs(config, resume, run_id):

@@ -114,12 +114,13 @@ class DryRun:
     limit: int | None
     eval_every: int
     count: int | None = None  # the real run's number of images, where known without reading them
+    planned: dict = dataclasses.field(default_factory=dict)  # the real run's config, for the plan (plan.py)
 
 
 def prepare_dry_run(config, explicit):
     """--dry-run: one epoch of DRY_RUN_STEPS steps on synthetic images, into --out or (``config["out"]`` None
     until ``dry_run_folder``) a new temporary folder; returns the real run's ``DryRun``."""
-    real = DryRun(config.get("limit"), config.get("eval_every") or 0)
+    real = DryRun(config.get("limit"), config.get("eval_every") or 0, planned=dict(config))
     config["dry_run_of"] = config["dataset"]  # what the real run would read, for the image shape
     config["dataset"], config["epochs"], config["eval_every"], config["limit"] = "synthetic", 1, 0, None
     if "out" not in explicit:
