@@ -86,7 +86,7 @@ def check_flags(config, explicit, arch_choosable):
     if config["dataset"] == "folder" and arch != "dcgan":
         raise UserError("--dataset folder is for --arch dcgan (examples/dcgan.py); the MLP trains on MNIST-like "
                         "data, cifar10 or a .npy array")
-    if config["dataset"] == "npy" and not config.get("dry_run") and not config.get("data_dir"):
+    if config["dataset"] == "npy" and not config.get("data_dir"):  # a dry run too: it reads the file's header
         raise UserError("--dataset npy needs --data-dir FILE.npy, your array of images")
     if config.get("cuda_graph") and config.get("backend") != "cupy":
         raise UserError("--cuda-graph needs --backend cupy (a CUDA graph is a GPU feature; NumPy runs the eager "

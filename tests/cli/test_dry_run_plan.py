@@ -102,3 +102,15 @@ def test_a_download_is_planned_with_its_known_size(tmp_path):
     assert "  dataset   cifar10, split train: 50,000 images, each 3x32x32" in out.splitlines()
     assert "  steps     390 per epoch (50,000 images // batch size 128 // 1 D step), 7,800 in 20 epochs" in out
     assert not (tmp_path / "empty-cache" / "cifar10").exists()  # nothing downloaded
+
+
+def test_a_dry_run_of_a_npy_run_without_its_file_is_refused_as_the_real_run(tmp_path):
+    """It reads the file's header for the plan, so it needs the file as the real run does (a traceback before)."""
+    lines = {}
+    for kind, extra in (("real", ["--out", "real"]), ("dry", ["--dry-run"])):
+        code, out, err = _dry(["--dataset", "npy", "--no-progress", *extra], tmp_path)
+        assert code == 2 and out == "", err
+        lines[kind] = err
+    assert lines["dry"] == lines["real"] == "scratchgan train: error: --dataset npy needs --data-dir FILE.npy, your " \
+                                            "array of images\n"
+    assert list((tmp_path / "tmp").iterdir()) == [] and not (tmp_path / "real").exists()
