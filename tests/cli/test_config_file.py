@@ -102,3 +102,15 @@ def test_yaml_with_pyyaml(tmp_path):
     assert code == 0, err
     config = _config(tmp_path / "y" / "config.json")
     assert (config["lr"], config["loss"]) == (2e-4, "lsgan")
+
+
+def test_a_resume_takes_the_files_settings_over_the_checkpoints_and_the_flags_over_both(tmp_path):
+    code, _, err = run(["train", *TINY, "--lr", "0.001", "--out", "r"], tmp_path, module=True)
+    assert code == 0, err
+    (tmp_path / "more.json").write_text(json.dumps({"lr": 0.002, "epochs": 3, "out": "elsewhere"}))
+    code, out, err = run(["train", "--config", "more.json", "--resume", "r/checkpoint.npz", "--epochs", "2"], tmp_path,
+                         module=True)
+    assert code == 0, err
+    config = _config(tmp_path / "r" / "config.json")
+    assert (config["lr"], config["epochs"], config["batch_size"]) == (0.002, 2, 32)  # file, flag, checkpoint
+    assert not (tmp_path / "elsewhere").exists() and "resumed from r/checkpoint.npz at epoch 2" in out
