@@ -4,7 +4,7 @@ Everything else is derived from ``FLAGS``: the parsers of `scratchgan train`, ex
 examples/dcgan.py (``add_flags``), their ``--help`` (the "(default: ...)" endings included), the
 defaults of each architecture (``defaults``), the objectives' defaults (``loss_defaults``), which flags a
 resume takes from the checkpoint (``from_checkpoint``) and the flags of one architecture only
-(``arch_only``). A preset (presets.py) names values of these flags; the checkpoint schema
+(``arch_only``), and the keys and checks of a --config file (config_file.py). A preset (presets.py) names values of these flags; the checkpoint schema
 (checkpoint_schema.CONFIG) has a rule for every one of them (tests/cli/test_flags.py checks both).
 
 A default is one value, or ``ByArch(mlp=..., dcgan=...)`` where the two architectures differ;
@@ -196,7 +196,8 @@ FLAGS = (
     # conveniences
     Flag("dry_run", "conveniences", False, "check the set-up: what the real run checks before training (flags, "
          "output places, the data's paths: an image folder is listed, a .npy file's header read; no image is "
-         f"decoded, nothing downloaded), then {DRY_RUN_STEPS} steps on random images of the run's shape (no "
+         "decoded, nothing downloaded) and print its plan (the dataset and its size, steps per epoch, every setting "
+         f"and where it came from, the output folder, the estimated memory), then {DRY_RUN_STEPS} steps on random images of the run's shape (no "
          "--eval-every), all outputs written as usual; into --out when given, else into a new temporary folder, "
          "whose path is printed", action="store_true", shown="off"),
     Flag("tensorboard", "conveniences", None, "also write the metrics.csv values as scalars and the sample grids as "

@@ -1,6 +1,7 @@
 """Command line: `python -m scratchgan train|sample|evaluate|export|interpolate`, and the training entry
 point of the examples. The train command's flags are flags.py's table; this module parses them, resolves the
-run's config (defaults < preset < objective < checkpoint < flags), then runs it in named steps (``_train``).
+run's config (defaults < preset < objective < checkpoint < --config FILE < flags: a file's settings count as given,
+config_file.py), then runs it in named steps (``_train``); --dry-run prints the real run's plan first (plan.py).
 
 Every user mistake (a bad flag value, an unknown dataset, a missing file, a checkpoint of another
 model, CuPy without a GPU, a used or unwritable --out, a full disk, too little memory) ends in one
