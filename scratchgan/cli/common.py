@@ -41,6 +41,14 @@ class Parser(argparse.ArgumentParser):
             say(message, file=file or sys.stderr, end="")
 
 
+def with_version(parser):
+    """``parser`` with ``--version``, which prints the version and exits 0 before any required flag is asked for."""
+    from .. import __version__
+    parser.add_argument("--version", action="version", version=f"scratchgan {__version__}",
+                        help="print the version and exit")
+    return parser
+
+
 def number_type(convert, expected, valid, rule):
     """An argparse ``type``: ``convert`` the text, then check ``valid(value)``; both failures say why."""
     def parse(text):

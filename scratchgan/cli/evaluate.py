@@ -27,7 +27,8 @@ from ..data import DataError, load_dataset_or_bundled, registry
 from ..eval import metrics
 from ..eval.evaluator import DEFAULT_KIND, KINDS, TARGET_STEPS_BY_KIND, get_evaluator
 from ..gan.generator_file import generate_on_host, load_generator
-from .common import Parser, UserError, check_new_files, interruption, non_negative_int, positive_int, run_command, say
+from .common import (Parser, UserError, check_new_files, interruption, non_negative_int, positive_int, run_command, say,
+                     with_version)
 from .common import fail as _fail
 from .common import log as _log
 from .common import os_error_message as _os_error_message
@@ -80,7 +81,7 @@ def make_parser(prog):
                         f"{TARGET_STEPS_BY_KIND['cnn']:,} for the cnn)")
     g.add_argument("--evaluator-limit", type=positive_int, default=None, metavar="N",
                    help="train it on the first N training images only, for quick trials (default: all)")
-    return p
+    return with_version(p)
 
 
 def generate_images(G, n, latent_dim, seed):

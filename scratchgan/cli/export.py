@@ -16,7 +16,7 @@ import numpy as np
 
 from ..checkpoint import CheckpointError, read_meta, save_checkpoint
 from ..gan.generator_file import load_generator
-from .common import Parser, UserError, interruption, run_command
+from .common import Parser, UserError, interruption, run_command, with_version
 from .common import fail as _fail
 from .common import log as _log
 from .common import os_error_message as _os_error_message
@@ -85,7 +85,7 @@ def make_parser(prog):
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out FILE even if it is not an earlier export (never the checkpoint "
                         "being exported) (default: off)")
-    return p
+    return with_version(p)
 
 
 def export_main(argv=None, prog="scratchgan export"):

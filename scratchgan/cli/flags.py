@@ -4,7 +4,7 @@ Everything else is derived from ``FLAGS``: the parsers of `scratchgan train`, ex
 examples/dcgan.py (``add_flags``), their ``--help`` (the "(default: ...)" endings included), the
 defaults of each architecture (``defaults``), the objectives' defaults (``loss_defaults``), which flags a
 resume takes from the checkpoint (``from_checkpoint``) and the flags of one architecture only
-(``arch_only``). A preset (presets.py) names values of these flags; the checkpoint schema
+(``arch_only``), and the keys and checks of a --config file (config_file.py). A preset (presets.py) names values of these flags; the checkpoint schema
 (checkpoint_schema.CONFIG) has a rule for every one of them (tests/cli/test_flags.py checks both).
 
 A default is one value, or ``ByArch(mlp=..., dcgan=...)`` where the two architectures differ;
@@ -196,7 +196,8 @@ FLAGS = (
     # conveniences
     Flag("dry_run", "conveniences", False, "check the set-up: what the real run checks before training (flags, "
          "output places, the data's paths: an image folder is listed, a .npy file's header read; no image is "
-         f"decoded, nothing downloaded), then {DRY_RUN_STEPS} steps on random images of the run's shape (no "
+         "decoded, nothing downloaded) and print its plan (the dataset and its size, steps per epoch, every setting "
+         f"and where it came from, the output folder, the estimated memory), then {DRY_RUN_STEPS} steps on random images of the run's shape (no "
          "--eval-every), all outputs written as usual; into --out when given, else into a new temporary folder, "
          "whose path is printed", action="store_true", shown="off"),
     Flag("tensorboard", "conveniences", None, "also write the metrics.csv values as scalars and the sample grids as "
@@ -219,6 +220,12 @@ FLAGS = (
          shown="off, full float32", resumes=False),
 )
 BY_KEY = {flag.key: flag for flag in FLAGS}
+# where the settings above may come from besides the command line: not a setting itself (never recorded)
+CONFIG_FILE = Flag("config", "conveniences", None, "take the settings from FILE, JSON (or YAML with the extra: "
+                   'pip install "scratchgan[yaml]") whose keys are the config keys of these flags (batch_size for '
+                   "--batch-size), a run's own config.json included; flags given here win; the places a run "
+                   "writes (out, resume, overwrite, tensorboard) come from the command line only",
+                   metavar="FILE", shown="none", resumes=False)
 
 
 def name_of(key):
@@ -299,4 +306,5 @@ def add_flags(parser, arch, both=False, suppress=False):
             name, text = flag.negation
             where.add_argument(name, dest=flag.key, action="store_false", help=text,
                                default=argparse.SUPPRESS if suppress else flag.default_for(arch))
+    groups[CONFIG_FILE.group].add_argument(CONFIG_FILE.flag, **_arguments(CONFIG_FILE, arch, both, suppress))
     return parser

@@ -42,6 +42,7 @@ from .common import (
     positive_int,
     run_command,
     unit_interval,
+    with_version,
 )
 from .common import fail as _fail
 from .common import log as _log
@@ -107,7 +108,7 @@ def make_sample_parser(prog):
     p.add_argument("--label", type=non_negative_int, default=None, metavar="K",
                    help="conditional checkpoints: make N images of class K; without it, one row per "
                         "class (N rounded up to a multiple of the classes; with --seeds, every seed in every class) (default: none)")
-    return p
+    return with_version(p)
 
 
 def _check_outdir(path, resume):
@@ -381,7 +382,7 @@ def make_interpolate_parser(prog):
     p.add_argument("--overwrite", action="store_true", help="replace existing FILE.gif and FILE.png (default: off)")
     p.add_argument("--label", type=non_negative_int, default=None, metavar="K",
                    help="conditional checkpoints: walk in class K only (default: every class, one row each)")
-    return p
+    return with_version(p)
 
 
 def walk_noise(zs, steps):

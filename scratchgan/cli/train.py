@@ -1,6 +1,7 @@
 """Command line: `python -m scratchgan train|sample|evaluate|export|interpolate`, and the training entry
 point of the examples. The train command's flags are flags.py's table; this module parses them, resolves the
-run's config (defaults < preset < objective < checkpoint < flags), then runs it in named steps (``_train``).
+run's config (defaults < preset < objective < checkpoint < --config FILE < flags: a file's settings count as given,
+config_file.py), then runs it in named steps (``_train``); --dry-run prints the real run's plan first (plan.py).
 
 Every user mistake (a bad flag value, an unknown dataset, a missing file, a checkpoint of another
 model, CuPy without a GPU, a used or unwritable --out, a full disk, too little memory) ends in one
@@ -34,7 +35,7 @@ from ..gan.checkpoint_schema import load_run_checkpoint
 from ..gan.models import DCGAN_SIZES, build_step
 from ..run import distributed, rundir
 from ..run.trainer import Trainer, TrainingDiverged, TrainingInterrupted
-from . import flags, train_options
+from . import config_file, flags, plan, train_options
 from .common import EXIT_INTERRUPTED, EXIT_TERMINATED, Parser, Terminated, UserError, signal_name, stop_on_sigterm
 from .common import fail as _fail
 from .common import log as _log
@@ -210,6 +211,8 @@ class _Run:
     log: object = _log
     trainer: Trainer | None = None
     dry_folder: str | None = None  # the temporary folder of a --dry-run without --out, made after every check
+    config_path: str | None = None  # --config FILE
+    from_file: frozenset = frozenset()  # the keys of ``explicit`` that FILE set (no flag gave them)
 
 
 def command_main(argv=None):
@@ -219,16 +222,25 @@ def command_main(argv=None):
 
 def _train_main(argv, prog, description, defaults):
     both = defaults is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        path, data = _read_config_file(argv)
+    except UserError as e:
+        return _fail(prog, e)
     if both:
-        argv = list(sys.argv[1:] if argv is None else argv)
-        defaults = flags.defaults(train_options.arch_of(argv), both=True)
+        given = data.get("arch") if data.get("arch") in flags.ARCHES else None  # a bad one: said below
+        defaults = flags.defaults(train_options.arch_of(argv, given), both=True)
     description = description or (TRAIN_DESCRIPTION if both else MLP_DESCRIPTION)
     args = make_train_parser(prog, description, defaults, both=both).parse_args(argv)
-    if args.reference:
-        fast.set_enabled(False)  # every layer, loss and optimizer runs its reference code
-    fast.configure_process()  # unless --reference: the CPU process settings of scratchgan/fast/process.py
     explicit = vars(make_train_parser(prog, description, defaults, suppress=True, both=both).parse_args(argv))
     run = _Run(prog, args, explicit, defaults, both)
+    try:
+        _apply_config_file(run, path, data)
+    except UserError as e:
+        return _fail(prog, e)
+    if run.args.reference:
+        fast.set_enabled(False)  # every layer, loss and optimizer runs its reference code
+    fast.configure_process()  # unless --reference: the CPU process settings of scratchgan/fast/process.py
     previous_sigterm = stop_on_sigterm()  # outside Trainer.fit (which saves first), as Ctrl-C stops Python
     try:
         return _train(run)
@@ -242,6 +254,29 @@ def _train_main(argv, prog, description, defaults):
         if run.dry_folder is not None:  # a dry run that stopped before training: its empty folder goes
             with contextlib.suppress(OSError):
                 os.rmdir(run.dry_folder)
+
+
+def _read_config_file(argv):
+    """(--config FILE's path, its mapping), or (None, {}) without --config."""
+    path = config_file.path_of(argv)
+    return (path, config_file.read(path)) if path is not None else (None, {})
+
+
+def _apply_config_file(run, path, data):
+    """The settings of --config FILE under the flags given: into ``run.args`` and ``run.explicit`` (a file's
+    setting counts as given, for the preset, the objective's defaults and a resume)."""
+    del run.args.config
+    run.explicit.pop("config", None)
+    if path is None:
+        return
+    values, places = config_file.settings(data, path, run.defaults["arch"], None if run.both else run.defaults["arch"])
+    run.config_path, run.from_file = path, frozenset(set(values) - set(run.explicit))
+    for key in run.from_file:
+        setattr(run.args, key, values[key])
+    run.explicit = {**values, **run.explicit}
+    if places:
+        run.log(f"--config {path}: {', '.join(places)} not applied (where a run writes comes from the command "
+                "line only)")
 
 
 def _train(run):
@@ -261,6 +296,8 @@ def _train(run):
     train_options.apply_precision(config, xp)  # --tf32
     images, labels = _training_data(config, real, writes, run.log)
     step = _build_step(config, xp, world)
+    if real is not None:
+        _show_plan(run, real, step, xp, config)
     loader = BatchLoader(images, config["batch_size"], xp=xp, dtype=config["dtype"], seed=config["seed"],
                          flatten=config.get("arch") != "dcgan", labels=labels)
     if config.get("cuda_graph"):  # the graph gathers its batches from the loader's device copy
@@ -298,6 +335,15 @@ def _prepare_dry_run(config, explicit, world):
     if world is not None:
         raise UserError("--dry-run runs in one process; start it without mpiexec")
     return train_options.prepare_dry_run(config, explicit)
+
+
+def _show_plan(run, real, step, xp, config):
+    """--dry-run: the plan of the real run (plan.py), before the dry run's own steps."""
+    said = plan.sources(real.planned, set(run.explicit) - run.from_file, run.from_file, run.config_path)
+    whole = train_options.check_data_source(config) if real.limit else real.count  # without --limit
+    count, known = plan.dataset_size(real.planned, real.count, whole)
+    for line in plan.lines(real.planned, said, count, known, step, xp, config):
+        run.log(line)
 
 
 def _check_outputs(config, resume, run_id):
@@ -398,6 +444,8 @@ def _exit_code(run, error):
     """The one place a training command's exceptions become a line on stderr and an exit code: 2 for what
     the user can fix, 3 for a diverged run, 128 + signal for Ctrl-C / SIGTERM. Anything else is re-raised."""
     prog, trainer = run.prog, run.trainer
+    if isinstance(error, SettingError) and error.setting in run.from_file:  # -> the file's key
+        return _fail(prog, f"--config {run.config_path}: {error.setting} {error.why}")
     if isinstance(error, SettingError) and error.setting in flags.BY_KEY:  # the library's words -> the flag
         return _fail(prog, f"{flags.name_of(error.setting)} {error.why}")
     if isinstance(error, USER_FAULTS):

@@ -39,15 +39,16 @@ def graphed(step, config, world):
     return graph.GraphedStep(step, config["d_steps"])
 
 
-def arch_of(argv):
-    """The ``--arch`` of a `scratchgan train` command line; without it, the resumed checkpoint's, else mlp."""
+def arch_of(argv, given=None):
+    """The ``--arch`` of a `scratchgan train` command line; without it ``given`` (a --config file's), the
+    resumed checkpoint's, else mlp."""
     pre = Parser(prog="scratchgan train", add_help=False)
     pre.add_argument("--arch", choices=flags.ARCHES, default=None)
     pre.add_argument("--resume", nargs="?", const="", default=None)
     pre.add_argument("--out", default=None)
     known, _ = pre.parse_known_args(argv)
-    if known.arch:
-        return known.arch
+    if known.arch or given:
+        return known.arch or given
     if known.resume is not None:  # continue a DCGAN run without repeating --arch dcgan
         path = Path(known.resume) if known.resume else Path(known.out or "runs/mnist_mlp") / "checkpoint.npz"
         try:
@@ -85,7 +86,7 @@ def check_flags(config, explicit, arch_choosable):
     if config["dataset"] == "folder" and arch != "dcgan":
         raise UserError("--dataset folder is for --arch dcgan (examples/dcgan.py); the MLP trains on MNIST-like "
                         "data, cifar10 or a .npy array")
-    if config["dataset"] == "npy" and not config.get("dry_run") and not config.get("data_dir"):
+    if config["dataset"] == "npy" and not config.get("data_dir"):  # a dry run too: it reads the file's header
         raise UserError("--dataset npy needs --data-dir FILE.npy, your array of images")
     if config.get("cuda_graph") and config.get("backend") != "cupy":
         raise UserError("--cuda-graph needs --backend cupy (a CUDA graph is a GPU feature; NumPy runs the eager "
@@ -113,12 +114,13 @@ class DryRun:
     limit: int | None
     eval_every: int
     count: int | None = None  # the real run's number of images, where known without reading them
+    planned: dict = dataclasses.field(default_factory=dict)  # the real run's config, for the plan (plan.py)
 
 
 def prepare_dry_run(config, explicit):
     """--dry-run: one epoch of DRY_RUN_STEPS steps on synthetic images, into --out or (``config["out"]`` None
     until ``dry_run_folder``) a new temporary folder; returns the real run's ``DryRun``."""
-    real = DryRun(config.get("limit"), config.get("eval_every") or 0)
+    real = DryRun(config.get("limit"), config.get("eval_every") or 0, planned=dict(config))
     config["dry_run_of"] = config["dataset"]  # what the real run would read, for the image shape
     config["dataset"], config["epochs"], config["eval_every"], config["limit"] = "synthetic", 1, 0, None
     if "out" not in explicit:

@@ -171,8 +171,10 @@ def test_dry_run_reads_no_data_and_writes_a_temporary_run(tmp_path, monkeypatch,
     assert cli_main(["train", "--dataset", "fashion-mnist", "--dry-run", "--g-hidden", "8", "--d-hidden", "8",
                      "--no-progress"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("dry run: 3 steps on random images, no dataset read; outputs in ")
-    out = Path(lines[0].rsplit(" ", 1)[1])
+    assert lines[0] == "plan of the real run (then the dry run trains its steps on random images):"  # first, the plan
+    dry = next(line for line in lines if line.startswith("dry run: "))
+    assert dry.startswith("dry run: 3 steps on random images, no dataset read; outputs in ")
+    out = Path(dry.rsplit(" ", 1)[1])
     assert out.parent == tmp_path / "tmp" and out.name.startswith("scratchgan-dry-run-")
     _, meta = load_checkpoint(out / "checkpoint.npz")
     assert meta["global_step"] == 3 and meta["config"]["dataset"] == "synthetic"

@@ -150,7 +150,9 @@ def test_a_dry_run_reads_a_npy_files_header_not_its_images(tmp_path, capsys, mon
     from scratchgan.data import npy
     monkeypatch.setattr(npy, "load_npy_images", lambda path: pytest.fail("a dry run loaded the images"))
     assert train("--dataset", "npy", "--data-dir", data, "--dry-run", "--batch-size", "8", *small) == 0
-    first = capsys.readouterr().out.splitlines()[0]
+    lines = capsys.readouterr().out.splitlines()  # the real run's plan first, its size from the header
+    assert "  dataset   npy, split train: 40 images, each 28x28" in lines
+    first = next(line for line in lines if line.startswith("dry run: "))
     assert first.startswith("dry run: 3 steps on random images, no dataset read; outputs in ")
     out = Path(first.rsplit(" ", 1)[1])
     assert load_checkpoint(out / "checkpoint.npz")[1]["global_step"] == 3
