@@ -54,7 +54,7 @@ def train(config, callbacks=(), log=_log):
         with fast.disabled() if args.reference else contextlib.nullcontext():  # --reference, for this run only
             train_command._train(run)
     except TrainingStopped as e:
-        log(str(e))
+        log(f"{e}; to go on, train again with \"resume\": True")
     finally:
         if run.dry_folder is not None:  # a dry run that stopped before training: its empty folder goes
             with contextlib.suppress(OSError):

@@ -435,7 +435,7 @@ class Trainer:
                     self.save()
                     if self._stop_requested == STOP_BY_CALLBACK:
                         raise TrainingStopped(f"stopped at step {self.global_step} by a callback; checkpoint saved "
-                                              f"to {self.last_good}; continue with --resume")
+                                              f"to {self.last_good}")
                     signum = self._stop_requested if self._stop_requested in _SIGNAL_NAMES else signal.SIGINT
                     raise TrainingInterrupted(f"interrupted at step {self.global_step} by {_SIGNAL_NAMES[signum]}; "
                                               f"checkpoint saved to {self.last_good}; continue with --resume",

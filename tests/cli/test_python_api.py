@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -194,3 +195,16 @@ def test_import_loads_no_wing_and_load_generator_not_the_command_line():
             "assert {'load_generator', 'train'} <= set(dir(scratchgan))\n")
     done = subprocess.run([sys.executable, "-c", code], env=env_for(REPO), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_examples_of_docs_python_md_run_as_written(tmp_path, monkeypatch, capsys):
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "docs" / "python.md").read_text(), re.S)
+    assert len(blocks) == 2 and "scratchgan.load_generator(" in blocks[0] and "scratchgan.train(" in blocks[1]
+    monkeypatch.chdir(tmp_path)
+    scratchgan.train({**TINY, "out": "runs/mine"}, log=lambda line: None)  # the run the first example reads
+    for block in blocks:
+        exec(compile(block, "docs/python.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "Generator(mlp, unconditional" in out and "(16, 28, 28)" in out
+    assert 'stopped at step 12 by a callback' in out and "runs/from_python 12" in out
+    assert json.loads((tmp_path / "runs" / "from_python" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 16
