@@ -41,7 +41,7 @@ def train(config, callbacks=(), log=_log):
     """Train as `scratchgan train` with the flags ``config`` names; returns (the run's folder, its last metrics row
     or None). ``callbacks``: functions of a metrics row, called at every logged step (return True to stop);
     ``log``: a function for the run's lines (the command line's printer by default)."""
-    callbacks = tuple(callbacks)
+    callbacks = (callbacks,) if callable(callbacks) else tuple(callbacks)  # one function, or several
     for callback in callbacks:
         if not callable(callback):
             raise TypeError(f"callbacks: {callback!r} is not a function of a metrics row")

@@ -173,7 +173,7 @@ def test_train_makes_the_run_of_the_command_with_the_same_flags(tmp_path):
 def test_a_callback_stops_the_run_resumably(tmp_path):
     whole, _ = scratchgan.train({**TINY, "out": tmp_path / "whole"}, log=lambda line: None)
     lines = []
-    folder, last = scratchgan.train({**TINY, "out": tmp_path / "cut"}, callbacks=[lambda row: row["step"] >= 4],
+    folder, last = scratchgan.train({**TINY, "out": tmp_path / "cut"}, callbacks=lambda row: row["step"] >= 4,
                                     log=lines.append)
     assert last["step"] == 4 and "stopped at step 4 by a callback" in lines[-1]
     _, meta = load_checkpoint(folder / "checkpoint.npz")
