@@ -213,6 +213,8 @@ class _Run:
     dry_folder: str | None = None  # the temporary folder of a --dry-run without --out, made after every check
     config_path: str | None = None  # --config FILE
     from_file: frozenset = frozenset()  # the keys of ``explicit`` that FILE set (no flag gave them)
+    callbacks: tuple = ()  # scratchgan.train's (cli/api.py): called with each logged metrics row
+    config: dict | None = None  # the run's config, once resolved
 
 
 def command_main(argv=None):
@@ -282,6 +284,7 @@ def _apply_config_file(run, path, data):
 def _train(run):
     """Check, load, build, train; the exit code (0 also for a resume with nothing left to do)."""
     config, resume, meta = _configure(run)
+    run.config = config
     world = distributed.init(config["backend"])  # data-parallel under mpiexec (None otherwise)
     writes = world is None or world.rank == 0  # rank 0 alone checks, claims and writes --out
     if not writes:
@@ -305,6 +308,7 @@ def _train(run):
     if real is not None:
         run.dry_folder = train_options.dry_run_folder(config, run.log)
     run.trainer = trainer = make_trainer(step, loader, config, world, images.shape, writes, run.log)
+    trainer.callbacks = list(run.callbacks)
     if config.get("eval_every") and writes:
         from ..run.evaluation import make_eval_hook
         trainer.eval_hook = make_eval_hook(config, loader.images(len(images)).reshape(len(images), 784),

@@ -1,4 +1,5 @@
-"""Image resizing for the DCGAN on MNIST-like data, done once on the host with Pillow."""
+"""Image resizing for the DCGAN on MNIST-like data, done once on the host with Pillow; generated images back to
+uint8 pixels (``to_uint8``: the grids, the PNGs of `scratchgan sample` and ``G.generate``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -46,3 +47,13 @@ def fit_images(images, size, channels):
         for c in range(channels):
             out[i, c] = np.asarray(Image.fromarray(img[c]).resize((size, size), Image.Resampling.BICUBIC))
     return out
+
+
+def to_uint8(x, value_range=(-1.0, 1.0)):
+    """Map value_range linearly onto 0..255, rounding to the nearest and clipping; NaN (a diverged G) becomes 0."""
+    lo, hi = (float(v) for v in value_range)
+    if not hi > lo:
+        raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
+    y = (np.asarray(x, dtype=np.float64) - lo) * (255.0 / (hi - lo))
+    y = np.nan_to_num(y, nan=0.0, posinf=255.0, neginf=0.0)
+    return np.rint(np.clip(y, 0.0, 255.0)).astype(np.uint8)

@@ -73,6 +73,14 @@ class TrainingInterrupted(RuntimeError):
         self.signum = signum
 
 
+class TrainingStopped(RuntimeError):
+    """A callback (``Trainer.callbacks``, scratchgan.train's) asked to stop; the checkpoint of that step is saved,
+    and the run resumes from it as from an interrupted one."""
+
+
+STOP_BY_CALLBACK = "callback"  # Trainer._stop_requested when a callback asked (else a signal's number)
+
+
 class Trainer:
     """Runs a GANStep over a BatchLoader for a number of epochs and writes the run's outputs (on rank 0
     of ``world``: one process by default)."""
@@ -111,7 +119,8 @@ class Trainer:
         self.eval_hook = None  # an evaluation.EvalHook: quality metrics every few steps (--eval-every)
         self.last_good = None  # description of the last checkpoint written
         self.last_stats = None  # the last checked statistics (host floats), for the end-of-run warning
-        self._stop_requested = False  # the signal number (truthy) of the first Ctrl-C / SIGTERM
+        self._stop_requested = False  # the signal number (truthy) of the first Ctrl-C / SIGTERM, or STOP_BY_CALLBACK
+        self.callbacks = []  # called with a copy of each logged metrics row; one that returns True stops the run
 
     # ------------------------------------------------------------------ paths
     @property
@@ -424,6 +433,9 @@ class Trainer:
                 if self._stop_now():
                     self._check_finite(stats)
                     self.save()
+                    if self._stop_requested == STOP_BY_CALLBACK:
+                        raise TrainingStopped(f"stopped at step {self.global_step} by a callback; checkpoint saved "
+                                              f"to {self.last_good}")
                     signum = self._stop_requested if self._stop_requested in _SIGNAL_NAMES else signal.SIGINT
                     raise TrainingInterrupted(f"interrupted at step {self.global_step} by {_SIGNAL_NAMES[signum]}; "
                                               f"checkpoint saved to {self.last_good}; continue with --resume",
@@ -467,6 +479,8 @@ class Trainer:
             csv.append(row)
             if self.runlog is not None:  # None on the ranks that write nothing
                 self.runlog.append(row)
+            if any([callback(dict(row)) is True for callback in self.callbacks]):  # each one sees every row
+                self._stop_requested = self._stop_requested or STOP_BY_CALLBACK
 
     def _with_grad_norms(self, stats):
         """stats plus grad_norm_G / grad_norm_D: the L2 norm of each flat gradient buffer (log steps only)."""

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..checkpoint import atomic_write
+from ..data.transforms import to_uint8 as _to_uint8
 
 __all__ = ["make_grid", "save_image_grid", "save_real_vs_fake", "plot_losses", "save_progress_gif",
            "read_metrics_csv", "MetricsCSV"]
@@ -60,16 +61,6 @@ def _to_nchw(images, image_shape=None):
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
         raise ValueError(f"images must be numeric, got dtype {x.dtype}")
     return x
-
-
-def _to_uint8(x, value_range):
-    """Map value_range linearly onto 0..255, clipping; NaN (a diverged G) becomes 0."""
-    lo, hi = (float(v) for v in value_range)
-    if not hi > lo:
-        raise ValueError(f"value_range must be (low, high) with low < high, got {value_range}")
-    y = (np.asarray(x, dtype=np.float64) - lo) * (255.0 / (hi - lo))
-    y = np.nan_to_num(y, nan=0.0, posinf=255.0, neginf=0.0)
-    return np.rint(np.clip(y, 0.0, 255.0)).astype(np.uint8)
 
 
 def make_grid(images, nrow=None, padding=2, pad_value=1.0, image_shape=None, value_range=(-1.0, 1.0)):
