@@ -50,6 +50,7 @@ def train(config, callbacks=(), log=_log):
     args = _parse(argv, defaults, suppress=False)
     explicit = vars(_parse(argv, defaults, suppress=True))
     run = train_command._Run(PROG, args, explicit, defaults, both=True, log=log, callbacks=callbacks)
+    train_command._apply_config_file(run, None, {})  # as the command does without --config: no file's settings
     try:
         with fast.disabled() if args.reference else contextlib.nullcontext():  # --reference, for this run only
             train_command._train(run)
