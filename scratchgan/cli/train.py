@@ -210,6 +210,7 @@ class _Run:
     log: object = _log
     trainer: Trainer | None = None
     dry_folder: str | None = None  # the temporary folder of a --dry-run without --out, made after every check
+    argv: list | None = None  # the command line's arguments, recorded in config.json
 
 
 def command_main(argv=None):
@@ -228,7 +229,7 @@ def _train_main(argv, prog, description, defaults):
         fast.set_enabled(False)  # every layer, loss and optimizer runs its reference code
     fast.configure_process()  # unless --reference: the CPU process settings of scratchgan/fast/process.py
     explicit = vars(make_train_parser(prog, description, defaults, suppress=True, both=both).parse_args(argv))
-    run = _Run(prog, args, explicit, defaults, both)
+    run = _Run(prog, args, explicit, defaults, both, argv=list(sys.argv[1:] if argv is None else argv))
     previous_sigterm = stop_on_sigterm()  # outside Trainer.fit (which saves first), as Ctrl-C stops Python
     try:
         return _train(run)
@@ -268,6 +269,7 @@ def _train(run):
     if real is not None:
         run.dry_folder = train_options.dry_run_folder(config, run.log)
     run.trainer = trainer = make_trainer(step, loader, config, world, images.shape, writes, run.log)
+    trainer.command = [*run.prog.split(), *run.argv]  # config.json's provenance
     if config.get("eval_every") and writes:
         from ..run.evaluation import make_eval_hook
         trainer.eval_hook = make_eval_hook(config, loader.images(len(images)).reshape(len(images), 784),

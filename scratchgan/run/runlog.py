@@ -15,6 +15,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import platform
+import shlex
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +29,47 @@ from ..fileio import atomic_write
 
 JSONL_NAME = "metrics.jsonl"
 INSTALL_HINT = 'pip install "scratchgan[tensorboard]"'
+
+
+GIT_TIMEOUT_S = 3  # `git rev-parse HEAD` beyond this: no commit recorded, the run goes on
+
+
+def provenance(command=None):
+    """Where and how a run (or a resume) started, for config.json: the scratchgan version, the command line
+    (``command``: its words, else sys.argv), the git commit when scratchgan runs from a checkout, the start time
+    (UTC), the host, and the Python, NumPy and CuPy versions (CuPy's only when it is loaded). Never fails."""
+    from .. import __version__
+    words = list(sys.argv if command is None else command)
+    cupy = sys.modules.get("cupy")  # never imported here: only a run on --backend cupy has loaded it
+    return {"scratchgan": __version__, "command": shlex.join(str(w) for w in words), "git_commit": git_commit(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": socket.gethostname(),
+            "python": platform.python_version(), "numpy": np.__version__,
+            "cupy": getattr(cupy, "__version__", None) if cupy is not None else None}
+
+
+def git_commit(root=None):
+    """The commit of the checkout scratchgan runs from (its HEAD, with "+dirty" when files differ from it), or
+    None: an installed package, no git, a timeout, anything else."""
+    root = Path(__file__).resolve().parents[2] if root is None else Path(root)
+    if not (root / ".git").exists():  # a folder (a clone) or a file (a worktree)
+        return None
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=GIT_TIMEOUT_S)
+        if head.returncode != 0 or not head.stdout.strip():
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=GIT_TIMEOUT_S)
+        return head.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+def changed_settings(before, after, ignore=("resume",)):
+    """{key: [before, after]} of the settings a resume changed (JSON values compared as config.json holds them)."""
+    norm = lambda v: json.loads(json.dumps(v))  # noqa: E731  (tuples as lists, as in the checkpoint)
+    keys = [k for k in sorted(set(before) | set(after)) if k not in ignore]
+    return {k: [before.get(k), after.get(k)] for k in keys if norm(before.get(k)) != norm(after.get(k))}
 
 
 class LogError(ValueError):

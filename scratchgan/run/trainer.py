@@ -112,6 +112,9 @@ class Trainer:
         self.last_good = None  # description of the last checkpoint written
         self.last_stats = None  # the last checked statistics (host floats), for the end-of-run warning
         self._stop_requested = False  # the signal number (truthy) of the first Ctrl-C / SIGTERM
+        self.command = None  # the command line's words, for config.json (None: sys.argv)
+        self.provenance = None  # runlog.provenance() of the run's start (None: a checkpoint from before it)
+        self.resumes = []  # one record per resume: its step, checkpoint, changed settings and provenance
 
     # ------------------------------------------------------------------ paths
     @property
@@ -138,7 +141,8 @@ class Trainer:
                 "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step,
                 "noise": s.noise.state(), "backend": backend_name(self.xp), "dtype": str(self.dtype),
                 "dropout": [DropoutDraws.state(m) for m in self._dropout_layers()], "best": self.best,
-                "run_id": self.manifest.run_id if self.manifest is not None else None}
+                "run_id": self.manifest.run_id if self.manifest is not None else None,
+                "provenance": self.provenance, "resumes": self.resumes}
         for name, opt in (("opt_G", s.opt_G), ("opt_D", s.opt_D)):
             for key, value in opt.state_dict().items():
                 if key == "t":
@@ -266,11 +270,25 @@ class Trainer:
         was = f" (was {previous['frechet_distance']:.4g} at step {previous['step']})" if previous else ""
         self.log(f"step {self.global_step}: lowest Frechet distance so far, {value:.4g}{was}: saved {self.best_path}")
 
+    def _note_resume(self, path, meta):
+        """The run's provenance and resumes from the checkpoint's ``meta`` (its start is never lost), and this
+        resume's record: its step, the checkpoint, the settings it changed ({key: [before, after]}) and its own
+        provenance."""
+        started, resumes = meta.get("provenance"), meta.get("resumes")
+        self.provenance = started if isinstance(started, dict) else None
+        self.resumes = [r for r in resumes if isinstance(r, dict)] if isinstance(resumes, list) else []
+        before = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+        self.resumes.append({"step": self.global_step, "checkpoint": str(path),
+                             "changed": runlog.changed_settings(before, self.config), **runlog.provenance(self.command)})
+
     def _write_config(self):
-        """config.json: the run's settings, and ``best`` once checkpoint_best.npz exists (written by rank 0)."""
+        """config.json: the run's settings, ``provenance`` (how and where it started), ``resumes`` (one record per
+        resume, with the settings it changed), and ``best`` once checkpoint_best.npz exists (written by rank 0)."""
         if not self.world.writes:
             return
-        config = {**self.config, "best": self.best} if self.best is not None else self.config
+        config = {**self.config, "provenance": self.provenance, "resumes": self.resumes}
+        if self.best is not None:
+            config["best"] = self.best
         with atomic_write(self._writing(self.out / "config.json")) as f:
             f.write(json.dumps(config, indent=2, sort_keys=True).encode())
 
@@ -350,7 +368,9 @@ class Trainer:
                 self.manifest = rundir.Manifest.read(self.out) or rundir.Manifest.start(self.out)
             self._make_samples_folder()
         if resume_from is not None:
-            self.restore(resume_from)
+            self._note_resume(resume_from, self.restore(resume_from))
+        else:
+            self.provenance = runlog.provenance(self.command)
             self._drop_outputs_after(self.global_step)
             if self.eval_hook is not None and (self.out / "metrics.csv").exists():
                 self.eval_hook.load_history(viz.read_metrics_csv(self.out / "metrics.csv"))

@@ -155,3 +155,12 @@ def test_the_extra_is_declared_and_installed_by_ci():
     installs = re.search(r'pip install -q -e "\.\[([a-z,]+)\]"', (root / ".ci" / "run").read_text())
     assert installs and "tensorboard" in installs.group(1).split(",")
     assert runlog.INSTALL_HINT == 'pip install "scratchgan[tensorboard]"'
+
+
+def test_git_commit_is_none_outside_a_checkout_or_without_git_and_never_raises(tmp_path, monkeypatch):
+    from scratchgan.run.runlog import git_commit
+    assert git_commit(tmp_path) is None  # an installed package: no .git beside it
+    (tmp_path / ".git").write_text("gitdir: /nowhere\n")  # a broken worktree link
+    assert git_commit(tmp_path) is None
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))  # no git program at all
+    assert git_commit(tmp_path) is None
