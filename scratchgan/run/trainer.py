@@ -369,12 +369,12 @@ class Trainer:
             self._make_samples_folder()
         if resume_from is not None:
             self._note_resume(resume_from, self.restore(resume_from))
-        else:
-            self.provenance = runlog.provenance(self.command)
             self._drop_outputs_after(self.global_step)
             if self.eval_hook is not None and (self.out / "metrics.csv").exists():
                 self.eval_hook.load_history(viz.read_metrics_csv(self.out / "metrics.csv"))
             self.log(f"resumed from {resume_from} at epoch {self.epoch + 1}, step {self.global_step}")
+        else:
+            self.provenance = runlog.provenance(self.command)
         if getattr(self.step, "ema", None) is not None:
             self.log(f"sample grids and evaluations use the EMA generator (G's weights averaged, --ema "
                      f"{self.step.ema.beta})")
