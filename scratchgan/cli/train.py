@@ -32,7 +32,7 @@ from ..fast.process import environment as process_environment  # the settings th
 from ..gan import presets
 from ..gan.checkpoint_schema import load_run_checkpoint
 from ..gan.models import DCGAN_SIZES, build_step
-from ..run import distributed, rundir
+from ..run import distributed, rundir, runlog
 from ..run.trainer import Trainer, TrainingDiverged, TrainingInterrupted
 from . import flags, train_options
 from .common import EXIT_INTERRUPTED, EXIT_TERMINATED, Parser, Terminated, UserError, signal_name, stop_on_sigterm
@@ -211,6 +211,7 @@ class _Run:
     trainer: Trainer | None = None
     dry_folder: str | None = None  # the temporary folder of a --dry-run without --out, made after every check
     argv: list | None = None  # the command line's arguments, recorded in config.json
+    console: runlog.ConsoleLog | None = None  # what the command prints, also into OUT/log.txt
 
 
 def command_main(argv=None):
@@ -231,6 +232,7 @@ def _train_main(argv, prog, description, defaults):
     explicit = vars(make_train_parser(prog, description, defaults, suppress=True, both=both).parse_args(argv))
     run = _Run(prog, args, explicit, defaults, both, argv=list(sys.argv[1:] if argv is None else argv))
     previous_sigterm = stop_on_sigterm()  # outside Trainer.fit (which saves first), as Ctrl-C stops Python
+    run.console = runlog.ConsoleLog().start()  # everything printed, into OUT/log.txt once the run holds OUT
     try:
         return _train(run)
     except Exception as e:  # noqa: BLE001 (what is not a user's fault is raised again by _exit_code)
@@ -238,6 +240,7 @@ def _train_main(argv, prog, description, defaults):
     except KeyboardInterrupt as e:
         return _exit_code(run, e)
     finally:
+        run.console.stop()
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
         if run.dry_folder is not None:  # a dry run that stopped before training: its empty folder goes
@@ -270,6 +273,7 @@ def _train(run):
         run.dry_folder = train_options.dry_run_folder(config, run.log)
     run.trainer = trainer = make_trainer(step, loader, config, world, images.shape, writes, run.log)
     trainer.command = [*run.prog.split(), *run.argv]  # config.json's provenance
+    trainer.console = run.console if writes else None
     if config.get("eval_every") and writes:
         from ..run.evaluation import make_eval_hook
         trainer.eval_hook = make_eval_hook(config, loader.images(len(images)).reshape(len(images), 784),
@@ -360,7 +364,7 @@ def make_trainer(step, loader, config, world, shape, writes, log):
     conv = config.get("arch") == "dcgan"
     return Trainer(step, loader, config["out"], config, sample_every=config["sample_every"],
                    log_every=config["log_every"], image_shape=None if conv else tuple(shape[1:]),
-                   d_steps=config["d_steps"], progress=config["progress"] and writes, log=log,
+                   d_steps=config["d_steps"], progress=config["progress"] and writes and _on_terminal(), log=log,
                    instance_noise=config.get("instance_noise", 0.0), snapshot_every=config.get("snapshot_every", 0),
                    world=world)
 
@@ -384,7 +388,7 @@ def _finish(run, config, writes):
     if not writes:
         return 0
     out = Path(config["out"])
-    names = [n for n in ("samples/", "losses.png", "progress.gif", "real_vs_fake.png", "metrics.csv",
+    names = [n for n in ("samples/", "log.txt", "losses.png", "progress.gif", "real_vs_fake.png", "metrics.csv",
                           "metrics.jsonl", "checkpoint.npz", "checkpoint_best.npz")
              if (out / n).exists()]
     run.log(f"done: {config['out']}/ has {', '.join(names)}")
@@ -420,6 +424,14 @@ def _exit_code(run, error):
               file=sys.stderr)
         return EXIT_TERMINATED if isinstance(error, Terminated) else EXIT_INTERRUPTED
     raise error
+
+
+def _on_terminal():
+    """Whether stderr is a terminal: a progress bar redrawn with \\r is for a person watching, never for a file."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a closed or unusual stream
+        return False
 
 
 def _quiet(message):

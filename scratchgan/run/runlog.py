@@ -28,6 +28,7 @@ import numpy as np
 from ..fileio import atomic_write
 
 JSONL_NAME = "metrics.jsonl"
+CONSOLE_NAME = "log.txt"
 INSTALL_HINT = 'pip install "scratchgan[tensorboard]"'
 
 
@@ -202,3 +203,70 @@ class RunLog:
         self.jsonl.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
+
+
+class ConsoleLog:
+    """Everything a command prints (stdout and stderr) also goes, line by line, into the run folder's log.txt:
+    ``start()`` tees both streams and keeps the lines until ``attach(path)`` names the file (once the run holds
+    its folder), ``stop()`` puts the streams back. A progress bar's redraws (``\\r``) keep only their last state."""
+
+    def __init__(self):
+        self.lines, self.file, self._partial, self._streams = [], None, "", None
+
+    def start(self):
+        self._streams = (sys.stdout, sys.stderr)
+        sys.stdout, sys.stderr = _Tee(sys.stdout, self), _Tee(sys.stderr, self)
+        return self
+
+    def attach(self, path):
+        """From now on into ``path`` (appended: a resumed run's log goes on), the lines so far first."""
+        if self.file is None:
+            self.file = open(path, "a", encoding="utf-8")
+            self.file.write("".join(self.lines))
+            self.file.flush()
+            self.lines = []
+
+    def write(self, text):
+        self._partial += text
+        while "\n" in self._partial:
+            line, self._partial = self._partial.split("\n", 1)
+            self._emit(line.rsplit("\r", 1)[-1] + "\n")
+
+    def _emit(self, line):
+        if self.file is None:
+            self.lines.append(line)
+        else:
+            self.file.write(line)
+            self.file.flush()
+
+    def stop(self):
+        if self._streams is not None:
+            if isinstance(sys.stdout, _Tee) and sys.stdout.console is self:
+                sys.stdout = self._streams[0]
+            if isinstance(sys.stderr, _Tee) and sys.stderr.console is self:
+                sys.stderr = self._streams[1]
+            self._streams = None
+        if self._partial.rsplit("\r", 1)[-1]:
+            self._emit(self._partial.rsplit("\r", 1)[-1] + "\n")
+        self._partial = ""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+class _Tee:
+    """A text stream that writes to ``stream`` and to a ConsoleLog; everything else is the stream's."""
+
+    def __init__(self, stream, console):
+        self.stream, self.console = stream, console
+
+    def write(self, text):
+        written = self.stream.write(text)
+        try:
+            self.console.write(text)
+        except (OSError, ValueError):  # a full disk for log.txt: the terminal still gets it
+            pass
+        return written
+
+    def __getattr__(self, name):  # flush, isatty, fileno, encoding, ...
+        return getattr(self.stream, name)

@@ -5,7 +5,8 @@ Everything a run writes goes into one output folder:
                             each epoch end; samples/epoch_XXX.png as well at epoch ends)
   progress.gif              those grids over time       losses.png   loss and D(.) curves
   real_vs_fake.png          real batch beside fakes    metrics.csv  one row per logged step
-  config.json               the run's settings         checkpoint.npz  everything to resume exactly
+  config.json               the run's settings, provenance and resumes    checkpoint.npz  everything to resume exactly
+  log.txt                   what the command printed (with a ConsoleLog as ``console``)
   checkpoint_epochNNNN.npz  every ``snapshot_every``-th epoch's checkpoint, kept (0 = none)
   checkpoint_best.npz       with an eval_hook: the state of the lowest Frechet distance so far; its value
                             and step are ``best`` in config.json and in every checkpoint's meta
@@ -113,6 +114,7 @@ class Trainer:
         self.last_stats = None  # the last checked statistics (host floats), for the end-of-run warning
         self._stop_requested = False  # the signal number (truthy) of the first Ctrl-C / SIGTERM
         self.command = None  # the command line's words, for config.json (None: sys.argv)
+        self.console = None  # a runlog.ConsoleLog: what the command prints, into OUT/log.txt once the run holds OUT
         self.provenance = None  # runlog.provenance() of the run's start (None: a checkpoint from before it)
         self.resumes = []  # one record per resume: its step, checkpoint, changed settings and provenance
 
@@ -367,6 +369,8 @@ class Trainer:
             if self.manifest is None:  # used on its own, without the command line's rundir.claim
                 self.manifest = rundir.Manifest.read(self.out) or rundir.Manifest.start(self.out)
             self._make_samples_folder()
+            if self.console is not None:
+                self.console.attach(self._writing(self.out / runlog.CONSOLE_NAME))
         if resume_from is not None:
             self._note_resume(resume_from, self.restore(resume_from))
             self._drop_outputs_after(self.global_step)

@@ -42,3 +42,44 @@ def test_config_json_records_provenance_and_each_resume_without_losing_the_start
     moved = json.loads((tmp_path / "r2" / "config.json").read_text())
     assert moved["provenance"] == started and len(moved["resumes"]) == 3
     assert moved["resumes"][2]["changed"] == {"epochs": [3, 4], "out": ["r", "r2"]}
+
+
+def test_log_txt_holds_what_was_printed_and_no_progress_bar_goes_to_a_file(tmp_path):
+    """stderr a pipe: no progress bar (no \\r redraws); log.txt has every line printed, in the manifest."""
+    code, out, err = train(tmp_path, *TINY, "--epochs", "2", "--out", "r")
+    assert code == 0 and "\r" not in out + err and err == "", err
+    log = (tmp_path / "r" / "log.txt").read_text()
+    assert log == out and log.startswith("training mnist-bundled (256 images") and "epoch 2/2 done" in log
+    assert "log.txt" in json.loads((tmp_path / "r" / "manifest.json").read_text())["files"]
+    code, out2, _ = train(tmp_path, "--resume", "--out", "r", "--epochs", "3")  # a resume appends
+    assert code == 0 and (tmp_path / "r" / "log.txt").read_text() == out + out2
+
+
+def test_on_a_terminal_the_bar_shows_and_log_txt_keeps_its_last_state_only(tmp_path):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide
+    try:
+        proc = subprocess.run([sys.executable, "-m", "scratchgan", "train", *TINY, "--epochs", "1", "--out", "r"],
+                              cwd=tmp_path, env=env_for(tmp_path), stdout=subprocess.PIPE, stderr=follower,
+                              timeout=300)
+    finally:
+        os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    log = (tmp_path / "r" / "log.txt").read_text()
+    assert b"\r" in shown and b"epoch 1/1" in shown, "no progress bar on a terminal"
+    assert "\r" not in log and log.count("epoch 1/1: 100%") == 1, log
+    assert proc.returncode == 0 and log.startswith("training mnist-bundled") and "epoch 1/1 done" in log
