@@ -387,6 +387,7 @@ class Trainer:
         try:
             with self._metrics() as csv:
                 self._total_steps = max(1, epochs * self.steps_per_epoch)  # for annealing the instance noise
+                self._last_step = epochs * self.steps_per_epoch  # always logged, however short the run
                 while self.epoch < epochs:
                     self._run_epoch(epochs, csv)
         finally:
@@ -423,6 +424,8 @@ class Trainer:
         values = ", ".join(f"{k} = {v:.3g}" for k, v in big.items())
         return (f"the run ended with {values} at step {self.global_step}: it has most likely diverged "
                 "(try a lower --lr)")
+
+    _last_step = None  # the run's final step (fit sets it): logged even when log_every does not divide it
 
     def _run_epoch(self, epochs, csv):
         s, d = self.step, self.d_steps
@@ -473,7 +476,7 @@ class Trainer:
     def _log_step(self, stats, bar, csv):
         """At a log step: the finite check, the progress bar and a metrics row; at an eval step: the metrics."""
         s, row = self.step, None
-        if self.global_step % self.log_every == 0:
+        if self.global_step % self.log_every == 0 or self.global_step == self._last_step:
             host = self._check_finite(self._with_grad_norms(stats))
             row = {"step": self.global_step, "epoch": self.epoch + 1, **host}
             k_x, k_fake = getattr(s, "keys", ("D_x", "D_G_z"))[:2]  # D(.) probabilities or C(.) scores

@@ -83,3 +83,15 @@ def test_on_a_terminal_the_bar_shows_and_log_txt_keeps_its_last_state_only(tmp_p
     assert b"\r" in shown and b"epoch 1/1" in shown, "no progress bar on a terminal"
     assert "\r" not in log and log.count("epoch 1/1: 100%") == 1, log
     assert proc.returncode == 0 and log.startswith("training mnist-bundled") and "epoch 1/1 done" in log
+
+
+def test_a_run_shorter_than_log_every_logs_its_last_step(tmp_path):
+    """8 steps with --log-every 10 (the default): metrics.csv and metrics.jsonl hold step 8; a run of 16 steps
+    with --log-every 5 logs 5, 10, 15 and its last, 16."""
+    assert train(tmp_path, *TINY, "--epochs", "1", "--out", "short", "--no-progress")[0] == 0
+    rows = (tmp_path / "short" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["8"]
+    assert [json.loads(line)["step"] for line in (tmp_path / "short" / "metrics.jsonl").read_text().splitlines()] == [8]
+    assert train(tmp_path, *TINY, "--epochs", "2", "--out", "odd", "--log-every", "5", "--no-progress")[0] == 0
+    rows = (tmp_path / "odd" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["5", "10", "15", "16"]
