@@ -1,8 +1,9 @@
 """The training loop around a GANStep: progress bar, samples, plots, GIF, checkpoints, resume.
 
 Everything a run writes goes into one output folder:
-  samples/step_XXXXXXX.png  grids from a fixed noise batch (every ``sample_every`` steps and at
-                            each epoch end; samples/epoch_XXX.png as well at epoch ends)
+  samples/step_XXXXXXX.png  grids from a fixed noise batch every ``sample_every`` steps, and
+  samples/epoch_XXX.png     at each epoch end instead (one file per grid: a step that ends an epoch
+                            has its epoch grid only)
   progress.gif              those grids over time       losses.png   loss and D(.) curves
   real_vs_fake.png          real batch beside fakes    metrics.csv  one row per logged step
   config.json               the run's settings, provenance and resumes    checkpoint.npz  everything to resume exactly
@@ -316,19 +317,18 @@ class Trainer:
         return sampling() if sampling is not None else contextlib.nullcontext(self.step.G)
 
     def save_samples(self, epoch_end=False):
-        """The fixed noise's grid (and the epoch's, at an epoch end): (images, path); (None, None) off rank 0."""
+        """The fixed noise's grid, as samples/step_XXXXXXX.png or, at an epoch end, samples/epoch_XXX.png (one
+        file per grid): (images, path); (None, None) off rank 0."""
         if not self.world.writes:
             return None, None
         with self._sampling() as G:  # the EMA generator when the run keeps one
             images = to_numpy(generate(G, self.fixed_noise, self.fixed_labels))
-        path = viz.save_image_grid(images, self._writing(self._sample_path(self.global_step), self.global_step),
+        name = self.out / "samples" / f"epoch_{self.epoch:03d}.png" if epoch_end else \
+            self._sample_path(self.global_step)
+        path = viz.save_image_grid(images, self._writing(name, self.global_step),
                                    image_shape=self.image_shape, scale=2, nrow=self.sample_nrow)
         if self.runlog is not None:
             self.runlog.image(path, self.global_step)
-        if epoch_end:
-            viz.save_image_grid(images, self._writing(self.out / "samples" / f"epoch_{self.epoch:03d}.png",
-                                                      self.global_step),
-                                image_shape=self.image_shape, scale=2, nrow=self.sample_nrow)
         return images, path
 
     def write_summaries(self, fake_images):
@@ -336,8 +336,9 @@ class Trainer:
             return
         rows = viz.read_metrics_csv(self.out / "metrics.csv") if (self.out / "metrics.csv").exists() else []
         viz.plot_losses(rows, self._writing(self.out / "losses.png"), extra_panels=_EXTRA_PANELS)
-        # the run's own step grids, in step order, from the manifest: a user's samples/step_final.png is no frame
-        frames = [self.out / rel for _, rel in self.manifest.steps("samples/step_") if (self.out / rel).exists()]
+        # the run's own grids (step and epoch ones), in step order, from the manifest: a user's
+        # samples/step_final.png is no frame
+        frames = [self.out / rel for _, rel in self.manifest.steps("samples/") if (self.out / rel).exists()]
         if frames:
             viz.save_progress_gif(frames, self._writing(self.out / "progress.gif"))
         real = to_numpy(self.loader.images(len(fake_images)))
@@ -369,8 +370,6 @@ class Trainer:
             if self.manifest is None:  # used on its own, without the command line's rundir.claim
                 self.manifest = rundir.Manifest.read(self.out) or rundir.Manifest.start(self.out)
             self._make_samples_folder()
-            if self.console is not None:
-                self.console.attach(self._writing(self.out / runlog.CONSOLE_NAME))
         if resume_from is not None:
             self._note_resume(resume_from, self.restore(resume_from))
             self._drop_outputs_after(self.global_step)
@@ -379,6 +378,8 @@ class Trainer:
             self.log(f"resumed from {resume_from} at epoch {self.epoch + 1}, step {self.global_step}")
         else:
             self.provenance = runlog.provenance(self.command)
+        if self.console is not None and self.world.writes:  # after a resume's checks: a refused one changes nothing
+            self.console.attach(self._writing(self.out / runlog.CONSOLE_NAME))
         if getattr(self.step, "ema", None) is not None:
             self.log(f"sample grids and evaluations use the EMA generator (G's weights averaged, --ema "
                      f"{self.step.ema.beta})")
@@ -445,7 +446,8 @@ class Trainer:
                 self.global_step += 1
                 self.batch_in_epoch += d
                 self._log_step(stats, bar, csv)
-                if self.sample_every and self.global_step % self.sample_every == 0:
+                ends_epoch = self.batch_in_epoch // d == self.steps_per_epoch  # its grid is the epoch's
+                if self.sample_every and self.global_step % self.sample_every == 0 and not ends_epoch:
                     self.save_samples()
                 bar.update(1)
                 if self._stop_now():

@@ -225,7 +225,8 @@ def test_overwrite_replaces_the_earlier_run_and_nothing_else(faults):
     assert code == 0 and err == "", err
     rows = (tmp / "user" / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["2", "4"], "old rows were kept (log-every was 1 before)"
-    assert sorted(p.name for p in (tmp / "user" / "samples").glob("step_*.png")) == [f"step_{STEPS:07d}.png"]
+    # one file per grid: the epoch end's is samples/epoch_001.png only
+    assert sorted(p.name for p in (tmp / "user" / "samples").glob("*.png")) == ["epoch_001.png"]
     assert (tmp / "user" / "notes.txt").read_text() == "my notes on this run\n"
     assert json.loads((tmp / "user" / "config.json").read_text())["log_every"] == 2
     assert not (tmp / "user" / ".lock").exists()

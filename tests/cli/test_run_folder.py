@@ -95,3 +95,25 @@ def test_a_run_shorter_than_log_every_logs_its_last_step(tmp_path):
     assert train(tmp_path, *TINY, "--epochs", "2", "--out", "odd", "--log-every", "5", "--no-progress")[0] == 0
     rows = (tmp_path / "odd" / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["5", "10", "15", "16"]
+
+
+def test_one_png_per_grid_and_the_gif_shows_each_once(tmp_path):
+    """Each epoch end wrote samples/step_N.png and samples/epoch_E.png with the same bytes; now one file per grid."""
+    from PIL import Image
+    assert train(tmp_path, *TINY, "--epochs", "2", "--out", "r", "--sample-every", "4", "--no-progress")[0] == 0
+    samples = tmp_path / "r" / "samples"
+    names = sorted(p.name for p in samples.iterdir())
+    assert names == ["epoch_001.png", "epoch_002.png", "step_0000004.png", "step_0000012.png"]
+    contents = [(samples / n).read_bytes() for n in names]
+    assert len(set(contents)) == len(contents)
+    with Image.open(tmp_path / "r" / "progress.gif") as gif:
+        assert gif.n_frames == 4
+    # a resume from epoch 1 drops the later grids by the manifest's steps (step 12, epoch 2), and draws them again
+    first = {n: (samples / n).read_bytes() for n in names}
+    assert train(tmp_path, *TINY, "--epochs", "1", "--out", "e", "--sample-every", "4", "--snapshot-every", "1",
+                 "--no-progress")[0] == 0
+    (tmp_path / "e" / "checkpoint.npz").unlink()
+    assert train(tmp_path, *TINY, "--epochs", "2", "--out", "e", "--sample-every", "4", "--snapshot-every", "1",
+                 "--resume", "e/checkpoint_epoch0001.npz", "--no-progress")[0] == 0
+    again = {p.name: p.read_bytes() for p in (tmp_path / "e" / "samples").iterdir()}
+    assert again == first, "the resumed run's grids differ from the uninterrupted run's"
