@@ -289,9 +289,12 @@ def _train(run):
 def _configure(run):
     """The run's config from defaults, preset, objective, checkpoint and flags, checked; (config, resume, meta)."""
     train_options.check_early(run.args)
+    train_options.place_run(run.args, run.explicit)  # --name NAME: runs/NAME
     resumed = load_resumed(run.args)
     config, resume = resolve_config(run.args, run.explicit, run.defaults, run.log, resumed=resumed)
     train_options.check_flags(config, run.explicit, arch_choosable=run.both)
+    if config["out"] is None and not config.get("dry_run"):  # (a dry run makes a temporary folder)
+        config["out"] = train_options.numbered_folder(config)
     if config["dataset"] == "mnist-bundled" and "split" not in run.explicit:
         config["split"] = "test"  # the bundled digits are MNIST's test split; an explicit --split train errs
     return config, resume, resumed[1]

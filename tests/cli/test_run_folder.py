@@ -117,3 +117,36 @@ def test_one_png_per_grid_and_the_gif_shows_each_once(tmp_path):
                  "--resume", "e/checkpoint_epoch0001.npz", "--no-progress")[0] == 0
     again = {p.name: p.read_bytes() for p in (tmp_path / "e" / "samples").iterdir()}
     assert again == first, "the resumed run's grids differ from the uninterrupted run's"
+
+
+def test_named_and_numbered_run_folders(tmp_path):
+    """Without --out or --name a fresh numbered folder (the next number after the highest, never reused);
+    --name NAME is runs/NAME; --resume needs a checkpoint or a folder, said in one line."""
+    (tmp_path / "runs" / "00007-kept-by-the-user").mkdir(parents=True)
+    for _ in range(2):
+        assert train(tmp_path, *TINY, "--epochs", "1", "--no-progress")[0] == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "00007-kept-by-the-user", "00008-mlp-mnist-bundled-bce", "00009-mlp-mnist-bundled-bce"]
+    code, _, err = train(tmp_path, "--dataset", "mnist-bundled", "--limit", "64", "--batch-size", "32", "--arch",
+                         "dcgan", "--d-width", "2", "--g-width", "2", "--latent-dim", "8", "--loss", "hinge",
+                         "--epochs", "1", "--no-progress")
+    assert code == 0 and (tmp_path / "runs" / "00010-dcgan-mnist-bundled-hinge" / "checkpoint.npz").is_file(), err
+    code, out, err = train(tmp_path, *TINY, "--epochs", "1", "--name", "exp1", "--no-progress")
+    assert code == 0 and "outputs in runs/exp1" in out and (tmp_path / "runs" / "exp1" / "checkpoint.npz").is_file()
+    assert json.loads((tmp_path / "runs" / "exp1" / "config.json").read_text())["out"] == "runs/exp1"
+    code, out, err = train(tmp_path, "--resume", "--name", "exp1", "--epochs", "2", "--no-progress")
+    assert code == 0 and "resumed from runs/exp1/checkpoint.npz at epoch 2" in out, err
+    assert len(list((tmp_path / "runs").iterdir())) == 5, "a resume made a new folder"
+    # an explicit --out keeps its rules: an earlier run there is refused
+    code, _, err = train(tmp_path, *TINY, "--epochs", "1", "--out", "runs/exp1", "--no-progress")
+    assert code == 2 and "holds an earlier run" in err
+    for args, line in (
+            (["--resume", "--epochs", "2"], "train: error: --resume without a checkpoint continues the run in --out "
+                                            "DIR or --name NAME: give one of them, or --resume FILE\n"),
+            (["--name", "a", "--out", "b"], "train: error: --name a is the folder runs/a, and --out b another: give "
+                                            "one of them\n"),
+            (["--name", "a/b"], "train: error: --name 'a/b': a run's name is one folder name, without / (it becomes "
+                                "runs/NAME)\n")):
+        code, out, err = train(tmp_path, *TINY, *args)
+        assert code == 2 and err == "scratchgan " + line, err
+    assert len(list((tmp_path / "runs").iterdir())) == 5
