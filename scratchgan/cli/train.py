@@ -87,7 +87,8 @@ def _fit_to_dcgan(config, images):
 
 # What a resume reads back from a checkpoint's config (audited key by key): a checkpoint is data, never
 # instructions, so a setting that names a place comes from the command line.
-#   out, resume, overwrite, tensorboard  where to write, what to delete: the command line only, always
+#   out, name, resume, overwrite,        where to write, what to delete: the command line only, always
+#   tensorboard
 #   data_dir                             which files to read: the command line, or the checkpoint's own
 #                                        when it continues its own run in place (its run id is the one in
 #                                        --out's manifest.json: the user gave that path to that run)
