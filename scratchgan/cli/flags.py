@@ -203,9 +203,10 @@ FLAGS = (
          "--eval-every), all outputs written as usual; into --out when given, else into a new temporary folder, "
          "whose path is printed", action="store_true", shown="off"),
     Flag("tensorboard", "conveniences", None, "also write the metrics.csv values as scalars and the sample grids as "
-         f"images to TensorBoard event files in DIR (needs the extra: {runlog.INSTALL_HINT}); metrics.jsonl (one "
-         "JSON object per logged step) is written beside metrics.csv either way", metavar="DIR", shown="off",
-         resumes=False),
+         "images to TensorBoard event files: with no DIR in the run's folder (OUT/tb), with DIR in a folder of this "
+         "run's own under it (DIR/OUTNAME-RUNID), so two runs never share one; then `tensorboard --logdir DIR` "
+         f"(needs the extra: {runlog.INSTALL_HINT}); metrics.jsonl (one JSON object per logged step) is written "
+         "beside metrics.csv either way", metavar="DIR", shown="off", nargs="?", const="", resumes=False),
     Flag("version", "conveniences", None, "print the version and exit", action="version"),
     # --cuda-graph (scratchgan/fast/cuda_graph/graph.py): opt-in until it has run on a GPU
     Flag("cuda_graph", "conveniences", False, "experimental: not yet run on a GPU. With --backend cupy, replay the "

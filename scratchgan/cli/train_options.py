@@ -96,7 +96,7 @@ def check_flags(config, explicit, arch_choosable):
     if config.get("cuda_graph") and config.get("backend") != "cupy":
         raise UserError("--cuda-graph needs --backend cupy (a CUDA graph is a GPU feature; NumPy runs the eager "
                         "step): add --backend cupy or drop --cuda-graph")
-    if config.get("tensorboard") and not runlog.tensorboard_available():
+    if config.get("tensorboard") is not None and not runlog.tensorboard_available():
         raise UserError(f"--tensorboard needs tensorboardX, which is not installed: {runlog.INSTALL_HINT}")
     if config.get("tf32") and config.get("backend") != "cupy":
         raise UserError("--tf32 needs --backend cupy: TF32 is a mode of NVIDIA GPUs' tensor cores, and NumPy "

@@ -6,6 +6,8 @@
     TensorBoard     every metrics.csv value as a scalar (tag = the column name, at its step), and every
                     sample grid the run saves as an image (tag "samples"), written with tensorboardX, a small
                     writer that needs neither TensorFlow nor torch: ``pip install "scratchgan[tensorboard]"``
+                    (which brings the ``tensorboard`` viewer too); each run has an event folder of its own
+                    (``event_folder``): OUT/tb, or DIR/OUTNAME-RUNID under a --tensorboard DIR
 
 ``tensorboard_available()`` is what the CLI asks before a run starts, so a missing extra is a one-line
 error, not a failure after the first epoch.
@@ -153,6 +155,25 @@ class MetricsJSONL:
             self._file = None
 
 
+TB_FOLDER = "tb"  # --tensorboard with no folder: OUT/tb
+
+
+def event_folder(tensorboard, out, run_id=None):
+    """The run's own TensorBoard event folder: OUT/tb for ``tensorboard`` "" (the flag alone) or a folder inside
+    OUT; else a folder of this run under that one, named after OUT and the run id, so that two runs never
+    write into one event folder (TensorBoard would draw them as one run)."""
+    out = Path(out)
+    if tensorboard == "":
+        return out / TB_FOLDER
+    tensorboard = Path(tensorboard)
+    try:
+        if tensorboard.resolve().is_relative_to(out.resolve()):
+            return tensorboard
+    except OSError:
+        pass
+    return tensorboard / (out.resolve().name + (f"-{run_id[:8]}" if run_id else ""))
+
+
 class TensorBoardLog:
     """Scalars and sample grids into TensorBoard event files under ``logdir`` (tensorboardX's SummaryWriter)."""
 
@@ -160,6 +181,12 @@ class TensorBoardLog:
         from tensorboardX import SummaryWriter  # the optional extra: only here, only when asked for
         self.logdir = Path(logdir)
         self.writer = SummaryWriter(logdir=str(self.logdir))
+
+    @property
+    def event_file(self):
+        """The event file the writer made (None where this tensorboardX does not say)."""
+        writer = getattr(self.writer._get_file_writer().event_writer, "_ev_writer", None)
+        return Path(writer._file_name) if getattr(writer, "_file_name", None) else None
 
     def scalars(self, row):
         step = int(row["step"])

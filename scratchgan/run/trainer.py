@@ -380,6 +380,7 @@ class Trainer:
             self.provenance = runlog.provenance(self.command)
         if self.console is not None and self.world.writes:  # after a resume's checks: a refused one changes nothing
             self.console.attach(self._writing(self.out / runlog.CONSOLE_NAME))
+        self._tensorboard = self._event_folder() if self.world.writes else None  # before config.json records it
         if getattr(self.step, "ema", None) is not None:
             self.log(f"sample grids and evaluations use the EMA generator (G's weights averaged, --ema "
                      f"{self.step.ema.beta})")
@@ -407,7 +408,8 @@ class Trainer:
         csv = viz.MetricsCSV(self._writing(self.out / "metrics.csv"))
         try:
             self._writing(self.out / runlog.JSONL_NAME)
-            self.runlog = runlog.RunLog(self.out, self.config.get("tensorboard"))
+            self.runlog = runlog.RunLog(self.out, self._tensorboard)
+            self._record_event_file()
             try:
                 yield csv
             finally:
@@ -415,6 +417,39 @@ class Trainer:
                 self.runlog = None
         finally:
             csv.close()
+
+    _tensorboard = None  # the run's own TensorBoard event folder (fit sets it), None without --tensorboard
+
+    def _event_folder(self):
+        """--tensorboard: this run's own event folder (runlog.event_folder), recorded in the config and the manifest
+        when it lies in OUT; None without the flag."""
+        if self.config.get("tensorboard") is None:
+            return None
+        run_id = self.manifest.run_id if self.manifest is not None else None
+        folder = runlog.event_folder(self.config["tensorboard"], self.out, run_id)
+        self.config["tensorboard"] = str(folder)
+        inside = self._inside_out(folder)
+        if inside is not None and not folder.is_dir():
+            self.manifest.record_folder(inside)  # made by the run: --overwrite removes it when it is empty
+        folder.mkdir(parents=True, exist_ok=True)
+        self.log(f"TensorBoard events in {folder} (to watch: tensorboard --logdir {folder})")
+        return folder
+
+    def _record_event_file(self):
+        """The event file tensorboardX made in OUT/tb: the run's own (--overwrite deletes it)."""
+        tb = self.runlog.tensorboard if self.runlog is not None else None
+        rel = self._inside_out(tb.event_file) if tb is not None and tb.event_file is not None else None
+        if rel is not None:
+            self._writing(self.out / rel)
+
+    def _inside_out(self, path):
+        """``path`` relative to OUT (POSIX), or None when it lies elsewhere or there is no manifest."""
+        if self.manifest is None:
+            return None
+        try:
+            return Path(path).resolve().relative_to(self.out.resolve()).as_posix()
+        except (ValueError, OSError):
+            return None
 
     def divergence_warning(self):
         """A line when the run's last checked losses are finite but absurd (|loss| > ABSURD_LOSS), else None."""

@@ -150,3 +150,24 @@ def test_named_and_numbered_run_folders(tmp_path):
         code, out, err = train(tmp_path, *TINY, *args)
         assert code == 2 and err == "scratchgan " + line, err
     assert len(list((tmp_path / "runs").iterdir())) == 5
+
+
+def test_tensorboard_has_an_event_folder_per_run(tmp_path):
+    """--tensorboard alone: OUT/tb, the event file in the run's manifest (--overwrite deletes it); --tensorboard DIR:
+    a folder per run under DIR, so two runs never share one."""
+    import pytest
+    pytest.importorskip("tensorboardX")
+    for name in ("a", "b"):
+        code, out, err = train(tmp_path, *TINY, "--epochs", "1", "--name", name, "--tensorboard", "--no-progress")
+        assert code == 0 and f"TensorBoard events in runs/{name}/tb" in out, err
+        events = list((tmp_path / "runs" / name / "tb").glob("events.out.tfevents.*"))
+        manifest = json.loads((tmp_path / "runs" / name / "manifest.json").read_text())
+        assert len(events) == 1 and f"tb/{events[0].name}" in manifest["files"] and "tb" in manifest["folders"]
+        assert json.loads((tmp_path / "runs" / name / "config.json").read_text())["tensorboard"] == f"runs/{name}/tb"
+    for name in ("c", "d"):
+        assert train(tmp_path, *TINY, "--epochs", "1", "--name", name, "--tensorboard", "shared")[0] == 0
+    folders = sorted(p.name for p in (tmp_path / "shared").iterdir())
+    assert len(folders) == 2 and folders[0].startswith("c-") and folders[1].startswith("d-")
+    assert all(len(list((tmp_path / "shared" / f).iterdir())) == 1 for f in folders)
+    assert train(tmp_path, *TINY, "--epochs", "1", "--name", "a", "--overwrite", "--no-progress")[0] == 0
+    assert not (tmp_path / "runs" / "a" / "tb").exists(), "--overwrite left the old run's event folder"
