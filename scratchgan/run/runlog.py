@@ -19,7 +19,6 @@ import json
 import math
 import platform
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -45,7 +44,7 @@ def provenance(command=None):
     words = list(sys.argv if command is None else command)
     cupy = sys.modules.get("cupy")  # never imported here: only a run on --backend cupy has loaded it
     return {"scratchgan": __version__, "command": shlex.join(str(w) for w in words), "git_commit": git_commit(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": platform.node() or None,
             "python": platform.python_version(), "numpy": np.__version__,
             "cupy": getattr(cupy, "__version__", None) if cupy is not None else None}
 

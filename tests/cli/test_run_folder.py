@@ -171,3 +171,9 @@ def test_tensorboard_has_an_event_folder_per_run(tmp_path):
     assert all(len(list((tmp_path / "shared" / f).iterdir())) == 1 for f in folders)
     assert train(tmp_path, *TINY, "--epochs", "1", "--name", "a", "--overwrite", "--no-progress")[0] == 0
     assert not (tmp_path / "runs" / "a" / "tb").exists(), "--overwrite left the old run's event folder"
+
+
+def test_log_txt_ends_with_the_line_that_stopped_the_run(tmp_path):
+    code, out, err = train(tmp_path, *TINY, "--epochs", "2", "--lr", "1e12", "--out", "dv")
+    assert code == 3 and err.startswith("scratchgan train: stopped: training diverged by step 8")
+    assert (tmp_path / "dv" / "log.txt").read_text() == out + err
