@@ -8,6 +8,7 @@ Everything a run writes goes into one output folder:
   real_vs_fake.png          real batch beside fakes    metrics.csv  one row per logged step
   config.json               the run's settings, provenance and resumes    checkpoint.npz  everything to resume exactly
   log.txt                   what the command printed (with a ConsoleLog as ``console``)
+  tb/                       --tensorboard with no folder: the run's TensorBoard events (runlog.event_folder)
   checkpoint_epochNNNN.npz  every ``snapshot_every``-th epoch's checkpoint, kept (0 = none)
   checkpoint_best.npz       with an eval_hook: the state of the lowest Frechet distance so far; its value
                             and step are ``best`` in config.json and in every checkpoint's meta
