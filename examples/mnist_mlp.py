@@ -5,7 +5,8 @@
     python examples/mnist_mlp.py --help               # every flag, with its default
 
 Downloads MNIST (checksummed, cached in ~/.cache/scratchgan); offline it says so and trains on the
-10k MNIST test digits bundled with the package. Outputs go to runs/mnist_mlp/ (see --out).
+10k MNIST test digits bundled with the package. Outputs go to a new numbered folder, runs/00000-mlp-mnist-bce/
+(--name NAME: runs/NAME/; --out DIR: DIR).
 
 The same code as `scratchgan train --arch mlp` (the installed command, for both networks); this file fixes
 the architecture and its defaults.

@@ -20,7 +20,7 @@ from pathlib import Path
 from . import flags
 from .common import Parser, UserError
 
-PLACES = ("out", "resume", "overwrite", "tensorboard")  # where a run writes: the command line's alone
+PLACES = ("out", "name", "resume", "overwrite", "tensorboard")  # where a run writes: the command line's alone
 RECORD_MARKS = ("image_shape", "num_images")  # a run's config.json: what its data made of the config
 YAML_HINT = 'pip install "scratchgan[yaml]"'
 

@@ -167,10 +167,13 @@ FLAGS = (
     Flag("embedding_dim", "model", 0, "with --conditional: 0 = one-hot labels, N > 0 = a learned Embedding(classes, "
          "N) in G and in D", type=non_negative_int, metavar="N", arch=("mlp",)),
     # output
-    Flag("out", "output", ByArch(mlp="runs/mnist_mlp", dcgan="runs/dcgan"), "folder for samples, plots, metrics and "
-         "the checkpoint; one run per folder, which records every file it writes in OUT/manifest.json: a folder with "
-         "an earlier run's outputs is refused unless --resume or --overwrite, and a run never writes over a file it "
-         "did not record; with --resume FILE: FILE's folder", metavar="DIR", resumes=False),
+    Flag("out", "output", None, "folder for samples, plots, metrics, log.txt and the checkpoint; one run per folder, "
+         "which records every file it writes in OUT/manifest.json: a folder with an earlier run's outputs is refused "
+         "unless --resume or --overwrite, and a run never writes over a file it did not record; with --resume FILE: "
+         "FILE's folder", metavar="DIR", resumes=False,
+         shown="--name's folder, else a new numbered one, runs/00012-mlp-fashion-mnist-bce"),
+    Flag("name", "output", None, "the run's folder is runs/NAME (instead of --out)", metavar="NAME", resumes=False,
+         shown="a new numbered folder"),
     Flag("sample_every", "output", ByArch(mlp=500, dcgan=200), "save a sample grid every STEPS steps, 0 = only at "
          "epoch ends", type=non_negative_int, metavar="STEPS"),
     Flag("eval_every", "output", 0, "every STEPS steps measure sample quality (Frechet distance in a small "
@@ -201,9 +204,10 @@ FLAGS = (
          "--eval-every), all outputs written as usual; into --out when given, else into a new temporary folder, "
          "whose path is printed", action="store_true", shown="off"),
     Flag("tensorboard", "conveniences", None, "also write the metrics.csv values as scalars and the sample grids as "
-         f"images to TensorBoard event files in DIR (needs the extra: {runlog.INSTALL_HINT}); metrics.jsonl (one "
-         "JSON object per logged step) is written beside metrics.csv either way", metavar="DIR", shown="off",
-         resumes=False),
+         "images to TensorBoard event files: with no DIR in the run's folder (OUT/tb), with DIR in a folder of this "
+         "run's own under it (DIR/OUTNAME-RUNID), so two runs never share one; then `tensorboard --logdir DIR` "
+         f"(needs the extra: {runlog.INSTALL_HINT}); metrics.jsonl (one JSON object per logged step) is written "
+         "beside metrics.csv either way", metavar="DIR", shown="off", nargs="?", const="", resumes=False),
     Flag("version", "conveniences", None, "print the version and exit", action="version"),
     # --cuda-graph (scratchgan/fast/cuda_graph/graph.py): opt-in until it has run on a GPU
     Flag("cuda_graph", "conveniences", False, "experimental: not yet run on a GPU. With --backend cupy, replay the "

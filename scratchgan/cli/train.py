@@ -33,7 +33,7 @@ from ..fast.process import environment as process_environment  # the settings th
 from ..gan import presets
 from ..gan.checkpoint_schema import load_run_checkpoint
 from ..gan.models import DCGAN_SIZES, build_step
-from ..run import distributed, rundir
+from ..run import distributed, rundir, runlog
 from ..run.trainer import Trainer, TrainingDiverged, TrainingInterrupted
 from . import config_file, flags, plan, train_options
 from .common import EXIT_INTERRUPTED, EXIT_TERMINATED, Parser, Terminated, UserError, signal_name, stop_on_sigterm
@@ -88,7 +88,8 @@ def _fit_to_dcgan(config, images):
 
 # What a resume reads back from a checkpoint's config (audited key by key): a checkpoint is data, never
 # instructions, so a setting that names a place comes from the command line.
-#   out, resume, overwrite, tensorboard  where to write, what to delete: the command line only, always
+#   out, name, resume, overwrite,        where to write, what to delete: the command line only, always
+#   tensorboard
 #   data_dir                             which files to read: the command line, or the checkpoint's own
 #                                        when it continues its own run in place (its run id is the one in
 #                                        --out's manifest.json: the user gave that path to that run)
@@ -215,6 +216,8 @@ class _Run:
     from_file: frozenset = frozenset()  # the keys of ``explicit`` that FILE set (no flag gave them)
     callbacks: tuple = ()  # scratchgan.train's (cli/api.py): called with each logged metrics row
     config: dict | None = None  # the run's config, once resolved
+    argv: list | None = None  # the command line's arguments, recorded in config.json
+    console: runlog.ConsoleLog | None = None  # what the command prints, also into OUT/log.txt
 
 
 def command_main(argv=None):
@@ -235,7 +238,7 @@ def _train_main(argv, prog, description, defaults):
     description = description or (TRAIN_DESCRIPTION if both else MLP_DESCRIPTION)
     args = make_train_parser(prog, description, defaults, both=both).parse_args(argv)
     explicit = vars(make_train_parser(prog, description, defaults, suppress=True, both=both).parse_args(argv))
-    run = _Run(prog, args, explicit, defaults, both)
+    run = _Run(prog, args, explicit, defaults, both, argv=argv)
     try:
         _apply_config_file(run, path, data)
     except UserError as e:
@@ -244,6 +247,7 @@ def _train_main(argv, prog, description, defaults):
         fast.set_enabled(False)  # every layer, loss and optimizer runs its reference code
     fast.configure_process()  # unless --reference: the CPU process settings of scratchgan/fast/process.py
     previous_sigterm = stop_on_sigterm()  # outside Trainer.fit (which saves first), as Ctrl-C stops Python
+    run.console = runlog.ConsoleLog().start()  # everything printed, into OUT/log.txt once the run holds OUT
     try:
         return _train(run)
     except Exception as e:  # noqa: BLE001 (what is not a user's fault is raised again by _exit_code)
@@ -251,6 +255,7 @@ def _train_main(argv, prog, description, defaults):
     except KeyboardInterrupt as e:
         return _exit_code(run, e)
     finally:
+        run.console.stop()
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)
         if run.dry_folder is not None:  # a dry run that stopped before training: its empty folder goes
@@ -309,6 +314,8 @@ def _train(run):
         run.dry_folder = train_options.dry_run_folder(config, run.log)
     run.trainer = trainer = make_trainer(step, loader, config, world, images.shape, writes, run.log)
     trainer.callbacks = list(run.callbacks)
+    trainer.command = [*run.prog.split(), *(run.argv or [])]  # config.json's provenance
+    trainer.console = run.console if writes else None
     if config.get("eval_every") and writes:
         from ..run.evaluation import make_eval_hook
         trainer.eval_hook = make_eval_hook(config, loader.images(len(images)).reshape(len(images), 784),
@@ -324,9 +331,12 @@ def _train(run):
 def _configure(run):
     """The run's config from defaults, preset, objective, checkpoint and flags, checked; (config, resume, meta)."""
     train_options.check_early(run.args)
+    train_options.place_run(run.args, run.explicit)  # --name NAME: runs/NAME
     resumed = load_resumed(run.args)
     config, resume = resolve_config(run.args, run.explicit, run.defaults, run.log, resumed=resumed)
     train_options.check_flags(config, run.explicit, arch_choosable=run.both)
+    if config["out"] is None and not config.get("dry_run"):  # (a dry run makes a temporary folder)
+        config["out"] = train_options.numbered_folder(config)
     if config["dataset"] == "mnist-bundled" and "split" not in run.explicit:
         config["split"] = "test"  # the bundled digits are MNIST's test split; an explicit --split train errs
     return config, resume, resumed[1]
@@ -408,7 +418,7 @@ def make_trainer(step, loader, config, world, shape, writes, log):
     conv = config.get("arch") == "dcgan"
     return Trainer(step, loader, config["out"], config, sample_every=config["sample_every"],
                    log_every=config["log_every"], image_shape=None if conv else tuple(shape[1:]),
-                   d_steps=config["d_steps"], progress=config["progress"] and writes, log=log,
+                   d_steps=config["d_steps"], progress=config["progress"] and writes and _on_terminal(), log=log,
                    instance_noise=config.get("instance_noise", 0.0), snapshot_every=config.get("snapshot_every", 0),
                    world=world)
 
@@ -432,7 +442,7 @@ def _finish(run, config, writes):
     if not writes:
         return 0
     out = Path(config["out"])
-    names = [n for n in ("samples/", "losses.png", "progress.gif", "real_vs_fake.png", "metrics.csv",
+    names = [n for n in ("samples/", "log.txt", "losses.png", "progress.gif", "real_vs_fake.png", "metrics.csv",
                           "metrics.jsonl", "checkpoint.npz", "checkpoint_best.npz")
              if (out / n).exists()]
     run.log(f"done: {config['out']}/ has {', '.join(names)}")
@@ -470,6 +480,14 @@ def _exit_code(run, error):
               file=sys.stderr)
         return EXIT_TERMINATED if isinstance(error, Terminated) else EXIT_INTERRUPTED
     raise error
+
+
+def _on_terminal():
+    """Whether stderr is a terminal: a progress bar redrawn with \\r is for a person watching, never for a file."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a closed or unusual stream
+        return False
 
 
 def _quiet(message):

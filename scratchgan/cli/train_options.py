@@ -13,6 +13,8 @@ between the two architectures, --dry-run, --tf32, --cuda-graph.
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -24,6 +26,8 @@ from .common import Parser, UserError
 from .flags import DRY_RUN_STEPS
 
 ARCH_ONLY = flags.arch_only()  # the config keys of the flags of one architecture only
+RUNS = "runs"  # where --name NAME and the numbered folders go, relative to the working folder
+_NUMBERED = re.compile(r"(\d+)-")  # runs/00012-mlp-fashion-mnist-bce: the number StyleGAN's runs start with
 
 
 def graphed(step, config, world):
@@ -46,11 +50,13 @@ def arch_of(argv, given=None):
     pre.add_argument("--arch", choices=flags.ARCHES, default=None)
     pre.add_argument("--resume", nargs="?", const="", default=None)
     pre.add_argument("--out", default=None)
+    pre.add_argument("--name", default=None)
     known, _ = pre.parse_known_args(argv)
     if known.arch or given:
         return known.arch or given
-    if known.resume is not None:  # continue a DCGAN run without repeating --arch dcgan
-        path = Path(known.resume) if known.resume else Path(known.out or "runs/mnist_mlp") / "checkpoint.npz"
+    folder = known.out or (str(Path(RUNS) / known.name) if known.name else None)
+    if known.resume is not None and (known.resume or folder):  # continue a DCGAN run without repeating --arch dcgan
+        path = Path(known.resume) if known.resume else Path(folder) / "checkpoint.npz"
         try:
             config = read_meta(path).get("config")  # the headers only: resolve_config checks the whole file
             arch = config.get("arch") if isinstance(config, dict) else None
@@ -91,7 +97,7 @@ def check_flags(config, explicit, arch_choosable):
     if config.get("cuda_graph") and config.get("backend") != "cupy":
         raise UserError("--cuda-graph needs --backend cupy (a CUDA graph is a GPU feature; NumPy runs the eager "
                         "step): add --backend cupy or drop --cuda-graph")
-    if config.get("tensorboard") and not runlog.tensorboard_available():
+    if config.get("tensorboard") is not None and not runlog.tensorboard_available():
         raise UserError(f"--tensorboard needs tensorboardX, which is not installed: {runlog.INSTALL_HINT}")
     if config.get("tf32") and config.get("backend") != "cupy":
         raise UserError("--tf32 needs --backend cupy: TF32 is a mode of NVIDIA GPUs' tensor cores, and NumPy "
@@ -99,6 +105,34 @@ def check_flags(config, explicit, arch_choosable):
     if config.get("tf32") and config.get("cuda_graph"):
         raise UserError("--tf32 does not reach --cuda-graph's matmuls: the graph's own GEMM kernel (fast/cuda_graph/gemm.py) has "
                         "no tensor-core path yet; drop --tf32 or --cuda-graph")
+
+
+def place_run(args, explicit):
+    """--name NAME: the run's folder is runs/NAME (``args.out`` and ``explicit["out"]`` say so from here on); one
+    line for --name with --out, a NAME that is not one folder's name, and --resume with no checkpoint and no folder."""
+    name = explicit.get("name")
+    if name is not None:
+        if "out" in explicit:
+            raise UserError(f"--name {name} is the folder {RUNS}/{name}, and --out {explicit['out']} another: "
+                            "give one of them")
+        if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
+            raise UserError(f"--name {name!r}: a run's name is one folder name, without / (it becomes {RUNS}/NAME)")
+        args.out = explicit["out"] = os.path.join(RUNS, name)
+    if args.resume == "" and args.out is None:
+        raise UserError("--resume without a checkpoint continues the run in --out DIR or --name NAME: give one of "
+                        "them, or --resume FILE")
+
+
+def numbered_folder(config, root=RUNS):
+    """A new folder's path for a run given neither --out nor --name: root/NNNNN-ARCH-DATASET-LOSS, NNNNN the next
+    number after the highest one in ``root`` (never one used before, even when that run's folder is gone
+    from the middle)."""
+    try:
+        taken = [int(m.group(1)) for entry in os.listdir(root) if (m := _NUMBERED.match(entry))]
+    except (FileNotFoundError, NotADirectoryError):
+        taken = []
+    label = "-".join(str(config.get(k, "")) for k in ("arch", "dataset", "loss"))
+    return os.path.join(root, f"{max(taken, default=-1) + 1:05d}-{label}")
 
 
 def apply_precision(config, xp):

@@ -276,6 +276,7 @@ CONFIG = {
     "seed":            Int(0, MAX_SEED),
     # outputs and logs
     "out":             Text(null=True),
+    "name":            Text(null=True),
     "resume":          Text(null=True),
     "overwrite":       Flag(),
     "progress":        Flag(),

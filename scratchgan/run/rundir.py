@@ -48,6 +48,7 @@ SAMPLES = "samples"
 OUTPUT_FILES = ("checkpoint.npz", "metrics.csv", "metrics.jsonl", "config.json", "progress.gif", "losses.png",
                 "real_vs_fake.png")
 OUTPUT_FILES += ("checkpoint_best.npz",)  # with --eval-every
+OUTPUT_FILES += ("log.txt",)  # what the command printed (runlog.ConsoleLog)
 NUMBERED_OUTPUTS = re.compile(r"(checkpoint_epoch\d{4,}\.npz"       # --snapshot-every: checkpoint_epoch%04d.npz
                               r"|samples/step_\d{7,}\.png"           # samples/step_%07d.png
                               r"|samples/epoch_\d{3,}\.png)")        # samples/epoch_%03d.png

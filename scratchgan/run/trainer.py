@@ -1,11 +1,14 @@
 """The training loop around a GANStep: progress bar, samples, plots, GIF, checkpoints, resume.
 
 Everything a run writes goes into one output folder:
-  samples/step_XXXXXXX.png  grids from a fixed noise batch (every ``sample_every`` steps and at
-                            each epoch end; samples/epoch_XXX.png as well at epoch ends)
+  samples/step_XXXXXXX.png  grids from a fixed noise batch every ``sample_every`` steps, and
+  samples/epoch_XXX.png     at each epoch end instead (one file per grid: a step that ends an epoch
+                            has its epoch grid only)
   progress.gif              those grids over time       losses.png   loss and D(.) curves
   real_vs_fake.png          real batch beside fakes    metrics.csv  one row per logged step
-  config.json               the run's settings         checkpoint.npz  everything to resume exactly
+  config.json               the run's settings, provenance and resumes    checkpoint.npz  everything to resume exactly
+  log.txt                   what the command printed (with a ConsoleLog as ``console``)
+  tb/                       --tensorboard with no folder: the run's TensorBoard events (runlog.event_folder)
   checkpoint_epochNNNN.npz  every ``snapshot_every``-th epoch's checkpoint, kept (0 = none)
   checkpoint_best.npz       with an eval_hook: the state of the lowest Frechet distance so far; its value
                             and step are ``best`` in config.json and in every checkpoint's meta
@@ -121,6 +124,10 @@ class Trainer:
         self.last_stats = None  # the last checked statistics (host floats), for the end-of-run warning
         self._stop_requested = False  # the signal number (truthy) of the first Ctrl-C / SIGTERM, or STOP_BY_CALLBACK
         self.callbacks = []  # called with a copy of each logged metrics row; one that returns True stops the run
+        self.command = None  # the command line's words, for config.json (None: sys.argv)
+        self.console = None  # a runlog.ConsoleLog: what the command prints, into OUT/log.txt once the run holds OUT
+        self.provenance = None  # runlog.provenance() of the run's start (None: a checkpoint from before it)
+        self.resumes = []  # one record per resume: its step, checkpoint, changed settings and provenance
 
     # ------------------------------------------------------------------ paths
     @property
@@ -147,7 +154,8 @@ class Trainer:
                 "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step,
                 "noise": s.noise.state(), "backend": backend_name(self.xp), "dtype": str(self.dtype),
                 "dropout": [DropoutDraws.state(m) for m in self._dropout_layers()], "best": self.best,
-                "run_id": self.manifest.run_id if self.manifest is not None else None}
+                "run_id": self.manifest.run_id if self.manifest is not None else None,
+                "provenance": self.provenance, "resumes": self.resumes}
         for name, opt in (("opt_G", s.opt_G), ("opt_D", s.opt_D)):
             for key, value in opt.state_dict().items():
                 if key == "t":
@@ -275,11 +283,25 @@ class Trainer:
         was = f" (was {previous['frechet_distance']:.4g} at step {previous['step']})" if previous else ""
         self.log(f"step {self.global_step}: lowest Frechet distance so far, {value:.4g}{was}: saved {self.best_path}")
 
+    def _note_resume(self, path, meta):
+        """The run's provenance and resumes from the checkpoint's ``meta`` (its start is never lost), and this
+        resume's record: its step, the checkpoint, the settings it changed ({key: [before, after]}) and its own
+        provenance."""
+        started, resumes = meta.get("provenance"), meta.get("resumes")
+        self.provenance = started if isinstance(started, dict) else None
+        self.resumes = [r for r in resumes if isinstance(r, dict)] if isinstance(resumes, list) else []
+        before = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+        self.resumes.append({"step": self.global_step, "checkpoint": str(path),
+                             "changed": runlog.changed_settings(before, self.config), **runlog.provenance(self.command)})
+
     def _write_config(self):
-        """config.json: the run's settings, and ``best`` once checkpoint_best.npz exists (written by rank 0)."""
+        """config.json: the run's settings, ``provenance`` (how and where it started), ``resumes`` (one record per
+        resume, with the settings it changed), and ``best`` once checkpoint_best.npz exists (written by rank 0)."""
         if not self.world.writes:
             return
-        config = {**self.config, "best": self.best} if self.best is not None else self.config
+        config = {**self.config, "provenance": self.provenance, "resumes": self.resumes}
+        if self.best is not None:
+            config["best"] = self.best
         with atomic_write(self._writing(self.out / "config.json")) as f:
             f.write(json.dumps(config, indent=2, sort_keys=True).encode())
 
@@ -305,19 +327,18 @@ class Trainer:
         return sampling() if sampling is not None else contextlib.nullcontext(self.step.G)
 
     def save_samples(self, epoch_end=False):
-        """The fixed noise's grid (and the epoch's, at an epoch end): (images, path); (None, None) off rank 0."""
+        """The fixed noise's grid, as samples/step_XXXXXXX.png or, at an epoch end, samples/epoch_XXX.png (one
+        file per grid): (images, path); (None, None) off rank 0."""
         if not self.world.writes:
             return None, None
         with self._sampling() as G:  # the EMA generator when the run keeps one
             images = to_numpy(generate(G, self.fixed_noise, self.fixed_labels))
-        path = viz.save_image_grid(images, self._writing(self._sample_path(self.global_step), self.global_step),
+        name = self.out / "samples" / f"epoch_{self.epoch:03d}.png" if epoch_end else \
+            self._sample_path(self.global_step)
+        path = viz.save_image_grid(images, self._writing(name, self.global_step),
                                    image_shape=self.image_shape, scale=2, nrow=self.sample_nrow)
         if self.runlog is not None:
             self.runlog.image(path, self.global_step)
-        if epoch_end:
-            viz.save_image_grid(images, self._writing(self.out / "samples" / f"epoch_{self.epoch:03d}.png",
-                                                      self.global_step),
-                                image_shape=self.image_shape, scale=2, nrow=self.sample_nrow)
         return images, path
 
     def write_summaries(self, fake_images):
@@ -325,8 +346,9 @@ class Trainer:
             return
         rows = viz.read_metrics_csv(self.out / "metrics.csv") if (self.out / "metrics.csv").exists() else []
         viz.plot_losses(rows, self._writing(self.out / "losses.png"), extra_panels=_EXTRA_PANELS)
-        # the run's own step grids, in step order, from the manifest: a user's samples/step_final.png is no frame
-        frames = [self.out / rel for _, rel in self.manifest.steps("samples/step_") if (self.out / rel).exists()]
+        # the run's own grids (step and epoch ones), in step order, from the manifest: a user's
+        # samples/step_final.png is no frame
+        frames = [self.out / rel for _, rel in self.manifest.steps("samples/") if (self.out / rel).exists()]
         if frames:
             viz.save_progress_gif(frames, self._writing(self.out / "progress.gif"))
         real = to_numpy(self.loader.images(len(fake_images)))
@@ -359,11 +381,16 @@ class Trainer:
                 self.manifest = rundir.Manifest.read(self.out) or rundir.Manifest.start(self.out)
             self._make_samples_folder()
         if resume_from is not None:
-            self.restore(resume_from)
+            self._note_resume(resume_from, self.restore(resume_from))
             self._drop_outputs_after(self.global_step)
             if self.eval_hook is not None and (self.out / "metrics.csv").exists():
                 self.eval_hook.load_history(viz.read_metrics_csv(self.out / "metrics.csv"))
             self.log(f"resumed from {resume_from} at epoch {self.epoch + 1}, step {self.global_step}")
+        else:
+            self.provenance = runlog.provenance(self.command)
+        if self.console is not None and self.world.writes:  # after a resume's checks: a refused one changes nothing
+            self.console.attach(self._writing(self.out / runlog.CONSOLE_NAME))
+        self._tensorboard = self._event_folder() if self.world.writes else None  # before config.json records it
         if getattr(self.step, "ema", None) is not None:
             self.log(f"sample grids and evaluations use the EMA generator (G's weights averaged, --ema "
                      f"{self.step.ema.beta})")
@@ -372,6 +399,7 @@ class Trainer:
         try:
             with self._metrics() as csv:
                 self._total_steps = max(1, epochs * self.steps_per_epoch)  # for annealing the instance noise
+                self._last_step = epochs * self.steps_per_epoch  # always logged, however short the run
                 while self.epoch < epochs:
                     self._run_epoch(epochs, csv)
         finally:
@@ -390,7 +418,8 @@ class Trainer:
         csv = viz.MetricsCSV(self._writing(self.out / "metrics.csv"))
         try:
             self._writing(self.out / runlog.JSONL_NAME)
-            self.runlog = runlog.RunLog(self.out, self.config.get("tensorboard"))
+            self.runlog = runlog.RunLog(self.out, self._tensorboard)
+            self._record_event_file()
             try:
                 yield csv
             finally:
@@ -398,6 +427,39 @@ class Trainer:
                 self.runlog = None
         finally:
             csv.close()
+
+    _tensorboard = None  # the run's own TensorBoard event folder (fit sets it), None without --tensorboard
+
+    def _event_folder(self):
+        """--tensorboard: this run's own event folder (runlog.event_folder), recorded in the config and the manifest
+        when it lies in OUT; None without the flag."""
+        if self.config.get("tensorboard") is None:
+            return None
+        run_id = self.manifest.run_id if self.manifest is not None else None
+        folder = runlog.event_folder(self.config["tensorboard"], self.out, run_id)
+        self.config["tensorboard"] = str(folder)
+        inside = self._inside_out(folder)
+        if inside is not None and not folder.is_dir():
+            self.manifest.record_folder(inside)  # made by the run: --overwrite removes it when it is empty
+        folder.mkdir(parents=True, exist_ok=True)
+        self.log(f"TensorBoard events in {folder} (to watch: tensorboard --logdir {folder})")
+        return folder
+
+    def _record_event_file(self):
+        """The event file tensorboardX made in OUT/tb: the run's own (--overwrite deletes it)."""
+        tb = self.runlog.tensorboard if self.runlog is not None else None
+        rel = self._inside_out(tb.event_file) if tb is not None and tb.event_file is not None else None
+        if rel is not None:
+            self._writing(self.out / rel)
+
+    def _inside_out(self, path):
+        """``path`` relative to OUT (POSIX), or None when it lies elsewhere or there is no manifest."""
+        if self.manifest is None:
+            return None
+        try:
+            return Path(path).resolve().relative_to(self.out.resolve()).as_posix()
+        except (ValueError, OSError):
+            return None
 
     def divergence_warning(self):
         """A line when the run's last checked losses are finite but absurd (|loss| > ABSURD_LOSS), else None."""
@@ -408,6 +470,8 @@ class Trainer:
         values = ", ".join(f"{k} = {v:.3g}" for k, v in big.items())
         return (f"the run ended with {values} at step {self.global_step}: it has most likely diverged "
                 "(try a lower --lr)")
+
+    _last_step = None  # the run's final step (fit sets it): logged even when log_every does not divide it
 
     def _run_epoch(self, epochs, csv):
         s, d = self.step, self.d_steps
@@ -427,7 +491,8 @@ class Trainer:
                 self.global_step += 1
                 self.batch_in_epoch += d
                 self._log_step(stats, bar, csv)
-                if self.sample_every and self.global_step % self.sample_every == 0:
+                ends_epoch = self.batch_in_epoch // d == self.steps_per_epoch  # its grid is the epoch's
+                if self.sample_every and self.global_step % self.sample_every == 0 and not ends_epoch:
                     self.save_samples()
                 bar.update(1)
                 if self._stop_now():
@@ -461,7 +526,7 @@ class Trainer:
     def _log_step(self, stats, bar, csv):
         """At a log step: the finite check, the progress bar and a metrics row; at an eval step: the metrics."""
         s, row = self.step, None
-        if self.global_step % self.log_every == 0:
+        if self.global_step % self.log_every == 0 or self.global_step == self._last_step:
             host = self._check_finite(self._with_grad_norms(stats))
             row = {"step": self.global_step, "epoch": self.epoch + 1, **host}
             k_x, k_fake = getattr(s, "keys", ("D_x", "D_G_z"))[:2]  # D(.) probabilities or C(.) scores

@@ -25,6 +25,7 @@ from tolerances import scale
 
 from scratchgan.checkpoint import load_checkpoint
 from scratchgan.cli import sample as sample_cli
+from scratchgan.cli import flags
 from scratchgan.cli import train as train_command
 from scratchgan.data import mnist
 from scratchgan.gan import models
@@ -174,6 +175,8 @@ def test_example_help_lists_every_flag_with_its_default(tmp_path):
         text = " ".join(blocks[flag].split())
         assert "default" in text, f"{flag}: no default in {text!r}"
         value = train_command.MLP_DEFAULTS[flag[2:].replace("-", "_")]
+        if flag == "--out":  # a new numbered folder (runs/00012-mlp-fashion-mnist-bce), said in words
+            value = flags.BY_KEY["out"].shown
         assert f"(default: {value})" in text, f"{flag}: default {value!r} not shown in {text!r}"
 
 

@@ -50,7 +50,7 @@ def test_presets_and_objective_defaults_name_flags_and_values_the_flags_accept()
 
 
 def test_a_resume_never_takes_places_or_process_settings_from_the_checkpoint():
-    assert set(train_command.COMMAND_LINE_ONLY) == {"out", "resume", "overwrite", "tensorboard", "reference", "cuda_graph",
+    assert set(train_command.COMMAND_LINE_ONLY) == {"out", "name", "resume", "overwrite", "tensorboard", "reference", "cuda_graph",
                                           "tf32"}
 
 

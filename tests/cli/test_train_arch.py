@@ -54,8 +54,9 @@ def test_train_help_states_both_architectures_defaults(capsys, monkeypatch):
         cli_main(["train", "--help"])
     assert e.value.code == 0
     blocks = help_blocks(capsys.readouterr().out)
-    for flag, key in [("--dataset", "dataset"), ("--batch-size", "batch_size"), ("--out", "out"),
-                      ("--sample-every", "sample_every")]:
+    # --out's default is a numbered folder named after the architecture (runs/00012-mlp-...), the same rule for both
+    assert "(default: --name's folder, else a new numbered one, runs/00012-mlp-fashion-mnist-bce)" in blocks["--out"]
+    for flag, key in [("--dataset", "dataset"), ("--batch-size", "batch_size"), ("--sample-every", "sample_every")]:
         assert train_command.MLP_DEFAULTS[key] != train_command.DCGAN_DEFAULTS[key]
         assert (f"(default: {train_command.MLP_DEFAULTS[key]} for --arch mlp, {train_command.DCGAN_DEFAULTS[key]} for --arch dcgan)"
                 in blocks[flag]), blocks[flag]

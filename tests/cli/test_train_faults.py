@@ -206,7 +206,7 @@ def test_a_checkpoint_does_not_choose_where_tensorboard_writes(tmp_path, capsys,
     assert load_checkpoint(work / "resumed" / "checkpoint.npz")[1]["config"]["tensorboard"] is None
     # given on the command line, it is used
     assert train("--resume", "resumed/checkpoint.npz", "--epochs", "3", "--no-progress", "--tensorboard", "tb") == 0
-    assert list((work / "tb").glob("events.out.tfevents.*"))
+    assert list((work / "tb").glob("resumed-*/events.out.tfevents.*"))  # a folder of the run's own under tb/
 
 
 def test_what_a_resume_never_takes_from_a_checkpoint(tmp_path, capsys):

@@ -85,5 +85,7 @@ def test_readme_command_runs(argv, tmp_path, monkeypatch, capsys):
         assert meta["config"]["image_shape"] == [3, 32, 32]
     if "my_idx" in args:
         assert "are not the official MNIST files" in out
-    if "--tensorboard" in args:
-        assert list(Path(args[args.index("--tensorboard") + 1]).glob("events.out.tfevents.*"))
+    if "--tensorboard" in args:  # the flag alone: the run's own OUT/tb; with DIR: the run's folder under DIR
+        given = args[args.index("--tensorboard") + 1]
+        tb = Path(found) / "tb" if given.startswith("--") else Path(given)
+        assert list(tb.glob("events.out.tfevents.*" if given.startswith("--") else "*/events.out.tfevents.*"))

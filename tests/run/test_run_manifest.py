@@ -82,8 +82,9 @@ def test_the_manifest_records_every_file_with_the_run_id_of_every_checkpoint(tmp
     assert set(manifest["files"]) == written
     assert manifest["folders"] == ["samples"]
     grids = {rel: step for rel, step in manifest["files"].items() if rel.startswith("samples/")}
-    assert grids == {"samples/step_0000002.png": 2, "samples/step_0000004.png": 4, "samples/step_0000006.png": 6,
-                     "samples/step_0000008.png": 8, "samples/epoch_001.png": 4, "samples/epoch_002.png": 8}
+    # one file per grid: a step that ends an epoch has its epoch grid only
+    assert grids == {"samples/step_0000002.png": 2, "samples/step_0000006.png": 6,
+                     "samples/epoch_001.png": 4, "samples/epoch_002.png": 8}
     assert manifest["files"]["checkpoint_epoch0001.npz"] == STEPS
     assert re.fullmatch(r"[0-9a-f]{16}", manifest["run_id"])
     for name in ("checkpoint.npz", "checkpoint_epoch0001.npz", "checkpoint_epoch0002.npz"):
@@ -216,7 +217,7 @@ def test_a_folder_from_before_the_manifest_is_refused_never_emptied(tmp_path, ca
         capsys.readouterr()
         assert train(*TINY, "--epochs", "2", "--out", str(old), *extra) == 2, extra
         line = one_line(capsys)
-        assert re.search(r"holds checkpoint\.npz, config\.json, losses\.png, \.\.\., which a run would write but no "
+        assert re.search(r"holds checkpoint\.npz, config\.json, log\.txt, \.\.\., which a run would write but no "
                          r"run recorded writing \(no manifest\.json\)", line), line
         assert snapshot(old) == before, extra
     # its checkpoint resumes into a new folder
@@ -246,7 +247,7 @@ def test_overwrite_deletes_only_what_the_run_recorded(tmp_path):
     assert manifest["run_id"] != old_id
     assert not (out / "samples" / "step_0000002.png").exists() and not (out / "checkpoint_epoch0001.npz").exists()
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["epoch_001.png", "epoch_best_by_hand.png",
-                                                                   "step_0000004.png", "step_final.png"]
+                                                                   "step_final.png"]  # one file per grid
 
 
 def test_a_samples_link_out_of_out_is_never_followed(tmp_path, capsys):
@@ -267,7 +268,7 @@ def test_a_samples_link_out_of_out_is_never_followed(tmp_path, capsys):
         assert f"--out {out}: samples is a symbolic link (to {pictures})" in line, line
         assert snapshot(out, pictures) == before
     removed = rundir.clear_outputs(out)  # the deleting itself: what lies behind the link stays
-    assert sorted(p.name for p in removed) == ["checkpoint.npz", "config.json", "losses.png", "metrics.csv",
+    assert sorted(p.name for p in removed) == ["checkpoint.npz", "config.json", "log.txt", "losses.png", "metrics.csv",
                                                "metrics.jsonl", "progress.gif", "real_vs_fake.png"]
     assert {p: v for p, v in snapshot(pictures).items()} == {p: v for p, v in before.items()
                                                             if p.startswith(str(pictures))}
@@ -287,12 +288,13 @@ def test_a_user_file_in_samples_does_not_block_resume_and_later_grids_go_by_the_
                  "--sample-every", "0", "--no-progress") == 0
     assert {p: v for p, v in snapshot(out).items() if p in user} == user
     steps = {rel: step for rel, step in manifest_of(out)["files"].items() if rel.startswith("samples/step_")}
-    # 6 was the abandoned run's; 8 is the resumed run's own epoch-end grid
-    assert steps == {"samples/step_0000002.png": 2, "samples/step_0000004.png": 4, "samples/step_0000008.png": 8}
-    assert sorted(p.name for p in (out / "samples").glob("step_*")) == [
-        "step_0.png", "step_0000002.png", "step_0000004.png", "step_0000008.png", "step_final.png"]
+    # 6 was the abandoned run's; the epoch ends (4, and the resumed run's own 8) have their epoch grids only
+    assert steps == {"samples/step_0000002.png": 2}
+    assert sorted(p.name for p in (out / "samples").glob("step_*")) == ["step_0.png", "step_0000002.png",
+                                                                        "step_final.png"]
+    assert manifest_of(out)["files"]["samples/epoch_002.png"] == 8
     with Image.open(out / "progress.gif") as gif:
-        assert gif.n_frames == 3  # the run's own grids only
+        assert gif.n_frames == 3  # the run's own grids only (2, epoch 1 at 4, epoch 2 at 8)
 
 
 def test_a_damaged_metrics_jsonl_line_is_one_line_naming_the_file(tmp_path, capsys):

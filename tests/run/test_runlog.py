@@ -123,8 +123,8 @@ def test_tensorboard_writes_the_scalars_and_the_sample_grids(tmp_path):
 
     out, tb = tmp_path / "run", tmp_path / "tb"
     assert cli_main(["train", *TINY, "--epochs", "1", "--tensorboard", str(tb), "--out", str(out)]) == 0
-    files = list(tb.glob("events.out.tfevents.*"))
-    assert len(files) == 1 and files[0].stat().st_size > 0
+    files = list(tb.glob("*/events.out.tfevents.*"))  # a folder of the run's own under DIR: run-RUNID
+    assert len(files) == 1 and files[0].stat().st_size > 0 and files[0].parent.name.startswith("run-")
     scalars, images = {}, {}
     for record in read_records(files[0]):
         event = Event.FromString(record)
@@ -138,11 +138,11 @@ def test_tensorboard_writes_the_scalars_and_the_sample_grids(tmp_path):
     assert set(scalars) == set(expected)
     for key, value in expected.items():
         assert scalars[key] == np.float32(value), key  # stored as float32
-    assert sorted(images) == [2]  # the step_*.png grid (--sample-every 2, 2 steps)
+    assert sorted(images) == [2]  # the grid of step 2 (--sample-every 2, 2 steps): one file per grid, epoch_001.png
     for step, value in images.items():
         assert value.tag == "samples"
         shown = np.asarray(Image.open(io.BytesIO(value.image.encoded_image_string)).convert("RGB"))
-        saved = np.asarray(Image.open(out / "samples" / f"step_{step:07d}.png").convert("RGB"))
+        saved = np.asarray(Image.open(out / "samples" / "epoch_001.png").convert("RGB"))
         assert (value.image.height, value.image.width) == saved.shape[:2]
         assert np.array_equal(shown, saved)
 
@@ -151,7 +151,16 @@ def test_the_extra_is_declared_and_installed_by_ci():
     tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
     root = Path(__file__).resolve().parents[2]
     extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    assert extras["tensorboard"] == ["tensorboardX>=2.6.2"]
+    assert extras["tensorboard"] == ["tensorboardX>=2.6.2", "tensorboard>=2.18.0"]  # the writer and the viewer
     installs = re.search(r'pip install -q -e "\.\[([a-z,]+)\]"', (root / ".ci" / "run").read_text())
     assert installs and "tensorboard" in installs.group(1).split(",")
     assert runlog.INSTALL_HINT == 'pip install "scratchgan[tensorboard]"'
+
+
+def test_git_commit_is_none_outside_a_checkout_or_without_git_and_never_raises(tmp_path, monkeypatch):
+    from scratchgan.run.runlog import git_commit
+    assert git_commit(tmp_path) is None  # an installed package: no .git beside it
+    (tmp_path / ".git").write_text("gitdir: /nowhere\n")  # a broken worktree link
+    assert git_commit(tmp_path) is None
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))  # no git program at all
+    assert git_commit(tmp_path) is None

@@ -104,7 +104,9 @@ def test_outputs_exist(reference_run):
     steps = 2 * STEPS_PER_EPOCH
     expected_steps = sorted({*range(3, steps + 1, 3), STEPS_PER_EPOCH, steps})  # sample_every 3 + epoch ends
     frames = sorted(p.name for p in (out / "samples").glob("step_*.png"))
-    assert frames == [f"step_{s:07d}.png" for s in expected_steps]
+    # one file per grid: an epoch end's grid is samples/epoch_XXX.png only
+    assert frames == [f"step_{s:07d}.png" for s in expected_steps if s % STEPS_PER_EPOCH]
+    assert sorted(p.name for p in (out / "samples").glob("epoch_*.png")) == ["epoch_001.png", "epoch_002.png"]
     for name in ("samples/epoch_001.png", "samples/epoch_002.png", "losses.png", "real_vs_fake.png"):
         with Image.open(out / name) as im:
             assert im.format == "PNG" and im.width > 28 and im.height > 28, name
