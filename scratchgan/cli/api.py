@@ -51,12 +51,14 @@ def train(config, callbacks=(), log=_log):
     explicit = vars(_parse(argv, defaults, suppress=True))
     run = train_command._Run(PROG, args, explicit, defaults, both=True, log=log, callbacks=callbacks)
     train_command._apply_config_file(run, None, {})  # as the command does without --config: no file's settings
+    run.console = runlog.ConsoleLog().start()  # what the run prints, also into its log.txt, as for the command
     try:
         with fast.disabled() if args.reference else contextlib.nullcontext():  # --reference, for this run only
             train_command._train(run)
     except TrainingStopped as e:
         log(f"{e}; to go on, train again with \"resume\": True")
     finally:
+        run.console.stop()
         if run.dry_folder is not None:  # a dry run that stopped before training: its empty folder goes
             with contextlib.suppress(OSError):
                 os.rmdir(run.dry_folder)

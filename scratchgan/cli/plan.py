@@ -15,7 +15,7 @@ import numpy as np
 from ..gan import presets
 from ..nn import Conditional
 from ..run import rundir
-from . import flags
+from . import flags, train_options
 from .common import UserError
 
 # the sizes of the datasets a run downloads, for a plan made before any download (--limit takes the first N)
@@ -150,7 +150,7 @@ def lines(planned, said, count, known, step, xp, config):
         out.append(f"  steps     {steps:,} per epoch ({count:,} images // batch size {batch} // {d_steps} D "
                    f"step{'s' if d_steps > 1 else ''}), {steps * planned['epochs']:,} in {planned['epochs']} "
                    f"epoch{'s' if planned['epochs'] > 1 else ''}")
-    out.append(f"  output    {planned['out']}" + _refusal(planned))
+    out.append(f"  output    {_output(planned)}" + _refusal(planned))
     total, parts = memory(step, xp, config, count)
     out.append(f"  memory    about {_size(total)}, estimated:")
     out.extend(f"    {part:<16} {_size(size):>12}  {how}" for part, size, how in parts)
@@ -162,6 +162,13 @@ def lines(planned, said, count, known, step, xp, config):
     column = min(max(map(len, values.values())), 32)
     out.extend(f"    {key:<{width}}  {values[key]:<{column}}  {said[key]}" for key in said)
     return out
+
+
+def _output(planned):
+    """The real run's folder: its --out, or the new numbered folder it would make (nothing is made here)."""
+    if planned.get("out") is not None:
+        return planned["out"]
+    return f"{train_options.numbered_folder(planned)} (a new numbered folder: no --out or --name given)"
 
 
 def _refusal(planned):

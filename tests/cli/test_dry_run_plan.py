@@ -40,7 +40,9 @@ def test_the_plan_of_the_real_run_comes_before_the_synthetic_steps(tmp_path):
     assert "  dataset   mnist-bundled, split test: 256 images (--limit 256 of 10,000), each 28x28" in lines
     # 256 // 32 = 8 batches, 2 D steps each: 4 steps; 20 epochs by default
     assert "  steps     4 per epoch (256 images // batch size 32 // 2 D steps), 80 in 20 epochs" in lines
-    assert "  output    runs/mnist_mlp" in lines  # the real run's folder, not the dry run's temporary one
+    # the real run's folder, not the dry run's temporary one: with no --out or --name, its new numbered folder
+    assert any(re.fullmatch(r"  output    runs/00000-mlp-mnist-bundled-\S+ \(a new numbered folder: no --out or "
+                            r"--name given\)", line) for line in lines), lines
     settings = _settings(out)
     assert settings["seed"] == ("3", "flag --seed")  # the flag wins over the file
     assert settings["d_steps"] == ("2", "config file base.json")
@@ -85,13 +87,12 @@ def test_what_the_real_run_would_refuse_is_checked(tmp_path):
     assert code == 2 and err == ("scratchgan train: error: the real run's epoch has 8 batches of 32, fewer than the 9 "
                                  "D steps of one iteration; use a smaller --batch-size or --d-steps\n"), err
     assert list((tmp_path / "tmp").iterdir()) == []
-    # its output folder holds files no run recorded: the plan says the real run would refuse it
+    # its output folder holds files no run recorded: refused as the real run would refuse it, nothing written
     (tmp_path / "runs" / "mnist_mlp").mkdir(parents=True)
     (tmp_path / "runs" / "mnist_mlp" / "checkpoint.npz").write_bytes(b"mine")
-    code, out, err = _dry([*TINY, "--dry-run"], tmp_path)
-    assert code == 0, err
-    assert re.search(r"^  output    runs/mnist_mlp \(the real run would refuse it: --out runs/mnist_mlp holds "
-                     r"checkpoint\.npz, which", out, flags=re.M), out
+    code, out, err = _dry([*TINY, "--name", "mnist_mlp", "--dry-run"], tmp_path)
+    assert code == 2 and re.fullmatch(r"scratchgan train: error: --out runs/mnist_mlp holds checkpoint\.npz, which .*\n",
+                                      err), err
     assert (tmp_path / "runs" / "mnist_mlp" / "checkpoint.npz").read_bytes() == b"mine"
 
 

@@ -161,7 +161,7 @@ def test_train_makes_the_run_of_the_command_with_the_same_flags(tmp_path):
     assert sorted(cli_arrays) == sorted(py_arrays)
     assert all(np.array_equal(cli_arrays[k], py_arrays[k]) for k in cli_arrays)  # the same run, bit for bit
     cli_config, py_config = (json.loads((tmp_path / n / "config.json").read_text()) for n in ("cli", "py"))
-    assert {**cli_config, "out": None} == {**py_config, "out": None}
+    assert {**cli_config, "out": None, "provenance": None} == {**py_config, "out": None, "provenance": None}
     cli_files, py_files = (sorted(json.loads((tmp_path / n / "manifest.json").read_text())["files"])
                            for n in ("cli", "py"))
     assert cli_files == py_files and "checkpoint.npz" in py_files
