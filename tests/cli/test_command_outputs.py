@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from commands import call
 
 from scratchgan.checkpoint import load_checkpoint
 from scratchgan.cli import evaluate as evaluate_cli
@@ -41,15 +42,6 @@ def checkpoint(tmp_path_factory):
         else:
             os.environ["SCRATCHGAN_DATA"] = old
     return tmp / "mlp" / "checkpoint.npz"
-
-
-def call(main, argv, capsys):
-    """(exit code, stderr lines) of an entry point, argparse's own exits included."""
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err.strip().splitlines()
 
 
 def refused(main, argv, capsys, pattern):

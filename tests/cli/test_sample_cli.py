@@ -11,6 +11,7 @@ import re
 
 import numpy as np
 import pytest
+from commands import call
 from PIL import Image
 from tolerances import FLOAT32_EPS, assert_close
 
@@ -48,15 +49,6 @@ def runs(tmp_path_factory):
         else:
             os.environ["SCRATCHGAN_DATA"] = old
     return {name: tmp / name / "checkpoint.npz" for name in ("mlp", "cond", "rgb")}
-
-
-def call(main, argv, capsys):
-    """(exit code, stderr lines) of an entry point, argparse's own exits included."""
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err.strip().splitlines()
 
 
 def refused(main, argv, capsys, pattern):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from commands import one_line
 
 from scratchgan.backend import BackendError, get_xp
 from scratchgan.checkpoint import load_checkpoint, save_checkpoint
@@ -39,13 +40,6 @@ def isolated(tmp_path, monkeypatch):
 
 def train(*argv):
     return cli_main(["train", *argv])
-
-
-def one_line(capsys):
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert "Traceback" not in err and len(lines) == 1, f"expected one line on stderr, got {err!r}"
-    return lines[0]
 
 
 def snapshot(folder):

@@ -17,6 +17,7 @@ import shutil
 
 import numpy as np
 import pytest
+from commands import one_line
 from PIL import Image
 
 from scratchgan import fileio
@@ -38,13 +39,6 @@ def empty_cache(tmp_path, monkeypatch):
 def train(*argv):
     """`scratchgan train ARGV` in this process; the exit code."""
     return cli_main(["train", *argv])
-
-
-def one_line(capsys):
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert "Traceback" not in err and len(lines) == 1, f"expected one line on stderr, got {err!r}"
-    return lines[0]
 
 
 def snapshot(*folders):

@@ -32,3 +32,20 @@ def finish(proc, timeout=120):
 
 def run(args, tmp, module=False):
     return finish(launch(args, tmp, module))
+
+
+def call(main, argv, capsys):
+    """(exit code, stderr lines) of an entry point run in this process, argparse's own exits included."""
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def one_line(capsys):
+    """The one line on stderr (no traceback) of what ran in this process."""
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and len(lines) == 1, f"expected one line on stderr, got {err!r}"
+    return lines[0]
