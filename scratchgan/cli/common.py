@@ -233,7 +233,8 @@ def os_error_message(error, trainer=None, verb="cannot write", advice="choose an
     line = f"{verb} {path}: {error.strerror}" if path else f"a write{where} failed: {error.strerror}"
     kept = trainer.last_good if trainer is not None else None
     if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        advice = "free some space, then continue with --resume" if kept else "free some space and start again"
+        advice = (f"free some space, then continue with --resume {trainer.checkpoint_path}" if kept
+                  else "free some space and start again")
     if kept:
         return f"{line}; the last good checkpoint {kept} is intact: {advice}"
     return f"{line}; {advice}"

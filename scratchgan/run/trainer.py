@@ -503,7 +503,7 @@ class Trainer:
                                               f"to {self.last_good}")
                     signum = self._stop_requested if self._stop_requested in _SIGNAL_NAMES else signal.SIGINT
                     raise TrainingInterrupted(f"interrupted at step {self.global_step} by {_SIGNAL_NAMES[signum]}; "
-                                              f"checkpoint saved to {self.last_good}; continue with --resume",
+                                              f"checkpoint saved to {self.last_good}; continue with --resume {self.checkpoint_path}",
                                               signum)
         finally:
             bar.close()

@@ -316,7 +316,7 @@ def test_a_full_disk_keeps_the_last_good_checkpoint(faults):
     assert code == 2, err
     assert re.search(rf"cannot write full/checkpoint\.npz: No space left on device; the last good checkpoint "
                      rf"full/checkpoint\.npz \(step {STEPS}\) is intact: free some space, then continue with "
-                     r"--resume$", line), line
+                     r"--resume full/checkpoint\.npz$", line), line
     _, meta = load_checkpoint(tmp / "full" / "checkpoint.npz")
     assert meta["global_step"] == STEPS
     assert not [p for p in (tmp / "full").rglob("*") if p.name.endswith(".tmp") or p.name == ".lock"]
@@ -385,7 +385,7 @@ def test_sigterm_saves_after_the_step_in_flight(tmp_path):
     line = one_line(err)
     assert code == 128 + signal.SIGTERM, err
     m = re.fullmatch(r"mnist_mlp\.py: interrupted at step (\d+) by SIGTERM; checkpoint saved to "
-                     r"run/checkpoint\.npz \(step \1\); continue with --resume", line)
+                     r"run/checkpoint\.npz \(step \1\); continue with --resume run/checkpoint\.npz", line)
     assert m, line
     assert "SIGTERM: saving a checkpoint after this step" in out
     _, meta = load_checkpoint(tmp_path / "run" / "checkpoint.npz")
