@@ -361,6 +361,10 @@ def shard_dropout(modules, world, xp):
             m.rng.rng = ShardedGenerator(m.rng.rng, world)
 
 
+_FORWARD_S = 1.0  # how long a failing rank waits for its line to be forwarded before MPI_Abort
+_HOLD_S = 3.0  # how long ranks other than 0 hold their line, so that rank 0 says a shared error first
+
+
 def run(main, *args, **kwargs):
     """Run a command's ``main`` (returning an exit code) on every rank of an MPI job.
 
@@ -388,7 +392,7 @@ def run(main, *args, **kwargs):
     if code and held is not None and not _mpi_running():
         return code  # MPI did not start (mpi4py missing): every rank failed alike, and rank 0 says why
     if code and held is not None:
-        time.sleep(2.0)  # rank 0 aborts the job first when it failed the same way
+        time.sleep(_HOLD_S)  # rank 0 aborts the job first when it failed the same way
         real_stderr.write(held.getvalue().replace(": error: ", f": error: (rank {rank}) ", 1))
     elif held is not None:
         real_stderr.write(held.getvalue())
@@ -409,4 +413,7 @@ def _abort(code):
         real_stderr = sys.stderr
         real_stderr.flush()
         sys.stdout.flush()
+        # MPI_Abort kills the launcher's proxies at once; a line still in the pipe to them is lost (seen on
+        # a loaded machine). Give them a moment to forward it; other ranks hold their lines for longer.
+        time.sleep(_FORWARD_S)
         mpi.COMM_WORLD.Abort(int(code))
