@@ -2,7 +2,8 @@
 
 x: (N, C, H, W) -> y: (N, C, H_out, W_out), H_out = floor((H + 2 pH - kH) / sH) + 1 (and W alike).
 Window (h, w) covers padded rows sH*h + i, columns sW*w + j, for kernel offsets 0 <= i < kH, 0 <= j < kW.
-  MaxPool2d  forward:  y = max over the window of x padded with -inf;  backward: dy to the window's argmax
+  MaxPool2d  forward:  y = max over the window of x padded with -inf;  backward: dy to the window's
+             first cell equal to y (its argmax; of equal maxima the first, as PyTorch on the CPU)
   AvgPool2d  forward:  y = sum over the window of x padded with 0, / count;  backward: dy / count to each pixel
   GlobalAvgPool2d  (N, C, H, W) -> (N, C): y = mean over H, W;  backward: dx = dy / (H W), broadcast
 Every pass loops over the kH*kW kernel offsets, each one strided slice over the whole batch: no loop
@@ -70,48 +71,42 @@ def _check_window(name, x, kernel_size, padding):
 def maxpool2d_forward(x, kernel_size, stride, padding):
     """y[n, c, h, w] = max_{i, j} x_pad[n, c, sH*h + i, sW*w + j], x padded with -inf.
 
-    x: (N, C, H, W) -> y: (N, C, H_out, W_out). The cache keeps, per output, which offset k = i*kW + j won
-    (uint8 for kernels up to 255 cells, else int32): the first of equal maxima, as PyTorch on the CPU.
-    A NaN in a window makes y NaN (it wins, as in PyTorch).
+    x: (N, C, H, W) -> y: (N, C, H_out, W_out): one running maximum over the kH*kW offsets. A NaN in a
+    window makes y NaN, as in PyTorch. The cache is x_pad (x itself without padding: no copy) and y:
+    the winners are the cells equal to y, which backward finds.
     """
     xp = array_module(x)
     N, C, H, W = x.shape
-    kH, kW = kernel_size
     H_out, W_out = conv_output_size((H, W), kernel_size, stride, padding)
     x_pad = _pad(x, padding, float("-inf"))
-    chl = _channels_last(x)
-    y = _empty(xp, (N, C, H_out, W_out), x.dtype, chl)
-    argmax = _empty(xp, (N, C, H_out, W_out), xp.uint8 if kH * kW <= 255 else xp.int32, chl)
-    wins = _empty(xp, (N, C, H_out, W_out), xp.bool_, chl)
+    y = _empty(xp, (N, C, H_out, W_out), x.dtype, _channels_last(x))
     for i, j, window in _offsets(kernel_size, stride, (H_out, W_out)):
-        v = x_pad[window]  # (N, C, H_out, W_out): offset (i, j) of every window, a strided view
         if i == 0 and j == 0:
-            y[...] = v
-            argmax.fill(0)
-            continue
-        # strictly greater: an equal value later in the window does not take over (the first wins);
-        # a NaN takes over as in PyTorch (val > max || isnan(val)), and then nothing beats it but a NaN
-        xp.greater(v, y, out=wins)
-        wins |= xp.isnan(v)
-        xp.copyto(y, v, where=wins)
-        xp.copyto(argmax, i * kW + j, where=wins)
-    return y, (argmax, x.shape, kernel_size, stride, padding)
+            y[...] = x_pad[window]  # (N, C, H_out, W_out): offset (0, 0) of every window
+        else:
+            xp.maximum(y, x_pad[window], out=y)  # in place; NaN propagates
+    return y, (x_pad, y, x.shape, kernel_size, stride, padding)
 
 
 def maxpool2d_backward(dy, cache):
-    """dx_pad[n, c, sH*h + i, sW*w + j] += dy[n, c, h, w] for the winning offset (i, j) only; crop the padding.
+    """dx_pad[n, c, sH*h + i, sW*w + j] += dy[n, c, h, w] at each window's winner only; crop the padding.
 
-    dy: (N, C, H_out, W_out) -> dx: (N, C, H, W). Windows overlap when stride < kernel: a pixel that
-    wins several windows gets the sum of their dy.
+    dy: (N, C, H_out, W_out) -> dx: (N, C, H, W). The winner is the first cell of the window, row by
+    row, that equals y (of equal maxima the first, as PyTorch on the CPU; in a window with a NaN, its
+    first NaN). Windows overlap when stride < kernel: a pixel that wins several gets the sum of their dy.
     """
-    argmax, x_shape, kernel_size, stride, padding = cache
+    x_pad, y, x_shape, kernel_size, stride, padding = cache
     xp = array_module(dy)
     N, C, H, W = x_shape
-    (kW, (pH, pW)) = kernel_size[1], padding
-    H_out, W_out = dy.shape[2:]
+    pH, pW = padding
     dx_pad = xp.zeros((N, C, H + 2 * pH, W + 2 * pW), dtype=dy.dtype)
-    for i, j, window in _offsets(kernel_size, stride, (H_out, W_out)):
-        dx_pad[window] += dy * (argmax == i * kW + j)  # bool times float keeps the float dtype
+    y_nan = xp.isnan(y)
+    unrouted = xp.ones(y.shape, dtype=xp.bool_)  # windows whose winner is not found yet
+    for i, j, window in _offsets(kernel_size, stride, y.shape[2:]):
+        v = x_pad[window]  # (N, C, H_out, W_out): offset (i, j) of every window
+        wins = unrouted & ((v == y) | (y_nan & xp.isnan(v)))  # the first cell equal to the max
+        unrouted &= ~wins
+        dx_pad[window] += dy * wins  # bool times float keeps the float dtype
     return dx_pad[:, :, pH:pH + H, pW:pW + W]
 
 
