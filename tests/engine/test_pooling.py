@@ -162,7 +162,7 @@ def test_concat_equals_the_branches_joined_and_dx_is_the_sum_of_theirs():
     dx = net.backward(dy)
     dx_sum = sum(b.backward(dy[:, o:o + part.shape[1]].copy())
                  for b, part, o in zip(twins, parts, np.cumsum([0] + [p.shape[1] for p in parts])))
-    np.testing.assert_allclose(dx, dx_sum, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(dx, dx_sum, rtol=1e-13, atol=1e-15)  # float64: sums in another order
     for (name, p), q in zip(net.named_parameters(), twins.parameters()):
         np.testing.assert_array_equal(p.grad, q.grad, err_msg=name)
 
