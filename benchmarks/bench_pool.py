@@ -20,14 +20,15 @@ with a device synchronisation on both sides. Other load on the machine shows up 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
+
+from sides import backend_error, run_side
+from sides import torch_version as installed_torch
 
 # (name, pool, kernel, stride, padding, count_include_pad, C, H=W)
 LAYERS = [
@@ -106,9 +107,9 @@ def _time_torch(batch, warmup, reps, threads=None, backend="numpy", channels_las
         for name, pool, k, s, p, cip, c, size in LAYERS:
             x = xs[(c, size)]
             if pool == "max":
-                run = lambda x=x, k=k, s=s, p=p: F.max_pool2d(x, k, s, p)  # noqa: E731
+                run = lambda x=x, k=k, s=s, p=p: F.max_pool2d(x, k, s, p)
             else:
-                run = lambda x=x, k=k, s=s, p=p, cip=cip: F.avg_pool2d(x, k, s, p, count_include_pad=cip)  # noqa: E731
+                run = lambda x=x, k=k, s=s, p=p, cip=cip: F.avg_pool2d(x, k, s, p, count_include_pad=cip)
             out[name] = _time(run, warmup, reps, sync)
     return out
 
@@ -122,19 +123,9 @@ def _worker(args):
 
 
 def _run_side(side, args):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--batch", str(args.batch),
-           "--warmup", str(args.warmup), "--reps", str(args.reps), "--backend", args.backend] + \
-        (["--channels-last"] if args.channels_last else [])
-    if args.threads:  # thread pools read their size at import: set it for the child process
-        env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
-        cmd += ["--threads", str(args.threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"{side} worker failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    argv = ["--batch", str(args.batch), "--warmup", str(args.warmup), "--reps", str(args.reps),
+            "--backend", args.backend] + (["--channels-last"] if args.channels_last else [])
+    return run_side(__file__, side, argv, args.threads)
 
 
 def make_parser():
@@ -162,17 +153,11 @@ def main(argv=None):
         args.threads = args.threads or 1
     if args.worker:
         return _worker(args)
-    if args.backend == "cupy":  # before any worker starts: one line if it cannot run here
-        from scratchgan.backend import BackendError, get_xp
-        try:
-            get_xp("cupy")
-        except BackendError as e:
-            print(f"bench_pool.py: error: {e}", file=sys.stderr)
-            return 2
-    try:  # the version without importing torch here: the workers import it
-        torch_version = importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        torch_version = None
+    error = backend_error(args.backend)  # before any worker starts: one line if it cannot run here
+    if error:
+        print(f"bench_pool.py: error: {error}", file=sys.stderr)
+        return 2
+    torch_version = installed_torch()
     sides = ["scratchgan"] + ([] if args.no_torch or torch_version is None else ["torch"])
     import numpy as np
     print(f"bench_pool: {args.backend}{' (CUDA)' if args.backend == 'cupy' else ''}, batch {args.batch}, float32, "

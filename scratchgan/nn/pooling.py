@@ -175,7 +175,7 @@ def global_avgpool2d_forward(x):
 def global_avgpool2d_backward(dy, x_shape):
     """dx[n, c, h, w] = dy[n, c] / (H W).  dy: (N, C) -> dx: (N, C, H, W)."""
     xp = array_module(dy)
-    N, C, H, W = x_shape
+    H, W = x_shape[2:]
     dx = xp.empty(x_shape, dtype=dy.dtype)
     dx[...] = (dy * (1.0 / (H * W)))[:, :, None, None]  # broadcast over H, W; a Python float keeps float32
     return dx

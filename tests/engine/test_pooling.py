@@ -92,7 +92,7 @@ def test_gradient_check_has_teeth_for_the_pools(monkeypatch):
     """A max pool routing ties' or winners' gradients to the wrong cell, or a wrong divisor, is caught."""
     x = make_input((2, 2, 5, 5))
     def last_cell(dy, cache):  # every gradient to the window's last cell instead of its winner
-        x_pad, y, x_shape, kernel_size, stride, padding = cache
+        x_pad, y, _, kernel_size, stride, _ = cache
         dx_pad = np.zeros_like(x_pad)
         window = list(pooling._offsets(kernel_size, stride, y.shape[2:]))[-1][2]  # offset (kH - 1, kW - 1)
         dx_pad[window] += dy
