@@ -6,8 +6,9 @@ Window (h, w) covers padded rows sH*h + i, columns sW*w + j, for kernel offsets 
              first cell equal to y (its argmax; of equal maxima the first, as PyTorch on the CPU)
   AvgPool2d  forward:  y = sum over the window of x padded with 0, / count;  backward: dy / count to each pixel
   GlobalAvgPool2d  (N, C, H, W) -> (N, C): y = mean over H, W;  backward: dx = dy / (H W), broadcast
-Every pass loops over the kH*kW kernel offsets, each one strided slice over the whole batch: no loop
-over pixels, no patch copy (im2col would make kH*kW copies of x).                (docs/derivations/pooling.md)
+Each pass is a loop over kernel offsets, each one strided slice over the whole batch: no loop over
+pixels, no patch copy (im2col would make kH*kW copies of x). The forwards reduce along the windows'
+rows, then down their columns (kW + kH slices); the backwards add into one slice per offset (kH*kW).                (docs/derivations/pooling.md)
 """
 from __future__ import annotations
 
@@ -29,6 +30,34 @@ def _offsets(kernel_size, stride, out_size):
         for j in range(kW):
             yield i, j, (slice(None), slice(None), slice(i, i + sH * (H_out - 1) + 1, sH),
                          slice(j, j + sW * (W_out - 1) + 1, sW))
+
+
+def _reduce_windows(ufunc, x_pad, kernel_size, stride, out_size):
+    """``ufunc`` (xp.maximum or xp.add) over every window: (N, C, Hp, Wp) -> (N, C, H_out, W_out).
+
+    A window's max (sum) is the max (sum) of its kH rows' maxima (sums): first along the rows, one strided
+    slice per column offset j, then down the columns, one per row offset i: kW + kH whole-array passes
+    where one pass per offset would take kH*kW.
+    """
+    xp = array_module(x_pad)
+    (kH, kW), (sH, sW), (H_out, W_out) = kernel_size, stride, out_size
+    N, C, Hp, _ = x_pad.shape
+    chl = _channels_last(x_pad)
+    rows = _empty(xp, (N, C, Hp, W_out), x_pad.dtype, chl)  # rows[.., r, w] = ufunc over j of x_pad[.., r, sW*w + j]
+    _fold(ufunc, [x_pad[:, :, :, j:j + sW * (W_out - 1) + 1:sW] for j in range(kW)], rows)
+    y = _empty(xp, (N, C, H_out, W_out), x_pad.dtype, chl)  # y[.., h, w] = ufunc over i of rows[.., sH*h + i, w]
+    _fold(ufunc, [rows[:, :, i:i + sH * (H_out - 1) + 1:sH, :] for i in range(kH)], y)
+    return y
+
+
+def _fold(ufunc, parts, out):
+    """out = ufunc(...ufunc(ufunc(parts[0], parts[1]), parts[2])..., parts[-1]), written in place into ``out``."""
+    if len(parts) == 1:
+        out[...] = parts[0]
+        return
+    ufunc(parts[0], parts[1], out=out)
+    for part in parts[2:]:
+        ufunc(out, part, out=out)
 
 
 def _channels_last(a):
@@ -71,20 +100,15 @@ def _check_window(name, x, kernel_size, padding):
 def maxpool2d_forward(x, kernel_size, stride, padding):
     """y[n, c, h, w] = max_{i, j} x_pad[n, c, sH*h + i, sW*w + j], x padded with -inf.
 
-    x: (N, C, H, W) -> y: (N, C, H_out, W_out): one running maximum over the kH*kW offsets. A NaN in a
-    window makes y NaN, as in PyTorch. The cache is x_pad (x itself without padding: no copy) and y:
+    x: (N, C, H, W) -> y: (N, C, H_out, W_out): the maximum along each window's rows, then down its
+    columns. A NaN in a window makes y NaN, as in PyTorch. The cache is x_pad (x itself without padding: no copy) and y:
     the winners are the cells equal to y, which backward finds.
     """
     xp = array_module(x)
     N, C, H, W = x.shape
     H_out, W_out = conv_output_size((H, W), kernel_size, stride, padding)
     x_pad = _pad(x, padding, float("-inf"))
-    y = _empty(xp, (N, C, H_out, W_out), x.dtype, _channels_last(x))
-    for i, j, window in _offsets(kernel_size, stride, (H_out, W_out)):
-        if i == 0 and j == 0:
-            y[...] = x_pad[window]  # (N, C, H_out, W_out): offset (0, 0) of every window
-        else:
-            xp.maximum(y, x_pad[window], out=y)  # in place; NaN propagates
+    y = _reduce_windows(xp.maximum, x_pad, kernel_size, stride, (H_out, W_out))  # NaN propagates
     return y, (x_pad, y, x.shape, kernel_size, stride, padding)
 
 
@@ -139,12 +163,7 @@ def avgpool2d_forward(x, kernel_size, stride, padding, count_include_pad=True):
     H_out, W_out = conv_output_size((H, W), kernel_size, stride, padding)
     count = avgpool2d_count((H, W), kernel_size, stride, padding, count_include_pad, xp, x.dtype)
     x_pad = _pad(x, padding, 0.0)
-    y = _empty(xp, (N, C, H_out, W_out), x.dtype, _channels_last(x))
-    for i, j, window in _offsets(kernel_size, stride, (H_out, W_out)):
-        if i == 0 and j == 0:
-            y[...] = x_pad[window]
-        else:
-            y += x_pad[window]  # (N, C, H_out, W_out): offset (i, j) of every window
+    y = _reduce_windows(xp.add, x_pad, kernel_size, stride, (H_out, W_out))  # each window's sum
     y /= count  # (N, C, H_out, W_out) / (H_out, W_out)
     return y, (count, x.shape, kernel_size, stride, padding)
 
