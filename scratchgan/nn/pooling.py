@@ -81,8 +81,9 @@ def _pad(x, padding, value):
     xp = array_module(x)
     N, C, H, W = x.shape
     x_pad = _empty(xp, (N, C, H + 2 * pH, W + 2 * pW), x.dtype, _channels_last(x))
-    x_pad.fill(value)
     x_pad[:, :, pH:pH + H, pW:pW + W] = x
+    x_pad[:, :, :pH] = x_pad[:, :, pH + H:] = value  # the border only: the inside is written once, by x
+    x_pad[:, :, :, :pW] = x_pad[:, :, :, pW + W:] = value
     return x_pad
 
 
