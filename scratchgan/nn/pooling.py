@@ -8,7 +8,8 @@ Window (h, w) covers padded rows sH*h + i, columns sW*w + j, for kernel offsets 
   GlobalAvgPool2d  (N, C, H, W) -> (N, C): y = mean over H, W;  backward: dx = dy / (H W), broadcast
 Each pass is a loop over kernel offsets, each one strided slice over the whole batch: no loop over
 pixels, no patch copy (im2col would make kH*kW copies of x). The forwards reduce along the windows'
-rows, then down their columns (kW + kH slices); the backwards add into one slice per offset (kH*kW).                (docs/derivations/pooling.md)
+rows, then down their columns (kW + kH slices); the backwards add into one slice per offset (kH*kW).
+                                                                              (docs/derivations/pooling.md)
 """
 from __future__ import annotations
 
@@ -102,8 +103,8 @@ def maxpool2d_forward(x, kernel_size, stride, padding):
     """y[n, c, h, w] = max_{i, j} x_pad[n, c, sH*h + i, sW*w + j], x padded with -inf.
 
     x: (N, C, H, W) -> y: (N, C, H_out, W_out): the maximum along each window's rows, then down its
-    columns. A NaN in a window makes y NaN, as in PyTorch. The cache is x_pad (x itself without padding: no copy) and y:
-    the winners are the cells equal to y, which backward finds.
+    columns. A NaN in a window makes y NaN, as in PyTorch. The cache is x_pad (x itself without padding:
+    no copy) and y: the winners are the cells equal to y, which backward finds.
     """
     xp = array_module(x)
     N, C, H, W = x.shape

@@ -106,5 +106,6 @@ def test_concat_against_torch_cat(torch, shape, dtype):
                           F.avg_pool2d(xt, 3, 1, 1, count_include_pad=False)], dim=1)
 
     run_pair(torch, ours, theirs, shape, "Concat", dtype)
-    for quantity, p, t in [("dW (branch 0)", conv1.W, W1), ("db (branch 0)", conv1.b, b1), ("dW (branch 1)", conv3.W, W3)]:
+    for quantity, p, t in [("dW (branch 0)", conv1.W, W1), ("db (branch 0)", conv1.b, b1),
+                           ("dW (branch 1)", conv3.W, W3)]:
         compare(p.grad, t.grad, "Concat", quantity, dtype)
