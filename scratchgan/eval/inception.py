@@ -1,4 +1,4 @@
-"""The FID Inception-v3 (TensorFlow's 2015-12-05 graph, as pytorch-fid ports it), forward only, from scratchgan's layers.
+"""The FID Inception-v3 (TensorFlow's 2015-12-05 graph as pytorch-fid ports it), forward only, from the engine's layers.
 
 Input (N, 3, 299, 299) float32 in pytorch-fid's range (its ``normalize_input``: 2 x - 1 of images in [0, 1]);
 output (N, 2048), the "pool3" features every FID paper uses. No resizing here: the caller brings 299 x 299.
@@ -33,7 +33,7 @@ BN_EPS = 0.001  # TF's batch-norm epsilon, kept by pytorch-fid
 
 
 def _basic(convs, name, c_in, c_out, kernel_size, stride=1, padding=0):
-    """BasicConv2d: Conv2d(no bias) -> BatchNorm2d(eps=0.001) -> ReLU, recorded in ``convs`` under pytorch-fid's name."""
+    """BasicConv2d: Conv2d(no bias) -> BatchNorm2d(eps=0.001) -> ReLU, kept in ``convs`` under pytorch-fid's name."""
     layer = nn.Sequential(nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=padding, bias=False, seed=0),
                           nn.BatchNorm2d(c_out, eps=BN_EPS), nn.ReLU())
     convs[name] = layer
@@ -212,7 +212,8 @@ def check_fid_state(net, arrays):
     missing = sorted(k for k in wanted if k not in arrays)
     if missing or extra:
         raise ValueError(f"not the FID Inception's weights: {len(missing)} missing (first: "
-                         f"{', '.join(missing[:3]) or 'none'}), {len(extra)} unexpected (first: {', '.join(extra[:3]) or 'none'})")
+                         f"{', '.join(missing[:3]) or 'none'}), {len(extra)} unexpected "
+                         f"(first: {', '.join(extra[:3]) or 'none'})")
     for k, shape in wanted.items():
         a = np.asarray(arrays[k])
         if tuple(a.shape) != shape:

@@ -53,7 +53,8 @@ def test_cached_pth_is_converted_once_then_the_npz_is_read(cache, shapes, monkey
     assert source == cache / fid_weights.NPZ and len(lines) == 1
     assert all(np.array_equal(again[k], arrays[k]) and again[k].dtype == np.float32 for k in shapes)
     net = fid_inception(progress=False, download=False)
-    np.testing.assert_array_equal(net.convs["Mixed_7c.branch_pool"][1].running_var, saved["Mixed_7c.branch_pool.bn.running_var"])
+    np.testing.assert_array_equal(net.convs["Mixed_7c.branch_pool"][1].running_var,
+                                  saved["Mixed_7c.branch_pool.bn.running_var"])
     assert not net.training
 
 
@@ -110,7 +111,8 @@ def test_download_checks_the_sha256_prefix_and_writes_atomically(cache, shapes, 
     with pytest.raises(FIDWeightsError, match="could not be downloaded .*does not start with the published 6726825d"):
         fid_weights.download_weights(url=url)
     assert not cache.exists() or not any(cache.iterdir())  # nothing half or foreign left in the cache
-    monkeypatch.setattr(fid_weights, "SHA256_PREFIX", hashlib.sha256((served / fid_weights.FILE).read_bytes()).hexdigest()[:8])
+    digest = hashlib.sha256((served / fid_weights.FILE).read_bytes()).hexdigest()
+    monkeypatch.setattr(fid_weights, "SHA256_PREFIX", digest[:8])
     path = fid_weights.download_weights(url=url)
     assert path == cache / fid_weights.FILE and path.read_bytes() == (served / fid_weights.FILE).read_bytes()
     assert sorted(p.name for p in cache.iterdir()) == [fid_weights.FILE]

@@ -34,7 +34,8 @@ _A = {"conv": "branch1x1", "tower.conv": "branch5x5_1", "tower.conv_1": "branch5
 _B = {"conv": "branch3x3", "tower.conv": "branch3x3dbl_1", "tower.conv_1": "branch3x3dbl_2",
       "tower.conv_2": "branch3x3dbl_3"}
 _C = {"conv": "branch1x1", **{f"tower.{c}": f"branch7x7_{i + 1}" for i, c in enumerate(["conv", "conv_1", "conv_2"])},
-      **{f"tower_1.{c}": f"branch7x7dbl_{i + 1}" for i, c in enumerate(["conv", "conv_1", "conv_2", "conv_3", "conv_4"])},
+      **{f"tower_1.{c}": f"branch7x7dbl_{i + 1}"
+         for i, c in enumerate(["conv", "conv_1", "conv_2", "conv_3", "conv_4"])},
       "tower_2.conv": "branch_pool"}
 _D = {"tower.conv": "branch3x3_1", "tower.conv_1": "branch3x3_2",
       **{f"tower_1.{c}": f"branch7x7x3_{i + 1}" for i, c in enumerate(["conv", "conv_1", "conv_2", "conv_3"])}}
