@@ -185,8 +185,9 @@ def build_fid_inception(dtype="float32"):
 # pytorch-fid's BasicConv2d tensors -> (layer index in our (Conv2d, BatchNorm2d, ReLU), attribute)
 _TENSORS = {"conv.weight": (0, "W"), "bn.weight": (1, "gamma"), "bn.bias": (1, "beta"),
             "bn.running_mean": (1, "running_mean"), "bn.running_var": (1, "running_var")}
-# what pytorch-fid's file may hold besides: the classifier (1008 classes) and BatchNorm's step counters
-_IGNORED = ("fc.weight", "fc.bias")
+# what pytorch-fid's file may hold besides, unused by pool3: the classifier (1008 classes), an auxiliary head,
+# BatchNorm's step counters
+_IGNORED = ("fc.", "AuxLogits.")
 
 
 def _array(layer, attr):
@@ -206,9 +207,10 @@ def fid_state_names(net):
 
 def check_fid_state(net, arrays):
     """ValueError (one line) unless ``arrays`` has every tensor of ``net`` with its shape, float, finite;
-    extra names other than the classifier and BatchNorm's counters are an error too."""
+    extra names other than the classifier, an auxiliary head and BatchNorm's counters are an error too."""
     wanted = fid_state_names(net)
-    extra = sorted(k for k in arrays if k not in wanted and k not in _IGNORED and not k.endswith("num_batches_tracked"))
+    extra = sorted(k for k in arrays if k not in wanted and not k.startswith(_IGNORED)
+                   and not k.endswith("num_batches_tracked"))
     missing = sorted(k for k in wanted if k not in arrays)
     if missing or extra:
         raise ValueError(f"not the FID Inception's weights: {len(missing)} missing (first: "

@@ -25,6 +25,7 @@ def _save_pth(torch, path, shapes, seed=0, drop=None, extra=True):
     if extra:
         state["fc.weight"] = torch.zeros(1008, 2048)
         state["Conv2d_1a_3x3.bn.num_batches_tracked"] = torch.tensor(0)
+        state["AuxLogits.fc.weight"] = torch.zeros(10, 768)
     torch.save(state, path)
     return {k: v.numpy() for k, v in state.items()}
 
@@ -88,6 +89,11 @@ def test_weights_from_the_environment_variable_are_checked(tmp_path, shapes, mon
     np.savez(tmp_path / "shape.npz", **shape)
     monkeypatch.setenv(fid_weights.ENV, str(tmp_path / "shape.npz"))
     with pytest.raises(FIDWeightsError, match=r"running_mean has shape \(3,\), expected \(64,\)"):
+        load_weights(download=False)
+    np.savez(tmp_path / "extra.npz", **dict(shape, **{"Mixed_5b.branch1x1.bn.running_mean": np.ones(64, np.float32),
+                                                      "Mixed_5b.branch9x9.conv.weight": np.ones(1, np.float32)}))
+    monkeypatch.setenv(fid_weights.ENV, str(tmp_path / "extra.npz"))
+    with pytest.raises(FIDWeightsError, match=r"0 missing \(first: none\), 1 unexpected \(first: Mixed_5b.branch9x9"):
         load_weights(download=False)
     monkeypatch.setenv(fid_weights.ENV, str(tmp_path / "absent.pth"))
     with pytest.raises(FIDWeightsError, match="SCRATCHGAN_FID_WEIGHTS=.*absent.pth: no such file"):
