@@ -138,7 +138,10 @@ class FIDInception(nn.Sequential):
         stem, blocks = self.layers[:self.stem_stages], self.layers[self.stem_stages:]
         if xp is not np:  # a GPU wants the whole batch at once
             return _run(blocks, _run(stem, x))
-        h = np.concatenate([_run(stem, x[i:i + self.stem_chunk]) for i in range(0, len(x), self.stem_chunk)])
+        parts = [_run(stem, x[i:i + self.stem_chunk]) for i in range(0, len(x), self.stem_chunk)]
+        N, C, H, W = len(x), *parts[0].shape[1:]
+        h = np.empty((N, H, W, C), dtype=parts[0].dtype).transpose(0, 3, 1, 2)  # channels-last, as the parts
+        np.concatenate(parts, out=h)
         return np.concatenate([_run(blocks, h[i:i + self.chunk]) for i in range(0, len(h), self.chunk)])
 
     def backward(self, dy, param_grads=True, need_dx=True):
