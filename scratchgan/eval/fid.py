@@ -285,3 +285,37 @@ def is_grey(images):
     if images.ndim == 4:
         return images.shape[1] == 1
     return math.isqrt(images.shape[1]) ** 2 == images.shape[1]
+
+
+# ---------------------------------------------------------------------------------- 7. putting it together
+
+class NetworkUnavailable(Exception):
+    """The FID Inception network cannot be had (its weights are not cached and cannot be downloaded)."""
+
+
+def load_network(backend="numpy", progress=True):
+    """The FID Inception-v3 (fid_weights.fid_inception: pytorch-fid's weights, downloaded once and cached, or
+    ``SCRATCHGAN_FID_WEIGHTS``) in eval mode on ``backend``."""
+    try:
+        from .fid_weights import fid_inception
+    except ImportError as e:
+        raise NetworkUnavailable(f"the FID Inception network is not available in this installation ({e})") from None
+    net = fid_inception(progress=progress)
+    return net.to(backend=backend) if hasattr(net, "to") else net
+
+
+def measure(net, fake, real, real_source, cache=None, log=None, bar=None, batch_size=DEFAULT_BATCH):
+    """The FID of ``fake`` against ``real`` images (any forms to_rgb01 takes) and how it was measured: a dict
+    with fid, line (protocol_line), protocol, n_fake, n_real, real, weights_sha256, seconds, seconds_per_image.
+    The real statistics come from, or go to, the file ``cache`` (None: not cached)."""
+    t0 = time.perf_counter()
+    real_stats = real_statistics(net, real, cache, real_source, log=log, bar=bar, batch_size=batch_size)
+    t1 = time.perf_counter()
+    fake_stats = statistics(features(net, fake, batch_size=batch_size, desc="generated", log=log, bar=bar))
+    t2 = time.perf_counter()
+    value = frechet_distance(fake_stats, real_stats)
+    grey = is_grey(fake)
+    return {"fid": value, "line": protocol_line(value, net, len(fake), len(real), real_source, grey),
+            "protocol": protocol(net, len(fake), len(real), real_source, grey), "n_fake": int(len(fake)),
+            "n_real": int(len(real)), "real": real_source, "weights_sha256": weights_sha256(net),
+            "seconds": round(t2 - t0, 2), "seconds_per_image": round((t2 - t1) / max(len(fake), 1), 4)}

@@ -3,31 +3,16 @@ bilinear resize against PyTorch's F.interpolate, the features in batches with th
 Frechet distance against float64 references with known answers, the cached real statistics (stale and
 damaged files recomputed) and the protocol line.
 
-The feature network here is a small one of the test's own (a fixed random projection of 8x8 average
-pools), so nothing waits for the Inception weights; tests/cli/test_evaluate_fid.py runs the real one.
+The feature network here is a small one (tests/support/feature_nets.py: a fixed random projection of 8x8
+average pools), so nothing waits for the Inception weights; tests/cli/test_evaluate_fid.py runs the real one.
 """
 import numpy as np
 import pytest
+from feature_nets import PooledProjection
 from tolerances import FLOAT32_EPS, assert_close
 
 from scratchgan.eval import fid
 from scratchgan.eval import metrics
-
-
-class PooledProjection:
-    """A feature network: (N, 3, 299, 299) -> 8x8 average pools (stride 37, the last 3 rows dropped) ->
-    (N, 192) @ W (192, F). ``weights_sha256``: a made-up name for its weights, as Inception's has one."""
-
-    def __init__(self, F=16, seed=0, weights_sha256="ab" * 32):
-        self.W = np.random.default_rng(seed).standard_normal((192, F)).astype(np.float32)
-        self.weights_sha256 = weights_sha256
-        self.calls = []
-
-    def forward(self, x):
-        assert x.shape[1:] == (3, 299, 299) and x.dtype == np.float32
-        self.calls.append(len(x))
-        p = x[:, :, :296, :296].reshape(len(x), 3, 8, 37, 8, 37).mean(axis=(3, 5))
-        return p.reshape(len(x), -1) @ self.W                    # (N, 192) @ (192, F) -> (N, F)
 
 
 # ---------------------------------------------------------------------------------- images
