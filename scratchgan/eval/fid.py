@@ -99,18 +99,24 @@ def resize_bilinear(x, size=SIZE):
     H, W = x.shape[-2:]
     R_H = interpolation_matrix(H, size, xp, x.dtype)
     R_W = interpolation_matrix(W, size, xp, x.dtype)
+    N, C = x.shape[:2]
     y = xp.matmul(R_H, x)                               # (size, H) @ (N, C, H, W) -> (N, C, size, W)
-    return xp.matmul(y, R_W.T)                          # (N, C, size, W) @ (W, size) -> (N, C, size, size)
+    y = y.reshape(N * C * size, W) @ R_W.T              # (N C size, W) @ (W, size) -> (N C size, size)
+    return y.reshape(N, C, size, size)
 
 
-def to_network_range(x01):
-    """[0, 1] -> [-1, 1]: 2 x - 1, the input range of pytorch-fid's FID Inception."""
-    return 2.0 * x01 - 1.0
+def to_network_range(x01, out=None):
+    """[0, 1] -> [-1, 1]: 2 x - 1, the input range of pytorch-fid's FID Inception (``out=x01``: in place)."""
+    xp = array_module(x01)
+    y = xp.multiply(x01, 2.0, out=out)
+    y -= 1.0
+    return y
 
 
 def prepare(images, xp=None, dtype=np.float32):
     """The network's input: grey x3, bilinear to 299, in [-1, 1]; (N, 3, 299, 299) on ``xp``."""
-    return to_network_range(resize_bilinear(to_rgb01(images, xp, dtype)))
+    x = resize_bilinear(to_rgb01(images, xp, dtype))
+    return to_network_range(x, out=x)  # in place: the resized batch is this function's own
 
 
 # ---------------------------------------------------------------------------------- 3. features
