@@ -259,6 +259,5 @@ def collapse_check(history, coverage_drop=3, spread_fraction=0.5, reference_spre
     return f"possible mode collapse at step {step}: " + "; ".join(problems)
 
 
-# The panels the trainer's loss plot can add for these metrics and the Inception FID of fid.py
-# (viz.plot_losses(extra_panels=...)).
-PLOT_PANELS = (("frechet_distance",), ("classes_covered",), ("precision", "recall"), ("feature_spread",), ("fid",))
+# The panels the trainer's loss plot can add for these metrics (viz.plot_losses(extra_panels=...)).
+PLOT_PANELS = (("frechet_distance",), ("classes_covered",), ("precision", "recall"), ("feature_spread",))
