@@ -160,7 +160,7 @@ def _evaluate(args, prog):
         results = _measure(G, config, real, evaluator, args)
     except KeyboardInterrupt as e:
         raise interruption(e, f"stopped while {stage[0]}; no results were written") from None
-    except (UserError, CheckpointError, DataError, BackendError, ValueError, fid.NetworkUnavailable) as e:
+    except (UserError, CheckpointError, DataError, BackendError, ValueError) as e:
         return _fail(prog, e)
     except OSError as e:
         return _fail(prog, _os_error_message(e, verb="cannot use", advice="check that path (the evaluator's cache "
@@ -335,7 +335,7 @@ def _measure_fid(args, G, config, meta, stage):
     stage[0] = "loading the real images"
     real, source, settings = _fid_real_images(args, config)
     stage[0] = "loading the FID Inception network"
-    net = fid.load_network(args.backend)
+    net = fid.load_network(args.backend, log=_log)
     stage[0] = "computing Inception features"
     z = np.random.default_rng(args.seed).standard_normal((args.n_fake, int(config["latent_dim"])))
     fake = generate_on_host(G, z)  # (n, D) from an MLP, (n, C, H, W) from a DCGAN

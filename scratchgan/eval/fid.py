@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import sys
 import time
 
@@ -272,7 +273,7 @@ def choose(n_total, n, seed=0):
 def protocol(net, n_fake, n_real, real_source, grey):
     """The protocol in words: network, weights, resize, channels, n and the real images."""
     w = weights_sha256(net)
-    weights = f"pytorch-fid weights sha256 {w[:8]}…" if w != "unknown" else "unnamed weights"
+    weights = getattr(net, "weights_name", None) or (f"weights sha256 {w[:8]}…" if w != "unknown" else "unnamed weights")
     channels = "grey x3" if grey else "RGB"
     return (f"{NETWORK_NAME}, {weights}, bilinear to {SIZE}, {channels}; n_fake {n_fake}, n_real {n_real} "
             f"from {real_source}")
@@ -295,19 +296,35 @@ def is_grey(images):
 
 # ---------------------------------------------------------------------------------- 7. putting it together
 
-class NetworkUnavailable(Exception):
-    """The FID Inception network cannot be had (its weights are not cached and cannot be downloaded)."""
+def arrays_sha256(arrays):
+    """SHA-256 of named arrays (names sorted; each name, dtype, shape and bytes): the weights as the network
+    holds them, the same whichever file (.pth or .npz) they were read from."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.data)
+    return h.hexdigest()
 
 
-def load_network(backend="numpy", progress=True):
-    """The FID Inception-v3 (fid_weights.fid_inception: pytorch-fid's weights, downloaded once and cached, or
-    ``SCRATCHGAN_FID_WEIGHTS``) in eval mode on ``backend``."""
-    try:
-        from .fid_weights import fid_inception
-    except ImportError as e:
-        raise NetworkUnavailable(f"the FID Inception network is not available in this installation ({e})") from None
-    net = fid_inception(progress=progress)
-    return net.to(backend=backend) if hasattr(net, "to") else net
+def load_network(backend="numpy", log=None):
+    """The FID Inception-v3 with pytorch-fid's weights (fid_weights: downloaded once, checked and cached; or
+    ``$SCRATCHGAN_FID_WEIGHTS``) in eval mode on ``backend``. It carries ``weights_sha256`` (arrays_sha256 of
+    its weights: the statistics' cache key) and ``weights_name`` (the protocol line's words for them). ``log``:
+    the download's and conversion's lines."""
+    from . import fid_weights
+    from .inception import build_fid_inception, load_fid_state
+
+    net = build_fid_inception()
+    arrays, path = fid_weights.load_weights(log=log, net=net)
+    load_fid_state(net, arrays)
+    net = net.to(backend=backend).eval()
+    net.weights_sha256 = arrays_sha256(arrays)
+    if os.environ.get(fid_weights.ENV):  # the user's file: what it holds is named by its tensors' hash
+        net.weights_name = f"weights {path.name} (tensors sha256 {net.weights_sha256[:8]}…)"
+    else:  # the cache holds only the published file (its SHA-256 prefix checked) or its conversion
+        net.weights_name = f"pytorch-fid weights sha256 {fid_weights.SHA256_PREFIX}…"
+    return net
 
 
 def measure(net, fake, real, real_source, cache=None, log=None, bar=None, batch_size=DEFAULT_BATCH):

@@ -169,7 +169,7 @@ def make_fid_hook(config, real_images, backend="numpy", n=fid.DEFAULT_N, every=N
     if log:
         log(f"--eval-metric fid: every {every} steps, Inception-v3 features of {n} generated images (and once of "
             f"{n} real ones): minutes on a CPU each time")
-    net = fid.load_network(backend)
+    net = fid.load_network(backend, log=log)
     source = f"{config['dataset']} {config['split']}"
     tag = "x".join(str(s) for s in real_images.shape[1:]) + "-run"  # the run's loader images (after --limit)
     cache = fid.stats_cache_path(data_root(), config["dataset"], config["split"], n, fid.weights_sha256(net), tag)

@@ -19,12 +19,12 @@ from feature_nets import PooledProjection
 from scratchgan.cli import evaluate as evaluate_cli
 from scratchgan.cli import train as train_command
 from scratchgan.data import cifar10, load_mnist_bundled, make_demo_folder
-from scratchgan.eval import fid
+from scratchgan.eval import fid, fid_weights
 
 QUICK = ["--batch-size", "8", "--epochs", "1", "--no-progress", "--sample-every", "0", "--latent-dim", "8"]
 MLP = [*QUICK, "--g-hidden", "16,32", "--d-hidden", "16"]
 DCGAN = [*QUICK, "--g-width", "4", "--d-width", "4"]
-LINE = re.compile(r"^.*: FID (\d+\.\d) \(Inception-v3 pool3 2048-d, pytorch-fid weights sha256 abababab…, bilinear to "
+LINE = re.compile(r"^.*: FID (\d+\.\d) \(Inception-v3 pool3 2048-d, weights sha256 abababab…, bilinear to "
                   r"299, (grey x3|RGB); n_fake (\d+), n_real (\d+) from (.+)\)$")
 
 
@@ -68,7 +68,7 @@ def small_network(monkeypatch, tmp_path):
     monkeypatch.setattr(cifar10, "BATCH_RECORDS", PER_BATCH)
     nets = []
 
-    def load_network(backend="numpy", progress=True):
+    def load_network(backend="numpy", log=None):
         nets.append(PooledProjection())
         return nets[-1]
     monkeypatch.setattr(fid, "load_network", load_network)
@@ -161,10 +161,24 @@ def test_more_real_images_than_the_split_holds_is_one_line_before_any_network_lo
                     "--n-real 10000 or fewer")
 
 
-def test_no_inception_weights_offline_is_one_line(runs, tmp_path, monkeypatch):
+def test_no_inception_weights_offline_is_one_line_that_says_where_to_put_them(runs, tmp_path, monkeypatch):
+    """An empty data cache and no network (every connection goes to a closed port through the proxy)."""
+    monkeypatch.delenv("SCRATCHGAN_FID_WEIGHTS", raising=False)
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    line = faulty([str(runs["mnist"]), "--metric", "fid", "--n-real", "16", "--n-fake", "16"], tmp_path)
+    assert line.startswith("scratchgan evaluate: error: the FID Inception weights are not on this machine and "
+                           "could not be downloaded"), line
+    assert fid_weights.URL in line and "SCRATCHGAN_FID_WEIGHTS=PATH" in line
+
+
+def test_weights_named_by_the_environment_that_are_not_there_is_one_line(runs, tmp_path, monkeypatch):
     monkeypatch.setenv("SCRATCHGAN_FID_WEIGHTS", str(tmp_path / "no-such-weights.pth"))
     line = faulty([str(runs["mnist"]), "--metric", "fid", "--n-real", "16", "--n-fake", "16"], tmp_path)
-    assert line.startswith("scratchgan evaluate: error: ") and ("weights" in line or "Inception" in line), line
+    assert line == (f"scratchgan evaluate: error: SCRATCHGAN_FID_WEIGHTS={tmp_path / 'no-such-weights.pth'}: no such "
+                    f"file; point it at {fid_weights.FILE} or its .npz")
 
 
 # ---------------------------------------------------------------------------------- during training

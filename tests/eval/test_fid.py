@@ -186,12 +186,15 @@ def test_choose_is_seeded_and_refuses_more_than_there_are():
 # ---------------------------------------------------------------------------------- the protocol line
 
 def test_the_protocol_line_says_everything_the_number_depends_on():
-    net = PooledProjection(weights_sha256="6726825d" + "0" * 56)
+    net = PooledProjection(weights_sha256="12345678" + "0" * 56)
+    net.weights_name = "pytorch-fid weights sha256 6726825d…"  # as load_network names the published weights
     line = fid.protocol_line(44.1234, net, 2000, 2000, "fashion-mnist train", grey=True)
     assert line == ("FID 44.1 (Inception-v3 pool3 2048-d, pytorch-fid weights sha256 6726825d…, bilinear to 299, "
                     "grey x3; n_fake 2000, n_real 2000 from fashion-mnist train)")
     assert "RGB; n_fake 64, n_real 100 from cifar10 test)" in fid.protocol_line(3.0, net, 64, 100, "cifar10 test",
                                                                                  grey=False)
+    assert "2048-d, weights sha256 12345678…, bilinear" in fid.protocol_line(3.0, PooledProjection(
+        weights_sha256="12345678" + "0" * 56), 64, 100, "cifar10 test", grey=False)
 
 
 def test_fid_reuses_the_metrics_maths():
