@@ -273,7 +273,8 @@ def choose(n_total, n, seed=0):
 def protocol(net, n_fake, n_real, real_source, grey):
     """The protocol in words: network, weights, resize, channels, n and the real images."""
     w = weights_sha256(net)
-    weights = getattr(net, "weights_name", None) or (f"weights sha256 {w[:8]}…" if w != "unknown" else "unnamed weights")
+    weights = getattr(net, "weights_name", None) or (f"weights sha256 {w[:8]}…" if w != "unknown" else
+                                                     "unnamed weights")
     channels = "grey x3" if grey else "RGB"
     return (f"{NETWORK_NAME}, {weights}, bilinear to {SIZE}, {channels}; n_fake {n_fake}, n_real {n_real} "
             f"from {real_source}")

@@ -9,6 +9,8 @@ import argparse
 import json
 import os
 import re
+import signal
+import sys
 
 import numpy as np
 import pytest
@@ -80,7 +82,8 @@ def small_network(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("kind, n_real, source, grey", [
     ("mnist", 32, "mnist-bundled test", "grey x3"), ("rgb", 32, "mnist-bundled test", "RGB"),
-    ("folder", 16, "folder train", "RGB"), ("cifar10", 10, "cifar10 train", "RGB"), ("npy", 32, "npy train", "grey x3")])
+    ("folder", 16, "folder train", "RGB"), ("cifar10", 10, "cifar10 train", "RGB"),
+    ("npy", 32, "npy train", "grey x3")])
 def test_evaluate_fid_measures_every_run_kind_and_prints_its_protocol(runs, kind, n_real, source, grey, small_network,
                                                                      tmp_path, capsys):
     argv = [str(runs[kind]), "--metric", "fid", "--n-fake", "24", "--n-real", str(n_real), "--json",
@@ -182,6 +185,27 @@ def test_weights_named_by_the_environment_that_are_not_there_is_one_line(runs, t
                     f"file; point it at {fid_weights.FILE} or its .npz")
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("signum, name, code", [(signal.SIGINT, "Ctrl-C", 130), (signal.SIGTERM, "SIGTERM", 143)])
+def test_a_signal_while_features_are_computed_is_one_line(runs, small_network, monkeypatch, tmp_path, capsys, signum,
+                                                          name, code):
+    """The signal comes from outside the work, as a user's Ctrl-C or a scheduler's SIGTERM, at its second batch."""
+    forward = PooledProjection.forward
+
+    def signalled(self, x):
+        if len(self.calls) == 1:
+            os.kill(os.getpid(), signum)
+        return forward(self, x)
+    monkeypatch.setattr(PooledProjection, "forward", signalled)
+    argv = [str(runs["mnist"]), "--metric", "fid", "--n-real", "100", "--n-fake", "16", "--json",
+            str(tmp_path / "f.json")]
+    assert evaluate_cli.evaluate_main(argv) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"scratchgan evaluate: interrupted by {name}; stopped while computing Inception features; no "
+                   "results were written"]
+    assert not (tmp_path / "f.json").exists() and not (tmp_path / "cache" / "fid").exists()
+
+
 # ---------------------------------------------------------------------------------- during training
 
 def test_train_eval_metric_fid_logs_the_protocol_into_metrics_csv(small_network, tmp_path, capsys):
@@ -238,8 +262,8 @@ def test_evaluate_fid_end_to_end_with_the_inception_network(runs, inception_weig
     code, out, err = run(argv, tmp_path, module=True)
     assert code == 0, err
     line = [line for line in out.splitlines() if ": FID " in line]
-    assert len(line) == 1 and re.match(r"^.*checkpoint\.npz \(epoch 1, step \d+\): FID \d+\.\d \(Inception-v3 pool3 "
-                                       r"2048-d, weights .* \(tensors sha256 [0-9a-f]{8}…\), bilinear to 299, grey x3; "
-                                       r"n_fake 8, n_real 8 from npy train\)$", line[0]), out
+    assert len(line) == 1 and re.match(r"^.*checkpoint\.npz \(epoch 1, step \d+\): FID \d+\.\d \(Inception-v3 "
+                                       r"pool3 2048-d, weights .* \(tensors sha256 [0-9a-f]{8}…\), bilinear to 299, "
+                                       r"grey x3; n_fake 8, n_real 8 from npy train\)$", line[0]), out
     code, again, err = run(argv, tmp_path, module=True)  # the real statistics from the cache: the same number
     assert code == 0 and line[0] in again and "real statistics of npy train loaded from" in again, (again, err)
