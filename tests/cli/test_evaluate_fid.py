@@ -224,6 +224,19 @@ def test_train_eval_metric_fid_logs_the_protocol_into_metrics_csv(small_network,
     assert config["eval_metric"] == "fid"
 
 
+def test_a_resumed_fid_run_keeps_its_history_and_measures_on(small_network, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--dataset", "npy", "--data-dir", str(_npy(tmp_path)), *MLP, "--eval-every", "5", "--eval-metric", "fid",
+            "--out", str(out)]
+    assert train_command.train_main([*argv, "--epochs", "1"]) == 0
+    assert train_command.train_main([*argv, "--epochs", "2", "--resume"]) == 0
+    capsys.readouterr()
+    rows = [line.split(",") for line in (out / "metrics.csv").read_text().splitlines()]
+    steps, column = rows[0].index("step"), rows[0].index("fid")
+    assert [int(r[steps]) for r in rows[1:] if r[column]] == [5, 10]
+    assert small_network[-1].calls == [40]  # the resumed run: its real statistics from the cache, then 40 samples
+
+
 def test_train_eval_every_on_rgb_still_refuses_the_classifier_and_says_fid_measures_it(tmp_path):
     code, out, err = run(["train", "--dataset", "npy", "--data-dir", str(_npy(tmp_path, rgb=True)), *MLP,
                           "--eval-every", "5"], tmp_path, module=True)
