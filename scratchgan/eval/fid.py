@@ -1,10 +1,11 @@
 """Inception FID: the protocol of pytorch-fid, around any feature network, in small steps.
 
-    net = fid_weights.fid_inception()                      # (N, 3, 299, 299) in [-1, 1] -> (N, 2048)
-    real = real_statistics(net, images, key)               # cached per dataset, split, n and weights
+    net = load_network()                                   # (N, 3, 299, 299) in [-1, 1] -> (N, 2048)
+    real = real_statistics(net, images, path, "fashion-mnist train")   # cached in the file ``path``
     fake = statistics(features(net, generated))
     fid = frechet_distance(fake, real)
     print(protocol_line(fid, net, n_fake, n_real, "fashion-mnist train", grey=True))
+    measure(net, generated, images, "fashion-mnist train", cache=path)  # all of it: {"fid", "line", ...}
 
 The steps, each a function below:
 
@@ -34,7 +35,6 @@ from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from . import metrics
 
 SIZE = 299             # Inception-v3's input side
-FEATURES = 2048        # pool3: the global average pool before the classifier
 DEFAULT_N = 2000       # generated and real images, each (the issue's table uses this n)
 DEFAULT_BATCH = 50     # images per forward (pytorch-fid's default batch size)
 STATS_FORMAT = 1
@@ -203,8 +203,8 @@ def images_sha256(images):
 
 
 def stats_cache_path(root, dataset, split, n, weights, source=""):
-    """<root>/fid/<dataset>[-<source>]_<split>_n<n>_w<weights[:16]>_v<format>.npz (``source``: a short tag
-    of an image folder's or .npy file's path, so two of them keep two files)."""
+    """<root>/fid/<dataset>[-<source>]_<split>_n<n>_w<weights[:16]>_v<format>.npz (``source``: a short tag,
+    e.g. the images' shape and an image folder's path hash, so that different real sets keep different files)."""
     tag = f"{dataset}-{source}" if source else dataset
     return root / "fid" / f"{tag}_{split}_n{n}_w{weights[:16]}_v{STATS_FORMAT}.npz"
 
