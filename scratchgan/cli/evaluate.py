@@ -54,9 +54,10 @@ ROWS = (  # (key, label, format)
 
 
 def make_parser(prog):
-    p = Parser(prog=prog, description="Measure a checkpoint's generator: Frechet distance in the evaluator "
-               "classifier's feature space (not comparable with Inception FID), classifier score, mode "
-               "coverage, k-NN precision and recall; next to a real-data floor and a noise ceiling.")
+    p = Parser(prog=prog, description="Measure a checkpoint's generator. 28x28 grey runs, by default: Frechet "
+               "distance in the evaluator classifier's feature space (not comparable with Inception FID), "
+               "classifier score, mode coverage, k-NN precision and recall; next to a real-data floor and a noise "
+               "ceiling. Every other run, or --metric fid: the Inception FID, printed with its protocol.")
     p.add_argument("run", nargs="?", default=None, metavar="RUN",
                    help="a run folder (its checkpoint.npz), a checkpoint or an exported generator")
     p.add_argument("--checkpoint", default=None, metavar="PATH", help="a checkpoint.npz from training (or give RUN)")
