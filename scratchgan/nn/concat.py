@@ -21,8 +21,9 @@ def concat_forward(ys):
     N, rest = ys[0].shape[0], tuple(ys[0].shape[2:])
     for k, yk in enumerate(ys):
         if yk.ndim < 2 or yk.shape[0] != N or tuple(yk.shape[2:]) != rest:
+            wanted = ", ".join(["N", "C_k", *map(str, rest)])
             raise ValueError(f"Concat: branch {k} gives {tuple(yk.shape)}, but branch 0 gives "
-                             f"{tuple(ys[0].shape)}; every branch must give (N, C_k{''.join(', ' + str(s) for s in rest)})")
+                             f"{tuple(ys[0].shape)}; every branch must give ({wanted})")
         if yk.dtype != ys[0].dtype:
             raise TypeError(f"Concat: branch {k} gives {yk.dtype}, branch 0 gives {ys[0].dtype}")
     sizes = [yk.shape[1] for yk in ys]

@@ -2,11 +2,14 @@
 
 x: (N, C, H, W) -> y: (N, C, H_out, W_out), H_out = floor((H + 2 pH - kH) / sH) + 1 (and W alike).
 Window (h, w) covers padded rows sH*h + i, columns sW*w + j, for kernel offsets 0 <= i < kH, 0 <= j < kW.
-  MaxPool2d  forward:  y = max over the window of x padded with -inf;  backward: dy to the window's argmax
+  MaxPool2d  forward:  y = max over the window of x padded with -inf;  backward: dy to the window's
+             first cell equal to y (its argmax; of equal maxima the first, as PyTorch on the CPU)
   AvgPool2d  forward:  y = sum over the window of x padded with 0, / count;  backward: dy / count to each pixel
   GlobalAvgPool2d  (N, C, H, W) -> (N, C): y = mean over H, W;  backward: dx = dy / (H W), broadcast
-Every pass loops over the kH*kW kernel offsets, each one strided slice over the whole batch: no loop
-over pixels, no patch copy (im2col would make kH*kW copies of x).                (docs/derivations/pooling.md)
+Each pass is a loop over kernel offsets, each one strided slice over the whole batch: no loop over
+pixels, no patch copy (im2col would make kH*kW copies of x). The forwards reduce along the windows'
+rows, then down their columns (kW + kH slices); the backwards add into one slice per offset (kH*kW).
+                                                                              (docs/derivations/pooling.md)
 """
 from __future__ import annotations
 
@@ -30,6 +33,34 @@ def _offsets(kernel_size, stride, out_size):
                          slice(j, j + sW * (W_out - 1) + 1, sW))
 
 
+def _reduce_windows(ufunc, x_pad, kernel_size, stride, out_size):
+    """``ufunc`` (xp.maximum or xp.add) over every window: (N, C, Hp, Wp) -> (N, C, H_out, W_out).
+
+    A window's max (sum) is the max (sum) of its kH rows' maxima (sums): first along the rows, one strided
+    slice per column offset j, then down the columns, one per row offset i: kW + kH whole-array passes
+    where one pass per offset would take kH*kW.
+    """
+    xp = array_module(x_pad)
+    (kH, kW), (sH, sW), (H_out, W_out) = kernel_size, stride, out_size
+    N, C, Hp, _ = x_pad.shape
+    chl = _channels_last(x_pad)
+    rows = _empty(xp, (N, C, Hp, W_out), x_pad.dtype, chl)  # rows[.., r, w] = ufunc over j of x_pad[.., r, sW*w + j]
+    _fold(ufunc, [x_pad[:, :, :, j:j + sW * (W_out - 1) + 1:sW] for j in range(kW)], rows)
+    y = _empty(xp, (N, C, H_out, W_out), x_pad.dtype, chl)  # y[.., h, w] = ufunc over i of rows[.., sH*h + i, w]
+    _fold(ufunc, [rows[:, :, i:i + sH * (H_out - 1) + 1:sH, :] for i in range(kH)], y)
+    return y
+
+
+def _fold(ufunc, parts, out):
+    """out = ufunc(...ufunc(ufunc(parts[0], parts[1]), parts[2])..., parts[-1]), written in place into ``out``."""
+    if len(parts) == 1:
+        out[...] = parts[0]
+        return
+    ufunc(parts[0], parts[1], out=out)
+    for part in parts[2:]:
+        ufunc(out, part, out=out)
+
+
 def _channels_last(a):
     """True when a (N, C, H, W) array is channels-last in memory (as the convolutions' outputs are)."""
     return a.transpose(0, 2, 3, 1).flags.c_contiguous
@@ -51,8 +82,9 @@ def _pad(x, padding, value):
     xp = array_module(x)
     N, C, H, W = x.shape
     x_pad = _empty(xp, (N, C, H + 2 * pH, W + 2 * pW), x.dtype, _channels_last(x))
-    x_pad.fill(value)
     x_pad[:, :, pH:pH + H, pW:pW + W] = x
+    x_pad[:, :, :pH] = x_pad[:, :, pH + H:] = value  # the border only: the inside is written once, by x
+    x_pad[:, :, :, :pW] = x_pad[:, :, :, pW + W:] = value
     return x_pad
 
 
@@ -70,48 +102,37 @@ def _check_window(name, x, kernel_size, padding):
 def maxpool2d_forward(x, kernel_size, stride, padding):
     """y[n, c, h, w] = max_{i, j} x_pad[n, c, sH*h + i, sW*w + j], x padded with -inf.
 
-    x: (N, C, H, W) -> y: (N, C, H_out, W_out). The cache keeps, per output, which offset k = i*kW + j won
-    (uint8 for kernels up to 255 cells, else int32): the first of equal maxima, as PyTorch on the CPU.
-    A NaN in a window makes y NaN (it wins, as in PyTorch).
+    x: (N, C, H, W) -> y: (N, C, H_out, W_out): the maximum along each window's rows, then down its
+    columns. A NaN in a window makes y NaN, as in PyTorch. The cache is x_pad (x itself without padding:
+    no copy) and y: the winners are the cells equal to y, which backward finds.
     """
     xp = array_module(x)
     N, C, H, W = x.shape
-    kH, kW = kernel_size
     H_out, W_out = conv_output_size((H, W), kernel_size, stride, padding)
     x_pad = _pad(x, padding, float("-inf"))
-    chl = _channels_last(x)
-    y = _empty(xp, (N, C, H_out, W_out), x.dtype, chl)
-    argmax = _empty(xp, (N, C, H_out, W_out), xp.uint8 if kH * kW <= 255 else xp.int32, chl)
-    wins = _empty(xp, (N, C, H_out, W_out), xp.bool_, chl)
-    for i, j, window in _offsets(kernel_size, stride, (H_out, W_out)):
-        v = x_pad[window]  # (N, C, H_out, W_out): offset (i, j) of every window, a strided view
-        if i == 0 and j == 0:
-            y[...] = v
-            argmax.fill(0)
-            continue
-        # strictly greater: an equal value later in the window does not take over (the first wins);
-        # a NaN takes over as in PyTorch (val > max || isnan(val)), and then nothing beats it but a NaN
-        xp.greater(v, y, out=wins)
-        wins |= xp.isnan(v)
-        xp.copyto(y, v, where=wins)
-        xp.copyto(argmax, i * kW + j, where=wins)
-    return y, (argmax, x.shape, kernel_size, stride, padding)
+    y = _reduce_windows(xp.maximum, x_pad, kernel_size, stride, (H_out, W_out))  # NaN propagates
+    return y, (x_pad, y, x.shape, kernel_size, stride, padding)
 
 
 def maxpool2d_backward(dy, cache):
-    """dx_pad[n, c, sH*h + i, sW*w + j] += dy[n, c, h, w] for the winning offset (i, j) only; crop the padding.
+    """dx_pad[n, c, sH*h + i, sW*w + j] += dy[n, c, h, w] at each window's winner only; crop the padding.
 
-    dy: (N, C, H_out, W_out) -> dx: (N, C, H, W). Windows overlap when stride < kernel: a pixel that
-    wins several windows gets the sum of their dy.
+    dy: (N, C, H_out, W_out) -> dx: (N, C, H, W). The winner is the first cell of the window, row by
+    row, that equals y (of equal maxima the first, as PyTorch on the CPU; in a window with a NaN, its
+    first NaN). Windows overlap when stride < kernel: a pixel that wins several gets the sum of their dy.
     """
-    argmax, x_shape, kernel_size, stride, padding = cache
+    x_pad, y, x_shape, kernel_size, stride, padding = cache
     xp = array_module(dy)
     N, C, H, W = x_shape
-    (kW, (pH, pW)) = kernel_size[1], padding
-    H_out, W_out = dy.shape[2:]
+    pH, pW = padding
     dx_pad = xp.zeros((N, C, H + 2 * pH, W + 2 * pW), dtype=dy.dtype)
-    for i, j, window in _offsets(kernel_size, stride, (H_out, W_out)):
-        dx_pad[window] += dy * (argmax == i * kW + j)  # bool times float keeps the float dtype
+    y_nan = xp.isnan(y)
+    unrouted = xp.ones(y.shape, dtype=xp.bool_)  # windows whose winner is not found yet
+    for i, j, window in _offsets(kernel_size, stride, y.shape[2:]):
+        v = x_pad[window]  # (N, C, H_out, W_out): offset (i, j) of every window
+        wins = unrouted & ((v == y) | (y_nan & xp.isnan(v)))  # the first cell equal to the max
+        unrouted &= ~wins
+        dx_pad[window] += dy * wins  # bool times float keeps the float dtype
     return dx_pad[:, :, pH:pH + H, pW:pW + W]
 
 
@@ -144,12 +165,7 @@ def avgpool2d_forward(x, kernel_size, stride, padding, count_include_pad=True):
     H_out, W_out = conv_output_size((H, W), kernel_size, stride, padding)
     count = avgpool2d_count((H, W), kernel_size, stride, padding, count_include_pad, xp, x.dtype)
     x_pad = _pad(x, padding, 0.0)
-    y = _empty(xp, (N, C, H_out, W_out), x.dtype, _channels_last(x))
-    for i, j, window in _offsets(kernel_size, stride, (H_out, W_out)):
-        if i == 0 and j == 0:
-            y[...] = x_pad[window]
-        else:
-            y += x_pad[window]  # (N, C, H_out, W_out): offset (i, j) of every window
+    y = _reduce_windows(xp.add, x_pad, kernel_size, stride, (H_out, W_out))  # each window's sum
     y /= count  # (N, C, H_out, W_out) / (H_out, W_out)
     return y, (count, x.shape, kernel_size, stride, padding)
 
@@ -180,7 +196,7 @@ def global_avgpool2d_forward(x):
 def global_avgpool2d_backward(dy, x_shape):
     """dx[n, c, h, w] = dy[n, c] / (H W).  dy: (N, C) -> dx: (N, C, H, W)."""
     xp = array_module(dy)
-    N, C, H, W = x_shape
+    H, W = x_shape[2:]
     dx = xp.empty(x_shape, dtype=dy.dtype)
     dx[...] = (dy * (1.0 / (H * W)))[:, :, None, None]  # broadcast over H, W; a Python float keeps float32
     return dx

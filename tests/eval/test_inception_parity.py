@@ -65,6 +65,7 @@ def test_the_torchscript_archive_itself_is_refused(reference):
         read_state_dict(path)
 
 
+@pytest.mark.slow  # 64 images at 299 x 299 through both networks: ~30 s on 2 quiet cores
 def test_features_equal_the_torchscript_model(reference, images, tmp_path, monkeypatch):
     torch = import_torch()
     model, _, pth, _ = reference
@@ -85,3 +86,25 @@ def test_features_equal_the_torchscript_model(reference, images, tmp_path, monke
           f"({worst / FLOAT32_EPS:.1f} float32 ulps of the scale {scale(ref):.3g})")
     assert_close(ours, ref, rtol=RTOL)
     assert (ref >= 0).all() and ref.std() > 0.1  # ReLU features that vary: the comparison means something
+
+
+def test_slices_of_the_batch_give_the_same_features():
+    """On NumPy the forward runs the batch in slices (FIDInception.stem_chunk, .chunk): the same numbers as in one
+    piece. Placeholder weights: this is about the schedule, not the weights."""
+    net = build_fid_inception()
+    x = np.random.default_rng(1).uniform(-1, 1, (3, 3, 299, 299)).astype(np.float32)
+    sliced = net(x)  # stem 1 image at a time, the blocks 8 at a time
+    net.stem_chunk = net.chunk = 3
+    whole = net(x)
+    assert sliced.shape == (3, 2048) and sliced.dtype == np.float32
+    np.testing.assert_array_equal(sliced, whole)
+
+
+def test_wrong_inputs_are_one_clear_error():
+    net = build_fid_inception()
+    with pytest.raises(ValueError, match=r"expected input of shape \(N, 3, 299, 299\), got \(2, 1, 299, 299\)"):
+        net(np.zeros((2, 1, 299, 299), np.float32))
+    with pytest.raises(TypeError, match="input dtype is float64 but the layer is float32"):
+        net(np.zeros((1, 3, 299, 299)))
+    with pytest.raises(RuntimeError, match="forward only"):
+        net.backward(np.zeros((1, 2048), np.float32))
