@@ -1,6 +1,7 @@
 """`python -m scratchgan evaluate`: measure a checkpoint's generator against real data.
 
     python -m scratchgan evaluate --checkpoint runs/mnist_mlp/checkpoint.npz [--n 10000] [--json FILE]
+    python -m scratchgan evaluate runs/00012-dcgan-cifar10 --metric fid [--n-fake 2000 --n-real 2000]
 
 Generates N images, embeds them with the evaluator classifier (scratchgan.eval.evaluator: trained on first
 use, cached), and prints the metrics of scratchgan.eval.metrics next to two references:
@@ -9,11 +10,16 @@ use, cached), and prints the metrics of scratchgan.eval.metrics next to two refe
   perfect generator would score with this N (Frechet distance near 0, precision/recall near their max);
 - noise ceiling: N images of uniform noise in [-1, 1]: what no learning at all scores.
 
+``--metric fid`` (the default for runs that are not 28x28 grey digits or clothes) measures the Inception FID
+instead (scratchgan.eval.fid): N generated images against N real ones of the run's own dataset, with its
+protocol printed beside the number.
+
 Every user mistake ends in one line on stderr and exit code 2, as in the rest of the CLI.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -24,7 +30,7 @@ import numpy as np
 from ..backend import BackendError, get_xp
 from ..checkpoint import CheckpointError, atomic_write
 from ..data import DataError, load_dataset_or_bundled, registry
-from ..eval import metrics
+from ..eval import fid, metrics
 from ..eval.evaluator import DEFAULT_KIND, KINDS, TARGET_STEPS_BY_KIND, get_evaluator
 from ..gan.generator_file import generate_on_host, load_generator
 from .common import (Parser, UserError, check_new_files, interruption, non_negative_int, positive_int, run_command, say,
@@ -34,6 +40,7 @@ from .common import log as _log
 from .common import os_error_message as _os_error_message
 
 # the datasets the evaluator's classifiers know: 28x28 grey digits or clothes (data/registry.py)
+METRICS = ("classifier", "fid")
 EVALUATED = tuple(name for name, dataset in registry.BY_NAME.items() if dataset.mnist_like)
 ROWS = (  # (key, label, format)
     ("frechet_distance", "Frechet distance (classifier features)", "{:.4g}"),
@@ -47,13 +54,25 @@ ROWS = (  # (key, label, format)
 
 
 def make_parser(prog):
-    p = Parser(prog=prog, description="Measure a checkpoint's generator: Frechet distance in the evaluator "
-               "classifier's feature space (not comparable with Inception FID), classifier score, mode "
-               "coverage, k-NN precision and recall; next to a real-data floor and a noise ceiling.")
-    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint.npz from training")
+    p = Parser(prog=prog, description="Measure a checkpoint's generator. 28x28 grey runs, by default: Frechet "
+               "distance in the evaluator classifier's feature space (not comparable with Inception FID), "
+               "classifier score, mode coverage, k-NN precision and recall; next to a real-data floor and a noise "
+               "ceiling. Every other run, or --metric fid: the Inception FID, printed with its protocol.")
+    p.add_argument("run", nargs="?", default=None, metavar="RUN",
+                   help="a run folder (its checkpoint.npz), a checkpoint or an exported generator")
+    p.add_argument("--checkpoint", default=None, metavar="PATH", help="a checkpoint.npz from training (or give RUN)")
+    p.add_argument("--metric", choices=METRICS, default=None,
+                   help="classifier: the evaluator classifier's metrics below (28x28 grey runs only); fid: the "
+                        "Inception FID, for every run, minutes on a CPU (default: classifier for 28x28 grey digits "
+                        "or clothes, fid for the others)")
+    p.add_argument("--n-fake", type=positive_int, default=fid.DEFAULT_N, metavar="N",
+                   help="--metric fid: generated images (default: %(default)s)")
+    p.add_argument("--n-real", type=positive_int, default=fid.DEFAULT_N, metavar="N",
+                   help="--metric fid: real images, a seeded choice from the split; their statistics are cached "
+                        "(default: %(default)s)")
     p.add_argument("--n", type=positive_int, default=10000,
-                   help="number of generated (and of real) images; reduced when the split has fewer than "
-                        "2N images (default: %(default)s)")
+                   help="--metric classifier: number of generated (and of real) images; reduced when the split has "
+                        "fewer than 2N images (default: %(default)s)")
     p.add_argument("--dataset", choices=list(EVALUATED), default=None,
                    help="real data to compare with (default: the checkpoint's training dataset)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
@@ -122,9 +141,12 @@ def evaluate_main(argv=None, prog="scratchgan evaluate"):
 def _evaluate(args, prog):
     stage = ["loading the checkpoint"]  # what an interruption stopped, for its one line
     try:
+        args.checkpoint = _checkpoint_path(args)
         if args.json:  # before minutes of work: a target that cannot be a file is refused now
             _check_json_target(Path(args.json), args.overwrite)
         G, config, meta = load_generator(args.checkpoint, get_xp(args.backend), log=_log)
+        if _metric(args, G, config) == "fid":
+            return _report_fid(args, prog, _measure_fid(args, G, config, meta, stage), stage)
         pixels = generate_images(G, 2, int(config["latent_dim"]), args.seed).shape[1]
         if pixels != 784:
             raise UserError(f"{args.checkpoint}: the evaluator handles 28x28 grey images (784 values); this "
@@ -244,6 +266,97 @@ def _write_json(args, results, prog):
                            "not saved")
     _log(f"wrote {args.json}")
     return 0
+
+
+# ---------------------------------------------------------------------------------- --metric fid
+
+def _checkpoint_path(args):
+    """The checkpoint to measure: RUN (a run folder's checkpoint.npz, or a file) or --checkpoint."""
+    if args.run is not None and args.checkpoint is not None:
+        raise UserError("give RUN or --checkpoint, not both")
+    if args.run is None:
+        if args.checkpoint is None:
+            raise UserError("give a run folder (RUN) or --checkpoint PATH")
+        return args.checkpoint
+    run = Path(args.run)
+    if run.is_dir():
+        if not (run / "checkpoint.npz").is_file():
+            raise UserError(f"{run} is not a run folder: it has no checkpoint.npz")
+        return str(run / "checkpoint.npz")
+    if not run.exists():
+        raise UserError(f"{run} does not exist; give a run folder or a checkpoint")
+    return str(run)
+
+
+def _metric(args, G, config):
+    """--metric, else classifier for 28x28 grey MNIST-like runs and fid for every other run."""
+    if args.metric is not None:
+        return args.metric
+    pixels = generate_images(G, 2, int(config["latent_dim"]), args.seed).shape[1]
+    dataset = registry.BY_NAME.get(config.get("dataset", "mnist"))
+    return "classifier" if pixels == 784 and dataset is not None and dataset.mnist_like else "fid"
+
+
+def _fid_real_images(args, config):
+    """(uint8 real images, a seeded choice of --n-real of them, "dataset split") from the run's own data settings
+    (config.json's dataset, data dir, image size and channels; --split, --data-dir and --dataset override)."""
+    from .train import load_images  # the run's own loading: registry, offline fallback, the DCGAN's fitting
+
+    settings = {**config, "limit": None}
+    if args.dataset is not None:
+        settings["dataset"] = args.dataset
+    if args.data_dir is not None:
+        settings["data_dir"] = args.data_dir
+    if args.split is not None:
+        settings["split"] = args.split
+    settings.setdefault("split", "train")
+    images = load_images(settings, _log)
+    source = f"{settings['dataset']} {settings['split']}"
+    if args.n_real > len(images):
+        raise UserError(f"--n-real {args.n_real}: the {source} split has {len(images)} images; use --n-real "
+                        f"{len(images)} or fewer")
+    return images[fid.choose(len(images), args.n_real)], source, settings
+
+
+def _fid_cache(real, settings, net):
+    """The cache file of the real statistics: per dataset, split, n, image shape, weights (and an image folder's
+    or .npy file's path)."""
+    from ..data import data_root
+
+    tag = "x".join(str(s) for s in real.shape[1:])
+    if settings["dataset"] in ("folder", "npy"):
+        where = str(Path(settings.get("data_dir") or "").expanduser().resolve())
+        tag += "-" + hashlib.sha256(where.encode()).hexdigest()[:8]
+    return fid.stats_cache_path(data_root(), settings["dataset"], settings["split"], len(real),
+                                fid.weights_sha256(net), tag)
+
+
+def _measure_fid(args, G, config, meta, stage):
+    """The Inception FID of --n-fake generated images against --n-real real ones, with its record for --json."""
+    stage[0] = "loading the real images"
+    real, source, settings = _fid_real_images(args, config)
+    stage[0] = "loading the FID Inception network"
+    net = fid.load_network(args.backend, log=_log)
+    stage[0] = "computing Inception features"
+    z = np.random.default_rng(args.seed).standard_normal((args.n_fake, int(config["latent_dim"])))
+    fake = generate_on_host(G, z)  # (n, D) from an MLP, (n, C, H, W) from a DCGAN
+    shape = config.get("image_shape")
+    if fake.ndim == 2 and shape and int(np.prod(shape)) == fake.shape[1]:
+        fake = fake.reshape(len(fake), *shape)
+    results = fid.measure(net, fake, real, source, cache=_fid_cache(real, settings, net), log=_log)
+    results.update({"metric": "fid", "seed": args.seed, "checkpoint": str(args.checkpoint),
+                    "epoch": meta.get("epoch"), "global_step": meta.get("global_step"),
+                    "dataset": settings["dataset"], "split": settings["split"], "data_dir": settings.get("data_dir")})
+    return results
+
+
+def _report_fid(args, prog, results, stage):
+    """The FID line on stdout (its protocol beside it), and --json."""
+    epoch = f"epoch {results['epoch']}, step {results['global_step']}"
+    say(f"{args.checkpoint} ({epoch}): {results['line']}")
+    _log(f"{results['seconds']:.0f} s, {results['seconds_per_image']:.3f} s per generated image")
+    stage[0] = f"saving the results above to {args.json}"
+    return _write_json(args, results, prog) if args.json else 0
 
 
 def main(argv=None):

@@ -318,8 +318,9 @@ def _train(run):
     trainer.console = run.console if writes else None
     if config.get("eval_every") and writes:
         from ..run.evaluation import make_eval_hook
-        trainer.eval_hook = make_eval_hook(config, loader.images(len(images)).reshape(len(images), 784),
-                                           backend=config["backend"], log=run.log)
+        real = loader.images(len(images))  # the classifier takes flat 28x28 images, FID any
+        trainer.eval_hook = make_eval_hook(config, real if config.get("eval_metric") == "fid" else
+                                           real.reshape(len(images), 784), backend=config["backend"], log=run.log)
     run.log(f"training {config['dataset']} ({len(images)} images, split {config['split']}) on "
             f"{backend_name(xp)}/{config['dtype']}: G {step.G.num_parameters():,} and D "
             f"{step.D.num_parameters():,} parameters; outputs in {config['out']}")
@@ -388,10 +389,10 @@ def _training_data(config, real, writes, log):
         raise UserError(f"--batch-size {config['batch_size']} is larger than the {count} training "
                         "images; use a smaller batch size")
     eval_every = config.get("eval_every") if real is None else real.eval_every
-    if eval_every and writes and (int(np.prod(images.shape[1:])) != 784 or
+    if eval_every and writes and config.get("eval_metric") != "fid" and (int(np.prod(images.shape[1:])) != 784 or
                                   not registry.BY_NAME[dataset].mnist_like):
         raise UserError("--eval-every measures MNIST-like 28x28 grayscale runs only "
-                        f"(its classifier is trained on {dataset} digits/clothes)")
+                        f"(its classifier is trained on {dataset} digits/clothes); --eval-metric fid measures any run")
     config["image_size"] = int(np.prod(images.shape[1:]))  # the MLP's flattened image length
     config["image_shape"] = list(images.shape[1:])
     config["num_images"] = len(images)

@@ -286,6 +286,7 @@ CONFIG = {
     "log_every":       Int(1, MAX_COUNT),
     "eval_every":      Int(0, MAX_COUNT),
     "evaluator":       Text(("cnn", "mlp")),
+    "eval_metric":     Text(("classifier", "fid")),
     "snapshot_every":  Int(0, MAX_COUNT),
     "environment":     Anything(),
 }

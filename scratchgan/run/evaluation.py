@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import array_module, to_device
+from ..backend import array_module, to_device, to_numpy
+from ..eval import fid
 from ..eval.metrics import DEFAULT_K, METRIC_KEYS, RealReference, collapse_check, compare
 from ..gan.step import generate
 
@@ -86,7 +87,10 @@ def make_eval_hook(config, real_images, backend="numpy", n=2000, every=None, log
 
     Loads the dataset's evaluator of kind ``config["evaluator"]`` (default "cnn") from the cache, or trains
     it now (seconds for the MLP; minutes of CPU for the CNN on Fashion-MNIST's 60k), logged through ``log``. ``real_images``: the run's training images, e.g. ``loader.x``.
+    ``config["eval_metric"] == "fid"``: a FIDHook instead (make_fid_hook).
     """
+    if config.get("eval_metric") == "fid":
+        return make_fid_hook(config, real_images, backend=backend, n=n, every=every, log=log)
     from ..eval.evaluator import get_evaluator  # here, not at the top: loaded only when a run asks for metrics
 
     evaluator = get_evaluator(config["dataset"], config.get("data_dir"), kind=config.get("evaluator", "cnn"),
@@ -96,3 +100,80 @@ def make_eval_hook(config, real_images, backend="numpy", n=2000, every=None, log
     every = config.get("eval_every", 0) if every is None else every
     return EvalHook(evaluator, real_images, n=n, every=every, seed=int(config.get("seed", 0)),
                     latent_dim=config.get("latent_dim"))
+
+
+# ---------------------------------------------------------------------------------- --eval-metric fid
+
+class FIDHook:
+    """The Inception FID (scratchgan.eval.fid) every ``every`` steps: ``n`` samples from one fixed noise batch
+    against ``n`` of the run's real images, whose statistics are computed once (and cached in ``cache``).
+
+        hook = FIDHook(net, real_images, n=2000, every=5000, image_shape=(1, 28, 28), cache=path, log=print)
+        if hook.due(step):
+            values = hook(G, step)        # {"fid": ...}: a float for metrics.csv; the protocol line is logged
+
+    ``real_images``: uint8 or [-1, 1] floats (N, ...) on any backend; ``image_shape``: what G's flat output
+    is reshaped to ((C, H, W) or (H, W)); ``source``: the real images in words, for the protocol line.
+    """
+
+    def __init__(self, net, real_images, n=fid.DEFAULT_N, every=1000, seed=0, latent_dim=None, image_shape=None,
+                 source="the run's images", cache=None, log=None):
+        if int(every) < 0 or int(n) < 2:
+            raise ValueError(f"FIDHook needs every >= 0 and n >= 2, got every={every}, n={n}")
+        self.net, self.every, self.seed, self.latent_dim = net, int(every), int(seed), latent_dim
+        self.image_shape, self.source, self.log = image_shape, source, log
+        N = real_images.shape[0]
+        self.n = min(int(n), N)
+        self.real = real_images[to_device(fid.choose(N, self.n, self.seed), array_module(real_images))]
+        self.cache = cache
+        self.real_stats = None  # computed at the first evaluation, not while the run starts
+        self.z = None
+        self.history = []
+        self.warning = None  # (no collapse check: the classifier's coverage and spread are not measured here)
+
+    def load_history(self, rows):
+        """Refill ``history`` from metrics.csv rows (after a resume)."""
+        self.history = [{"step": int(r["step"]), "fid": r["fid"]} for r in rows if r.get("fid") not in (None, "")]
+        return self
+
+    def due(self, step):
+        return self.every > 0 and step > 0 and step % self.every == 0
+
+    def __call__(self, G, step, batch_size=500):
+        """{"fid": float} of G's samples from the fixed noise at ``step``; logs the FID with its protocol."""
+        if self.real_stats is None:
+            self.real_stats = fid.real_statistics(self.net, self.real, self.cache, self.source, log=self.log,
+                                                  bar=False)
+        if self.z is None:
+            z = np.random.default_rng([self.seed, 0xF1D2]).standard_normal((self.n, int(self.latent_dim)))
+            self.z = to_device(z, G.xp, G.dtype)
+        images = np.concatenate([to_numpy(generate(G, self.z[s:s + batch_size]))
+                                 for s in range(0, self.n, batch_size)])
+        if images.ndim == 2 and self.image_shape is not None:
+            images = images.reshape(len(images), *self.image_shape)
+        value = fid.frechet_distance(fid.statistics(fid.features(self.net, images, bar=False)), self.real_stats)
+        if self.log:
+            self.log(f"step {step}: " + fid.protocol_line(value, self.net, self.n, self.n, self.source,
+                                                          fid.is_grey(images)))
+        self.history.append({"step": int(step), "fid": value})
+        return {"fid": value}
+
+
+def make_fid_hook(config, real_images, backend="numpy", n=fid.DEFAULT_N, every=None, log=None):
+    """A FIDHook for a training run's config (dataset, split, seed, eval_every, latent_dim, image_shape): the FID
+    Inception network loaded now (fid.load_network), the cost said in one line first."""
+    from ..data import data_root
+
+    every = config.get("eval_every", 0) if every is None else every
+    n = min(int(n), int(real_images.shape[0]))
+    if log:
+        log(f"--eval-metric fid: every {every} steps, Inception-v3 features of {n} generated images (and once of "
+            f"{n} real ones): minutes on a CPU each time")
+    net = fid.load_network(backend, log=log)
+    source = f"{config['dataset']} {config['split']}"
+    tag = "x".join(str(s) for s in real_images.shape[1:]) + "-run"  # the run's loader images (after --limit)
+    cache = fid.stats_cache_path(data_root(), config["dataset"], config["split"], n, fid.weights_sha256(net), tag)
+    shape = config.get("image_shape")
+    return FIDHook(net, real_images, n=n, every=every, seed=int(config.get("seed", 0)),
+                   latent_dim=config.get("latent_dim"), image_shape=tuple(shape) if shape else None, source=source,
+                   cache=cache, log=log)

@@ -53,9 +53,9 @@ STAT_KEYS = ("loss_D", "loss_G", "D_x", "D_G_z", "D_G_z_after", "grad_norm_G", "
 # mean ||grad D(x)|| on the real batch; then anything else.
 _KEY_ORDER = ("loss_D", "loss_G", "D_x", "D_G_z", "D_G_z_after", "C_x", "C_G_z", "C_G_z_after", "wasserstein",
               "gp", "grad_norm_xhat", "r1", "grad_norm_x", "grad_norm_G", "grad_norm_D", "instance_noise")
-# then the evaluation metrics' panels, present when --eval-every is on
+# then the evaluation metrics' panels, present when --eval-every is on (the classifier's, or the Inception FID)
 _EXTRA_PANELS = (("C_x", "C_G_z"), ("wasserstein", "gp"), ("r1", "grad_norm_x"), ("grad_norm_G", "grad_norm_D"),
-                 *PLOT_PANELS)
+                 *PLOT_PANELS, ("fid",))
 
 
 # |loss| above this at the end of a run: finite, but diverged all the same (a warning, not a stop)
