@@ -6,6 +6,7 @@ from .dropout import Dropout
 from .embedding import Conditional, Embedding, one_hot
 from .linear import Linear
 from .module import Module, Sequential
+from .projection import Projection, ProjectionDiscriminator
 from .reshape import Flatten, Reshape
 from .spectral_norm import SpectralNorm, apply_spectral_norm
 from .sync_batchnorm import SyncBatchNorm1d, SyncBatchNorm2d, convert_sync_batchnorm
