@@ -63,7 +63,7 @@ def load_images(config, log, with_labels=False):
     """uint8 images for the run (data.registry), as the files hold them for the MLP, fitted to (N, C, S, S)
     for the DCGAN; records what was really loaded in ``config``.
 
-    ``with_labels``: returns (images, labels (N,) or None where the dataset has none).
+    ``with_labels``: returns (images, the registry's Loaded: its labels (N,) or None, class names, why none).
     """
     request = registry.Request(config["split"], config.get("data_dir"), config.get("resolution"),
                                config.get("channels"), log=log, on_foreign=log)
@@ -72,7 +72,7 @@ def load_images(config, log, with_labels=False):
     loaded = registry.load(config["dataset"], request, limit=config.get("limit"))
     config["dataset"], config["split"] = loaded.name, loaded.split  # config.json, checkpoints, `evaluate`
     images = _fit_to_dcgan(config, loaded.images) if config.get("arch") == "dcgan" else loaded.images
-    return (images, loaded.labels) if with_labels else images
+    return (images, loaded) if with_labels else images
 
 
 def _fit_to_dcgan(config, images):
@@ -368,21 +368,44 @@ def _check_outputs(config, resume, run_id):
         rundir.probe_writable(config["tensorboard"], "--tensorboard")
 
 
+def _class_labels(config, loaded, dataset):
+    """The labels of a --conditional run, checked; records num_classes (and an image folder's class names,
+    which `sample --label NAME` reads). A resumed checkpoint must know as many classes as the data has."""
+    labels = loaded.labels
+    if labels is None:
+        if loaded.no_labels:
+            raise UserError(f"--conditional needs class labels: {loaded.no_labels}")
+        how = (" (put each class's images in a sub-folder of --data-dir, or list them in its dataset.json)"
+               if dataset == "folder" else "")
+        raise UserError(f"--conditional needs class labels, and --dataset {dataset} has none{how}")
+    classes = loaded.classes
+    count = len(classes) if classes is not None else int(labels.max()) + 1
+    if count < 2:
+        raise UserError(f"--conditional needs at least 2 classes; --dataset {dataset} has one"
+                        + (f" ({classes[0]})" if classes else ""))
+    seen = np.bincount(labels, minlength=count)
+    if classes is not None and not seen.all():  # --limit keeps the first files, sorted by path: whole classes
+        missing = int((seen == 0).sum())
+        raise UserError(f"--limit {config.get('limit')} keeps no image of {missing} of the {count} classes (first: "
+                        f"{classes[int(np.argmin(seen))]}): the folder's files are taken in order; raise --limit "
+                        "or drop it")
+    if config.get("resume") and config.get("num_classes", count) != count:
+        raise UserError(f"cannot resume: {config['resume']} was trained on {config['num_classes']} classes, and "
+                        f"--dataset {dataset} has {count}; resume on the data it was trained on")
+    config["num_classes"] = count
+    if classes is not None:
+        config["class_names"] = list(classes)
+    return labels
+
+
 def _training_data(config, real, writes, log):
     """The images (and labels for --conditional, else None) of the run, checked against the flags;
     records what the data made of the config (image_size, image_shape, num_images)."""
     if real is not None:  # the paths a real run reads, read no further
         real.count = train_options.check_data_source(config, real.limit)
-    images, labels = load_images(config, log, with_labels=True)
+    images, loaded = load_images(config, log, with_labels=True)
     dataset = config["dataset"] if real is None else config["dry_run_of"]
-    if config.get("conditional"):
-        if config.get("arch", "mlp") != "mlp":
-            raise UserError("--conditional is for the MLP GAN (examples/mnist_mlp.py)")
-        if labels is None:
-            raise UserError(f"--conditional needs class labels, and --dataset {dataset} has none")
-        config["num_classes"] = int(labels.max()) + 1
-    else:
-        labels = None
+    labels = _class_labels(config, loaded, dataset) if config.get("conditional") else None
     count = len(images) if real is None else real.count  # a dry run: the real data's size, where known
     if count is not None and config["batch_size"] > count:
         raise UserError(f"--batch-size {config['batch_size']} is larger than the {count} training "
