@@ -302,7 +302,7 @@ def _train(run):
     if writes:
         _check_outputs(config, resume, run_id)
     train_options.apply_precision(config, xp)  # --tf32
-    images, labels = _training_data(config, real, writes, run.log)
+    images, labels = _training_data(config, real, writes, run.log, meta if resume is not None else None)
     step = _build_step(config, xp, world)
     if real is not None:
         _show_plan(run, real, step, xp, config)
@@ -368,9 +368,10 @@ def _check_outputs(config, resume, run_id):
         rundir.probe_writable(config["tensorboard"], "--tensorboard")
 
 
-def _class_labels(config, loaded, dataset):
+def _class_labels(config, loaded, dataset, resumed=None):
     """The labels of a --conditional run, checked; records num_classes (and an image folder's class names,
-    which `sample --label NAME` reads). A resumed checkpoint must know as many classes as the data has."""
+    which `sample --label NAME` reads). A resumed checkpoint (``resumed``: its meta) must know as many
+    classes as the data has."""
     labels = loaded.labels
     if labels is None:
         if loaded.no_labels:
@@ -389,23 +390,24 @@ def _class_labels(config, loaded, dataset):
         raise UserError(f"--limit {config.get('limit')} keeps no image of {missing} of the {count} classes (first: "
                         f"{classes[int(np.argmin(seen))]}): the folder's files are taken in order; raise --limit "
                         "or drop it")
-    if config.get("resume") and config.get("num_classes", count) != count:
-        raise UserError(f"cannot resume: {config['resume']} was trained on {config['num_classes']} classes, and "
-                        f"--dataset {dataset} has {count}; resume on the data it was trained on")
+    trained = (resumed or {}).get("config", {}).get("num_classes", count)
+    if trained != count:
+        raise UserError(f"cannot resume: {config['resume']} was trained on {trained} classes, and --dataset "
+                        f"{dataset} has {count}; resume on the data it was trained on")
     config["num_classes"] = count
     if classes is not None:
         config["class_names"] = list(classes)
     return labels
 
 
-def _training_data(config, real, writes, log):
+def _training_data(config, real, writes, log, resumed=None):
     """The images (and labels for --conditional, else None) of the run, checked against the flags;
     records what the data made of the config (image_size, image_shape, num_images)."""
     if real is not None:  # the paths a real run reads, read no further
         real.count = train_options.check_data_source(config, real.limit)
     images, loaded = load_images(config, log, with_labels=True)
     dataset = config["dataset"] if real is None else config["dry_run_of"]
-    labels = _class_labels(config, loaded, dataset) if config.get("conditional") else None
+    labels = _class_labels(config, loaded, dataset, resumed) if config.get("conditional") else None
     count = len(images) if real is None else real.count  # a dry run: the real data's size, where known
     if count is not None and config["batch_size"] > count:
         raise UserError(f"--batch-size {config['batch_size']} is larger than the {count} training "
