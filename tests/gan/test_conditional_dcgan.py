@@ -114,3 +114,14 @@ def test_the_schema_counts_the_new_weights(embedding_dim):
         counted = checkpoint_schema.network_weights(config, name)
         held = net.num_parameters()
         assert counted <= held <= counted + 64, f"{name}: schema {counted}, network {held}"  # + BatchNorm, b
+
+
+def test_the_penalties_refuse_a_projection_critic_in_one_line_naming_the_layer():
+    from scratchgan.gan.gradient_penalty import R1Penalty, UnsupportedCritic
+    _, D = _pair(dtype="float32")
+    with pytest.raises(UnsupportedCritic, match=r"layer 0\.0 is Conv2d\(1, 2") as e:
+        R1Penalty(D, 1.0)
+    assert "\n" not in str(e.value)
+    linear = nn.ProjectionDiscriminator(nn.Sequential(nn.Linear(4, 3), nn.LeakyReLU(0.2)), 3, K)
+    with pytest.raises(UnsupportedCritic, match=r"layer 1 is Projection\(3, 3\)"):
+        R1Penalty(linear, 1.0)  # the head has no second-order pass
