@@ -180,10 +180,11 @@ class Record:
 class ListOf:
     def __init__(self, item, max_len):
         self.item, self.max_len = item, max_len
+        self.expected = f"a list of at most {max_len} entries"
 
     def __call__(self, value, where):
         if not isinstance(value, list) or len(value) > self.max_len:
-            raise _Bad(where, value, f"a list of at most {self.max_len} entries")
+            raise _Bad(where, value, self.expected)
         for i, x in enumerate(value):
             self.item(x, f"{where}[{i}]")
 

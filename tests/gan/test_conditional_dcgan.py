@@ -125,3 +125,13 @@ def test_the_penalties_refuse_a_projection_critic_in_one_line_naming_the_layer()
     linear = nn.ProjectionDiscriminator(nn.Sequential(nn.Linear(4, 3), nn.LeakyReLU(0.2)), 3, K)
     with pytest.raises(UnsupportedCritic, match=r"layer 1 is Projection\(3, 3\)"):
         R1Penalty(linear, 1.0)  # the head has no second-order pass
+
+
+def test_the_schema_checks_the_class_names():
+    from scratchgan.checkpoint import CheckpointError
+    good = {"config": {"num_classes": 2, "class_names": ["cat", "dog"]}}
+    assert checkpoint_schema.check_meta("run.npz", good) is good
+    for names, match in ((["cat"], "2 names, one per class"), (["cat", 7], r"config.class_names\[1\] is 7"),
+                         ("cat,dog", "a list of at most")):
+        with pytest.raises(CheckpointError, match=match):
+            checkpoint_schema.check_meta("run.npz", {"config": {"num_classes": 2, "class_names": names}})
