@@ -368,6 +368,15 @@ def _check_outputs(config, resume, run_id):
         rundir.probe_writable(config["tensorboard"], "--tensorboard")
 
 
+def _dry_folder_labels(config, loaded):
+    """A dry run of a conditional folder run: the folder's classes from its listing (and dataset.json), its
+    labelling checked as the real run checks it, and the random images' labels among those classes."""
+    from ..data.folder import listing_labels
+    classes, problem = listing_labels(config["data_dir"])
+    labels = None if classes is None else (loaded.labels % len(classes)).astype(np.int64)
+    return dataclasses.replace(loaded, labels=labels, classes=classes, no_labels=problem)
+
+
 def _class_labels(config, loaded, dataset, resumed=None):
     """The labels of a --conditional run, checked; records num_classes (and an image folder's class names,
     which `sample --label NAME` reads). A resumed checkpoint (``resumed``: its meta) must know as many
@@ -385,7 +394,7 @@ def _class_labels(config, loaded, dataset, resumed=None):
         raise UserError(f"--conditional needs at least 2 classes; --dataset {dataset} has one"
                         + (f" ({classes[0]})" if classes else ""))
     seen = np.bincount(labels, minlength=count)
-    if classes is not None and not seen.all():  # --limit keeps the first files, sorted by path: whole classes
+    if classes is not None and not seen.all() and config["dataset"] != "synthetic":  # --limit keeps the first files, sorted by path: whole classes
         missing = int((seen == 0).sum())
         raise UserError(f"--limit {config.get('limit')} keeps no image of {missing} of the {count} classes (first: "
                         f"{classes[int(np.argmin(seen))]}): the folder's files are taken in order; raise --limit "
@@ -407,6 +416,8 @@ def _training_data(config, real, writes, log, resumed=None):
         real.count = train_options.check_data_source(config, real.limit)
     images, loaded = load_images(config, log, with_labels=True)
     dataset = config["dataset"] if real is None else config["dry_run_of"]
+    if real is not None and dataset == "folder" and config.get("conditional"):  # the folder's classes, listed
+        loaded = _dry_folder_labels(config, loaded)
     labels = _class_labels(config, loaded, dataset, resumed) if config.get("conditional") else None
     count = len(images) if real is None else real.count  # a dry run: the real data's size, where known
     if count is not None and config["batch_size"] > count:

@@ -636,6 +636,17 @@ def _scan_with_images(root):
     return entries, others
 
 
+def listing_labels(folder):
+    """(class names or None, problem line or None) of ``folder`` from its listing and dataset.json alone, as
+    the labels would be: a dry run's check (nothing decoded; a class whose images all turn out unreadable
+    is found by the real run)."""
+    root = Path(folder).expanduser()
+    entries, _ = _scan_with_images(root)
+    _, classes, problem = folder_labels(root.resolve(), entries, [rel for rel, _, _ in entries],
+                                        _read_labels_file(root))
+    return classes, problem
+
+
 def count_image_folder(folder):
     """The number of images under ``folder``, checked as ``open_image_folder`` checks it: the folder is
     listed, nothing is decoded."""

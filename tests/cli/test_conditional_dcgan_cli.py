@@ -142,3 +142,14 @@ def test_conditional_dcgan_on_the_bundled_digits(tmp_path):
         "--out", str(tmp_path / "seven")], tmp_path)
     assert np.load(tmp_path / "seven.npy").shape == (2, 1, 28, 28)
     assert env_for(tmp_path)["SCRATCHGAN_DATA"].endswith("empty-cache")
+
+
+def test_a_dry_run_lists_the_folders_classes_and_refuses_what_the_real_run_would(tmp_path):
+    pets = labelled_folder(tmp_path / "pets")
+    ok(["train", "--arch", "dcgan", "--conditional", "--dataset", "folder", "--data-dir", str(pets), *TINY,
+        "--dry-run", "--out", str(tmp_path / "dry")], tmp_path)
+    config = json.loads((tmp_path / "dry" / "config.json").read_text())
+    assert config["class_names"] == list(CLASSES) and config["num_classes"] == 3
+    assert not (tmp_path / "empty-cache").exists(), "the dry run decoded the folder"
+    refused(["train", "--arch", "dcgan", "--conditional", "--dataset", "folder", "--data-dir", str(pets / "cat"),
+             *TINY, "--dry-run", "--out", str(tmp_path / "dry2")], tmp_path, "--dataset folder has none")
