@@ -394,7 +394,8 @@ def _class_labels(config, loaded, dataset, resumed=None):
         raise UserError(f"--conditional needs at least 2 classes; --dataset {dataset} has one"
                         + (f" ({classes[0]})" if classes else ""))
     seen = np.bincount(labels, minlength=count)
-    if classes is not None and not seen.all() and config["dataset"] != "synthetic":  # --limit keeps the first files, sorted by path: whole classes
+    # --limit keeps an image folder's first files, sorted by path: whole classes may be left out
+    if classes is not None and not seen.all() and config["dataset"] != "synthetic":
         missing = int((seen == 0).sum())
         raise UserError(f"--limit {config.get('limit')} keeps no image of {missing} of the {count} classes (first: "
                         f"{classes[int(np.argmin(seen))]}): the folder's files are taken in order; raise --limit "

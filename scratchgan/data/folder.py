@@ -292,8 +292,8 @@ def _labels_from_file(root, entries, files, raw):
             raise DataError(f"{where} lists {shown(name)} twice")
         given[name] = label
     classes = doc.get("classes")
-    if classes is not None and (not isinstance(classes, list) or not classes
-                                or not all(isinstance(c, str) and c for c in classes) or len(set(classes)) < len(classes)):
+    names_ok = isinstance(classes, list) and classes and all(isinstance(c, str) and c for c in classes)
+    if classes is not None and not (names_ok and len(set(classes)) == len(classes)):
         raise DataError(f"{where}: \"classes\" must be a list of distinct, non-empty class names")
     bad = next((name for name, label in given.items()
                 if label < 0 or (classes is not None and label >= len(classes))), None)
@@ -303,7 +303,8 @@ def _labels_from_file(root, entries, files, raw):
     images = {rel for rel, _, _ in entries}
     absent = sorted(set(given) - images)
     if absent:
-        raise DataError(f"{where} lists {len(absent)} file{'s' if len(absent) > 1 else ''} that {'are' if len(absent) > 1 else 'is'} "
+        many = len(absent) > 1
+        raise DataError(f"{where} lists {len(absent)} file{'s' if many else ''} that {'are' if many else 'is'} "
                         f"not an image file of the folder (first: {shown(absent[0])}); paths are relative to the "
                         "folder, with forward slashes")
     unlabelled = sorted(images - set(given))

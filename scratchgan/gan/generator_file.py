@@ -104,8 +104,8 @@ class Generator:
         """uint8 images (n, H, W) grey or (n, H, W, 3) RGB: image i from the noise of seed ``seed + i``, the PNG
         `scratchgan sample --seeds` writes for that seed. ``seed`` may also list the seeds ([3, 5, 9] or "0-99"),
         one image each (``n`` then None or their number). ``truncation``: psi in (0, 1]. ``label``: a class (an
-        index, or a name of ``class_names``), or one index per image, for a conditional generator (without it, the classes in turn). SettingError names the
-        argument that cannot be used."""
+        index, or a name of ``class_names``), or one index per image, for a conditional generator (without it,
+        the classes in turn). SettingError names the argument that cannot be used."""
         seeds = self._seeds(n, seed)
         labels = self._labels(label, len(seeds))
         try:

@@ -1,5 +1,5 @@
-"""Builders: the classic MNIST MLP GAN and the DCGAN (each optionally class-conditional) from scratchgan.nn layers, and a whole GAN step
-(networks, optimizers, objective, noise) from a config dict of the training flags.
+"""Builders: the classic MNIST MLP GAN and the DCGAN (each optionally class-conditional) from scratchgan.nn
+layers, and a whole GAN step (networks, optimizers, objective, noise) from a config dict of the training flags.
 
 Each network builder draws every weight from one seeded host generator, so the same seed gives the
 same network on any backend; call ``.to(backend, dtype)`` on the result to move it and pack its

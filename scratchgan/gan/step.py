@@ -157,8 +157,8 @@ class GANStep:
                       ``sampling()`` gives G with the averaged weights for grids and evaluation
       diffaugment     a policy ("translation,cutout,color"): every batch D sees, real and fake, in both steps,
                       is augmented with fresh draws (Zhao et al. 2020); the G step backpropagates through it
-    A conditional pair (nn.Conditional G; nn.Conditional or nn.ProjectionDiscriminator D) takes real batches as (images, labels); the fakes
-    of a D step are made for the labels of its real batch.
+    A conditional pair (nn.Conditional G; nn.Conditional or nn.ProjectionDiscriminator D) takes real batches
+    as (images, labels); the fakes of a D step are made for the labels of its real batch.
     """
 
     def __init__(self, G, D, opt_G, opt_D, objective, latent_dim, noise, clip=None, gp_lambda=None,

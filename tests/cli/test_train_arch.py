@@ -192,7 +192,8 @@ def test_dry_run_into_out_takes_the_datasets_shape_for_the_dcgan(tmp_path):
     _, meta = load_checkpoint(out / "checkpoint.npz")
     assert meta["config"]["image_shape"] == [3, 32, 32] and meta["global_step"] == 3
     assert not (tmp_path / "empty-cache").exists(), "--dry-run read or downloaded data"
-    assert "g_hidden" not in meta["config"] and "dropout" not in meta["config"]  # the run's own settings only (--conditional is both archs' now)
+    # the run's own settings only (--conditional is both architectures' now)
+    assert "g_hidden" not in meta["config"] and "dropout" not in meta["config"]
 
 
 def test_a_dry_runs_checkpoint_is_not_resumed(tmp_path, capsys):
