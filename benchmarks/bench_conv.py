@@ -23,14 +23,15 @@ shows up in both columns: check `uptime` first.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
+
+from sides import backend_error, run_side
+from sides import torch_version as installed_torch
 
 SUBPIXEL = "scratchgan.nn.conv.conv_transpose2d_forward"  # its INACTIVE replacement: fast/subpixel.py
 # (name, kind, C_in, C_out, kernel, stride, padding, input H=W): the DCGAN 64x64 layers (ngf = ndf = 64)
@@ -126,19 +127,9 @@ def _worker(args):
 
 
 def _run_side(side, args):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--batch", str(args.batch),
-           "--warmup", str(args.warmup), "--reps", str(args.reps), "--backend", args.backend] + \
-        (["--tf32"] if args.tf32 else [])
-    if args.threads:  # NumPy's BLAS reads its thread count at import: set it for the child process
-        env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
-        cmd += ["--threads", str(args.threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"{side} worker failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    argv = ["--batch", str(args.batch), "--warmup", str(args.warmup), "--reps", str(args.reps),
+            "--backend", args.backend] + (["--tf32"] if args.tf32 else [])
+    return run_side(__file__, side, argv, args.threads)
 
 
 def main(argv=None):
@@ -168,18 +159,11 @@ def main(argv=None):
         print("bench_conv.py: error: --tf32 needs --backend cupy (NumPy and PyTorch's CPU kernels have no TF32)",
               file=sys.stderr)
         return 2
-    if args.backend == "cupy":  # before any worker starts: one line if it cannot run here
-        from scratchgan.backend import BackendError, get_xp
-        try:
-            get_xp("cupy")
-        except BackendError as e:
-            print(f"bench_conv.py: error: {e}", file=sys.stderr)
-            return 2
-
-    try:  # the version without importing torch here: the workers import it
-        torch_version = importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        torch_version = None
+    error = backend_error(args.backend)  # before any worker starts: one line if it cannot run here
+    if error:
+        print(f"bench_conv.py: error: {error}", file=sys.stderr)
+        return 2
+    torch_version = installed_torch()
     sides = ["scratchgan"] + (["subpixel"] if args.subpixel else []) + \
         ([] if args.no_torch or torch_version is None else ["torch"])
     import numpy as np

@@ -25,11 +25,11 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from sides import backend_error, run_side
+
 LATENT = 100
 
 
@@ -139,20 +139,11 @@ def worker_torch(args, tf32):
     return _timed(one_step, args.steps, args.warmup, sync)
 
 
-def run_side(side, args):
+def time_side(side, args):
     """Time one side (e.g. "torch-tf32") in a fresh process; seconds per step."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")  # this checkout's scratchgan
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--backend", args.backend,
-           "--batch", str(args.batch), "--size", str(args.size), "--width", str(args.width),
-           "--steps", str(args.steps), "--warmup", str(args.warmup)] + \
-        (["--threads", str(args.threads)] if args.threads else [])
-    if args.threads:  # NumPy's BLAS reads its thread count at import: set it for the child
-        env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"bench_dcgan_step.py: the {side} worker failed:\n{proc.stderr.strip()}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    argv = ["--backend", args.backend, "--batch", str(args.batch), "--size", str(args.size), "--width", str(args.width),
+            "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    return run_side(__file__, side, argv, args.threads)
 
 
 def make_parser():
@@ -185,13 +176,10 @@ def main(argv=None):
     if args.quick:
         args.batch, args.size, args.width, args.steps, args.warmup, args.reps = 4, 32, 8, 1, 1, 1
         args.threads = args.threads or 1
-    if args.backend == "cupy":  # before any worker starts: one line if it cannot run here
-        from scratchgan.backend import BackendError, get_xp
-        try:
-            get_xp("cupy")
-        except BackendError as e:
-            print(f"bench_dcgan_step.py: error: {e}", file=sys.stderr)
-            return 2
+    error = backend_error(args.backend)  # before any worker starts: one line if it cannot run here
+    if error:
+        print(f"bench_dcgan_step.py: error: {error}", file=sys.stderr)
+        return 2
     have_torch = importlib.util.find_spec("torch") is not None and not args.no_torch
     precisions = ["", "-tf32"] if args.backend == "cupy" else [""]
     sides = [f"{lib}{p}" for p in precisions for lib in ["scratchgan"] + (["torch"] if have_torch else [])]
@@ -206,7 +194,7 @@ def main(argv=None):
     samples = {side: [] for side in sides}
     for rep in range(args.reps):
         for side in (sides if rep % 2 == 0 else sides[::-1]):  # alternate who goes first
-            samples[side].append(run_side(side, args))
+            samples[side].append(time_side(side, args))
     ms = {side: 1e3 * statistics.median(ts) for side, ts in samples.items()}
 
     def cell(side):

@@ -25,7 +25,6 @@ error, and a FIFO or a device in their place is refused unread.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import tarfile
 import zlib
@@ -35,6 +34,7 @@ import numpy as np
 
 from .idx import DataError, NotRegularFile, open_regular, shown
 from .download import DEFAULT_TIMEOUT, DownloadError, Mismatch, download, fetch
+from .download import sha256_file as _sha256_file
 from .mnist import data_root
 
 NAME = "cifar10"
@@ -76,14 +76,6 @@ def _check_batch_size(size, source):
         raise DataError(f"{shown(source)}: {size:,} bytes, {what}; a CIFAR-10 batch file is exactly {expected:,} "
                         f"bytes ({BATCH_RECORDS:,} records of {RECORD:,}: 1 label byte + 3072 pixel bytes); "
                         "replace it with the file from the official binary release")
-
-
-def _sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_tar(path, split, exact=False):

@@ -39,6 +39,15 @@ class Mismatch(Exception):
     """A downloaded file that is not the official one (``verify`` raises it)."""
 
 
+def sha256_file(path):
+    """The SHA-256 hex digest of the file at ``path``, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def describe(error, timeout):
     """A short, one-line account of why one URL failed."""
     if isinstance(error, urllib.error.HTTPError):

@@ -219,6 +219,8 @@ def im2col(x, kernel_size, stride, padding):
     bN, bH, bW, bC = x_pad.strides
     windows = np.lib.stride_tricks.as_strided(
         x_pad, shape=(N, H_out, W_out, kH, kW, C), strides=(bN, sH * bH, sW * bW, bH, bW, bC))
+    if windows.flags.c_contiguous:  # a 1 x 1, stride-1 kernel on channels-last x: the rows are x itself, as
+        return windows.reshape(N * H_out * W_out, kH * kW * C)  # the reference's ascontiguousarray returns them
     cols = np.empty(windows.shape, dtype=x.dtype)
 
     def copy(start, stop):

@@ -8,7 +8,7 @@ below 1e-7. The worst error per layer / quantity / mode is printed at the end of
 import numpy as np
 import pytest
 
-from layer_cases import build_layer, make_input, record_error
+from layer_cases import build_layer, concat_block, make_input, record_error
 from scratchgan import gradcheck, losses, nn
 
 TOL = 1e-7
@@ -34,6 +34,21 @@ GRADCHECK_CASES = [
     ("Flatten", lambda dt: nn.Flatten(), [(2, 3, 4, 5), (3, 7)]),
     ("Reshape", lambda dt: nn.Reshape(3, 4), [(5, 12)]),
     ("Reshape(1, 2, 2)", lambda dt: nn.Reshape(1, 2, 2), [(3, 2, 2)]),
+    # pooling: floor mode, odd sizes, overlapping windows (stride < kernel), padding, non-square kernels
+    ("MaxPool2d(3, 2)", lambda dt: nn.MaxPool2d(3, 2), [(2, 3, 7, 8), (1, 2, 3, 3)]),
+    ("MaxPool2d(3, 1, 1)", lambda dt: nn.MaxPool2d(3, 1, 1), [(2, 2, 5, 4)]),
+    ("MaxPool2d(2)", lambda dt: nn.MaxPool2d(2), [(2, 2, 5, 7)]),
+    ("MaxPool2d((3, 2), (2, 1), (1, 0))", lambda dt: nn.MaxPool2d((3, 2), (2, 1), (1, 0)), [(2, 2, 6, 5)]),
+    ("AvgPool2d(3, 1, 1)", lambda dt: nn.AvgPool2d(3, 1, 1), [(2, 2, 5, 4)]),
+    ("AvgPool2d(3, 1, 1, no pad count)", lambda dt: nn.AvgPool2d(3, 1, 1, count_include_pad=False),
+     [(2, 2, 5, 4), (1, 3, 1, 2)]),
+    ("AvgPool2d(3, 2, 1, no pad count)", lambda dt: nn.AvgPool2d(3, 2, 1, count_include_pad=False),
+     [(2, 2, 7, 6)]),
+    ("AvgPool2d((2, 3), (1, 2))", lambda dt: nn.AvgPool2d((2, 3), (1, 2)), [(2, 2, 4, 7)]),
+    ("GlobalAvgPool2d", lambda dt: nn.GlobalAvgPool2d(), [(2, 3, 4, 5), (3, 2, 1, 1)]),
+    # Concat: dx sums over the branches; the branches' W, b, gamma, beta are checked too
+    ("Concat", lambda dt: concat_block(dt), [(4, 3, 5, 5)]),
+    ("Concat(pools)", lambda dt: nn.Concat(nn.MaxPool2d(3, 1, 1), nn.AvgPool2d(3, 1, 1)), [(2, 2, 4, 5)]),
 ]
 
 

@@ -98,7 +98,10 @@ def _cases(name, dtype, edges):
         return [("padded", (a, (1, 2))), ("unpadded", (a, (0, 0)))]
     if short == "im2col":
         return [(f"k{k} s{s} p{p}", (v((3, 2, 7, 6), 1), k, s, p))
-                for k, s, p in (((3, 3), (1, 1), (1, 1)), ((4, 4), (2, 2), (1, 1)), ((3, 2), (2, 1), (0, 2)))]
+                for k, s, p in (((3, 3), (1, 1), (1, 1)), ((4, 4), (2, 2), (1, 1)), ((3, 2), (2, 1), (0, 2)))] + \
+            [(f"k1 {layout}", (x, (1, 1), (1, 1), (0, 0)))  # the rows of x itself: no copy, as the reference
+             for layout, x in (("NCHW", v((3, 2, 7, 6), 1)),
+                               ("channels-last", v((3, 7, 6, 2), 1).transpose(0, 3, 1, 2)))]
     if short == "col2im":
         from scratchgan.nn.conv import conv_output_size
         out = []

@@ -50,7 +50,20 @@ LAYER_CASES = [
     ("Dropout", lambda dtype: nn.Dropout(0.3, seed=5), (5, 7)),
     ("Flatten", lambda dtype: nn.Flatten(), (2, 3, 4, 5)),
     ("Reshape", lambda dtype: nn.Reshape(3, 4), (5, 12)),
+    ("MaxPool2d(3, 2)", lambda dtype: nn.MaxPool2d(3, 2), (2, 3, 7, 8)),
+    ("AvgPool2d(3, 1, 1, no pad count)", lambda dtype: nn.AvgPool2d(3, 1, 1, count_include_pad=False), (2, 3, 5, 6)),
+    ("GlobalAvgPool2d", lambda dtype: nn.GlobalAvgPool2d(), (2, 3, 4, 5)),
+    ("Concat", lambda dtype: concat_block(dtype), (4, 3, 5, 5)),
 ]
+
+
+def concat_block(dtype, c_in=3):
+    """An Inception-like Concat: a 1x1 conv branch, a conv-BatchNorm-ReLU branch (no bias before
+    BatchNorm, as Inception: train mode would give the bias a zero gradient) and a pool branch."""
+    return nn.Concat(nn.Conv2d(c_in, 2, 1, seed=11, dtype=dtype),
+                     nn.Sequential(nn.Conv2d(c_in, 3, 3, padding=1, bias=False, seed=12, dtype=dtype),
+                                   nn.BatchNorm2d(3, dtype=dtype), nn.ReLU()),
+                     nn.AvgPool2d(3, 1, 1, count_include_pad=False))
 
 MODES = ("train", "eval")
 
