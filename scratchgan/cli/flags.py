@@ -162,10 +162,11 @@ FLAGS = (
          arch=("mlp",), shown="BatchNorm on"),
     Flag("dropout", "model", 0.0, "dropout probability after each discriminator hidden layer", type=unit_interval(),
          arch=("mlp",)),
-    Flag("conditional", "model", False, "class-conditional GAN: the label joins G's noise and D's input; sample "
-         "grids get one row per class", action="store_true", arch=("mlp",), shown="off"),
+    Flag("conditional", "model", False, "class-conditional GAN on the data's labels: the label joins G's noise; "
+         "the MLP's D gets it joined to its input, the DCGAN's D is a projection discriminator; sample grids get "
+         "one row per class", action="store_true", shown="off"),
     Flag("embedding_dim", "model", 0, "with --conditional: 0 = one-hot labels, N > 0 = a learned Embedding(classes, "
-         "N) in G and in D", type=non_negative_int, metavar="N", arch=("mlp",)),
+         "N) in G (and in the MLP's D)", type=non_negative_int, metavar="N"),
     # output
     Flag("out", "output", None, "folder for samples, plots, metrics, log.txt and the checkpoint; one run per folder, "
          "which records every file it writes in OUT/manifest.json: a folder with an earlier run's outputs is refused "

@@ -31,7 +31,7 @@ from ..backend import BackendError, get_xp
 from ..checkpoint import CheckpointError, atomic_write
 from ..fileio import atomic_path
 from ..gan import latent
-from ..gan.generator_file import generate_on_host, load_generator
+from ..gan.generator_file import class_index, generate_on_host, load_generator
 from ..run import viz
 from .common import (
     Parser,
@@ -105,8 +105,9 @@ def make_sample_parser(prog):
                    help="one image per seed instead of --n/--seed, e.g. 0-99 or 3,5,9; a seed always gives "
                         "the same noise, whatever other seeds are listed (it is the first image of "
                         "--seed S) (default: none)")
-    p.add_argument("--label", type=non_negative_int, default=None, metavar="K",
-                   help="conditional checkpoints: make N images of class K; without it, one row per "
+    p.add_argument("--label", default=None, metavar="K",
+                   help="conditional checkpoints: make N images of class K (an index, or a class name of an image "
+                        "folder's run: its sub-folder or dataset.json name); without it, one row per "
                         "class (N rounded up to a multiple of the classes; with --seeds, every seed in every class) (default: none)")
     return with_version(p)
 
@@ -164,14 +165,22 @@ def _save_grid(images, nrow):
     return lambda temp: viz.save_image_grid(images, temp, nrow=nrow, scale=2)
 
 
+def resolve_label(G, config, label):
+    """--label as a class index (it may name a class of an image folder's run); None stays None."""
+    if label is None or not isinstance(G, nn.Conditional):
+        return label
+    try:
+        return class_index(config, label, G.num_classes)
+    except ValueError as e:
+        raise UserError(f"--label {label}: {e}") from None
+
+
 def _conditional_labels(G, n, label):
     """(n, labels or None, nrow) for ``n`` images; a conditional G without --label: one row per class."""
     if isinstance(G, nn.Conditional):
-        K = G.num_classes
-        if label is not None and label >= K:
-            raise UserError(f"--label {label}: this generator knows classes 0 to {K - 1}")
-        if label is not None:
+        if label is not None:  # (resolve_label has checked it)
             return n, np.full(n, label), None
+        K = G.num_classes
         nrow = -(-n // K)
         return nrow * K, np.repeat(np.arange(K), nrow), nrow
     if label is not None:
@@ -327,6 +336,7 @@ def _sample(args, prog):
         outdir, npy, png, flag, resuming = _sample_targets(args)
         xp = get_xp(args.backend)
         G, config, _ = load_generator(args.checkpoint, xp, log=_log)
+        args.label = resolve_label(G, config, args.label)
         z, labels, names, nrow = _sample_names(G, args, int(config["latent_dim"]))
         n, files = len(names), [name + ".png" for name in names]
         done = set()
@@ -380,8 +390,9 @@ def make_interpolate_parser(prog):
                         "class for conditional models), both or neither; existing files are refused unless "
                         "--overwrite")
     p.add_argument("--overwrite", action="store_true", help="replace existing FILE.gif and FILE.png (default: off)")
-    p.add_argument("--label", type=non_negative_int, default=None, metavar="K",
-                   help="conditional checkpoints: walk in class K only (default: every class, one row each)")
+    p.add_argument("--label", default=None, metavar="K",
+                   help="conditional checkpoints: walk in class K only (an index or a class name) (default: every "
+                        "class, one row each)")
     return with_version(p)
 
 
@@ -418,6 +429,7 @@ def _interpolate(args, prog):
         check_new_files([out, strip], "--out", args.overwrite)  # before loading anything
         xp = get_xp(args.backend)
         G, config, _ = load_generator(args.checkpoint, xp, log=_log)
+        args.label = resolve_label(G, config, args.label)
         z = latent.truncate(walk_noise(latent.seed_noise(args.seeds, int(config["latent_dim"])), args.steps),
                             args.truncation)
         T = len(z)

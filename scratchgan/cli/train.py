@@ -63,7 +63,7 @@ def load_images(config, log, with_labels=False):
     """uint8 images for the run (data.registry), as the files hold them for the MLP, fitted to (N, C, S, S)
     for the DCGAN; records what was really loaded in ``config``.
 
-    ``with_labels``: returns (images, labels (N,) or None where the dataset has none).
+    ``with_labels``: returns (images, the registry's Loaded: its labels (N,) or None, class names, why none).
     """
     request = registry.Request(config["split"], config.get("data_dir"), config.get("resolution"),
                                config.get("channels"), log=log, on_foreign=log)
@@ -72,7 +72,7 @@ def load_images(config, log, with_labels=False):
     loaded = registry.load(config["dataset"], request, limit=config.get("limit"))
     config["dataset"], config["split"] = loaded.name, loaded.split  # config.json, checkpoints, `evaluate`
     images = _fit_to_dcgan(config, loaded.images) if config.get("arch") == "dcgan" else loaded.images
-    return (images, loaded.labels) if with_labels else images
+    return (images, loaded) if with_labels else images
 
 
 def _fit_to_dcgan(config, images):
@@ -302,7 +302,7 @@ def _train(run):
     if writes:
         _check_outputs(config, resume, run_id)
     train_options.apply_precision(config, xp)  # --tf32
-    images, labels = _training_data(config, real, writes, run.log)
+    images, labels = _training_data(config, real, writes, run.log, meta if resume is not None else None)
     step = _build_step(config, xp, world)
     if real is not None:
         _show_plan(run, real, step, xp, config)
@@ -369,21 +369,58 @@ def _check_outputs(config, resume, run_id):
         rundir.probe_writable(config["tensorboard"], "--tensorboard")
 
 
-def _training_data(config, real, writes, log):
+def _dry_folder_labels(config, loaded):
+    """A dry run of a conditional folder run: the folder's classes from its listing (and dataset.json), its
+    labelling checked as the real run checks it, and the random images' labels among those classes."""
+    from ..data.folder import listing_labels
+    classes, problem = listing_labels(config["data_dir"])
+    labels = None if classes is None else (loaded.labels % len(classes)).astype(np.int64)
+    return dataclasses.replace(loaded, labels=labels, classes=classes, no_labels=problem)
+
+
+def _class_labels(config, loaded, dataset, resumed=None):
+    """The labels of a --conditional run, checked; records num_classes (and an image folder's class names,
+    which `sample --label NAME` reads). A resumed checkpoint (``resumed``: its meta) must know as many
+    classes as the data has."""
+    labels = loaded.labels
+    if labels is None:
+        if loaded.no_labels:
+            raise UserError(f"--conditional needs class labels: {loaded.no_labels}")
+        how = (" (put each class's images in a sub-folder of --data-dir, or list them in its dataset.json)"
+               if dataset == "folder" else "")
+        raise UserError(f"--conditional needs class labels, and --dataset {dataset} has none{how}")
+    classes = loaded.classes
+    count = len(classes) if classes is not None else int(labels.max()) + 1
+    if count < 2:
+        raise UserError(f"--conditional needs at least 2 classes; --dataset {dataset} has one"
+                        + (f" ({classes[0]})" if classes else ""))
+    seen = np.bincount(labels, minlength=count)
+    # --limit keeps an image folder's first files, sorted by path: whole classes may be left out
+    if classes is not None and not seen.all() and config["dataset"] != "synthetic":
+        missing = int((seen == 0).sum())
+        raise UserError(f"--limit {config.get('limit')} keeps no image of {missing} of the {count} classes (first: "
+                        f"{classes[int(np.argmin(seen))]}): the folder's files are taken in order; raise --limit "
+                        "or drop it")
+    trained = (resumed or {}).get("config", {}).get("num_classes", count)
+    if trained != count:
+        raise UserError(f"cannot resume: {config['resume']} was trained on {trained} classes, and --dataset "
+                        f"{dataset} has {count}; resume on the data it was trained on")
+    config["num_classes"] = count
+    if classes is not None:
+        config["class_names"] = list(classes)
+    return labels
+
+
+def _training_data(config, real, writes, log, resumed=None):
     """The images (and labels for --conditional, else None) of the run, checked against the flags;
     records what the data made of the config (image_size, image_shape, num_images)."""
     if real is not None:  # the paths a real run reads, read no further
         real.count = train_options.check_data_source(config, real.limit)
-    images, labels = load_images(config, log, with_labels=True)
+    images, loaded = load_images(config, log, with_labels=True)
     dataset = config["dataset"] if real is None else config["dry_run_of"]
-    if config.get("conditional"):
-        if config.get("arch", "mlp") != "mlp":
-            raise UserError("--conditional is for the MLP GAN (examples/mnist_mlp.py)")
-        if labels is None:
-            raise UserError(f"--conditional needs class labels, and --dataset {dataset} has none")
-        config["num_classes"] = int(labels.max()) + 1
-    else:
-        labels = None
+    if real is not None and dataset == "folder" and config.get("conditional"):  # the folder's classes, listed
+        loaded = _dry_folder_labels(config, loaded)
+    labels = _class_labels(config, loaded, dataset, resumed) if config.get("conditional") else None
     count = len(images) if real is None else real.count  # a dry run: the real data's size, where known
     if count is not None and config["batch_size"] > count:
         raise UserError(f"--batch-size {config['batch_size']} is larger than the {count} training "

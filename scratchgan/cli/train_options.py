@@ -182,11 +182,12 @@ def check_data_source(config, limit=None):
 def synthetic_request(config, request):
     """--dry-run's images (data.registry "synthetic"): the shape of the real data's images, else of the
     flags (--image-size, --channels), enough for its DRY_RUN_STEPS steps, labels 0..9 where the real data
-    has labels (for --conditional)."""
+    has labels (for --conditional; a folder's are mapped to its listed classes by train.py)."""
     real = registry.BY_NAME[config["dry_run_of"]]
     size, channels = real.shape or (28, 1)
     if config.get("arch") == "dcgan":
         size, channels = config.get("resolution") or size, config.get("channels") or channels
     request.size, request.channels = size, channels
     request.count = config["batch_size"] * config.get("d_steps", 1) * DRY_RUN_STEPS
-    request.seed, request.labelled = config.get("seed", 0), real.name not in ("folder", "npy")
+    request.seed = config.get("seed", 0)  # labelled (0..9) as the real data is; a folder's classes: train.py
+    request.labelled = real.name != "npy" and (real.name != "folder" or bool(config.get("conditional")))

@@ -43,6 +43,18 @@ Unreadable images (not an image, truncated, empty, 0x0 pixels, not a regular fil
 mode) are skipped and counted, and reported ONCE at the end through ``log`` (how many, the first few
 names and why); they never stop a run halfway. A missing folder, a folder without image files, or one
 where no image can be read is a ``DataError`` with one line that names the folder and what was found.
+Labels (for ``--conditional``), computed with the images and kept in the cache's manifest:
+
+- ``DIR/dataset.json`` in StyleGAN's dataset_tool format, ``{"labels": [["img00000.png", 6], ...]}`` (paths
+  relative to DIR, forward slashes; ``"labels": null`` means none), with an optional ``"classes": [names]``
+  (scratchgan's addition; without it class k is named "k"). Its contents are part of the cache key.
+- else class sub-folders, as torchvision's ImageFolder: ``DIR/cat/**.png``, ``DIR/dog/**.png``; the classes
+  are the top-level sub-folders holding image files, sorted by name, the label the position. An image
+  directly in DIR makes the folder unlabelled, as before.
+A labelling that cannot be used (a file listed but absent, an image without a label, a label that is not an
+int or out of range, a class left with no readable image) is kept as one line and raised as a DataError
+only when the labels are asked for (``ImageFolder.checked_labels``): an unconditional run never reads them.
+
 Names are printed as ``idx.shown`` writes them: a name with an escape code or a newline in it appears
 as Python's repr, never raw.
 """
@@ -77,6 +89,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 TRANSFORM_VERSION = "resize-shorter-bicubic+center-crop+exif/v1"
 MANIFEST_FORMAT = 1
 
+LABELS_FILE = "dataset.json"  # StyleGAN's dataset_tool labels: {"labels": [["a/img.png", 6], ...]}
 CHANNEL_MODES = {3: "RGB", 1: "L"}
 _MAX_SKIPPED_SHOWN = 5   # names quoted in the one log line / error message
 _CHUNK = 64              # images per thread-pool task
@@ -88,7 +101,9 @@ class ImageFolder:
 
     ``files``: the relative paths of the N images, in order (row i of ``images`` is ``files[i]``);
     ``skipped``: ``(relative path, reason)`` of the unreadable ones; ``cache_path``: the .npy;
-    ``from_cache``: True when nothing was decoded this time.
+    ``from_cache``: True when nothing was decoded this time. ``labels``: int64 (N,) class indices and
+    ``classes`` their names, both None for an unlabelled folder or when ``label_problem`` (one line) says
+    why its labelling cannot be used.
     """
     images: np.ndarray
     files: tuple
@@ -96,6 +111,15 @@ class ImageFolder:
     folder: Path
     cache_path: Path
     from_cache: bool
+    labels: np.ndarray | None = None
+    classes: tuple | None = None
+    label_problem: str | None = None
+
+    def checked_labels(self):
+        """(labels, classes): DataError with the one line of ``label_problem``; (None, None) when unlabelled."""
+        if self.label_problem:
+            raise DataError(self.label_problem)
+        return self.labels, self.classes
 
     @property
     def num_skipped(self) -> int:
@@ -178,15 +202,20 @@ def scan_image_folder(folder):
     return entries, others
 
 
-def cache_key(folder, image_size, channels, entries) -> str:
-    """SHA-256 (hex) of everything the cached array depends on."""
-    payload = json.dumps({
+def cache_key(folder, image_size, channels, entries, labels_file=None) -> str:
+    """SHA-256 (hex) of everything the cached array and its labels depend on (``labels_file``: the bytes
+    of DIR/dataset.json, when there is one)."""
+    fields = {
         "folder": str(Path(folder).expanduser().resolve()),
         "image_size": int(image_size),
         "channels": int(channels),
         "transform": TRANSFORM_VERSION,
         "files": [list(e) for e in entries],
-    }, separators=(",", ":"))
+    }
+    if labels_file is not None:  # (an unreadable one: its error line)
+        raw = labels_file if isinstance(labels_file, bytes) else str(labels_file).encode()
+        fields["labels_file"] = hashlib.sha256(raw).hexdigest()
+    payload = json.dumps(fields, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -195,6 +224,108 @@ def _cache_stem(folder, image_size, mode):
     resolved = str(Path(folder).expanduser().resolve())
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(resolved).name or "root").strip("._") or "folder"
     return f"{name[:40]}-{hashlib.sha256(resolved.encode()).hexdigest()[:8]}-{image_size}px-{mode}"
+
+
+# ----------------------------------------------------------------------------- labels
+
+def _read_labels_file(root):
+    """The bytes of ``root/dataset.json``; None when there is none; a DataError (returned, raised only when
+    the labels are asked for) when it cannot be read."""
+    path = root / LABELS_FILE
+    try:
+        with open_regular(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:  # NotRegularFile too: a FIFO named dataset.json is never read
+        return DataError(f"cannot read {shown(path)} ({getattr(e, 'kind', None) or e.strerror or e})")
+
+
+def folder_labels(root, entries, files, labels_file):
+    """(labels int64 (len(files),) or None, class names or None, problem line or None) of the kept image
+    ``files`` (relative paths) of the folder whose image files are ``entries``; ``labels_file``: the bytes
+    of dataset.json or None (then class sub-folders, or no labels)."""
+    if isinstance(labels_file, DataError):
+        return None, None, str(labels_file)
+    try:
+        if labels_file is not None:
+            return (*_labels_from_file(root, entries, files, labels_file), None)
+        return (*_labels_from_folders(root, entries, files), None)
+    except DataError as e:
+        return None, None, str(e)
+
+
+def _labels_from_folders(root, entries, files):
+    """ImageFolder's classes: the sorted top-level sub-folders; none when an image lies directly in ``root``."""
+    tops = [rel.split("/", 1)[0] if "/" in rel else None for rel, _, _ in entries]
+    if None in tops:
+        return None, None
+    classes = tuple(sorted(set(tops)))
+    index = {name: k for k, name in enumerate(classes)}
+    labels = np.array([index[rel.split("/", 1)[0]] for rel in files], dtype=np.int64)
+    _check_every_class(root, labels, classes, "")
+    return labels, classes
+
+
+def _labels_from_file(root, entries, files, raw):
+    """The labels of StyleGAN's dataset.json, checked: every image labelled, every listed file there, ints."""
+    where = f"{shown(root / LABELS_FILE)}"
+    form = '{"labels": [["img00000.png", 6], ...]}'
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"{where} is not JSON ({shown(' '.join(str(e).split())[:80])}); expected {form}") from None
+    if not isinstance(doc, dict) or "labels" not in doc:
+        raise DataError(f"{where} has no \"labels\" key; expected StyleGAN's dataset_tool format {form}")
+    pairs = doc["labels"]
+    if pairs is None:  # dataset_tool writes null for an unlabelled dataset
+        return None, None
+    if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str)
+                                              for p in pairs):
+        raise DataError(f"{where}: \"labels\" must be a list of [file, label] pairs, as {form}")
+    given = {}
+    for name, label in pairs:
+        if isinstance(label, bool) or not isinstance(label, int):
+            raise DataError(f"{where}: the label of {shown(name)} is {shown(json.dumps(label))}, not an integer "
+                            "class index")
+        if name in given:
+            raise DataError(f"{where} lists {shown(name)} twice")
+        given[name] = label
+    classes = doc.get("classes")
+    names_ok = isinstance(classes, list) and classes and all(isinstance(c, str) and c for c in classes)
+    if classes is not None and not (names_ok and len(set(classes)) == len(classes)):
+        raise DataError(f"{where}: \"classes\" must be a list of distinct, non-empty class names")
+    bad = next((name for name, label in given.items()
+                if label < 0 or (classes is not None and label >= len(classes))), None)
+    if bad is not None:
+        top = f"0 to {len(classes) - 1} (its \"classes\" names {len(classes)})" if classes else "0 or more"
+        raise DataError(f"{where}: the label of {shown(bad)} is {given[bad]}, out of range: labels are {top}")
+    images = {rel for rel, _, _ in entries}
+    absent = sorted(set(given) - images)
+    if absent:
+        many = len(absent) > 1
+        raise DataError(f"{where} lists {len(absent)} file{'s' if many else ''} that {'are' if many else 'is'} "
+                        f"not an image file of the folder (first: {shown(absent[0])}); paths are relative to the "
+                        "folder, with forward slashes")
+    unlabelled = sorted(images - set(given))
+    if unlabelled:
+        raise DataError(f"{where} gives no label for {len(unlabelled)} of the {len(images)} images (first: "
+                        f"{shown(unlabelled[0])})")
+    labels = np.array([given[rel] for rel in files], dtype=np.int64)
+    classes = tuple(classes) if classes is not None else tuple(str(k) for k in range(max(given.values()) + 1))
+    _check_every_class(root, labels, classes, f" (labelled by {LABELS_FILE})")
+    return labels, classes
+
+
+def _check_every_class(root, labels, classes, how):
+    """DataError naming the first class with no readable image: a label a conditional G would never see."""
+    counts = np.bincount(labels, minlength=len(classes))
+    empty = [k for k in range(len(classes)) if counts[k] == 0]
+    if empty:
+        k = empty[0]
+        more = f" and {len(empty) - 1} more" if len(empty) > 1 else ""
+        raise DataError(f"image folder {shown(root)}{how}: class {k} ({shown(classes[k])}){more} has no readable "
+                        "image")
 
 
 # ----------------------------------------------------------------------------- one image
@@ -370,7 +501,7 @@ def _skipped_line(skipped, total, folder):
             f"{shown(folder)}: {names}{more}")
 
 
-def _build(root, entries, image_size, channels, mode, key, npy, manifest_path, workers, log, progress):
+def _build(root, entries, image_size, channels, mode, key, npy, manifest_path, workers, log, progress, labels_file):
     """Decode the folder into a temp .npy beside ``npy``, then rename it and its manifest into place."""
     rels = [rel for rel, _, _ in entries]
     sizes = [size for _, size, _ in entries]
@@ -416,6 +547,8 @@ def _build(root, entries, image_size, channels, mode, key, npy, manifest_path, w
         "seconds": round(seconds, 3), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "files": [rels[i] for i in good], "skipped": [list(s) for s in skipped],
     }
+    labels, classes, problem = folder_labels(root, entries, manifest["files"], labels_file)
+    manifest.update(labels=None if labels is None else labels.tolist(), classes=classes, label_problem=problem)
     with atomic_write(manifest_path, suffix=".part.json") as f:  # renamed in last: it marks the cache complete
         f.write(json.dumps(manifest, indent=1).encode("utf-8"))
     if log:
@@ -447,7 +580,8 @@ def open_image_folder(folder, image_size=64, channels=3, cache_dir=None, log=Non
     except OSError as e:
         raise DataError(f"cannot create the image cache folder {shown(cache)} ({e.strerror or e}); set "
                         "SCRATCHGAN_DATA or pass cache_dir= a writable folder") from None
-    key = cache_key(root, S, C, entries)
+    labels_file = _read_labels_file(root)
+    key = cache_key(root, S, C, entries, labels_file)
     stem = _cache_stem(root, S, mode)
     npy = cache / f"{stem}-{key[:16]}.npy"
     manifest_path = npy.with_suffix(".json")
@@ -459,14 +593,15 @@ def open_image_folder(folder, image_size=64, channels=3, cache_dir=None, log=Non
         if log:
             note = f"; {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} left out" if skipped else ""
             log(f"using the cached {len(images)} images of {shown(root)} ({S}x{S} {mode}{note}): {shown(npy)}")
-        return ImageFolder(images, tuple(manifest["files"]), skipped, root, npy, True)
+        return ImageFolder(images, tuple(manifest["files"]), skipped, root, npy, True,
+                           *_manifest_labels(manifest, root, entries, labels_file))
 
     leftovers = list(cache.glob(f".{stem}-*.part.*"))
     if leftovers and log:
         log(f"ignoring {len(leftovers)} partial cache file{'s' if len(leftovers) > 1 else ''} of an "
             f"interrupted run in {shown(cache)} (safe to delete unless another run is decoding this folder now)")
     try:
-        skipped = _build(root, entries, S, C, mode, key, npy, manifest_path, workers, log, progress)
+        skipped = _build(root, entries, S, C, mode, key, npy, manifest_path, workers, log, progress, labels_file)
     except OSError as e:
         raise DataError(f"cannot write the image cache {shown(npy)} ({e.strerror or e}); set SCRATCHGAN_DATA "
                         "or pass cache_dir= a writable folder with room for it") from None
@@ -475,7 +610,20 @@ def open_image_folder(folder, image_size=64, channels=3, cache_dir=None, log=Non
     if hit is None:  # only if another process deleted it in between
         raise DataError(f"the image cache {shown(npy)} vanished right after it was written")
     images, manifest = hit
-    return ImageFolder(images, tuple(manifest["files"]), tuple(skipped), root, npy, False)
+    return ImageFolder(images, tuple(manifest["files"]), tuple(skipped), root, npy, False,
+                       *_manifest_labels(manifest, root, entries, labels_file))
+
+
+def _manifest_labels(manifest, root, entries, labels_file):
+    """(labels, classes, problem) as the manifest records them; a cache of an earlier release has none:
+    computed from its file list then (the images are what is costly)."""
+    if "labels" not in manifest:
+        return folder_labels(root, entries, manifest["files"], labels_file)
+    labels, classes = manifest["labels"], manifest.get("classes")
+    ok = isinstance(labels, list) and len(labels) == len(manifest["files"]) and isinstance(classes, list)
+    if not ok:
+        return None, None, manifest.get("label_problem")
+    return np.array(labels, dtype=np.int64), tuple(classes), None
 
 
 def _scan_with_images(root):
@@ -487,6 +635,17 @@ def _scan_with_images(root):
         raise DataError(f"image folder {shown(root.resolve())}: no image files ({', '.join(IMAGE_EXTENSIONS)}, "
                         f"searched recursively, hidden files left out); found {seen}")
     return entries, others
+
+
+def listing_labels(folder):
+    """(class names or None, problem line or None) of ``folder`` from its listing and dataset.json alone, as
+    the labels would be: a dry run's check (nothing decoded; a class whose images all turn out unreadable
+    is found by the real run)."""
+    root = Path(folder).expanduser()
+    entries, _ = _scan_with_images(root)
+    _, classes, problem = folder_labels(root.resolve(), entries, [rel for rel, _, _ in entries],
+                                        _read_labels_file(root))
+    return classes, problem
 
 
 def count_image_folder(folder):

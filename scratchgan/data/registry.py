@@ -38,9 +38,11 @@ class Request:
 @dataclasses.dataclass
 class Loaded:
     images: np.ndarray
-    labels: np.ndarray | None  # (N,) uint8 class labels, None where the dataset has none
+    labels: np.ndarray | None  # (N,) uint8 class labels (an image folder's: int64), None where the dataset has none
     name: str                  # the dataset really loaded
     split: str
+    classes: tuple | None = None  # the class names, where the data names them (an image folder's)
+    no_labels: str | None = None  # why the labels are None where the data has some that cannot be used
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,12 +87,15 @@ def _npy(request):
 
 
 def _folder(request):
-    from .folder import load_image_folder
+    """The folder's images, and its labels from class sub-folders or dataset.json (folder.py) where it has
+    usable ones; ``no_labels`` says why where its labelling cannot be used."""
+    from .folder import open_image_folder
     if not request.data_dir:
         raise DataError("--dataset folder needs --data-dir DIR, the folder of images")
     side, channels = BY_NAME["folder"].shape
-    images = load_image_folder(request.data_dir, request.size or side, request.channels or channels, log=request.log)
-    return Loaded(images, None, "folder", request.split)
+    folder = open_image_folder(request.data_dir, request.size or side, request.channels or channels, log=request.log)
+    return Loaded(folder.images, folder.labels, "folder", request.split, classes=folder.classes,
+                  no_labels=folder.label_problem)
 
 
 def _count_folder(request):

@@ -180,10 +180,11 @@ class Record:
 class ListOf:
     def __init__(self, item, max_len):
         self.item, self.max_len = item, max_len
+        self.expected = f"a list of at most {max_len} entries"
 
     def __call__(self, value, where):
         if not isinstance(value, list) or len(value) > self.max_len:
-            raise _Bad(where, value, f"a list of at most {self.max_len} entries")
+            raise _Bad(where, value, self.expected)
         for i, x in enumerate(value):
             self.item(x, f"{where}[{i}]")
 
@@ -231,6 +232,7 @@ CONFIG = {
     "dropout":         Number(0, 1, high_open=True),
     "conditional":     Flag(),
     "num_classes":     Int(1, MAX_WIDTH),
+    "class_names":     ListOf(Text(max_len=256), MAX_WIDTH),  # an image folder's classes, by label
     "embedding_dim":   Int(0, MAX_WIDTH),
     "resolution":      Int(choices=DCGAN_SIZES, null=True),
     "channels":        Int(choices=(1, 3), null=True),
@@ -367,6 +369,9 @@ def check_meta(path, meta, need=None):
 
 def _check_config_agrees(config):
     """The config's image fields describe one image; a DCGAN's, the resolution and channels it makes."""
+    names, classes = config.get("class_names"), config.get("num_classes")
+    if names is not None and classes is not None and len(names) != classes:
+        raise _Bad("config.class_names", names, f"{classes} names, one per class (config.num_classes)")
     shape, size = config.get("image_shape"), config.get("image_size")
     if shape is not None and size is not None and math.prod(shape) != size:
         raise _Bad("config.image_shape", shape, f"{size} values in all, as config.image_size says")
@@ -383,17 +388,20 @@ def network_weights(config, net):
     vectors come on top). None when the config lacks a size it needs. Follows models.py's builders."""
     try:
         latent = config["latent_dim"]
-        if config.get("arch") == "dcgan":
-            k, widths = _dcgan_plan(config["resolution"], config["g_width" if net == "G" else "d_width"])
-            C = config["channels"]
-            if net == "G":  # ConvTranspose2d latent -> widths[0] (k x k), then 4 x 4 doublings to C
-                chain = [latent * widths[0] * k * k] + [a * b * 16 for a, b in zip(widths, widths[1:])]
-                return sum(chain) + widths[-1] * C * 16
-            widths = widths[::-1]  # Conv2d C -> widths[0] (4 x 4), halvings, then widths[-1] -> 1 (k x k)
-            return C * widths[0] * 16 + sum(a * b * 16 for a, b in zip(widths, widths[1:])) + widths[-1] * k * k
         conditional = config.get("conditional")
         classes, embedding = config.get("num_classes", 10), config.get("embedding_dim", 0)
         code = (embedding or classes) if conditional else 0
+        if config.get("arch") == "dcgan":
+            k, widths = _dcgan_plan(config["resolution"], config["g_width" if net == "G" else "d_width"])
+            C = config["channels"]
+            if net == "G":  # ConvTranspose2d latent (+ the label's code) -> widths[0] (k x k), 4 x 4 doublings to C
+                chain = [(latent + code) * widths[0] * k * k] + [a * b * 16 for a, b in zip(widths, widths[1:])]
+                return sum(chain) + widths[-1] * C * 16 + (classes * embedding if conditional else 0)
+            widths = widths[::-1]  # Conv2d C -> widths[0] (4 x 4), halvings, then widths[-1] -> 1 (k x k)
+            # (conditional: that last Conv2d is the projection's psi, Linear(F, 1), and V (classes, F) beside it)
+            F = widths[-1] * k * k
+            return (C * widths[0] * 16 + sum(a * b * 16 for a, b in zip(widths, widths[1:])) + F
+                    + (classes * F if conditional else 0))
         hidden = [int(s) for s in config["g_hidden" if net == "G" else "d_hidden"].split(",") if s.strip()]
         image = config["image_size"]
         sizes = [latent + code, *hidden, image] if net == "G" else [image + code, *hidden, 1]

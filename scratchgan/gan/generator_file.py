@@ -55,6 +55,24 @@ def generate_on_host(G, z, labels=None, batch_size=1000):
     return np.concatenate(out)
 
 
+def class_index(config, label, num_classes):
+    """The class index of ``label``: an int, its digits ("3"), or a class name the run recorded
+    (config["class_names"], an image folder's sub-folders or dataset.json classes). ValueError saying what
+    the generator knows otherwise."""
+    names = list(config.get("class_names") or [])
+    if isinstance(label, str):
+        if label in names:
+            return names.index(label)
+        if not label.strip().isdigit():
+            known = f"its classes are {', '.join(names[:12])}{', ...' if len(names) > 12 else ''}" if names \
+                else "its classes have no names: give an index"
+            raise ValueError(f"this generator knows no class {label!r}; {known} (or an index 0 to {num_classes - 1})")
+        label = int(label)
+    if isinstance(label, bool) or not isinstance(label, numbers.Integral) or not 0 <= label < num_classes:
+        raise ValueError(f"class {label!r}: this generator knows classes 0 to {num_classes - 1}")
+    return int(label)
+
+
 # ------------------------------------------------------------------------------ the public API
 def load(path, backend="numpy", log=None):
     """``scratchgan.load_generator``: (Generator, config) of a training checkpoint or an exported generator,
@@ -68,13 +86,15 @@ class Generator:
     """A trained generator: ``generate(n, seed=0, truncation=1.0, label=None)`` -> uint8 images.
 
     ``network`` is the nn.Module itself (``forward(z)`` in [-1, 1]); ``latent_dim``, ``image_shape`` ((H, W) or
-    (C, H, W), as trained) and ``num_classes`` (None for an unconditional one) describe it."""
+    (C, H, W), as trained), ``num_classes`` (None for an unconditional one) and ``class_names`` (an image
+    folder's classes, by index; None where the data named none) describe it."""
 
     def __init__(self, network, config):
         self.network, self.config = network, config
         self.latent_dim = int(config["latent_dim"])
         self.image_shape = tuple(config.get("image_shape", [28, 28]))
         self.num_classes = network.num_classes if isinstance(network, Conditional) else None
+        self.class_names = list(config["class_names"]) if config.get("class_names") else None
 
     def __repr__(self):
         kind = f"conditional, {self.num_classes} classes" if self.num_classes else "unconditional"
@@ -83,9 +103,9 @@ class Generator:
     def generate(self, n=None, seed=0, truncation=1.0, label=None):
         """uint8 images (n, H, W) grey or (n, H, W, 3) RGB: image i from the noise of seed ``seed + i``, the PNG
         `scratchgan sample --seeds` writes for that seed. ``seed`` may also list the seeds ([3, 5, 9] or "0-99"),
-        one image each (``n`` then None or their number). ``truncation``: psi in (0, 1]. ``label``: a class, or
-        one per image, for a conditional generator (without it, the classes in turn). SettingError names the
-        argument that cannot be used."""
+        one image each (``n`` then None or their number). ``truncation``: psi in (0, 1]. ``label``: a class (an
+        index, or a name of ``class_names``), or one index per image, for a conditional generator (without it,
+        the classes in turn). SettingError names the argument that cannot be used."""
         seeds = self._seeds(n, seed)
         labels = self._labels(label, len(seeds))
         try:
@@ -125,6 +145,11 @@ class Generator:
             return None
         if label is None:
             return np.arange(n) % K
+        if isinstance(label, str):  # a class name the run recorded (an image folder's), or its index as text
+            try:
+                label = class_index(self.config, label, K)
+            except ValueError as e:
+                raise SettingError("label", str(e)) from None
         labels = np.asarray(label)
         if labels.ndim == 0:
             labels = np.full(n, labels)

@@ -52,8 +52,8 @@ def critic_layers(D, what="the gradient penalty"):
     layers = []
 
     def walk(module, path):
-        if isinstance(module, nn.Sequential):
-            for i, child in enumerate(module):
+        if isinstance(module, (nn.Sequential, nn.ProjectionDiscriminator)):  # (a projection D: features, head)
+            for i, child in enumerate(module.children()):
                 walk(child, f"{path}.{i}" if path else str(i))
             return
         if not hasattr(module, "backward2"):  # the layer's own second-order pass, next to its backward

@@ -1,5 +1,5 @@
-"""Builders: the classic MNIST MLP GAN and the DCGAN from scratchgan.nn layers, and a whole GAN step
-(networks, optimizers, objective, noise) from a config dict of the training flags.
+"""Builders: the classic MNIST MLP GAN and the DCGAN (each optionally class-conditional) from scratchgan.nn
+layers, and a whole GAN step (networks, optimizers, objective, noise) from a config dict of the training flags.
 
 Each network builder draws every weight from one seeded host generator, so the same seed gives the
 same network on any backend; call ``.to(backend, dtype)`` on the result to move it and pack its
@@ -109,30 +109,40 @@ def dcgan_init(module, rng):
     return module
 
 
-def dcgan_generator(latent_dim=100, image_size=64, channels=3, width=64, seed=0, dtype="float32"):
+def dcgan_generator(latent_dim=100, image_size=64, channels=3, width=64, seed=0, dtype="float32",
+                    num_classes=0, embedding_dim=0):
     """z (N, latent_dim) -> images (N, channels, S, S) in [-1, 1], S = ``image_size`` (28, 32, 64 or 128).
 
     The tutorial's generator for 64: ConvTranspose2d(nz, 8w, 4, 1, 0) from 1x1 to 4x4, then
     ConvTranspose2d(k4, s2, p1) doubling the size each stage, BatchNorm2d + ReLU after each but the
-    last, Tanh out. ``width`` is the tutorial's ngf.
+    last, Tanh out. ``width`` is the tutorial's ngf. ``num_classes`` > 0 makes it conditional, G(z, y):
+    the label's code (one-hot, or a learned Embedding(num_classes, embedding_dim)) is concatenated to z
+    (nn.Conditional), so the first ConvTranspose2d takes latent_dim + code channels.
     """
     first_kernel, widths = _dcgan_plan(image_size, width)
     rng = make_rng(seed)
-    layers = [nn.Reshape(latent_dim, 1, 1),
-              nn.ConvTranspose2d(latent_dim, widths[0], first_kernel, 1, 0, bias=False, seed=rng, dtype=dtype),
+    z_dim = latent_dim + ((embedding_dim or num_classes) if num_classes else 0)
+    layers = [nn.Reshape(z_dim, 1, 1),
+              nn.ConvTranspose2d(z_dim, widths[0], first_kernel, 1, 0, bias=False, seed=rng, dtype=dtype),
               nn.BatchNorm2d(widths[0], dtype=dtype), nn.ReLU()]
     for c_in, c_out in zip(widths, widths[1:]):
         layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False, seed=rng, dtype=dtype),
                    nn.BatchNorm2d(c_out, dtype=dtype), nn.ReLU()]
     layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=False, seed=rng, dtype=dtype), nn.Tanh()]
     G = dcgan_init(nn.Sequential(*layers), rng)
+    if num_classes:
+        G = nn.Conditional(G, num_classes, embedding_dim, seed=rng, dtype=dtype)
     return G
 
 
-def dcgan_discriminator(image_size=64, channels=3, width=64, seed=1, dtype="float32"):
+def dcgan_discriminator(image_size=64, channels=3, width=64, seed=1, dtype="float32", num_classes=0):
     """images (N, channels, S, S) -> logits (N, 1). The tutorial's discriminator for 64:
     Conv2d(k4, s2, p1) halving the size each stage, LeakyReLU(0.2), BatchNorm2d after all but the
-    first, then Conv2d(8w, 1, 4, 1, 0) from 4x4 to 1x1. ``width`` is the tutorial's ndf."""
+    first, then Conv2d(8w, 1, 4, 1, 0) from 4x4 to 1x1. ``width`` is the tutorial's ndf.
+
+    ``num_classes`` > 0 makes it the projection discriminator D(x, y) = psi(phi(x)) + <V[y], phi(x)>
+    (Miyato & Koyama 2018, nn.ProjectionDiscriminator): phi(x) is the last feature map, flattened
+    (F = 8w * 4 * 4 for 64), and psi the last Conv2d written as a Linear(F, 1) on it."""
     first_kernel, widths = _dcgan_plan(image_size, width)
     widths = widths[::-1]  # small to big channel counts as the image shrinks
     rng = make_rng(seed)
@@ -140,6 +150,10 @@ def dcgan_discriminator(image_size=64, channels=3, width=64, seed=1, dtype="floa
     for c_in, c_out in zip(widths, widths[1:]):
         layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False, seed=rng, dtype=dtype),
                    nn.BatchNorm2d(c_out, dtype=dtype), nn.LeakyReLU(0.2)]
+    if num_classes:  # phi(x): the k x k map flattened; psi and the class embedding in the Projection head
+        features = dcgan_init(nn.Sequential(*layers, nn.Flatten()), rng)
+        F = widths[-1] * first_kernel * first_kernel
+        return nn.ProjectionDiscriminator(features, F, num_classes, seed=rng, dtype=dtype)
     layers += [nn.Conv2d(widths[-1], 1, first_kernel, 1, 0, bias=False, seed=rng, dtype=dtype), nn.Flatten()]
     return dcgan_init(nn.Sequential(*layers), rng)
 
@@ -174,10 +188,15 @@ def build_mlp_gan(config, xp):
 def build_dcgan(config, xp):
     """The DCGAN pair for square images of config["resolution"] with config["channels"] channels."""
     dtype = config["dtype"]
+    classes = config.get("num_classes", 10) if config.get("conditional") else 0
+    if classes and config["loss_on"] == "probs":
+        raise SettingError("loss_on", "must be 'logits' for the conditional DCGAN: its projection discriminator "
+                                      "ends at the logit psi(phi(x)) + <V[y], phi(x)>")
     G = dcgan_generator(config["latent_dim"], config["resolution"], config["channels"],
-                        width=config["g_width"], seed=[config["seed"], 1], dtype=dtype)
+                        width=config["g_width"], seed=[config["seed"], 1], dtype=dtype, num_classes=classes,
+                        embedding_dim=config.get("embedding_dim", 0))
     D = dcgan_discriminator(config["resolution"], config["channels"], width=config["d_width"],
-                            seed=[config["seed"], 2], dtype=dtype)
+                            seed=[config["seed"], 2], dtype=dtype, num_classes=classes)
     if config["loss_on"] == "probs":
         D.layers.append(nn.Sigmoid())
     return G.to(xp, dtype), D.to(xp, dtype)

@@ -19,10 +19,12 @@ import contextlib
 import numpy as np
 
 from ..backend import array_module, random_generator
-from ..nn import Conditional
+from ..nn import Conditional, ProjectionDiscriminator
 from .diffaugment import DiffAugment
 from .ema import GeneratorEMA
 from .gradient_penalty import GradientPenalty, R1Penalty
+
+CONDITIONAL = (Conditional, ProjectionDiscriminator)  # networks called as forward(x, labels)
 
 
 class NoiseSource:
@@ -155,16 +157,17 @@ class GANStep:
                       ``sampling()`` gives G with the averaged weights for grids and evaluation
       diffaugment     a policy ("translation,cutout,color"): every batch D sees, real and fake, in both steps,
                       is augmented with fresh draws (Zhao et al. 2020); the G step backpropagates through it
-    A conditional pair (nn.Conditional G and D) takes real batches as (images, labels); the fakes
-    of a D step are made for the labels of its real batch.
+    A conditional pair (nn.Conditional G; nn.Conditional or nn.ProjectionDiscriminator D) takes real batches
+    as (images, labels); the fakes of a D step are made for the labels of its real batch.
     """
 
     def __init__(self, G, D, opt_G, opt_D, objective, latent_dim, noise, clip=None, gp_lambda=None,
                  instance_noise=0.0, r1=0.0, ema=0.0, diffaugment=None):
         self.G, self.D, self.opt_G, self.opt_D = G, D, opt_G, opt_D
         self.objective, self.latent_dim, self.noise = objective, latent_dim, noise
-        if isinstance(G, Conditional) != isinstance(D, Conditional):
-            raise ValueError("a conditional GAN needs both G and D conditional (nn.Conditional), or neither")
+        if isinstance(G, Conditional) != isinstance(D, CONDITIONAL):
+            raise ValueError("a conditional GAN needs both G and D conditional (nn.Conditional, "
+                             "nn.ProjectionDiscriminator), or neither")
         self.conditional = isinstance(G, Conditional)
         self.clip = float(clip) if clip else None
         if self.clip is not None and self.clip < 0:

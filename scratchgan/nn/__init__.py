@@ -8,6 +8,7 @@ from .embedding import Conditional, Embedding, one_hot
 from .linear import Linear
 from .module import Module, Sequential
 from .pooling import AvgPool2d, GlobalAvgPool2d, MaxPool2d
+from .projection import Projection, ProjectionDiscriminator
 from .reshape import Flatten, Reshape
 from .spectral_norm import SpectralNorm, apply_spectral_norm
 from .sync_batchnorm import SyncBatchNorm1d, SyncBatchNorm2d, convert_sync_batchnorm
@@ -16,4 +17,4 @@ __all__ = ["Module", "Sequential", "Linear", "LeakyReLU", "ReLU", "Tanh", "Sigmo
            "BatchNorm1d", "BatchNorm2d", "Conv2d", "ConvTranspose2d", "Dropout", "Flatten", "Reshape",
            "Embedding", "Conditional", "one_hot", "SpectralNorm", "apply_spectral_norm",
            "SyncBatchNorm1d", "SyncBatchNorm2d", "convert_sync_batchnorm",
-           "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Concat"]
+           "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Concat", "Projection", "ProjectionDiscriminator"]

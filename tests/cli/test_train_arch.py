@@ -62,8 +62,11 @@ def test_train_help_states_both_architectures_defaults(capsys, monkeypatch):
                 in blocks[flag]), blocks[flag]
     for flag in ("--image-size", "--channels", "--g-width", "--d-width"):
         assert "(--arch dcgan only)" in blocks[flag]
-    for flag in ("--g-hidden", "--d-hidden", "--no-batchnorm", "--dropout", "--conditional", "--embedding-dim"):
+    for flag in ("--g-hidden", "--d-hidden", "--no-batchnorm", "--dropout"):
         assert "(--arch mlp only)" in blocks[flag]
+    for flag in ("--conditional", "--embedding-dim"):  # both architectures: the DCGAN's D is a projection one
+        assert "only)" not in blocks[flag]
+    assert "projection discriminator" in blocks["--conditional"]
     assert "(default: mlp)" in blocks["--arch"]
     assert "128" in blocks["--image-size"] and "cifar10" in blocks["--dataset"] and "npy" in blocks["--dataset"]
     for flag, block in blocks.items():  # every flag says its default, --help and --version excepted
@@ -189,7 +192,8 @@ def test_dry_run_into_out_takes_the_datasets_shape_for_the_dcgan(tmp_path):
     _, meta = load_checkpoint(out / "checkpoint.npz")
     assert meta["config"]["image_shape"] == [3, 32, 32] and meta["global_step"] == 3
     assert not (tmp_path / "empty-cache").exists(), "--dry-run read or downloaded data"
-    assert "g_hidden" not in meta["config"] and "conditional" not in meta["config"]  # the run's own settings only
+    # the run's own settings only (--conditional is both architectures' now)
+    assert "g_hidden" not in meta["config"] and "dropout" not in meta["config"]
 
 
 def test_a_dry_runs_checkpoint_is_not_resumed(tmp_path, capsys):

@@ -232,7 +232,7 @@ def test_the_schema_is_one_table_that_covers_every_training_flag():
     from scratchgan.gan import checkpoint_schema
     keys = set(train_command.MLP_DEFAULTS) | set(train_command.DCGAN_DEFAULTS) | {"image_size", "image_shape", "num_images",
                                                                "environment", "num_classes", "ranks", "cuda_graph",
-                                                               "tf32", "reference", "dry_run_of"}
+                                                               "tf32", "reference", "dry_run_of", "class_names"}
     assert sorted(keys - set(checkpoint_schema.CONFIG)) == []
     assert all(callable(rule) and hasattr(rule, "expected") or isinstance(rule, checkpoint_schema.Anything)
                for rule in checkpoint_schema.CONFIG.values())

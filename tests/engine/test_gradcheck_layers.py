@@ -148,3 +148,34 @@ def test_numerical_gradient_perturbs_non_contiguous_and_0d_arrays():
     layer = build_layer(lambda dt: nn.Linear(4, 3, seed=0, dtype=dt))
     errors = gradcheck.check_module(layer, make_input((4, 4)).T)  # a transposed (N, D_in) input
     assert max(errors.values()) < TOL
+
+
+# ---------------------------------------------------------------- Projection: (phi, labels) -> (N, 1)
+class _ProjectionAtLabels(nn.Projection):
+    """nn.Projection with its labels fixed, so that check_module (one input) checks phi -> out."""
+
+    def __init__(self, num_features, num_classes, labels, seed, dtype):
+        super().__init__(num_features, num_classes, seed=seed, dtype=dtype)
+        self.labels = labels
+
+    def forward(self, phi, labels=None):
+        return super().forward(phi, self.labels)
+
+
+@pytest.mark.parametrize("F, K, labels", [
+    (6, 3, [2, 0, 2, 1, 2]),          # a repeated label: its rows of V's gradient add up
+    (1, 2, [1, 1, 0]),
+    (12, 5, [4, 4, 4, 4]),            # one class only: the other rows of V get no gradient
+], ids=["F6-K3", "F1-K2", "F12-K5-one-class"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_projection_gradients_match_central_differences(F, K, labels, mode):
+    labels = np.array(labels)
+    layer = build_layer(lambda dt: _ProjectionAtLabels(F, K, labels, seed=F, dtype=dt), "float64", mode)
+    errors = gradcheck.check_module(layer, make_input((len(labels), F), seed=F), seed=4)
+    assert set(errors) == {"x", "W", "b", "V"}
+    for quantity, err in errors.items():
+        record_error(TABLE, "Projection", quantity, mode, err)
+    bad = {q: e for q, e in errors.items() if not e < TOL}
+    assert not bad, f"Projection F={F} K={K} {mode}: relative errors above {TOL}: {bad}"
+    unused = np.setdiff1d(np.arange(K), labels)
+    assert not np.any(layer.V.grad[unused]), "rows of labels not in the batch get no gradient"

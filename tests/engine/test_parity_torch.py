@@ -224,3 +224,38 @@ def test_sgd(torch, momentum, nesterov, weight_decay):
     ours, theirs = optim.SGD(model.parameters(), **kw), torch.optim.SGD(tparams, **kw)
     name = f"SGD m={momentum}" + (" nesterov" if nesterov else "") + (f" wd={weight_decay}" if weight_decay else "")
     _optimizer_parity(torch, ours, theirs, model, tparams, name)
+
+
+# ------------------------------------------------------------- the projection discriminator's head
+def test_projection(torch):
+    """nn.Projection against torch's Linear(F, 1) + Embedding(K, F): forward, every gradient, and three
+    Adam steps of the parameters afterwards (the scatter-add of V's rows included)."""
+    F, K = 7, 4
+    ours = nn.Projection(F, K, seed=3, dtype="float64").to()
+    psi, embed = torch.nn.Linear(F, 1, dtype=torch.float64), torch.nn.Embedding(K, F, dtype=torch.float64)
+    with torch.no_grad():  # our W is (F, 1), torch's weight (1, F); V is the embedding's weight
+        psi.weight.copy_(_t(torch, ours.W.data.T))
+        psi.bias.copy_(_t(torch, ours.b.data))
+        embed.weight.copy_(_t(torch, ours.V.data))
+    opt = optim.Adam(ours.parameters(), lr=1e-2, betas=(0.5, 0.999))
+    opt_t = torch.optim.Adam([psi.weight, psi.bias, embed.weight], lr=1e-2, betas=(0.5, 0.999))
+    labels = np.array([3, 0, 3, 3, 1, 0])
+    for step in range(3):
+        phi = make_input((6, F), seed=step)
+        dy = random_like((6, 1), seed=step)
+        opt.zero_grad()
+        opt_t.zero_grad()
+        phi_t = _t(torch, phi, grad=True)
+        y_t = psi(phi_t) + (embed(torch.from_numpy(labels)) * phi_t).sum(dim=1, keepdim=True)
+        y = ours.forward(phi, labels)
+        compare(y, y_t, "Projection", "y")
+        dphi = ours.backward(dy.copy())
+        y_t.backward(_t(torch, dy))
+        compare(dphi, phi_t.grad, "Projection", "dphi")
+        compare(ours.W.grad, psi.weight.grad.T, "Projection", "dW")
+        compare(ours.b.grad, psi.bias.grad, "Projection", "db")
+        compare(ours.V.grad, embed.weight.grad, "Projection", "dV")
+        opt.step()
+        opt_t.step()
+        compare(ours.W.data, psi.weight.T, "Projection", "W after Adam")
+        compare(ours.V.data, embed.weight, "Projection", "V after Adam")
