@@ -126,3 +126,15 @@ def test_training_shows_a_bar_on_a_terminal_and_a_line_per_epoch_otherwise(monke
     assert not lines  # the bar says it
     text = screen.getvalue()
     assert "training the evaluator" in text and "20/20" in text and "loss 0.2500, accuracy 50.0%" in text
+
+
+def test_a_wheel_carries_the_shipped_files():
+    """pyproject.toml's package data names every shipped file, so an installed package has its rulers."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["scratchgan"]
+    for name, _ in shipped.FILES.values():
+        relative = (shipped.FOLDER / name).relative_to(root / "scratchgan").as_posix()
+        assert any(fnmatch.fnmatch(relative, p) for p in patterns), relative
