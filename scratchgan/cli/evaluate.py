@@ -3,8 +3,8 @@
     python -m scratchgan evaluate --checkpoint runs/mnist_mlp/checkpoint.npz [--n 10000] [--json FILE]
     python -m scratchgan evaluate runs/00012-dcgan-cifar10 --metric fid [--n-fake 2000 --n-real 2000]
 
-Generates N images, embeds them with the evaluator classifier (scratchgan.eval.evaluator: trained on first
-use, cached), and prints the metrics of scratchgan.eval.metrics next to two references:
+Generates N images, embeds them with the evaluator classifier (scratchgan.eval.evaluator: the CNN shipped
+with the package for MNIST and Fashion-MNIST; any other one trained on first use and cached), and prints the metrics of scratchgan.eval.metrics next to two references:
 
 - real floor: N real images, disjoint from the N real reference images, measured the same way: what a
   perfect generator would score with this N (Frechet distance near 0, precision/recall near their max);
@@ -13,6 +13,9 @@ use, cached), and prints the metrics of scratchgan.eval.metrics next to two refe
 ``--metric fid`` (the default for runs that are not 28x28 grey digits or clothes) measures the Inception FID
 instead (scratchgan.eval.fid): N generated images against N real ones of the run's own dataset, with its
 protocol printed beside the number.
+
+`python -m scratchgan evaluator --dataset fashion-mnist --out FILE` trains an evaluator and writes it: the
+command that made the shipped weights (scratchgan/eval/weights/), and rebuilds them bit for bit.
 
 Every user mistake ends in one line on stderr and exit code 2, as in the rest of the CLI.
 """
@@ -27,12 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import replace
 from ..backend import BackendError, get_xp
-from ..checkpoint import CheckpointError, atomic_write
+from ..checkpoint import CheckpointError, atomic_write, read_meta
 from ..data import DataError, load_dataset_or_bundled, registry
-from ..eval import fid, metrics
-from ..eval.evaluator import DEFAULT_KIND, KINDS, TARGET_STEPS_BY_KIND, get_evaluator
+from ..eval import fid, metrics, shipped
+from ..eval.evaluator import (DEFAULT_KIND, KINDS, TARGET_STEPS_BY_KIND, TIMING_KEYS, TrainingData, fit_evaluator,
+                              get_evaluator, save_evaluator)
 from ..gan.generator_file import generate_on_host, load_generator
+from ..run.evaluation import measured, no_metric
 from .common import (Parser, UserError, check_new_files, interruption, non_negative_int, positive_int, run_command, say,
                      with_version)
 from .common import fail as _fail
@@ -89,12 +95,13 @@ def make_parser(prog):
                         "(default: %(default)s)")
     p.add_argument("--k", type=positive_int, default=metrics.DEFAULT_K,
                    help="neighbours for precision/recall (default: %(default)s)")
-    g = p.add_argument_group("evaluator (the classifier; trained on first use and cached)")
+    g = p.add_argument_group("evaluator (the classifier: shipped for MNIST and Fashion-MNIST; any other one is "
+                             "trained on first use and cached)")
     g.add_argument("--evaluator", choices=list(KINDS), default=DEFAULT_KIND,
                    help="cnn: the convolutional classifier; mlp: the MLP of earlier releases, for old numbers "
                         "(default: %(default)s)")
     g.add_argument("--evaluator-seed", type=non_negative_int, default=0, metavar="SEED",
-                   help="(default: %(default)s)")
+                   help="another seed than 0 trains its own evaluator (default: %(default)s)")
     g.add_argument("--evaluator-epochs", type=positive_int, default=None, metavar="E",
                    help="training epochs (default: about 2,400 Adam steps for the mlp, "
                         f"{TARGET_STEPS_BY_KIND['cnn']:,} for the cnn)")
@@ -142,6 +149,7 @@ def _evaluate(args, prog):
     stage = ["loading the checkpoint"]  # what an interruption stopped, for its one line
     try:
         args.checkpoint = _checkpoint_path(args)
+        _check_measurable(args)
         if args.json:  # before minutes of work: a target that cannot be a file is refused now
             _check_json_target(Path(args.json), args.overwrite)
         G, config, meta = load_generator(args.checkpoint, get_xp(args.backend), log=_log)
@@ -176,6 +184,19 @@ def _evaluate(args, prog):
     say("real floor: a second, disjoint set of N real images; noise ceiling: uniform noise images. "
         "Frechet distance in classifier features: not comparable with Inception FID.")
     return _write_json(args, results, prog) if args.json else 0
+
+
+def _check_measurable(args):
+    """A run on data the evaluator does not know (CIFAR-10, a folder, .npy): said before any work, with the
+    commands that do score it. Reads only the checkpoint's header; a damaged file is left to load_generator."""
+    if args.dataset is not None or args.metric != "classifier":  # (without --metric: FID for such runs)
+        return
+    try:
+        dataset = read_meta(args.checkpoint).get("config", {}).get("dataset", "mnist")
+    except (CheckpointError, OSError, AttributeError):
+        return
+    if not measured(dataset):
+        raise UserError(no_metric(dataset, args.checkpoint))
 
 
 @dataclasses.dataclass
@@ -357,6 +378,69 @@ def _report_fid(args, prog, results, stage):
     _log(f"{results['seconds']:.0f} s, {results['seconds_per_image']:.3f} s per generated image")
     stage[0] = f"saving the results above to {args.json}"
     return _write_json(args, results, prog) if args.json else 0
+
+
+# ------------------------------------------------------------------- `scratchgan evaluator`: train one
+
+def make_evaluator_parser(prog):
+    p = Parser(prog=prog, description="Train an evaluator classifier and write it to a file. With the defaults "
+               "(the CNN, seed 0, the default epochs, all the data) it rebuilds the weights shipped with "
+               "scratchgan bit for bit: Fashion-MNIST's from its 60,000 training images, MNIST's (for mnist and "
+               "mnist-bundled alike) from 8,000 of the bundled test digits.")
+    p.add_argument("--dataset", required=True, choices=list(EVALUATED),
+                   help="whose images it learns; mnist and mnist-bundled both mean the bundled test digits")
+    p.add_argument("--out", required=True, metavar="FILE", help="the .npz to write; an existing FILE is refused "
+                   "unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out FILE (default: off)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="read Fashion-MNIST's IDX files from DIR (default: the data cache, SCRATCHGAN_DATA)")
+    p.add_argument("--kind", choices=list(KINDS), default=DEFAULT_KIND, help="(default: %(default)s)")
+    p.add_argument("--seed", type=non_negative_int, default=shipped.SEED, help="(default: %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=None, metavar="E",
+                   help=f"(default: about {TARGET_STEPS_BY_KIND['cnn']:,} Adam steps for the cnn, "
+                        f"{TARGET_STEPS_BY_KIND['mlp']:,} for the mlp)")
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                   help="train on the first N training images only (default: all)")
+    p.add_argument("--backend", choices=["numpy", "cupy"], default="numpy",
+                   help="where it trains; the shipped weights were trained on numpy (default: %(default)s)")
+    return with_version(p)
+
+
+def evaluator_main(argv=None, prog="scratchgan evaluator"):
+    args = make_evaluator_parser(prog).parse_args(argv)
+    return run_command(prog, lambda: _train_evaluator(args, prog))
+
+
+def _train_evaluator(args, prog):
+    out = Path(args.out)
+    family = "mnist" if args.dataset == "mnist-bundled" else args.dataset
+    try:
+        check_new_files([out], "--out", args.overwrite)
+        if family == "mnist" and args.data_dir is not None:
+            raise UserError("--data-dir is for fashion-mnist: the MNIST evaluator learns the bundled test digits, "
+                            "the same for every user")
+        data = TrainingData(shipped.DATASET_OF.get(family, family), args.data_dir, args.limit, log=_log)
+        xp = get_xp(args.backend)
+        _log(f"training the evaluator ({data.trained_on}; {args.kind}, seed {args.seed}) on {args.backend}")
+        net, info = fit_evaluator(data, kind=args.kind, epochs=args.epochs, seed=args.seed, backend=xp, log=_log)
+        info = {k: v for k, v in info.items() if k not in TIMING_KEYS}  # the file holds only what rebuilds it
+        save_evaluator(out, net, info)
+    except KeyboardInterrupt as e:
+        raise interruption(e, f"no evaluator was written to {out}") from None
+    except (UserError, DataError, BackendError, CheckpointError, ValueError) as e:
+        return _fail(prog, e)
+    except OSError as e:
+        return _fail(prog, _os_error_message(e, verb="cannot write", advice="choose another --out"))
+    digest = shipped.sha256_of(out)
+    _log(f"wrote {out}: held-out accuracy {100 * info['accuracy']:.2f}% on {info['held_out']}; SHA-256 {digest}")
+    recipe = (args.kind, args.seed, args.epochs, args.limit) == (shipped.KIND, shipped.SEED, None, None)
+    if recipe and family in shipped.FILES:
+        name, recorded = shipped.FILES[family]
+        same = "is the shipped one, bit for bit" if digest == recorded else "differs from the shipped one"
+        why = "" if replace.enabled() else (" (the fast paths are off, SCRATCHGAN_REFERENCE=1: they sum in another "
+                                            "order, so the last bits differ)")
+        _log(f"{out} {same} ({name}, SHA-256 {recorded}){why}")
+    return 0
 
 
 def main(argv=None):

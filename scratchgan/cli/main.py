@@ -15,6 +15,8 @@ COMMANDS = {  # name: (module, its entry point, one line for the usage)
     "sample": ("sample", "sample_main", "generate images from a checkpoint"),
     "evaluate": ("evaluate", "evaluate_main", "measure a checkpoint's samples: Frechet distance (classifier "
                                               "features), coverage, precision/recall"),
+    "evaluator": ("evaluate", "evaluator_main", "train an evaluator classifier into a file (rebuilds the shipped "
+                                                "MNIST and Fashion-MNIST ones bit for bit)"),
     "export": ("export", "export_main", "write a checkpoint's generator alone (weights, BatchNorm buffers, config)"),
     "interpolate": ("sample", "interpolate_main", "a latent walk between seeds (slerp) as a GIF and a strip PNG"),
 }

@@ -290,6 +290,7 @@ def _train(run):
     """Check, load, build, train; the exit code (0 also for a resume with nothing left to do)."""
     config, resume, meta = _configure(run)
     run.config = config
+    _check_measurable(config)
     world = distributed.init(config["backend"])  # data-parallel under mpiexec (None otherwise)
     writes = world is None or world.rank == 0  # rank 0 alone checks, claims and writes --out
     if not writes:
@@ -341,6 +342,14 @@ def _configure(run):
     if config["dataset"] == "mnist-bundled" and "split" not in run.explicit:
         config["split"] = "test"  # the bundled digits are MNIST's test split; an explicit --split train errs
     return config, resume, resumed[1]
+
+
+def _check_measurable(config):
+    """--eval-every on data the evaluator does not know: refused before anything is loaded, saying what does
+    score such a run."""
+    from ..run.evaluation import measured, no_metric
+    if config.get("eval_every") and config.get("eval_metric") != "fid" and not measured(config["dataset"]):
+        raise UserError(f"--eval-every: {no_metric(config['dataset'], Path(config['out'] or 'RUN') / 'checkpoint.npz')}")
 
 
 def _prepare_dry_run(config, explicit, world):

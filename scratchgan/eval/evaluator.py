@@ -14,14 +14,21 @@ Inception-v3 plays for FID, at MNIST scale). Two kinds, each a builder; one trai
 Trained with softmax cross-entropy (below, hand-written backward, gradient-checked) and Adam, seeded,
 on the dataset's training split and scored on the test split. Where only the 10k MNIST test digits are
 available (``mnist-bundled``, or MNIST offline), it trains on 8,000 of them and holds out the other
-2,000 (a fixed split). The trained weights are cached as an .npz under
-``<data cache>/evaluators/`` together with the held-out accuracy, keyed by dataset, training data,
-kind, architecture, epochs and seed (an MLP file never answers for a CNN, nor the reverse); later calls
-load them instead of training again.
+2,000 (a fixed split).
+
+The default rulers ship with the package (scratchgan.eval.shipped): the CNN of seed 0 with the default
+epochs for Fashion-MNIST (its 60k training images) and for MNIST (``mnist`` and ``mnist-bundled`` alike:
+8,000 of the bundled test digits, the other 2,000 held out), each checked against its SHA-256 when
+loaded, so they are never trained on a user's machine. Any other evaluator (the MLP, another seed, epochs
+or limit) is trained on first use and cached as an .npz under ``<data cache>/evaluators/`` together with
+the held-out accuracy, keyed by dataset, training data, kind, architecture, epochs and seed (an MLP file
+never answers for a CNN, nor the reverse); later calls load it instead of training again. Training shows
+a progress bar on a terminal (steps, loss, accuracy), else one line per epoch.
 """
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import numpy as np
@@ -32,6 +39,7 @@ from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..data import BatchLoader, DataError, load_dataset, load_mnist_bundled
 from ..data import mnist as _mnist
 from ..params import make_rng
+from . import shipped
 from .evaluator_cnn import DEFAULT_CHANNELS, DEFAULT_FEATURES, build_cnn_classifier, describe_cnn
 
 EVALUATOR_FORMAT = 1
@@ -206,7 +214,12 @@ class Evaluator:
     def describe(self):
         i = self.info
         acc = f"{100 * i['accuracy']:.2f}%" if i.get("accuracy") is not None else "?"
-        how = "loaded from cache" if i.get("cached") else f"trained in {i.get('train_seconds', 0):.1f} s"
+        if i.get("shipped"):
+            how = "shipped with scratchgan"
+        elif i.get("cached"):
+            how = "loaded from cache"
+        else:
+            how = f"trained in {i.get('train_seconds', 0):.1f} s"
         return (f"evaluator {i.get('architecture')}: held-out accuracy {acc} on {i.get('held_out')}; "
                 f"trained on {i.get('trained_on')}; {how} ({i.get('path')})")
 
@@ -222,12 +235,13 @@ def accuracy(net, images, labels, batch_size=2000):
 
 def train_classifier(images, labels, *, kind="mlp", hidden=DEFAULT_HIDDEN, epochs=None,
                      batch_size=DEFAULT_BATCH_SIZE, lr=DEFAULT_LR, seed=0, backend="numpy", dtype="float32",
-                     log=None):
+                     log=None, bar=None):
     """Train the evaluator network of ``kind`` on uint8 ``images`` (N, 28, 28) with ``labels`` (N,).
 
     One loop for every kind: softmax cross-entropy, Adam, flat (N, 784) batches (the CNN reshapes them
     itself). Seeded end to end: weights, dropout masks and batch order all follow ``seed``. Returns the
-    net in eval mode.
+    net in eval mode. Progress (TrainingProgress): a bar when ``bar`` (default: stderr is a terminal),
+    else one line per epoch through ``log``.
     """
     xp = get_xp(backend)
     n_classes = max(N_CLASSES, int(np.max(labels)) + 1)
@@ -243,21 +257,77 @@ def train_classifier(images, labels, *, kind="mlp", hidden=DEFAULT_HIDDEN, epoch
     loader = BatchLoader(images, batch_size, xp=xp, dtype=dtype, seed=seed, labels=labels)
     epochs = resolve_epochs(epochs, len(images), batch_size, kind)
     cosine, t, T = LR_SCHEDULE_BY_KIND[kind] == "cosine", 0, epochs * len(loader)
-    for epoch in range(epochs):
-        total, count = 0.0, 0
-        for x, y in loader.epoch(epoch):
-            if cosine:
-                opt.lr = lr * 0.5 * (1.0 + math.cos(math.pi * t / T))
-                t += 1
-            opt.zero_grad()
-            logits = net.forward(x)
-            loss, dlogits = softmax_cross_entropy(logits, y)
-            net.backward(dlogits, need_dx=False)  # nobody needs dL/d(image)
-            opt.step()
-            total, count = total + loss, count + 1
-        if log:
-            log(f"evaluator epoch {epoch + 1}/{epochs}: mean loss {float(total) / max(count, 1):.4f}")
+    with TrainingProgress(T, epochs, log, bar) as progress:
+        for epoch in range(epochs):
+            for x, y in loader.epoch(epoch):
+                if cosine:
+                    opt.lr = lr * 0.5 * (1.0 + math.cos(math.pi * t / T))
+                    t += 1
+                opt.zero_grad()
+                logits = net.forward(x)
+                loss, dlogits = softmax_cross_entropy(logits, y)
+                net.backward(dlogits, need_dx=False)  # nobody needs dL/d(image)
+                opt.step()
+                progress.step(loss, (logits.argmax(axis=1) == y).sum(), len(y))  # reads only: weights unchanged
+            progress.end_epoch(epoch)
     return net.eval()
+
+
+def _stderr_is_terminal():
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a closed or unusual stream
+        return False
+
+
+class TrainingProgress:
+    """What a person sees while an evaluator trains: on a terminal a tqdm bar on stderr (steps, loss and
+    training accuracy of the epoch so far), otherwise one line per epoch through ``log`` (a log file gets
+    no \\r redraws). The running sums stay on the device; they are read every REFRESH steps."""
+
+    REFRESH = 10
+
+    def __init__(self, total_steps, epochs, log=None, bar=None):
+        self.epochs, self.log = epochs, log
+        self.loss = self.correct = 0.0
+        self.steps = self.seen = 0
+        self.t0 = time.perf_counter()
+        self.bar = None
+        if _stderr_is_terminal() if bar is None else bar:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total_steps, desc="training the evaluator", unit="step", dynamic_ncols=True,
+                            leave=False, file=sys.stderr)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):  # also on Ctrl-C: the bar is gone before the command's one line
+        if self.bar is not None:
+            self.bar.close()
+        return False
+
+    def _means(self):
+        return float(self.loss) / max(self.steps, 1), float(self.correct) / max(self.seen, 1)
+
+    def step(self, loss, correct, n):
+        self.loss, self.correct = self.loss + loss, self.correct + correct
+        self.steps, self.seen = self.steps + 1, self.seen + n
+        if self.bar is not None:
+            self.bar.update(1)
+            if self.steps % self.REFRESH == 0:
+                mean_loss, acc = self._means()
+                self.bar.set_postfix_str(f"loss {mean_loss:.4f}, accuracy {100 * acc:.1f}%", refresh=False)
+
+    def end_epoch(self, epoch):
+        mean_loss, acc = self._means()
+        if self.bar is not None:
+            self.bar.set_description(f"training the evaluator (epoch {epoch + 2}/{self.epochs})"
+                                     if epoch + 1 < self.epochs else "training the evaluator")
+        elif self.log:
+            self.log(f"evaluator epoch {epoch + 1}/{self.epochs}: mean loss {mean_loss:.4f}, training accuracy "
+                     f"{100 * acc:.2f}% ({time.perf_counter() - self.t0:.0f} s)")
+        self.loss = self.correct = 0.0
+        self.steps = self.seen = 0
 
 
 def resolve_epochs(epochs, n_images, batch_size=DEFAULT_BATCH_SIZE, kind="mlp"):
@@ -332,65 +402,123 @@ def cache_path(family, n_train, split_tag, hidden, epochs, seed, kind="mlp"):
             f"{family}_{split_tag}{n_train}_{arch}_e{epochs}_s{seed}_v{EVALUATOR_FORMAT}.npz")
 
 
-def get_evaluator(dataset, data_dir=None, *, kind=DEFAULT_KIND, backend="numpy", seed=0, epochs=None,
-                  limit=None, hidden=DEFAULT_HIDDEN, cache=True, log=None):
-    """The evaluator of ``kind`` ("cnn" or "mlp") for ``dataset``: loaded from the cache, or trained now.
+def family_of(dataset):
+    """The family a dataset's ruler belongs to: "mnist" for mnist and mnist-bundled, else the dataset."""
+    name = _mnist._canonical(dataset)
+    return "mnist" if name == _mnist.BUNDLED else name
 
-    ``limit`` trains on only the first ``limit`` training images (quick trials and tests); ``epochs``
-    defaults to about TARGET_STEPS_BY_KIND[kind] Adam steps. The cache key is (dataset, training data,
-    kind and architecture, epochs, seed); the file is written atomically. Raises DataError when the data
-    cannot be loaded.
+
+def get_evaluator(dataset, data_dir=None, *, kind=DEFAULT_KIND, backend="numpy", seed=0, epochs=None,
+                  limit=None, hidden=DEFAULT_HIDDEN, cache=True, log=None, bar=None):
+    """The evaluator of ``kind`` ("cnn" or "mlp") for ``dataset``: the shipped one, else from the cache, else
+    trained now.
+
+    The default CNN (seed 0, default epochs, all data) of a dataset with shipped weights is loaded from the
+    package (scratchgan.eval.shipped), checked against its SHA-256: no data is read and nothing is trained.
+    Otherwise ``limit`` trains on only the first ``limit`` training images (quick trials and tests);
+    ``epochs`` defaults to about TARGET_STEPS_BY_KIND[kind] Adam steps. The cache key is (dataset, training
+    data, kind and architecture, epochs, seed); the file is written atomically. Raises DataError when the
+    data cannot be loaded, CheckpointError when a shipped file does not match its hash.
     """
     check_kind(kind)
     hidden = tuple(int(h) for h in hidden)
-    family, tr_x, tr_y, he_x, he_y, trained_on, held_out = evaluator_data(dataset, data_dir, log)
-    split_tag = "train" if trained_on.startswith(f"{family} train (") else "split"
-    if limit is not None:
-        if int(limit) != limit or limit <= 0:
-            raise ValueError(f"evaluator limit must be a positive integer, got {limit!r}")
-        if limit < len(tr_x):
-            tr_x, tr_y = tr_x[:limit], tr_y[:limit]
-            trained_on = f"the first {limit} of {trained_on}"
-    epochs = resolve_epochs(epochs, len(tr_x), kind=kind)
-    path = cache_path(family, len(tr_x), split_tag, hidden, epochs, seed, kind)
-    arch = architecture(kind, hidden)
     xp = get_xp(backend)
+    if kind == shipped.KIND and seed == shipped.SEED and epochs is None and limit is None \
+            and family_of(dataset) in shipped.FILES:
+        return load_shipped(family_of(dataset), xp)
+    data = TrainingData(dataset, data_dir, limit, log)
+    epochs = resolve_epochs(epochs, data.n_train, kind=kind)
+    path = cache_path(data.family, data.n_train, data.split_tag, hidden, epochs, seed, kind)
 
     if cache and path.exists():
         try:
-            arrays, meta = load_checkpoint(path)
-            if meta.get("kind") != "scratchgan-evaluator" or meta.get("format") != EVALUATOR_FORMAT:
-                raise CheckpointError(f"{path} is not a scratchgan evaluator of format {EVALUATOR_FORMAT}")
-            cached_kind = meta.get("info", {}).get("kind", "mlp")  # files of earlier releases: the MLP
-            if cached_kind != kind:
-                raise CheckpointError(f"{path} holds a {cached_kind} evaluator, not a {kind}")
-            net = build_network(kind, N_CLASSES, hidden, seed=0).to(xp, "float32")
-            net.load_state_dict({k[4:]: v for k, v in arrays.items() if k.startswith("net/")})
-            info = {"kind": kind, **meta["info"], "cached": True, "path": str(path)}
-            return Evaluator(net, info)
+            net, info = load_evaluator_file(path, kind, hidden, xp)
+            return Evaluator(net, {**info, "cached": True, "path": str(path)})
         except (CheckpointError, ValueError, KeyError) as e:
             if log:
                 log(f"evaluator cache {path} unusable ({str(e).splitlines()[0]}); training again")
 
     if log:
-        log(f"training the evaluator ({arch}) on {trained_on}, {epochs} epochs, seed {seed}, "
-            f"on {backend_name(xp)}; cached afterwards in {path}")
+        log(f"training the evaluator ({architecture(kind, hidden)}) on {data.trained_on}, {epochs} epochs, "
+            f"seed {seed}, on {backend_name(xp)}; cached afterwards in {path}")
+    net, info = fit_evaluator(data, kind=kind, hidden=hidden, epochs=epochs, seed=seed, backend=xp, log=log, bar=bar)
+    if cache:
+        save_evaluator(path, net, info)
+    return Evaluator(net, {**info, "cached": False, "path": str(path) if cache else None})
+
+
+class TrainingData:
+    """An evaluator's training and held-out images (evaluator_data), after ``limit``."""
+
+    def __init__(self, dataset, data_dir=None, limit=None, log=None):
+        (self.family, self.x, self.y, self.held_x, self.held_y, self.trained_on,
+         self.held_out) = evaluator_data(dataset, data_dir, log)
+        self.split_tag = "train" if self.trained_on.startswith(f"{self.family} train (") else "split"
+        if limit is not None:
+            if int(limit) != limit or limit <= 0:
+                raise ValueError(f"evaluator limit must be a positive integer, got {limit!r}")
+            if limit < len(self.x):
+                self.x, self.y = self.x[:limit], self.y[:limit]
+                self.trained_on = f"the first {limit} of {self.trained_on}"
+
+    @property
+    def n_train(self):
+        return len(self.x)
+
+
+TIMING_KEYS = ("train_seconds", "train_cpu_seconds")  # in a cache file's info; never in a shipped one
+
+
+def fit_evaluator(data, *, kind=DEFAULT_KIND, hidden=DEFAULT_HIDDEN, epochs=None, seed=0, backend="numpy",
+                  log=None, bar=None):
+    """Train the evaluator of ``kind`` on ``data`` (TrainingData) and score it on its held-out images ->
+    (net, info): what get_evaluator caches and `scratchgan evaluator` writes."""
+    xp = get_xp(backend)
+    epochs = resolve_epochs(epochs, data.n_train, kind=kind)
     t0, c0 = time.perf_counter(), time.process_time()
-    net = train_classifier(tr_x, tr_y, kind=kind, hidden=hidden, epochs=epochs, seed=seed, backend=xp)
+    net = train_classifier(data.x, data.y, kind=kind, hidden=hidden, epochs=epochs, seed=seed, backend=xp,
+                           log=log, bar=bar)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-    acc = accuracy(net, he_x, he_y)
-    info = {"dataset": family, "kind": kind, "architecture": arch, "trained_on": trained_on, "held_out": held_out,
-            "accuracy": acc, "n_train": int(len(tr_x)), "n_held_out": int(len(he_x)), "epochs": epochs,
-            "seed": int(seed), "train_seconds": round(seconds, 2), "train_cpu_seconds": round(cpu_seconds, 2),
+    acc = accuracy(net, data.held_x, data.held_y)
+    info = {"dataset": data.family, "kind": kind, "architecture": architecture(kind, hidden),
+            "trained_on": data.trained_on, "held_out": data.held_out, "accuracy": acc,
+            "n_train": int(data.n_train), "n_held_out": int(len(data.held_x)), "epochs": epochs, "seed": int(seed),
+            "train_seconds": round(seconds, 2), "train_cpu_seconds": round(cpu_seconds, 2),
             "trained_backend": backend_name(xp)}
     if log:
-        log(f"evaluator trained in {seconds:.1f} s: held-out accuracy {100 * acc:.2f}% on {held_out}")
-    if cache:
-        arrays = {f"net/{k}": v for k, v in net.state_dict().items()}
-        save_checkpoint(path, arrays, {"kind": "scratchgan-evaluator", "format": EVALUATOR_FORMAT, "info": info})
-    return Evaluator(net, {**info, "cached": False, "path": str(path) if cache else None})
+        log(f"evaluator trained in {seconds:.1f} s: held-out accuracy {100 * acc:.2f}% on {data.held_out}")
+    return net, info
+
+
+def save_evaluator(path, net, info):
+    """Write an evaluator file (atomically): the network's state and ``info``, as the cache and the shipped
+    files hold them."""
+    arrays = {f"net/{k}": v for k, v in net.state_dict().items()}
+    return save_checkpoint(path, arrays, {"kind": "scratchgan-evaluator", "format": EVALUATOR_FORMAT, "info": info})
+
+
+def load_evaluator_file(path, kind=DEFAULT_KIND, hidden=DEFAULT_HIDDEN, backend="numpy"):
+    """(net on ``backend``, info) of an evaluator file; CheckpointError when it is not one of ``kind``."""
+    arrays, meta = load_checkpoint(path)
+    if meta.get("kind") != "scratchgan-evaluator" or meta.get("format") != EVALUATOR_FORMAT:
+        raise CheckpointError(f"{path} is not a scratchgan evaluator of format {EVALUATOR_FORMAT}")
+    file_kind = meta.get("info", {}).get("kind", "mlp")  # files of earlier releases: the MLP
+    if file_kind != kind:
+        raise CheckpointError(f"{path} holds a {file_kind} evaluator, not a {kind}")
+    net = build_network(kind, N_CLASSES, hidden, seed=0).to(get_xp(backend), "float32")
+    net.load_state_dict({k[4:]: v for k, v in arrays.items() if k.startswith("net/")})
+    return net, {"kind": kind, **meta["info"]}
+
+
+def load_shipped(family, backend="numpy"):
+    """The shipped ruler of ``family`` ("mnist" or "fashion-mnist"), its file checked against the SHA-256
+    recorded in scratchgan.eval.shipped (CheckpointError when it differs)."""
+    path = shipped.verified_path(family)
+    net, info = load_evaluator_file(path, shipped.KIND, DEFAULT_HIDDEN, backend)
+    return Evaluator(net, {**info, "cached": False, "shipped": True, "path": str(path)})
 
 
 __all__ = ["softmax_cross_entropy", "softmax", "build_classifier", "build_network", "architecture",
            "train_classifier", "Evaluator", "get_evaluator", "evaluator_data", "accuracy", "cache_path",
-           "as_model_input", "KINDS", "DEFAULT_KIND"]
+           "as_model_input", "KINDS", "DEFAULT_KIND", "TrainingProgress", "TrainingData", "fit_evaluator",
+           "save_evaluator", "load_evaluator_file", "load_shipped", "family_of"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import array_module, to_device, to_numpy
+from ..data import registry
 from ..eval import fid
 from ..eval.metrics import DEFAULT_K, METRIC_KEYS, RealReference, collapse_check, compare
 from ..gan.step import generate
@@ -82,12 +83,28 @@ class EvalHook:
         return row
 
 
+def measured(dataset):
+    """Whether runs on ``dataset`` get a quality metric: the evaluator's classifiers know 28x28 grey digits and
+    clothes only (registry's mnist_like: mnist, fashion-mnist, mnist-bundled)."""
+    return dataset in registry.BY_NAME and registry.BY_NAME[dataset].mnist_like
+
+
+def no_metric(dataset, checkpoint="RUN/checkpoint.npz"):
+    """The one line that says a ``dataset`` run gets no metric from the classifier, and the commands that do score
+    its samples (the one place this advice is written)."""
+    known = ", ".join(name for name, d in registry.BY_NAME.items() if d.mnist_like)
+    return (f"{dataset} runs get no quality metric from the classifier (it knows only {known}); the Inception FID "
+            f"measures them: `scratchgan evaluate {checkpoint} --metric fid`, or --eval-metric fid while training")
+
+
 def make_eval_hook(config, real_images, backend="numpy", n=2000, every=None, log=None):
     """An EvalHook for a training run's config (dataset, data_dir, seed, eval_every, latent_dim, evaluator).
 
-    Loads the dataset's evaluator of kind ``config["evaluator"]`` (default "cnn") from the cache, or trains
-    it now (seconds for the MLP; minutes of CPU for the CNN on Fashion-MNIST's 60k), logged through ``log``. ``real_images``: the run's training images, e.g. ``loader.x``.
-    ``config["eval_metric"] == "fid"``: a FIDHook instead (make_fid_hook).
+    The default CNN of MNIST and Fashion-MNIST ships with the package (loaded in milliseconds); any other
+    evaluator of kind ``config["evaluator"]`` comes from the cache, or is trained now (seconds for the MLP;
+    minutes of CPU for a CNN), with a progress bar on a terminal and lines through ``log`` otherwise.
+    ``real_images``: the run's training images, e.g. ``loader.x``. ``config["eval_metric"] == "fid"``: a FIDHook
+    instead (make_fid_hook).
     """
     if config.get("eval_metric") == "fid":
         return make_fid_hook(config, real_images, backend=backend, n=n, every=every, log=log)

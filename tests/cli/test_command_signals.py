@@ -185,6 +185,27 @@ def test_a_signal_while_evaluate_trains_its_evaluator(runs, tmp_path, signum):
     assert not cache.exists() or not any(cache.iterdir())  # no half-trained evaluator, no temp file
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_train_eval_every_trains_its_evaluator(tmp_path, signum):
+    """Before the first step of `train --eval-every`, while an evaluator that does not ship trains."""
+    command = Command(["train", *TINY, "--eval-every", "4", "--evaluator", "mlp", "--out", "run"], tmp_path)
+    command.wait_for_line("training the evaluator")
+    line = one_line(*command.stop(signum), signum)
+    assert line == f"scratchgan train: aborted by {NAME[signum]}; last good checkpoint: none (nothing was saved)"
+    cache = tmp_path / "cache" / "evaluators"
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_the_evaluator_command_trains(tmp_path, signum):
+    command = Command(["evaluator", "--dataset", "mnist", "--kind", "mlp", "--epochs", "200", "--out", "e.npz"],
+                      tmp_path)
+    command.wait_for_line("training the evaluator")
+    line = one_line(*command.stop(signum), signum)
+    assert line == f"scratchgan evaluator: interrupted by {NAME[signum]}; no evaluator was written to e.npz"
+    assert list(tmp_path.glob("*e.npz*")) == []  # nor a temp file
+
+
 # ---------------------------------------------------------------------------------- interpolate
 def test_sigterm_in_interpolate_writes_nothing_and_a_rerun_completes(runs, tmp_path):
     # a conditional model walks in each of its 10 classes: 3,000 images, a second or more of work after the line

@@ -40,7 +40,7 @@ def test_a_bad_command_is_the_usage_and_one_line(tmp_path):
     code, out, err = _run([sys.executable, str(tmp_path / "scratchgan"), "bogus"], tmp_path)
     assert (code, out) == (2, "")
     assert err == ("usage: scratchgan [-h] [--version] COMMAND ...\nscratchgan: error: unknown command 'bogus'; choose "
-                   "one of: train, sample, evaluate, export, interpolate\n"), err
+                   "one of: train, sample, evaluate, evaluator, export, interpolate\n"), err
 
 
 def test_every_command_prints_its_version_before_asking_for_its_flags(tmp_path):

@@ -216,7 +216,8 @@ def test_evaluate_bad_inputs_exit_2(tiny_checkpoint, tmp_path, capsys):
         (["--checkpoint", str(not_a_checkpoint)], "not a scratchgan checkpoint"),
         (["--checkpoint", str(tmp_path / "missing.npz")], "no such checkpoint"),
         (["--checkpoint", str(other)], "holds no model config"),
-        (["--checkpoint", str(folder), "--metric", "classifier"], "pass --dataset"),  # (without --metric: FID)
+        (["--checkpoint", str(folder), "--metric", "classifier"], "folder runs get no quality metric"),  # said
+        # before loading it (without --metric such a run gets the Inception FID)
         (["--checkpoint", str(tiny_checkpoint), "--dataset", "mnist", "--data-dir", str(tmp_path)], "missing"),
     ]
     for argv, message in cases:

@@ -83,7 +83,8 @@ def test_the_command_sheet_names_each_command_and_parses():
     from scratchgan.cli import sample as sample_cli
     from scratchgan.cli import train as train_command
     parsers = {"sample": sample_cli.make_sample_parser, "interpolate": sample_cli.make_interpolate_parser,
-               "export": export.make_parser, "evaluate": evaluate_cli.make_parser}
+               "export": export.make_parser, "evaluate": evaluate_cli.make_parser,
+               "evaluator": evaluate_cli.make_evaluator_parser}
     seen = set()
     for argv in command_sheet():
         if argv[0] == "mpiexec":  # its flags: tests/run/test_distributed.py
