@@ -7,8 +7,12 @@
 Each row is one `scratchgan train` run (the MLP GAN unless the row says dcgan) with
 ``--snapshot-every`` at the scored epochs; each kept snapshot is then scored by `scratchgan evaluate`
 (the CNN evaluator unless --evaluator says otherwise; N generated against N real training images):
-Frechet distance in the evaluator's features, recall, and classes covered. Seconds per epoch come
-from the run's own log. Runs go one after another, each in its own process, on all the cores.
+Frechet distance in the evaluator's features, recall, and classes covered. With ``--fid-n N`` each snapshot
+is also scored by Inception FID (`scratchgan evaluate --metric fid`, N generated against N real training
+images), and the table ends with the rank correlation of the two rulers. Seconds per epoch come from the
+run's own log. Runs go one after another, each in its own process, on all the cores.
+
+    python benchmarks/quality_table.py --data-dir ../shared/datasets/fashion-mnist --rows bce,hinge --fid-n 2000
 """
 from __future__ import annotations
 
@@ -66,6 +70,8 @@ def main(argv=None):
     p.add_argument("--seeds", default="0", help="(default: %(default)s)")
     p.add_argument("--n", type=int, default=5000, help="images per evaluation (default: %(default)s)")
     p.add_argument("--evaluator", default="cnn", help="(default: %(default)s)")
+    p.add_argument("--fid-n", type=int, default=0, metavar="N",
+                   help="also score by Inception FID, N generated against N real images; 0: no FID (default: %(default)s)")
     p.add_argument("--out", default="runs/quality", metavar="DIR", help="(default: %(default)s)")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
@@ -94,21 +100,53 @@ def main(argv=None):
                 with open(js) as f:
                     r = json.load(f)
                 row["scores"][epoch] = {k: r[k] for k in ("frechet_distance", "recall", "classes_covered")}
+                if args.fid_n:
+                    row["scores"][epoch]["fid"] = inception_fid(snapshot, data[2:], args.fid_n, out, epoch)
             results.append(row)
             print(f"# {name} seed {seed}: {row['s_per_epoch']:.1f} s/epoch, "
                   + ", ".join(f"epoch {e}: FD {s['frechet_distance']:.1f}" for e, s in row["scores"].items()),
                   flush=True)
             with open(os.path.join(args.out, "results.jsonl"), "a") as f:
                 f.write(json.dumps(row) + "\n")
-    head = " | ".join(f"epoch {e}: FD / recall / classes" for e in score_at)
+    fid = " / FID" if args.fid_n else ""
+    head = " | ".join(f"epoch {e}: FD / recall / classes{fid}" for e in score_at)
     print(f"\n{args.dataset}, {args.evaluator} evaluator, N = {args.n}\n")
     print(f"| row | seed | s/epoch | {head} |")
     print("|---|---|---|" + "---|" * len(score_at))
     for r in results:
         cells = [(f"{s['frechet_distance']:.1f} / {s['recall']:.3f} / {s['classes_covered']}"
+                  + (f" / {s['fid']:.1f}" if "fid" in s else "")
                   if (s := r["scores"].get(e)) else "-") for e in score_at]
         print(f"| {r['row']} | {r['seed']} | {r['s_per_epoch']:.1f} | " + " | ".join(cells) + " |")
+    pairs = [(s["frechet_distance"], s["fid"]) for r in results for s in r["scores"].values() if "fid" in s]
+    if len(pairs) >= 3:
+        print(f"\nSpearman rank correlation, CNN distance against Inception FID over {len(pairs)} snapshots: "
+              f"{spearman(*zip(*pairs)):.3f}")
     return 0
+
+
+def inception_fid(snapshot, data_flags, n, out, epoch):
+    """The snapshot's Inception FID (N generated against N real training images), as `evaluate` records it."""
+    js = os.path.join(out, f"fid_epoch{epoch:04d}.json")
+    run([sys.executable, "-m", "scratchgan", "evaluate", "--checkpoint", snapshot, *data_flags, "--metric", "fid",
+         "--n-fake", str(n), "--n-real", str(n), "--split", "train", "--json", js, "--overwrite"], js + ".log")
+    with open(js) as f:
+        return json.load(f)["fid"]
+
+
+def spearman(a, b):
+    """Spearman's rho: the Pearson correlation of the ranks (ties get their mean rank)."""
+    import numpy as np
+
+    def ranks(v):
+        v = np.asarray(v, dtype=float)
+        order = v.argsort(kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=float)
+        for value in np.unique(v):  # ties: the mean of their ranks
+            r[v == value] = r[v == value].mean()
+        return r
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
 
 
 if __name__ == "__main__":

@@ -352,7 +352,7 @@ def test_an_unknown_command_is_an_error_on_stderr(faults, case, problem):
     lines = err.strip().splitlines()
     assert code == 2 and out == ""
     assert lines[0] == "usage: python -m scratchgan [-h] [--version] COMMAND ..."  # argparse's, as --help's
-    assert lines[-1] == f"scratchgan: error: {problem}; choose one of: train, sample, evaluate, export, interpolate"
+    assert lines[-1] == f"scratchgan: error: {problem}; choose one of: train, sample, evaluate, evaluator, export, interpolate"
 
 
 def test_done_lists_only_what_was_written(faults):

@@ -15,7 +15,7 @@ from scratchgan.data import load_mnist_bundled
 from scratchgan.eval import fid
 from scratchgan.eval.inception import build_fid_inception, load_fid_state
 
-N = 64
+N = 32  # per set: 64 images through two Inceptions; the features test covers 64 images
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")]
 
 
