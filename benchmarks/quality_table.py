@@ -126,10 +126,10 @@ def main(argv=None):
 
 
 def inception_fid(snapshot, data_flags, n, out, epoch):
-    """The snapshot's Inception FID (N generated against N real training images), as `evaluate` records it."""
+    """The snapshot's Inception FID (N generated against N real images of the run's training split), as `evaluate` records it."""
     js = os.path.join(out, f"fid_epoch{epoch:04d}.json")
     run([sys.executable, "-m", "scratchgan", "evaluate", "--checkpoint", snapshot, *data_flags, "--metric", "fid",
-         "--n-fake", str(n), "--n-real", str(n), "--split", "train", "--json", js, "--overwrite"], js + ".log")
+         "--n-fake", str(n), "--n-real", str(n), "--json", js, "--overwrite"], js + ".log")
     with open(js) as f:
         return json.load(f)["fid"]
 
