@@ -31,7 +31,7 @@ def _settings(out):
 
 def test_the_plan_of_the_real_run_comes_before_the_synthetic_steps(tmp_path):
     (tmp_path / "base.json").write_text(json.dumps({"loss": "wgan", "d_steps": 2, "seed": 7}))
-    code, out, err = _dry([*TINY, "--config", "base.json", "--preset", "quality", "--seed", "3", "--dry-run"],
+    code, out, err = _dry([*TINY, "--config", "base.json", "--seed", "3", "--dry-run"],
                           tmp_path)
     assert code == 0 and err == "", err
     lines = out.splitlines()
@@ -46,8 +46,7 @@ def test_the_plan_of_the_real_run_comes_before_the_synthetic_steps(tmp_path):
     settings = _settings(out)
     assert settings["seed"] == ("3", "flag --seed")  # the flag wins over the file
     assert settings["d_steps"] == ("2", "config file base.json")
-    assert settings["loss"] == ("wgan", "config file base.json")  # the file's loss wins over the preset's
-    assert settings["preset"] == ("quality", "flag --preset")
+    assert settings["loss"] == ("wgan", "config file base.json")
     assert settings["lr"] == ("5e-05", "objective default (--loss wgan)")
     assert settings["beta1"] == ("0.5", "default")
     assert settings["sample_every"] == ("500", "default for --arch mlp")
