@@ -3,6 +3,7 @@
     python benchmarks/bench_dcgan_step.py                    # NumPy vs PyTorch CPU, float32
     python benchmarks/bench_dcgan_step.py --backend cupy     # CuPy vs PyTorch CUDA: float32 and TF32 columns
     python benchmarks/bench_dcgan_step.py --quick            # smoke run: batch 4, 32x32, width 8, one step
+    python benchmarks/bench_dcgan_step.py --size 28 --channels 1 --width 32 --batch 64   # the quality preset's nets
 
 The step is the tutorial's on both sides: D on a real and a fake batch (BCE on logits), Adam on D,
 then G through the updated D, Adam on G; nz = 100, ngf = ndf = 64 (``--width``), Adam(2e-4, 0.5,
@@ -60,33 +61,36 @@ def worker_scratchgan(args, tf32):
     if tf32:
         from scratchgan.fast.precision import use_tf32
         use_tf32(xp)
-    config = dict(train_command.DCGAN_DEFAULTS, backend=args.backend, resolution=args.size, channels=3, batch_size=args.batch,
-                  g_width=args.width, d_width=args.width, image_size=3 * args.size ** 2,
-                  image_shape=[3, args.size, args.size])
+    c = args.channels
+    config = dict(train_command.DCGAN_DEFAULTS, backend=args.backend, resolution=args.size, channels=c,
+                  batch_size=args.batch, g_width=args.width, d_width=args.width, image_size=c * args.size ** 2,
+                  image_shape=[c, args.size, args.size])
     step = models.build_step(config, xp)
     rng = np.random.default_rng(0)
-    reals = [xp.asarray(rng.uniform(-1, 1, (args.batch, 3, args.size, args.size)).astype(np.float32))
+    reals = [xp.asarray(rng.uniform(-1, 1, (args.batch, c, args.size, args.size)).astype(np.float32))
              for _ in range(4)]
     it = iter(range(1 << 30))
     return _timed(lambda: step.step([reals[next(it) % len(reals)]]), args.steps, args.warmup,
                   lambda: synchronize(xp))
 
 
-def tutorial_nets(torch, size, width, device):
-    """The PyTorch DCGAN tutorial's Generator and Discriminator (64x64; fewer stages for 32), weights N(0, 0.02),
-    D ending in logits (no Sigmoid: BCEWithLogitsLoss, as scratchgan's default loss on logits)."""
+def tutorial_nets(torch, size, width, device, channels=3):
+    """The PyTorch DCGAN tutorial's Generator and Discriminator (64x64; fewer stages for 32; for 28, 7 -> 14 -> 28
+    from a 7x7 first kernel, as scratchgan's models.py), weights N(0, 0.02), D ending in logits (no Sigmoid:
+    BCEWithLogitsLoss, as scratchgan's default loss on logits)."""
     nn = torch.nn
-    widths = {64: [8, 4, 2, 1], 32: [4, 2, 1]}[size]
-    g = [nn.ConvTranspose2d(LATENT, width * widths[0], 4, 1, 0, bias=False), nn.BatchNorm2d(width * widths[0]),
+    widths = {64: [8, 4, 2, 1], 32: [4, 2, 1], 28: [2, 1]}[size]
+    k = 7 if size == 28 else 4
+    g = [nn.ConvTranspose2d(LATENT, width * widths[0], k, 1, 0, bias=False), nn.BatchNorm2d(width * widths[0]),
          nn.ReLU(True)]
     for a, b in zip(widths, widths[1:]):
         g += [nn.ConvTranspose2d(width * a, width * b, 4, 2, 1, bias=False), nn.BatchNorm2d(width * b), nn.ReLU(True)]
-    g += [nn.ConvTranspose2d(width, 3, 4, 2, 1, bias=False), nn.Tanh()]
-    d = [nn.Conv2d(3, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+    g += [nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False), nn.Tanh()]
+    d = [nn.Conv2d(channels, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
     for a, b in zip(widths[::-1], widths[::-1][1:]):
         d += [nn.Conv2d(width * a, width * b, 4, 2, 1, bias=False), nn.BatchNorm2d(width * b),
               nn.LeakyReLU(0.2, inplace=True)]
-    d += [nn.Conv2d(width * widths[0], 1, 4, 1, 0, bias=False), nn.Flatten()]
+    d += [nn.Conv2d(width * widths[0], 1, k, 1, 0, bias=False), nn.Flatten()]
 
     def weights_init(m):  # the tutorial's
         if "Conv" in type(m).__name__:
@@ -110,11 +114,11 @@ def worker_torch(args, tf32):
         torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cudnn.benchmark = True  # the fastest cuDNN algorithm per shape, chosen in the warm-up
     torch.manual_seed(0)
-    G, D = tutorial_nets(torch, args.size, args.width, device)
+    G, D = tutorial_nets(torch, args.size, args.width, device, args.channels)
     criterion = torch.nn.BCEWithLogitsLoss()
     opt_G = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_D = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    reals = [torch.rand(args.batch, 3, args.size, args.size, device=device) * 2 - 1 for _ in range(4)]
+    reals = [torch.rand(args.batch, args.channels, args.size, args.size, device=device) * 2 - 1 for _ in range(4)]
     ones = torch.ones(args.batch, 1, device=device)
     zeros = torch.zeros(args.batch, 1, device=device)
     it = iter(range(1 << 30))
@@ -142,6 +146,7 @@ def worker_torch(args, tf32):
 def time_side(side, args):
     """Time one side (e.g. "torch-tf32") in a fresh process; seconds per step."""
     argv = ["--backend", args.backend, "--batch", str(args.batch), "--size", str(args.size), "--width", str(args.width),
+            "--channels", str(args.channels),
             "--steps", str(args.steps), "--warmup", str(args.warmup)]
     return run_side(__file__, side, argv, args.threads)
 
@@ -152,7 +157,8 @@ def make_parser():
                     help="numpy: against PyTorch on the CPU (float32 only); cupy: against PyTorch CUDA, float32 "
                          "and TF32 (default: %(default)s)")
     ap.add_argument("--batch", type=int, default=128, help="images per batch (default: %(default)s)")
-    ap.add_argument("--size", type=int, choices=[32, 64], default=64, help="image size (default: %(default)s)")
+    ap.add_argument("--size", type=int, choices=[28, 32, 64], default=64, help="image size (default: %(default)s)")
+    ap.add_argument("--channels", type=int, choices=[1, 3], default=3, help="image channels (default: %(default)s)")
     ap.add_argument("--width", type=int, default=64, help="ngf = ndf (default: %(default)s)")
     ap.add_argument("--steps", type=int, default=20, help="timed steps per run (default: %(default)s)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: %(default)s)")
@@ -185,7 +191,7 @@ def main(argv=None):
     sides = [f"{lib}{p}" for p in precisions for lib in ["scratchgan"] + (["torch"] if have_torch else [])]
 
     import numpy
-    print(f"# bench_dcgan_step: {args.backend}, DCGAN {args.size}x{args.size}x3, batch {args.batch}, "
+    print(f"# bench_dcgan_step: {args.backend}, DCGAN {args.size}x{args.size}x{args.channels}, batch {args.batch}, "
           f"width {args.width}, "
           f"median of {args.reps} runs x {args.steps} steps (after {args.warmup} warm-up) per side")
     print(f"# python {platform.python_version()}, numpy {numpy.__version__}, "

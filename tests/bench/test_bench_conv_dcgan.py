@@ -61,8 +61,10 @@ def test_bench_dcgan_step_quick_prints_its_row():
     assert cells[5] == cells[6] == cells[7] == "-"  # no TF32 on the CPU
 
 
-def test_the_dcgan_step_benchmark_times_the_tutorials_nets():
-    """Its PyTorch nets have the layers and parameter counts of scratchgan's DCGAN (64x64, width 64)."""
+@pytest.mark.parametrize("size, width, channels", [(64, 64, 3), (28, 32, 1)])
+def test_the_dcgan_step_benchmark_times_the_tutorials_nets(size, width, channels):
+    """Its PyTorch nets have the layers and parameter counts of scratchgan's DCGAN (64x64 width 64, the tutorial's;
+    28x28 grey width 32, the quality preset's)."""
     torch = pytest.importorskip("torch")
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
@@ -70,10 +72,11 @@ def test_the_dcgan_step_benchmark_times_the_tutorials_nets():
     finally:
         sys.path.pop(0)
     from scratchgan.gan import models
-    G, D = bench_dcgan_step.tutorial_nets(torch, 64, 64, "cpu")
-    G_sg, D_sg = models.dcgan_generator(image_size=64, channels=3, width=64), models.dcgan_discriminator(64, 3, 64)
+    G, D = bench_dcgan_step.tutorial_nets(torch, size, width, "cpu", channels)
+    G_sg = models.dcgan_generator(image_size=size, channels=channels, width=width)
+    D_sg = models.dcgan_discriminator(size, channels, width)
     for ours, theirs in ((G_sg, G), (D_sg, D)):
         assert sum(p.data.size for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
     with torch.no_grad():
         images = G(torch.zeros(2, 100, 1, 1))
-        assert tuple(images.shape) == (2, 3, 64, 64) and tuple(D(images).shape) == (2, 1)
+        assert tuple(images.shape) == (2, channels, size, size) and tuple(D(images).shape) == (2, 1)
