@@ -10,7 +10,8 @@ the best recipe within each budget of ``--budgets`` minutes, and draws FID again
 
 Minutes are epochs x seconds per epoch. ``--clock quietest`` (the default) takes each run's fastest epoch from
 its log as its time per epoch: on a shared machine the other epochs carry other jobs' load, and the fastest is
-the closest to the run alone. ``--clock log`` adds the logged epochs up as they were.
+the closest to the run alone. ``--clock log`` adds the logged epochs up as they were. ``--pace ROW=SECONDS``
+gives a row's seconds per epoch measured apart (a run of the same command on a quiet machine) instead.
 """
 from __future__ import annotations
 
@@ -29,8 +30,10 @@ def epoch_seconds(log_path):
         return {int(e): float(s) for e, s in EPOCH_LINE.findall(f.read())}
 
 
-def points(runs, dataset, clock):
-    """[{row, seed, epoch, minutes, fid, fd}] for every snapshot scored by Inception FID."""
+def points(runs, dataset, clock, pace=None):
+    """[{row, seed, epoch, minutes, fid, fd}] for every snapshot scored by Inception FID; ``pace``: {row: seconds
+    per epoch} measured apart, used for those rows instead of their logs."""
+    pace = pace or {}
     out = []
     with open(os.path.join(runs, "results.jsonl")) as f:
         rows = [json.loads(line) for line in f if line.strip()]
@@ -42,7 +45,9 @@ def points(runs, dataset, clock):
             if "fid" not in s:
                 continue
             e = int(epoch)
-            if clock == "quietest":
+            if r["row"] in pace:
+                total = e * pace[r["row"]]
+            elif clock == "quietest":
                 total = e * min(seconds.values())
             else:
                 missing = [k for k in range(1, e + 1) if k not in seconds]
@@ -91,14 +96,21 @@ def main(argv=None):
     p.add_argument("--clock", choices=["quietest", "log"], default="quietest",
                    help="seconds per epoch: each run's fastest logged epoch, or the logged epochs summed "
                         "(default: %(default)s)")
+    p.add_argument("--pace", action="append", default=[], metavar="ROW=SECONDS",
+                   help="a row's seconds per epoch measured apart, instead of its log (repeatable)")
     p.add_argument("--plot", metavar="PNG", help="also draw FID against minutes into this file")
     args = p.parse_args(argv)
-    pts = points(args.runs, args.dataset, args.clock)
+    try:
+        pace = {row: float(s) for row, s in (item.split("=", 1) for item in args.pace)}
+    except ValueError:
+        p.error("--pace takes ROW=SECONDS, e.g. --pace wgan-gp=17.5")
+    pts = points(args.runs, args.dataset, args.clock, pace)
     if not pts:
         raise SystemExit(f"no snapshot in {args.runs} was scored by Inception FID (quality_table.py --fid-n N)")
     budgets = [float(b) for b in args.budgets.split(",")]
     best = best_within(pts, budgets)
-    print(f"{args.dataset}: Inception FID against minutes of training ({args.clock} clock)\n")
+    paced = "".join(f"; {row}: {s:g} s per epoch measured apart" for row, s in pace.items())
+    print(f"{args.dataset}: Inception FID against minutes of training ({args.clock} clock{paced})\n")
     print("| row | seed | epoch | minutes | Inception FID | CNN distance |")
     print("|---|---|---|---|---|---|")
     for q in sorted(pts, key=lambda q: q["minutes"]):

@@ -54,3 +54,13 @@ def test_the_log_clock_sums_the_epochs_as_logged(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "| mlp | 0 | 5 | 3.5 | 150.0 | 90.0 |" in done.stdout  # 4 x 30 s + 90 s
     assert "best within 1 min: no snapshot measured" in done.stdout
+
+
+def test_a_pace_measured_apart_replaces_the_log(tmp_path):
+    runs = _runs(tmp_path)
+    done = _run(["--runs", str(runs), "--pace", "conv=60", "--budgets", "10"])
+    assert done.returncode == 0, done.stderr
+    assert "conv: 60 s per epoch measured apart" in done.stdout
+    assert "| conv | 0 | 10 | 10.0 | 45.0 | 30.0 |" in done.stdout
+    assert "best within 10 min: conv (seed 0), 10 epochs, 10.0 min: FID 45.0" in done.stdout
+    assert _run(["--runs", str(runs), "--pace", "conv"]).returncode == 2
