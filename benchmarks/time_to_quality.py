@@ -73,11 +73,15 @@ def plot(pts, best, path):
     for name in dict.fromkeys(p["row"] for p in pts):
         mine = sorted((p for p in pts if p["row"] == name), key=lambda p: p["minutes"])
         ax.plot([p["minutes"] for p in mine], [p["fid"] for p in mine], marker="o", label=name)
-    for budget, p in best.items():
+    for budget in best:
         ax.axvline(budget, color="grey", linestyle=":", linewidth=1)
+    marked = {}  # one label per point, naming every budget it is the best of
+    for budget, p in best.items():
         if p is not None:
-            ax.annotate(f"best in {budget} min:\n{p['row']}, {p['fid']:.1f}", (p["minutes"], p["fid"]),
-                        textcoords="offset points", xytext=(6, 8), fontsize=7)
+            marked.setdefault(id(p), (p, []))[1].append(f"{budget:g}")
+    for p, budgets in marked.values():
+        ax.annotate(f"best in {', '.join(budgets)} min:\n{p['row']}, {p['fid']:.1f}", (p["minutes"], p["fid"]),
+                    textcoords="offset points", xytext=(6, 8), fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("minutes of training (2-core CPU)")
     ax.set_ylabel("Inception FID (lower is better)")

@@ -104,7 +104,7 @@ FLAGS = (
          "for the flags below that you do not give", choices=objectives.NAMES),
     Flag("preset", "training", None, "a measured recipe for the flags you do not give: " +
          "; ".join(f"{name}: {presets.describe(name)}" for name in presets.PRESETS) +
-         " (the MLP objective with the lowest Inception FID in the quality table; MLP on Fashion-MNIST only)",
+         " (the lowest Inception FID within about 10 minutes of a 2-core CPU; Fashion-MNIST only)",
          choices=tuple(presets.PRESETS), shown="none"),
     # the papers' settings: Arjovsky et al. 2017 (WGAN), Algorithm 1: RMSProp, lr 5e-5, c = 0.01, n_critic = 5;
     # Gulrajani et al. 2017 (WGAN-GP), Algorithm 1: Adam, lr 1e-4, betas (0, 0.9), lambda = 10, n_critic = 5

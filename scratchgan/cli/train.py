@@ -234,6 +234,7 @@ def _train_main(argv, prog, description, defaults):
         return _fail(prog, e)
     if both:
         given = data.get("arch") if data.get("arch") in flags.ARCHES else None  # a bad one: said below
+        given = given or presets.arch_of(data.get("preset"))  # a file's preset chooses as a flag's does
         defaults = flags.defaults(train_options.arch_of(argv, given), both=True)
     description = description or (TRAIN_DESCRIPTION if both else MLP_DESCRIPTION)
     args = make_train_parser(prog, description, defaults, both=both).parse_args(argv)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..checkpoint import CheckpointError, read_meta
 from ..data import registry
+from ..gan import presets
 from ..run import runlog
 from . import flags
 from .common import Parser, UserError
@@ -45,15 +46,18 @@ def graphed(step, config, world):
 
 def arch_of(argv, given=None):
     """The ``--arch`` of a `scratchgan train` command line; without it ``given`` (a --config file's), the
-    resumed checkpoint's, else mlp."""
+    --preset's architecture, the resumed checkpoint's, else mlp."""
     pre = Parser(prog="scratchgan train", add_help=False)
     pre.add_argument("--arch", choices=flags.ARCHES, default=None)
+    pre.add_argument("--preset", default=None)
     pre.add_argument("--resume", nargs="?", const="", default=None)
     pre.add_argument("--out", default=None)
     pre.add_argument("--name", default=None)
     known, _ = pre.parse_known_args(argv)
     if known.arch or given:
         return known.arch or given
+    if presets.arch_of(known.preset):  # `scratchgan train --preset quality` is a DCGAN run
+        return presets.arch_of(known.preset)
     folder = known.out or (str(Path(RUNS) / known.name) if known.name else None)
     if known.resume is not None and (known.resume or folder):  # continue a DCGAN run without repeating --arch dcgan
         path = Path(known.resume) if known.resume else Path(folder) / "checkpoint.npz"
