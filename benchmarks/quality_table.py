@@ -66,7 +66,8 @@ def main(argv=None):
     p.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist-bundled"],
                    help="(default: %(default)s)")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="the dataset's IDX files (not for mnist-bundled)")
-    p.add_argument("--rows", default=",".join(ROWS), help="(default: %(default)s)")
+    p.add_argument("--rows", default=None, help="comma-separated, of: " + ", ".join(ROWS) + " (default: every row "
+                   "the dataset can run: quality-preset is a Fashion-MNIST recipe)")
     p.add_argument("--epochs", type=int, default=10, help="train this long (default: %(default)s)")
     p.add_argument("--score-at", default="5,10,20", help="epochs scored, up to --epochs (default: %(default)s)")
     p.add_argument("--seeds", default="0", help="(default: %(default)s)")
@@ -81,7 +82,12 @@ def main(argv=None):
     every = score_at[0] if score_at else args.epochs
     data = ["--dataset", args.dataset] + (["--data-dir", os.path.abspath(args.data_dir)] if args.data_dir else [])
     results = []
-    for name in args.rows.split(","):
+    rows = args.rows.split(",") if args.rows else [r for r in ROWS if r != "quality-preset"
+                                                    or args.dataset == "fashion-mnist"]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        p.error(f"--rows: no row {unknown[0]!r}; the rows are {', '.join(ROWS)}")
+    for name in rows:
         for seed in (int(s) for s in args.seeds.split(",")):
             out = os.path.join(args.out, f"{args.dataset}-{name}-s{seed}")
             cmd = [sys.executable, "-m", "scratchgan", "train", *data, *ROWS[name], "--epochs", str(args.epochs),
