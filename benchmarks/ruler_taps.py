@@ -28,7 +28,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.join(HERE, ".."), HERE]
 
-from scratchgan.backend import get_xp  # noqa: E402
+from scratchgan.backend import get_xp, to_numpy  # noqa: E402
 from scratchgan.cli.evaluate import generate_images  # noqa: E402
 from scratchgan.data import load_dataset_or_bundled  # noqa: E402
 from scratchgan.eval.evaluator import as_model_input, family_of, load_shipped  # noqa: E402
@@ -64,7 +64,7 @@ def tap_features(evaluator, images, kinds=KINDS, batch_size=1000):
             x = layer.forward(x)
             if type(layer).__name__ != "LeakyReLU":
                 continue
-            a = np.asarray(x.get() if hasattr(x, "get") else x, dtype=np.float64)
+            a = to_numpy(x).astype(np.float64)
             if a.ndim == 4:
                 stage += 1
                 if "whole" in kinds:
