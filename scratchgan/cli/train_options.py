@@ -56,8 +56,8 @@ def arch_of(argv, given=None):
     known, _ = pre.parse_known_args(argv)
     if known.arch or given:
         return known.arch or given
-    if presets.arch_of(known.preset):  # `scratchgan train --preset quality` is a DCGAN run
-        return presets.arch_of(known.preset)
+    if preset_arch := presets.arch_of(known.preset):  # `scratchgan train --preset quality` is a DCGAN run
+        return preset_arch
     folder = known.out or (str(Path(RUNS) / known.name) if known.name else None)
     if known.resume is not None and (known.resume or folder):  # continue a DCGAN run without repeating --arch dcgan
         path = Path(known.resume) if known.resume else Path(folder) / "checkpoint.npz"
